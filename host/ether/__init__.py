@@ -1,0 +1,119 @@
+"""Ether: wire a lab together over MQTT. Decorate methods, list instances in YAML, ``ether.tap(config)``.
+
+Both ``import ether`` and ``from ether import ether`` give this module, so ``ether.tap(...)`` works
+either way, as in the original Ether.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+from ether.config import ConfigError
+from ether.decorators import (
+    ether_cleanup,
+    ether_get,
+    ether_init,
+    ether_pub,
+    ether_save,
+    ether_save_all,
+    ether_shutdown,
+    ether_start,
+    ether_sub,
+)
+from ether.supervisor import InstanceStartError
+
+__version__ = "0.1.0"
+
+_session = None  # the Session this process tapped, if any
+
+
+def _configure_logging() -> None:
+    root = logging.getLogger("ether")
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(
+            logging.Formatter(
+                "%(asctime)s.%(msecs)03d - Ether:%(process)d - %(levelname)s - %(message)s", "%Y-%m-%d %H:%M:%S"
+            )
+        )
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        root.propagate = False
+
+
+def tap(config: str | os.PathLike | dict | None = None, *, broker: str | None = None, timeout: float = 30.0) -> None:
+    """Start (or join) a session from a YAML file or dict; returns when every autorun instance is ready."""
+    global _session
+    from ether.session import new_session
+
+    if _session is not None:
+        raise RuntimeError("this process already tapped a session; call ether.shutdown() first")
+    _configure_logging()
+    session = new_session(config if config is not None else {"instances": {}}, broker_url=broker)
+    session.open(timeout)
+    _session = session
+
+
+def _current():
+    if _session is None:
+        raise RuntimeError("no Ether session in this process: call ether.tap(config) first")
+    return _session
+
+
+def start(timeout: float = 30.0) -> None:
+    """Call every ``@ether_start`` method of the running instances and begin periodic publishers."""
+    _current().start(timeout)
+
+
+def pub(data: Any, topic: str) -> None:
+    """Publish ``data`` (a dict or any JSON value) to ``topic``, from a script or from inside an instance."""
+    from ether import context
+
+    context.publish(data, topic)
+
+
+def launch_instances(instances: dict[str, dict[str, Any]], timeout: float = 30.0) -> list[str]:
+    """Start more instances (the ``instances:`` YAML schema) in the running session."""
+    return _current().launch(instances, timeout)
+
+
+def get_active_instances() -> dict[str, dict[str, Any]]:
+    """Every live instance of the session, by name, with its status (state, pid, host, topics, restarts)."""
+    return _current().active_instances()
+
+
+def shutdown(timeout: float = 10.0) -> None:
+    """save_all -> cleanup -> exit for every instance, then stop the broker. Safe to call twice."""
+    global _session
+    if _session is None:
+        return
+    session, _session = _session, None
+    session.close(timeout)
+    logging.getLogger("ether").info("Ether session shut down")
+
+
+ether = sys.modules[__name__]
+
+__all__ = [
+    "ConfigError",
+    "InstanceStartError",
+    "ether",
+    "ether_cleanup",
+    "ether_get",
+    "ether_init",
+    "ether_pub",
+    "ether_save",
+    "ether_save_all",
+    "ether_shutdown",
+    "ether_start",
+    "ether_sub",
+    "get_active_instances",
+    "launch_instances",
+    "pub",
+    "shutdown",
+    "start",
+    "tap",
+]

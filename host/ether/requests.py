@@ -1,0 +1,95 @@
+"""Request/reply over MQTT: a correlation id per request and one reply topic per client.
+
+A request is a normal message whose ``_ether`` metadata names ``reply_to`` and ``corr``; the reply is
+``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "..."}`` sent to ``reply_to`` with the same
+``corr``. A reply that arrives after its request timed out is dropped, never handed to a later call.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from ether.bus import Bus
+from ether.topics import Topics
+from ether.wire import Meta, Stamper, WireError, decode, encode
+
+log = logging.getLogger("ether.requests")
+
+
+class RequestTimeout(TimeoutError):
+    """No reply arrived in time."""
+
+
+class Pending:
+    """A request in flight; :meth:`reply` waits for its answer."""
+
+    def __init__(self, topic: str, forget: Callable[[], None]) -> None:
+        self.topic = topic
+        self._forget = forget
+        self._done = threading.Event()
+        self._reply: Any = None
+
+    def _resolve(self, reply: Any) -> None:
+        self._reply = reply
+        self._done.set()
+
+    def reply(self, timeout: float) -> Any:
+        if not self._done.wait(timeout):
+            self._forget()  # a late reply will find nobody waiting
+            raise RequestTimeout(f"no reply on {self.topic!r} within {timeout:g} s")
+        return self._reply
+
+
+class Requester:
+    """Sends requests from one bus and routes replies back to the waiting caller."""
+
+    def __init__(self, bus: Bus, topics: Topics, stamper: Stamper) -> None:
+        self.bus, self.stamper = bus, stamper
+        self.reply_topic = topics.replies(bus.client_id)
+        self._in_flight: dict[str, Pending] = {}
+        self._lock = threading.Lock()
+        bus.subscribe(self.reply_topic, self._on_reply)
+
+    def send(self, topic: str, payload: Any) -> Pending:
+        corr = uuid.uuid4().hex
+        pending = Pending(topic, lambda: self._forget(corr))
+        with self._lock:
+            self._in_flight[corr] = pending
+        meta = self.stamper.stamp()
+        meta.reply_to, meta.corr = self.reply_topic, corr
+        self.bus.publish(topic, encode(payload, meta))
+        return pending
+
+    def request(self, topic: str, payload: Any, timeout: float) -> Any:
+        return self.send(topic, payload).reply(timeout)
+
+    def _forget(self, corr: str) -> None:
+        with self._lock:
+            self._in_flight.pop(corr, None)
+
+    def _on_reply(self, topic: str, raw: bytes) -> None:
+        try:
+            payload, meta = decode(raw)
+        except WireError as exc:
+            log.warning("ignoring a malformed reply on %s: %s", topic, exc)
+            return
+        corr = meta.corr if meta else None
+        with self._lock:
+            pending = self._in_flight.pop(corr, None) if corr else None
+        if pending is None:
+            log.debug("dropping a reply nobody waits for (corr=%s)", corr)
+            return
+        pending._resolve(payload)
+
+
+def answer(bus: Bus, stamper: Stamper, request: Meta | None, reply: dict[str, Any]) -> None:
+    """Send ``reply`` to whoever asked (no-op for a request without ``reply_to``)."""
+    if request is None or not request.reply_to:
+        return
+    meta = stamper.stamp(parents=[request.id] if request.id else None)
+    meta.corr = request.corr
+    bus.publish(request.reply_to, encode(reply, meta))

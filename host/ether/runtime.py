@@ -1,0 +1,345 @@
+"""Instance runtime: hosts one user object in its own process and binds its methods to the bus.
+
+User code runs on one worker thread, one call at a time, so a class need not be thread-safe. Paho's
+network thread only queues work and answers ``status``; a handler that blocks therefore never stops
+the instance from being seen and stopped. A bad message or an exception in user code becomes an
+error event (instance, topic, reason) and the next message is processed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ether import context
+from ether.broker import BrokerAddress, BrokerError
+from ether.bus import Bus, Will
+from ether.config import add_import_paths, import_class
+from ether.decorators import EtherSpec, apply_registry, bind, spec_of, unbind
+from ether.requests import answer
+from ether.schema import ArgumentError, MethodSchema
+from ether.topics import Topics, check_publish_topic
+from ether.wire import Meta, Stamper, WireError, decode, encode
+
+log = logging.getLogger("ether.runtime")
+
+EXIT_OK = 0
+EXIT_INIT_FAILED = 3  # the user's class could not be imported or constructed
+EXIT_NO_BROKER = 4
+EXIT_UNRESPONSIVE = 5  # a lifecycle step did not finish in time
+
+
+@dataclass
+class LaunchSpec:
+    """Everything a fresh process needs to host one instance (sent as one JSON line on stdin)."""
+
+    name: str
+    class_path: str
+    broker: dict[str, Any]
+    session: str
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    registry: dict[str, Any] = field(default_factory=dict)
+    sys_path: list[str] = field(default_factory=list)
+    config_dir: str = ""
+    restarts: int = 0
+
+
+@dataclass
+class BoundMethod:
+    """One decorated method of the hosted object, with its schema built once."""
+
+    name: str
+    call: Callable[..., Any]
+    spec: EtherSpec
+    schema: MethodSchema
+    tick_pending: bool = False
+
+
+class InstanceRuntime:
+    """Connects the hosted object's decorated methods to the bus and runs the lifecycle steps."""
+
+    def __init__(self, spec: LaunchSpec, bus: Bus, cls: type) -> None:
+        self.spec, self.bus, self.cls = spec, bus, cls
+        self.topics = Topics(spec.session)
+        self.stamper = Stamper(spec.name)
+        self.obj: Any = None
+        self.jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self.finished = threading.Event()
+        self.exit_code = EXIT_OK
+        self.methods: list[BoundMethod] = []
+        self.publishers: dict[Callable, tuple[str, BoundMethod]] = {}
+        self._parents = threading.local()
+        self._ticking = threading.Event()
+        self.state = "starting"
+
+    # -- status -----------------------------------------------------------------------------
+
+    def status(self, state: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "instance": self.spec.name,
+            "class": self.spec.class_path,
+            "state": state,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "restarts": self.spec.restarts,
+            "publishes": sorted({t for t, _ in self.publishers.values()}),
+            "subscribes": sorted({m.spec.sub.topic for m in self.methods if m.spec.sub}),
+            "t": time.time(),
+            **extra,
+        }
+
+    def announce(self, state: str, **extra: Any) -> None:
+        self.state = state
+        payload = encode(self.status(state, **extra))
+        self.bus.publish_and_wait(self.topics.instance_status(self.spec.name), payload, retain=True)
+
+    # -- start ------------------------------------------------------------------------------
+
+    def construct(self) -> None:
+        """Build the user's object; its own exceptions are reported as they are, never swallowed."""
+        self.obj = self.cls(*self.spec.args, **self.spec.kwargs)
+        for attr in dir(type(self.obj)):
+            func = getattr(type(self.obj), attr, None)
+            spec = spec_of(func)
+            if spec is None:
+                continue
+            method = BoundMethod(attr, getattr(self.obj, attr), spec, MethodSchema(func))
+            self.methods.append(method)
+            if spec.pub:
+                self.publishers[func] = (self.topics.data(spec.pub.topic), method)
+        bind(self.obj, self.publish_return)
+        context.set_publisher(self.publish_data)
+
+    def subscribe(self) -> None:
+        """Subscribe every handler (waiting for the broker's acknowledgement) and the control topic."""
+        by_topic: dict[str, list[BoundMethod]] = {}
+        for m in self.methods:
+            if m.spec.sub:
+                by_topic.setdefault(self.topics.data(m.spec.sub.topic), []).append(m)
+        for topic, handlers in by_topic.items():
+            self.bus.subscribe(topic, lambda t, raw, hs=handlers: self.jobs.put(lambda: self.deliver(hs, t, raw)))
+        self.bus.subscribe(self.topics.instance_control(self.spec.name), self.on_control)
+
+    # -- data path ------------------------------------------------------------------------
+
+    def deliver(self, handlers: list[BoundMethod], topic: str, raw: bytes) -> None:
+        """Validate one message for each handler and call it; any failure becomes an error event."""
+        user_topic = self.topics.user_topic(topic)
+        try:
+            payload, meta = decode(raw)
+        except WireError as exc:
+            self.report_error(user_topic, str(exc))
+            return
+        for method in handlers:
+            try:
+                kwargs = method.schema.arguments(payload)
+            except ArgumentError as exc:
+                self.report_error(user_topic, str(exc), method, meta)
+                continue
+            self.invoke(method, kwargs, user_topic, meta)
+
+    def invoke(self, method: BoundMethod, kwargs: dict[str, Any], topic: str, meta: Meta | None) -> str | None:
+        """Call user code with the triggering message as parent of what it publishes; return the error."""
+        self._parents.ids = [meta.id] if meta and meta.id else []
+        try:
+            method.call(**kwargs)
+            return None
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            self.report_error(topic, reason, method, meta, traceback.format_exc())
+            return reason
+        finally:
+            self._parents.ids = []
+
+    def publish_return(self, func: Callable, value: Any) -> None:
+        """Called by an ``@ether_pub`` method on the hosted object: validate and publish its return."""
+        topic, method = self.publishers[func]
+        try:
+            payload = method.schema.result(value)
+        except ArgumentError as exc:
+            self.report_error(self.topics.user_topic(topic), str(exc), method)
+            return
+        meta = self.stamper.stamp(getattr(self._parents, "ids", None))
+        self.bus.publish(topic, encode(payload, meta))
+
+    def publish_data(self, user_topic: str, data: Any) -> None:
+        """``ether.pub(data, topic)`` from inside the instance."""
+        check_publish_topic(user_topic)
+        meta = self.stamper.stamp(getattr(self._parents, "ids", None))
+        self.bus.publish(self.topics.data(user_topic), encode(data, meta))
+
+    def report_error(
+        self,
+        topic: str,
+        reason: str,
+        method: BoundMethod | None = None,
+        meta: Meta | None = None,
+        trace: str | None = None,
+    ) -> None:
+        where = f" ({self.cls.__name__}.{method.name})" if method else ""
+        log.error("instance '%s' topic '%s'%s: %s", self.spec.name, topic, where, reason)
+        if trace:
+            log.debug(trace)
+        event = {
+            "instance": self.spec.name,
+            "topic": topic,
+            "method": method.name if method else None,
+            "reason": reason,
+            "message_id": meta.id if meta else None,
+        }
+        self.bus.publish(self.topics.errors(), encode(event, self.stamper.stamp()))
+
+    # -- periodic publishers ----------------------------------------------------------------
+
+    def start_ticking(self) -> None:
+        periodic = [m for m in self.methods if m.spec.pub and m.spec.pub.interval]
+        if periodic and not self._ticking.is_set():
+            self._ticking.set()
+            threading.Thread(target=self._tick_loop, args=(periodic,), name="ether-ticks", daemon=True).start()
+
+    def _tick_loop(self, periodic: list[BoundMethod]) -> None:
+        due = {id(m): time.monotonic() for m in periodic}
+        while not self.finished.is_set():
+            now = time.monotonic()
+            for m in periodic:
+                if due[id(m)] <= now:
+                    due[id(m)] = max(due[id(m)] + m.spec.pub.interval, now)  # no burst after a stall
+                    if not m.tick_pending:  # a slow sensor skips ticks instead of piling them up
+                        m.tick_pending = True
+                        self.jobs.put(lambda m=m: self._tick(m))
+            self.finished.wait(max(0.0, min(due.values()) - time.monotonic()))
+
+    def _tick(self, method: BoundMethod) -> None:
+        method.tick_pending = False
+        self.invoke(method, {}, method.spec.pub.topic if method.spec.pub else method.name, None)
+
+    # -- control ----------------------------------------------------------------------------
+
+    def on_control(self, topic: str, raw: bytes) -> None:
+        """Runs on the network thread: answer status at once, queue lifecycle steps for the worker."""
+        try:
+            payload, meta = decode(raw)
+            command = payload.get("command") if isinstance(payload, dict) else None
+        except WireError as exc:
+            log.warning("instance '%s': bad control message: %s", self.spec.name, exc)
+            return
+        if command == "status":
+            answer(self.bus, self.stamper, meta, {"ok": True, "result": self.status(self.state)})
+        elif command in ("init", "start", "save_all", "cleanup", "shutdown"):
+            self.jobs.put(lambda: self.lifecycle(command, meta))
+        else:
+            answer(self.bus, self.stamper, meta, {"ok": False, "error": f"unknown command {command!r}"})
+
+    def lifecycle(self, event: str, request: Meta | None) -> None:
+        """Run every method marked for this step, in name order; report each failure."""
+        errors = []
+        for method in sorted((m for m in self.methods if event in m.spec.lifecycle), key=lambda m: m.name):
+            error = self.invoke(method, {}, f"<{event}>", request)
+            if error:
+                errors.append(f"{method.name}: {error}")
+        if event == "start":
+            self.start_ticking()
+        answer(self.bus, self.stamper, request, {"ok": not errors, "errors": errors})
+        if event == "shutdown":
+            self.finished.set()
+
+    def work(self) -> None:
+        """The worker thread: run queued calls one at a time until told to stop."""
+        while (job := self.jobs.get()) is not None:
+            try:
+                job()
+            except Exception:
+                log.exception("instance '%s': internal error", self.spec.name)
+
+    def stop(self) -> None:
+        self.finished.set()
+        unbind(self.obj)
+        context.set_publisher(None)
+
+
+def _watch_parent(runtime: InstanceRuntime, grace: float = 30.0) -> None:
+    """Our stdin is a pipe from the supervisor: when it closes, the supervisor is gone, so save and stop."""
+    sys.stdin.read()
+    if runtime.finished.is_set():
+        return
+    log.warning("instance '%s': supervisor gone; saving and stopping", runtime.spec.name)
+    for step in ("save_all", "cleanup", "shutdown"):
+        runtime.jobs.put(lambda step=step: runtime.lifecycle(step, None))
+    if not runtime.finished.wait(grace):
+        runtime.exit_code = EXIT_UNRESPONSIVE
+        runtime.finished.set()
+
+
+def host(spec: LaunchSpec) -> int:
+    """Run one instance until told to shut down; returns the process exit code."""
+    add_import_paths(spec.config_dir)
+    for p in reversed(spec.sys_path):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+    topics = Topics(spec.session)
+    lost = {"instance": spec.name, "class": spec.class_path, "state": "dead", "pid": os.getpid()}
+    bus = Bus(
+        BrokerAddress(**spec.broker),
+        client_id=f"ether-{spec.session}-{spec.name}",
+        will=Will(topics.instance_status(spec.name), json.dumps(lost).encode()),
+    )
+    try:
+        bus.connect()
+    except BrokerError as exc:
+        log.error("instance '%s': %s", spec.name, exc)
+        return EXIT_NO_BROKER
+
+    runtime: InstanceRuntime | None = None
+    try:
+        cls = import_class(spec.class_path)
+        for class_path, methods in spec.registry.items():
+            apply_registry(import_class(class_path), methods)
+        runtime = InstanceRuntime(spec, bus, cls)
+        runtime.announce("starting")
+        runtime.construct()
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        log.error("instance '%s' (%s) failed to start: %s\n%s", spec.name, spec.class_path, reason, traceback.format_exc())
+        failed = {**lost, "state": "failed", "error": reason, "traceback": traceback.format_exc()}
+        bus.publish_and_wait(topics.instance_status(spec.name), encode(failed), retain=True)
+        bus.close()
+        return EXIT_INIT_FAILED
+
+    worker = threading.Thread(target=runtime.work, name="ether-worker", daemon=True)
+    worker.start()
+    threading.Thread(target=_watch_parent, args=(runtime,), name="ether-parent", daemon=True).start()
+    runtime.subscribe()
+    runtime.announce("ready")
+    runtime.finished.wait()
+    runtime.announce("stopped")
+    runtime.jobs.put(None)
+    runtime.stop()
+    bus.close()
+    return runtime.exit_code
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s.%(msecs)03d - Ether:%(process)d - %(levelname)s - %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+    )
+    sys.stdout.reconfigure(line_buffering=True)  # prints appear as they happen, even through a pipe
+    line = sys.stdin.readline()
+    if not line:
+        sys.exit(EXIT_INIT_FAILED)
+    code = host(LaunchSpec(**json.loads(line)))
+    sys.stdout.flush()
+    os._exit(code)  # do not wait for a user thread that never ends
+

@@ -1,0 +1,104 @@
+"""Signature schema: the pydantic model of a method's arguments and return value, built once per method."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import pydantic
+import pydantic_core
+from pydantic import ConfigDict, TypeAdapter
+
+from ether.wire import ROOT_KEY
+
+
+class ArgumentError(ValueError):
+    """A payload that does not fit a method's signature; the message names each bad field."""
+
+
+def describe(error: pydantic.ValidationError) -> str:
+    """One line per bad field: ``field 'data': Input should be a valid integer (got 'abc')``."""
+    lines = []
+    for e in error.errors(include_url=False):
+        where = ".".join(str(p) for p in e.get("loc", ())) or "(whole payload)"
+        got = e.get("input")
+        shown = "" if e.get("type") == "missing" else f" (got {got!r})"
+        lines.append(f"field '{where}': {e.get('msg')}{shown}")
+    return "; ".join(lines)
+
+
+class MethodSchema:
+    """Validates a payload into keyword arguments, and a return value into a publishable payload."""
+
+    def __init__(self, func: Callable, *, forbid_extra: bool = False) -> None:
+        self.name = func.__qualname__
+        signature = inspect.signature(func)
+        try:
+            hints = typing.get_type_hints(inspect.unwrap(func))
+        except Exception:  # unresolvable forward references: fall back to the raw annotations
+            hints = {}
+        params = [
+            p
+            for p in list(signature.parameters.values())[1:]  # drop self
+            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+        self.accepts_extra = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+        self.parameters = [p.name for p in params]
+        self.takes_root = ROOT_KEY in self.parameters
+
+        def annotation(p: inspect.Parameter) -> Any:
+            if p.annotation is inspect.Parameter.empty:
+                return Any
+            return hints.get(p.name, p.annotation)
+
+        extra = "allow" if self.accepts_extra else ("forbid" if forbid_extra else "ignore")
+        fields = {
+            p.name: (annotation(p), ... if p.default is inspect.Parameter.empty else p.default) for p in params
+        }
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # field names that shadow BaseModel attributes are fine here
+            self.args_model = pydantic.create_model(
+                f"{self.name}.arguments",
+                __config__=ConfigDict(extra=extra, arbitrary_types_allowed=True),
+                **fields,
+            )
+        returns = hints.get("return", signature.return_annotation)
+        self.returns: TypeAdapter | None = None
+        if returns is not inspect.Signature.empty:
+            self.returns = TypeAdapter(type(None) if returns is None else returns)
+
+    def arguments(self, payload: Any) -> dict[str, Any]:
+        """Keyword arguments for a call, from a message payload. Raises ArgumentError naming the fields."""
+        if self.takes_root:  # `root` receives the whole payload, whatever its shape
+            if isinstance(payload, dict) and set(payload) == {ROOT_KEY}:
+                payload = payload[ROOT_KEY]
+            payload = {ROOT_KEY: payload}
+        elif not isinstance(payload, dict):
+            expected = ", ".join(self.parameters) or "no fields"
+            raise ArgumentError(
+                f"expected a JSON object with fields ({expected}), got {type(payload).__name__} {payload!r}"
+            )
+        try:
+            model = self.args_model.model_validate(payload)
+        except pydantic.ValidationError as exc:
+            raise ArgumentError(describe(exc)) from None
+        kwargs = {name: getattr(model, name) for name in self.parameters}
+        if self.accepts_extra and model.model_extra:
+            kwargs.update(model.model_extra)
+        return kwargs
+
+    def result(self, value: Any) -> Any:
+        """The payload to publish for a return value: validated, JSON-ready; ``None`` becomes ``{}``."""
+        if self.returns is not None:
+            try:
+                value = self.returns.validate_python(value)
+            except pydantic.ValidationError as exc:
+                raise ArgumentError(f"return value does not match the annotation: {describe(exc)}") from None
+        if value is None:
+            return {}
+        if isinstance(value, (dict, list, str, int, float, bool)):
+            return value
+        return pydantic_core.to_jsonable_python(value)  # models, dataclasses, dates -> JSON types

@@ -1,0 +1,104 @@
+"""A running session as seen from the script or CLI that tapped it: broker, supervisor and own connection."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+from ether import context
+from ether.broker import BrokerAddress, EmbeddedBroker
+from ether.bus import Bus
+from ether.config import Config, InstanceConfig, load
+from ether.requests import Requester
+from ether.supervisor import Supervisor
+from ether.topics import Topics, check_publish_topic
+from ether.wire import Stamper, encode
+
+log = logging.getLogger("ether")
+
+
+class Session:
+    """Everything ``ether.tap()`` starts, in the order it must be stopped."""
+
+    def __init__(self, config: Config, broker_url: str | None = None, port: int = 0) -> None:
+        self.config = config
+        self.topics = Topics(config.session)
+        self.name = f"{socket.gethostname()}-{os.getpid()}"
+        self.stamper = Stamper(f"main:{self.name}")
+        self.supervisor = Supervisor(config, self.topics)
+        url = broker_url or config.broker_url
+        self.embedded = None if url else EmbeddedBroker(port=port)
+        self.address: BrokerAddress | None = BrokerAddress.parse(url) if url else None
+        self.bus: Bus | None = None
+        self._lock = threading.Lock()
+        self.started_at = time.time()
+
+    def open(self, timeout: float = 30.0) -> None:
+        """Start the broker and the autorun instances; return when all are ready and initialised."""
+        autorun = [i for i in self.config.instances.values() if i.autorun]
+        if self.embedded:
+            self.embedded.launch()
+        try:
+            for instance in autorun:  # they import user code while the broker starts
+                self.supervisor.spawn(instance)
+            if self.embedded:
+                self.address = self.embedded.wait_ready()
+            self.bus = Bus(self.address, client_id=f"ether-{self.topics.session}-main-{self.name}")
+            self.bus.connect()
+            self.supervisor.attach(self.address, self.bus, Requester(self.bus, self.topics, self.stamper))
+            names = [i.name for i in autorun]
+            self.supervisor.wait_ready(names, timeout)
+            self.supervisor.command("init", names, timeout)
+        except BaseException:
+            self.close()
+            raise
+        context.set_publisher(self.publish)
+        log.info("Ether session '%s' ready on %s with %d instances", self.topics.session, self.address.url, len(names))
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Run every ``@ether_start`` method (and begin periodic publishers); waits for each to finish."""
+        self.supervisor.command("start", self.supervisor.running(), timeout)
+
+    def publish(self, topic: str, data: Any) -> None:
+        check_publish_topic(topic)
+        self.bus.publish(self.topics.data(topic), encode(data, self.stamper.stamp()))
+
+    def launch(self, instances: dict[str, dict[str, Any]], timeout: float = 30.0) -> list[str]:
+        """Start more instances in the running session (same name twice is an error)."""
+        extra = load({"session": self.config.session, "instances": instances}).instances
+        for name in extra:
+            if name in self.supervisor.running():
+                raise ValueError(f"an instance named '{name}' is already running in this session")
+        for instance in extra.values():
+            self.config.instances[instance.name] = instance
+            self.supervisor.spawn(instance)
+        names = list(extra)
+        self.supervisor.wait_ready(names, timeout)
+        self.supervisor.command("init", names, timeout)
+        return names
+
+    def active_instances(self) -> dict[str, dict[str, Any]]:
+        return {n: s for n, s in self.supervisor.statuses().items() if s.get("state") not in ("stopped", "dead")}
+
+    def close(self, timeout: float = 10.0) -> dict[str, int | None]:
+        """save_all -> cleanup -> exit for every instance, then the broker. Returns instance exit codes."""
+        with self._lock:
+            context.set_publisher(None)
+            codes = self.supervisor.close(timeout) if self.bus else {}
+            if self.bus:
+                self.bus.close()
+                self.bus = None
+            if self.embedded:
+                self.embedded.stop()
+            return codes
+
+
+def new_session(config: str | os.PathLike | dict | Config, broker_url: str | None = None, port: int = 0) -> Session:
+    return Session(config if isinstance(config, Config) else load(config), broker_url, port)
+
+
+__all__ = ["Session", "new_session", "InstanceConfig"]
