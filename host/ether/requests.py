@@ -59,7 +59,7 @@ class Requester:
         pending = Pending(topic, lambda: self._forget(corr))
         with self._lock:
             self._in_flight[corr] = pending
-        meta = self.stamper.stamp()
+        meta = self.stamper.control()
         meta.reply_to, meta.corr = self.reply_topic, corr
         self.bus.publish(topic, encode(payload, meta))
         return pending
@@ -90,6 +90,6 @@ def answer(bus: Bus, stamper: Stamper, request: Meta | None, reply: dict[str, An
     """Send ``reply`` to whoever asked (no-op for a request without ``reply_to``)."""
     if request is None or not request.reply_to:
         return
-    meta = stamper.stamp(parents=[request.id] if request.id else None)
+    meta = stamper.control(parents=[request.id] if request.id else None)
     meta.corr = request.corr
     bus.publish(request.reply_to, encode(reply, meta))

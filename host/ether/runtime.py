@@ -198,7 +198,7 @@ class InstanceRuntime:
             "reason": reason,
             "message_id": meta.id if meta else None,
         }
-        self.bus.publish(self.topics.errors(), encode(event, self.stamper.stamp()))
+        self.bus.publish(self.topics.errors(), encode(event, self.stamper.control()))
 
     # -- periodic publishers ----------------------------------------------------------------
 

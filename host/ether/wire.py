@@ -77,17 +77,17 @@ class Stamper:
         self.source = source
         self.boot = os.urandom(6).hex()
         self._seq = itertools.count(1)
+        self._control_seq = itertools.count(1)
 
     def stamp(self, parents: list[str] | None = None) -> Meta:
+        """Metadata for a data message: the next number in this source's gap-free sequence."""
         seq = next(self._seq)
-        return Meta(
-            id=f"{self.boot}.{seq}",
-            src=self.source,
-            boot=self.boot,
-            seq=seq,
-            t=time.time(),
-            parents=list(parents or ()),
-        )
+        return Meta(f"{self.boot}.{seq}", self.source, self.boot, seq, time.time(), list(parents or ()))
+
+    def control(self, parents: list[str] | None = None) -> Meta:
+        """Metadata for a reply, status or error event: outside the data sequence (``seq`` 0)."""
+        n = next(self._control_seq)
+        return Meta(f"{self.boot}.c{n}", self.source, self.boot, 0, time.time(), list(parents or ()))
 
 
 def encode(payload: Any, meta: Meta | None = None) -> bytes:

@@ -1,0 +1,5 @@
+"""``python -m ether`` is the ``ether`` command."""
+
+from ether.cli import main
+
+main()

@@ -1,0 +1,77 @@
+"""The ``ether`` command. Exit codes: 0 clean, 1 a session could not start or stop cleanly, 2 bad config."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from ether.broker import BrokerError
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start the session of a YAML file, run ``@ether_start`` methods, stop cleanly on Ctrl-C."""
+    import ether
+    from ether.config import ConfigError
+    from ether.session import new_session
+    from ether.supervisor import InstanceStartError
+
+    ether._configure_logging()
+    try:
+        session = new_session(args.config, broker_url=args.broker, port=args.port)
+    except ConfigError as exc:
+        print(f"ether: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        session.open(args.timeout)
+        session.start(args.timeout)
+    except (InstanceStartError, BrokerError) as exc:
+        print(f"ether: {exc}", file=sys.stderr)
+        session.close()
+        return EXIT_FAILED
+    print("Ether is running. Press Ctrl-C to stop.", file=sys.stderr, flush=True)
+    stop.wait()
+    print("Stopping: save_all -> cleanup -> exit ...", file=sys.stderr, flush=True)
+    codes = session.close(args.timeout)
+    bad = {name: code for name, code in codes.items() if code != 0}
+    if bad:
+        print(f"ether: instances did not stop cleanly: {bad}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def broker(args: argparse.Namespace) -> int:
+    """Run the embedded broker in the foreground (for other machines' supervisors or boards)."""
+    from ether.broker import main as broker_main
+
+    broker_main(["--host", args.host, "--port", str(args.port)])
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ether", description="Wire a lab together over MQTT.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("run", help="run the instances of a YAML session file until Ctrl-C")
+    p.add_argument("config", help="the session file (YAML)")
+    p.add_argument("--broker", help="join this broker (mqtt://host:port) instead of starting one")
+    p.add_argument("--port", type=int, default=1883, help="port of the embedded broker (default 1883; 0 = any)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for readiness and each stop step")
+    p.set_defaults(handler=run)
+
+    p = commands.add_parser("broker", help="run the embedded MQTT broker in the foreground")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=1883)
+    p.set_defaults(handler=broker)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    sys.exit(args.handler(args))

@@ -1,0 +1,115 @@
+"""Classes the integration tests run as instances (imported by the instance processes)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from ether import (
+    ether_cleanup,
+    ether_init,
+    ether_pub,
+    ether_save_all,
+    ether_shutdown,
+    ether_start,
+    ether_sub,
+)
+
+
+class Echo:
+    """Answers each value; 13 raises, to show that one exception does not stop the instance."""
+
+    @ether_sub(topic="in")
+    @ether_pub(topic="out")
+    def echo(self, value: int, label: str = "") -> dict:
+        if value == 13:
+            raise ValueError("unlucky number")
+        return {"value": value, "label": label, "pid": os.getpid()}
+
+
+class RootEcho:
+    """Takes the whole payload through `root` and sends it back unchanged."""
+
+    @ether_sub(topic="raw")
+    @ether_pub(topic="raw_out")
+    def take(self, root: Any) -> Any:
+        return root
+
+
+class Lifecycle:
+    """Writes each lifecycle step it sees to a file, in order."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._write("constructed")
+
+    def _write(self, step: str) -> None:
+        with open(self.path, "a") as f:
+            f.write(step + "\n")
+
+    @ether_init
+    def on_init(self) -> None:
+        self._write("init")
+
+    @ether_start()
+    def on_start(self) -> None:
+        self._write("start")
+
+    @ether_save_all
+    def on_save_all(self) -> None:
+        self._write("save_all")
+
+    @ether_cleanup()
+    def on_cleanup(self) -> None:
+        self._write("cleanup")
+
+    @ether_shutdown
+    def on_shutdown(self) -> None:
+        self._write("shutdown")
+
+    def run(self) -> str:
+        """A user method named like something a framework might inject; Ether must leave it alone."""
+        return "user run"
+
+
+class BrokenSensor:
+    def __init__(self, port: str = "/dev/ttyUSB9"):
+        raise ConnectionError(f"sensor not connected on {port}")
+
+
+class Ticker:
+    """A periodic source, like a sensor sampled at a fixed period."""
+
+    def __init__(self):
+        self.n = 0
+
+    @ether_pub(topic="tick", interval=0.02)
+    def tick(self) -> dict:
+        self.n += 1
+        return {"n": self.n}
+
+
+class Blocker:
+    """A handler that blocks until released; control messages must still be answered."""
+
+    release = threading.Event()
+
+    @ether_sub(topic="block")
+    def block(self, seconds: float) -> None:
+        self.release.wait(seconds)
+
+
+class Chatty:
+    """Publishes from inside with ether.pub and by calling its own @ether_pub method directly."""
+
+    @ether_sub(topic="go")
+    def go(self, n: int) -> None:
+        import ether
+
+        ether.pub({"via": "ether.pub", "n": n}, "chat")
+        self.say(n)
+
+    @ether_pub(topic="chat")
+    def say(self, n: int) -> dict:
+        return {"via": "direct call", "n": n}
