@@ -7,7 +7,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from ether.broker import BrokerAddress
 from ether.bus import Bus
 from ether.session import Session, new_session

@@ -5,9 +5,8 @@ import signal
 import subprocess
 import sys
 
-from conftest import PIPELINE, REPO
-
 import ether
+from conftest import PIPELINE, REPO
 
 
 def test_pipeline_runs_each_instance_in_its_own_process(run_session):

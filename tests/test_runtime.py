@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from ether.topics import Topics
 
 ERRORS = Topics().errors()
@@ -44,7 +43,14 @@ def test_exception_in_user_code_then_next_message(run_session):
 
 @pytest.mark.parametrize(
     "payload",
-    [{"nested": {"list": [1, 2, {"deep": [None, True, 1.5]}]}, "s": "ü"}, [1, [2, [3]]], 42, 2.5, "text", True],
+    [
+        {"nested": {"list": [1, 2, {"deep": [None, True, 1.5]}]}, "s": "ü"},
+        [1, [2, [3]]],
+        42,
+        2.5,
+        "text",
+        True,
+    ],
 )
 def test_data_fidelity_through_root(run_session, payload):
     session, observer = run_session(one("root", "lab_classes.RootEcho"))

@@ -3,9 +3,8 @@
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
-
 from ether.schema import ArgumentError, MethodSchema
+from pydantic import BaseModel
 
 
 class Reading(BaseModel):

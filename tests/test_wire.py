@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from ether.wire import Stamper, WireError, decode, encode
 
 
@@ -11,7 +10,9 @@ def test_object_payload_keeps_fields_beside_metadata():
     meta = Stamper("gen").stamp(parents=["p1"])
     body = json.loads(encode({"data": 42}, meta))
     assert body["data"] == 42
-    assert body["_ether"]["src"] == "gen" and body["_ether"]["seq"] == 1 and body["_ether"]["parents"] == ["p1"]
+    assert (
+        body["_ether"]["src"] == "gen" and body["_ether"]["seq"] == 1 and body["_ether"]["parents"] == ["p1"]
+    )
     payload, back = decode(encode({"data": 42}, meta))
     assert payload == {"data": 42} and back.id == meta.id
 

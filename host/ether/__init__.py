@@ -36,7 +36,8 @@ def _configure_logging() -> None:
         handler = logging.StreamHandler()
         handler.setFormatter(
             logging.Formatter(
-                "%(asctime)s.%(msecs)03d - Ether:%(process)d - %(levelname)s - %(message)s", "%Y-%m-%d %H:%M:%S"
+                "%(asctime)s.%(msecs)03d - Ether:%(process)d - %(levelname)s - %(message)s",
+                "%Y-%m-%d %H:%M:%S",
             )
         )
         root.addHandler(handler)
@@ -44,7 +45,9 @@ def _configure_logging() -> None:
         root.propagate = False
 
 
-def tap(config: str | os.PathLike | dict | None = None, *, broker: str | None = None, timeout: float = 30.0) -> None:
+def tap(
+    config: str | os.PathLike | dict | None = None, *, broker: str | None = None, timeout: float = 30.0
+) -> None:
     """Start (or join) a session from a YAML file or dict; returns when every autorun instance is ready."""
     global _session
     from ether.session import new_session

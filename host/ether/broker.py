@@ -73,7 +73,16 @@ class EmbeddedBroker:
     def launch(self) -> None:
         """Start the process without waiting (so instances can start importing meanwhile)."""
         self.process = subprocess.Popen(
-            [sys.executable, "-c", "from ether.broker import main; main()", "--host", self.host, "--port", str(self.requested_port), "--exit-with-stdin"],
+            [
+                sys.executable,
+                "-c",
+                "from ether.broker import main; main()",
+                "--host",
+                self.host,
+                "--port",
+                str(self.requested_port),
+                "--exit-with-stdin",
+            ],
             stdin=subprocess.PIPE,  # the broker exits when this pipe closes: it never outlives us
             stdout=subprocess.PIPE,
             text=True,
@@ -166,4 +175,3 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as exc:
         print(f"ether broker: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         sys.exit(2)
-

@@ -155,7 +155,9 @@ class Bus:
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             raise BrokerError(f"publishing to {topic!r} failed: {mqtt.error_string(info.rc)}")
 
-    def publish_and_wait(self, topic: str, payload: bytes, *, retain: bool = False, timeout: float = 5.0) -> bool:
+    def publish_and_wait(
+        self, topic: str, payload: bytes, *, retain: bool = False, timeout: float = 5.0
+    ) -> bool:
         """Publish at QoS 1 and wait for the broker's acknowledgement."""
         check_publish_topic(topic)
         info = self._client.publish(topic, payload, qos=1, retain=retain)

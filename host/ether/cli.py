@@ -61,8 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("run", help="run the instances of a YAML session file until Ctrl-C")
     p.add_argument("config", help="the session file (YAML)")
     p.add_argument("--broker", help="join this broker (mqtt://host:port) instead of starting one")
-    p.add_argument("--port", type=int, default=1883, help="port of the embedded broker (default 1883; 0 = any)")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for readiness and each stop step")
+    p.add_argument(
+        "--port", type=int, default=1883, help="port of the embedded broker (default 1883; 0 = any)"
+    )
+    p.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait for readiness and each stop step"
+    )
     p.set_defaults(handler=run)
 
     p = commands.add_parser("broker", help="run the embedded MQTT broker in the foreground")

@@ -85,7 +85,12 @@ class _Located:
             for key_node, value_node in node.value:
                 key = yaml.safe_load(yaml.serialize(key_node))
                 if key in out:
-                    raise ConfigError("key appears twice", self.path, key_node.start_mark.line + 1, _dotted(key_path + (key,)))
+                    raise ConfigError(
+                        "key appears twice",
+                        self.path,
+                        key_node.start_mark.line + 1,
+                        _dotted(key_path + (key,)),
+                    )
                 out[key] = self._convert(value_node, key_path + (key,))
                 self.lines[key_path + (key,)] = key_node.start_mark.line + 1
             return out
@@ -210,7 +215,9 @@ def _registry(doc: _Located, registry: Any) -> dict:
             where = ("registry", class_path, "methods", method)
             if not callable(getattr(cls, method, None)):
                 known = [n for n, v in vars(cls).items() if callable(v) and not n.startswith("_")]
-                raise doc.error(f"{cls.__name__} has no method '{method}' ({_unknown(method, tuple(known))})", *where)
+                raise doc.error(
+                    f"{cls.__name__} has no method '{method}' ({_unknown(method, tuple(known))})", *where
+                )
             decorators = _mapping(doc, decorators or {}, *where)
             for name, options in decorators.items():
                 if name not in DECORATORS:

@@ -128,7 +128,9 @@ class InstanceRuntime:
             if m.spec.sub:
                 by_topic.setdefault(self.topics.data(m.spec.sub.topic), []).append(m)
         for topic, handlers in by_topic.items():
-            self.bus.subscribe(topic, lambda t, raw, hs=handlers: self.jobs.put(lambda: self.deliver(hs, t, raw)))
+            self.bus.subscribe(
+                topic, lambda t, raw, hs=handlers: self.jobs.put(lambda: self.deliver(hs, t, raw))
+            )
         self.bus.subscribe(self.topics.instance_control(self.spec.name), self.on_control)
 
     # -- data path ------------------------------------------------------------------------
@@ -149,7 +151,9 @@ class InstanceRuntime:
                 continue
             self.invoke(method, kwargs, user_topic, meta)
 
-    def invoke(self, method: BoundMethod, kwargs: dict[str, Any], topic: str, meta: Meta | None) -> str | None:
+    def invoke(
+        self, method: BoundMethod, kwargs: dict[str, Any], topic: str, meta: Meta | None
+    ) -> str | None:
         """Call user code with the triggering message as parent of what it publishes; return the error."""
         self._parents.ids = [meta.id] if meta and meta.id else []
         try:
@@ -206,7 +210,9 @@ class InstanceRuntime:
         periodic = [m for m in self.methods if m.spec.pub and m.spec.pub.interval]
         if periodic and not self._ticking.is_set():
             self._ticking.set()
-            threading.Thread(target=self._tick_loop, args=(periodic,), name="ether-ticks", daemon=True).start()
+            threading.Thread(
+                target=self._tick_loop, args=(periodic,), name="ether-ticks", daemon=True
+            ).start()
 
     def _tick_loop(self, periodic: list[BoundMethod]) -> None:
         due = {id(m): time.monotonic() for m in periodic}
@@ -310,7 +316,13 @@ def host(spec: LaunchSpec) -> int:
         runtime.construct()
     except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}"
-        log.error("instance '%s' (%s) failed to start: %s\n%s", spec.name, spec.class_path, reason, traceback.format_exc())
+        log.error(
+            "instance '%s' (%s) failed to start: %s\n%s",
+            spec.name,
+            spec.class_path,
+            reason,
+            traceback.format_exc(),
+        )
         failed = {**lost, "state": "failed", "error": reason, "traceback": traceback.format_exc()}
         bus.publish_and_wait(topics.instance_status(spec.name), encode(failed), retain=True)
         bus.close()
@@ -342,4 +354,3 @@ def main() -> None:
     code = host(LaunchSpec(**json.loads(line)))
     sys.stdout.flush()
     os._exit(code)  # do not wait for a user thread that never ends
-

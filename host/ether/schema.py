@@ -56,7 +56,8 @@ class MethodSchema:
 
         extra = "allow" if self.accepts_extra else ("forbid" if forbid_extra else "ignore")
         fields = {
-            p.name: (annotation(p), ... if p.default is inspect.Parameter.empty else p.default) for p in params
+            p.name: (annotation(p), ... if p.default is inspect.Parameter.empty else p.default)
+            for p in params
         }
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # field names that shadow BaseModel attributes are fine here

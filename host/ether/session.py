@@ -57,7 +57,12 @@ class Session:
             self.close()
             raise
         context.set_publisher(self.publish)
-        log.info("Ether session '%s' ready on %s with %d instances", self.topics.session, self.address.url, len(names))
+        log.info(
+            "Ether session '%s' ready on %s with %d instances",
+            self.topics.session,
+            self.address.url,
+            len(names),
+        )
 
     def start(self, timeout: float = 30.0) -> None:
         """Run every ``@ether_start`` method (and begin periodic publishers); waits for each to finish."""
@@ -82,7 +87,9 @@ class Session:
         return names
 
     def active_instances(self) -> dict[str, dict[str, Any]]:
-        return {n: s for n, s in self.supervisor.statuses().items() if s.get("state") not in ("stopped", "dead")}
+        return {
+            n: s for n, s in self.supervisor.statuses().items() if s.get("state") not in ("stopped", "dead")
+        }
 
     def close(self, timeout: float = 10.0) -> dict[str, int | None]:
         """save_all -> cleanup -> exit for every instance, then the broker. Returns instance exit codes."""
@@ -97,7 +104,9 @@ class Session:
             return codes
 
 
-def new_session(config: str | os.PathLike | dict | Config, broker_url: str | None = None, port: int = 0) -> Session:
+def new_session(
+    config: str | os.PathLike | dict | Config, broker_url: str | None = None, port: int = 0
+) -> Session:
     return Session(config if isinstance(config, Config) else load(config), broker_url, port)
 
 

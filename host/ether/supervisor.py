@@ -49,9 +49,13 @@ class Managed:
 
     @property
     def state(self) -> str:
-        if self.status.get("pid") != self.pid:
-            return "starting"  # nothing heard yet from the current process
-        return str(self.status.get("state", "starting"))
+        """What the current process announced; if it has exited, what its exit means."""
+        heard = self.status.get("state") if self.status.get("pid") == self.pid else None
+        if self.process is not None and self.process.poll() is not None:
+            if heard in ("failed", "restarting", "stopped"):
+                return heard
+            return "stopped" if self.process.returncode == 0 else "dead"
+        return heard or "starting"
 
 
 class Supervisor:
@@ -141,12 +145,20 @@ class Supervisor:
         """Return when every named instance is ready; raise InstanceStartError on failure or timeout."""
 
         def settled() -> bool:
-            return all(self.instances[n].state in ("ready", "failed") or self.instances[n].gave_up for n in names)
+            return all(
+                self.instances[n].state in ("ready", "failed") or self.instances[n].gave_up for n in names
+            )
 
         done = wait_until(self._changed, settled, timeout)
-        failed = {n: self.instances[n] for n in names if self.instances[n].state == "failed" or self.instances[n].gave_up}
+        failed = {
+            n: self.instances[n]
+            for n in names
+            if self.instances[n].state == "failed" or self.instances[n].gave_up
+        }
         if failed:
-            reasons = "; ".join(f"'{n}' ({m.config.class_path}): {m.status.get('error', 'exited')}" for n, m in failed.items())
+            reasons = "; ".join(
+                f"'{n}' ({m.config.class_path}): {m.status.get('error', 'exited')}" for n, m in failed.items()
+            )
             raise InstanceStartError(f"instance failed to start: {reasons}")
         if not done:
             late = [n for n in names if self.instances[n].state != "ready"]
@@ -178,7 +190,11 @@ class Supervisor:
         delay = managed.config.backoff * (2 ** (managed.restarts - 1))
         log.warning(
             "instance '%s' exited with code %s; restart %d of %d in %.2g s",
-            name, code, managed.restarts, managed.config.max_restarts, delay,
+            name,
+            code,
+            managed.restarts,
+            managed.config.max_restarts,
+            delay,
         )
         self._announce(managed, "restarting", exit_code=code)
         if self._closing.wait(delay):  # the session is ending: do not restart
@@ -252,7 +268,9 @@ class Supervisor:
     def statuses(self) -> dict[str, dict[str, Any]]:
         """The latest status of every instance in the session, ours and other supervisors'."""
         with self._changed:
-            mine = {n: {**m.status, "state": m.state, "restarts": m.restarts} for n, m in self.instances.items()}
+            mine = {
+                n: {**m.status, "state": m.state, "restarts": m.restarts} for n, m in self.instances.items()
+            }
             return {**self.others, **mine}
 
 

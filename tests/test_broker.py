@@ -1,0 +1,85 @@
+"""The embedded broker: loopback only, fast stop, and amqtt's retained-message leak fixed."""
+
+import json
+import re
+import socket
+import threading
+import uuid
+
+import pytest
+from ether.broker import BrokerAddress, BrokerError, EmbeddedBroker
+from ether.bus import Bus
+from ether.topics import TopicError
+
+
+@pytest.fixture
+def broker():
+    b = EmbeddedBroker()
+    address = b.start()
+    yield address
+    b.stop()
+
+
+def client(address):
+    bus = Bus(address, client_id=f"t-{uuid.uuid4().hex[:8]}")
+    bus.connect()
+    return bus
+
+
+def test_binds_loopback_only(broker):
+    assert broker.host == "127.0.0.1"
+    with socket.create_connection(("127.0.0.1", broker.port), timeout=5):
+        pass
+
+
+def test_retained_messages_only_reach_matching_subscribers(broker):
+    a = client(broker)
+    a.subscribe("status/a", lambda t, p: None)  # some subscription exists in the broker
+    a.publish_and_wait("status/a", b'{"s": 1}', retain=True)
+    a.publish_and_wait("other/b", b'{"s": 2}', retain=True)
+
+    got: list[str] = []
+    marker = threading.Event()
+    b = client(broker)
+    b.subscribe("mine", lambda t, p: (got.append(t), marker.set()))
+    b.publish("mine", b"{}")
+    assert marker.wait(10)  # our own message arrived, so anything leaked would have arrived before it
+    assert got == ["mine"], got
+    retained = threading.Event()
+    b.subscribe("status/a", lambda t, p: retained.set())
+    assert retained.wait(10)  # a real subscription still gets the retained message
+    a.close(), b.close()
+
+
+def test_stop_is_fast_even_with_connected_clients():
+    b = EmbeddedBroker()
+    address = b.start()
+    c = client(address)
+    c.publish_and_wait("x", json.dumps({"a": 1}).encode())
+    b.process.terminate()
+    assert b.process.wait(timeout=3) == 0  # amqtt's own shutdown waits 5 s
+    c.close()
+
+
+def test_publishing_to_wildcards_or_dollar_topics_is_refused(broker):
+    c = client(broker)
+    for topic in ("a/+", "a/#", "$SYS/x"):
+        with pytest.raises(TopicError, match=re.escape(repr(topic))):
+            c.publish(topic, b"{}")
+    c.close()
+
+
+def test_unreachable_broker_is_a_clear_error():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(BrokerError, match=f"cannot reach the MQTT broker at mqtt://127.0.0.1:{port}"):
+        Bus(BrokerAddress(port=port), client_id="nobody").connect(timeout=5)
+
+
+def test_broker_urls():
+    a = BrokerAddress.parse("mqtt://user:p%40ss@lab.local:1884")
+    assert (a.host, a.port, a.username, a.password) == ("lab.local", 1884, "user", "p@ss")
+    assert BrokerAddress.parse("10.0.0.2").port == 1883
+    with pytest.raises(BrokerError, match="only mqtt://"):
+        BrokerAddress.parse("http://x")
