@@ -1,0 +1,54 @@
+"""The benchmark pipeline: source -> relay -> sink, each an Ether instance in its own process."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import ether
+from ether import ether_pub, ether_save_all, ether_sub
+
+
+class Source:
+    @ether_sub(topic="bench/go")
+    def go(self, n: int, pace: float = 0.0) -> None:
+        """Publish n messages, back to back (pace 0) or one every `pace` seconds (for latency)."""
+        ticker = threading.Event()
+        for i in range(n):
+            self.emit(i)
+            if pace:
+                ticker.wait(pace)
+
+    @ether_pub(topic="bench/data")
+    def emit(self, i: int) -> dict:
+        return {"i": i, "t": time.time()}
+
+
+class Relay:
+    """One hop: records how long each message took from the source's publish to this handler."""
+
+    def __init__(self, stats: str):
+        self.stats, self.latencies = stats, []
+
+    @ether_sub(topic="bench/data")
+    @ether_pub(topic="bench/result")
+    def relay(self, i: int, t: float) -> dict:
+        self.latencies.append(time.time() - t)
+        return {"i": i, "t": t}
+
+    @ether_save_all
+    def save(self) -> None:
+        with open(self.stats, "w") as f:
+            json.dump({"latencies": self.latencies}, f)
+
+
+class Sink:
+    def __init__(self, n: int):
+        self.n, self.count = n, 0
+
+    @ether_sub(topic="bench/result")
+    def take(self, i: int, t: float) -> None:
+        self.count += 1
+        if self.count == self.n:
+            ether.pub({"count": self.count, "t": time.time()}, "bench/done")

@@ -1,0 +1,225 @@
+"""Benchmark: Ether's generator -> processor -> collector pipeline against raw paho-mqtt, side by side.
+
+For each broker (the embedded amqtt one, and Mosquitto when installed) it measures, in one run:
+  raw paho   publisher -> relay client -> subscriber (the same two hops, no framework)
+  ether      Source -> Relay -> Sink instances (validation, metadata, one process each)
+and prints messages/s through the pipeline, one-hop latency p50/p99, and the ratio ether / raw.
+It also times ``tap()`` of the 4-instance example. Usage: ``python bench/pipeline.py [-n 5000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from ether.broker import BrokerAddress, EmbeddedBroker  # noqa: E402
+from ether.bus import Bus  # noqa: E402
+from ether.session import new_session  # noqa: E402
+from ether.wire import decode  # noqa: E402
+
+ORIGINAL_README = "original Ether (ZeroMQ) published no figures for this pipeline"
+
+
+def percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+
+
+# -- raw paho ------------------------------------------------------------------------------
+
+
+def paho_client(address: BrokerAddress) -> mqtt.Client:
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"raw-{uuid.uuid4().hex[:6]}")
+    c.max_inflight_messages_set(1000)
+    c.max_queued_messages_set(0)
+    c.on_socket_open = lambda client, userdata, sock: sock.setsockopt(
+        socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
+    )
+    connected = threading.Event()
+    c.on_connect = lambda *a: connected.set()
+    c.connect(address.host, address.port)
+    c.loop_start()
+    assert connected.wait(10)
+    return c
+
+
+def subscribe(c: mqtt.Client, topic: str) -> None:
+    acked = threading.Event()
+    c.on_subscribe = lambda *a: acked.set()
+    c.subscribe(topic, qos=1)
+    assert acked.wait(10)
+
+
+def raw_run(address: BrokerAddress, n: int, pace: float) -> tuple[float, list[float]]:
+    """paho publisher -> paho relay -> paho subscriber; returns (messages/s, one-hop latencies)."""
+    pub, relay, sink = paho_client(address), paho_client(address), paho_client(address)
+    hop: list[float] = []
+    done = threading.Event()
+    received = [0, 0.0]
+
+    def on_relay(client, userdata, msg):
+        body = json.loads(msg.payload)
+        hop.append(time.time() - body["t"])
+        relay.publish("raw/result", json.dumps(body), qos=1)
+
+    def on_sink(client, userdata, msg):
+        received[0] += 1
+        received[1] = time.time()
+        if received[0] == n:
+            done.set()
+
+    relay.on_message, sink.on_message = on_relay, on_sink
+    subscribe(relay, "raw/data")
+    subscribe(sink, "raw/result")
+    start = time.time()
+    ticker = threading.Event()
+    for i in range(n):
+        pub.publish("raw/data", json.dumps({"i": i, "t": time.time()}), qos=1)
+        if pace:
+            ticker.wait(pace)
+    assert done.wait(120), f"raw: only {received[0]} of {n} arrived"
+    for c in (pub, relay, sink):
+        c.disconnect()
+        c.loop_stop()
+    return n / (received[1] - start), hop
+
+
+# -- ether -----------------------------------------------------------------------------------
+
+
+def ether_run(broker_url: str, n: int, pace: float) -> tuple[float, list[float]]:
+    stats = Path(tempfile.mkdtemp()) / "relay.json"
+    config = {
+        "instances": {
+            "source": {"class_path": "bench_classes.Source"},
+            "relay": {"class_path": "bench_classes.Relay", "kwargs": {"stats": str(stats)}},
+            "sink": {"class_path": "bench_classes.Sink", "kwargs": {"n": n}},
+        }
+    }
+    session = new_session(config, broker_url=broker_url)
+    session.open()
+    done = threading.Event()
+    last = [0.0]
+
+    def on_done(topic, raw):
+        payload, _ = decode(raw)
+        if payload["count"] == n:
+            last[0] = payload["t"]
+            done.set()
+
+    watcher = Bus(session.address, client_id=f"bench-{uuid.uuid4().hex[:6]}")
+    watcher.connect()
+    watcher.subscribe("bench/done", on_done)
+    start = time.time()
+    session.publish("bench/go", {"n": n, "pace": pace})
+    assert done.wait(300), "ether: the pipeline did not finish"
+    watcher.close()
+    session.close()
+    return n / (last[0] - start), json.loads(stats.read_text())["latencies"]
+
+
+def tap_time(runs: int = 3) -> list[float]:
+    example = HERE.parent / "examples" / "pipeline" / "config.yaml"
+    times = []
+    for _ in range(runs):
+        session = new_session(example)
+        t0 = time.perf_counter()
+        session.open()
+        times.append(time.perf_counter() - t0)
+        session.close()
+    return times
+
+
+# -- report ------------------------------------------------------------------------------------
+
+
+def measure(label: str, url: str, address: BrokerAddress, n: int, pings: int) -> list[str]:
+    raw_rate, _ = raw_run(address, n, 0)
+    ether_rate, _ = ether_run(url, n, 0)
+    _, raw_hop = raw_run(address, pings, 0.002)
+    _, ether_hop = ether_run(url, pings, 0.002)
+    ms = 1000.0
+    rows = [
+        f"{label:<10} {'raw paho':<9} {raw_rate:>9.0f} {percentile(raw_hop, 0.5) * ms:>8.2f} {percentile(raw_hop, 0.99) * ms:>8.2f}",
+        f"{label:<10} {'ether':<9} {ether_rate:>9.0f} {percentile(ether_hop, 0.5) * ms:>8.2f} {percentile(ether_hop, 0.99) * ms:>8.2f}",
+        f"{label:<10} {'ratio':<9} {ether_rate / raw_rate:>8.2f}x {percentile(ether_hop, 0.5) / percentile(raw_hop, 0.5):>7.2f}x"
+        f" {percentile(ether_hop, 0.99) / percentile(raw_hop, 0.99):>7.2f}x",
+    ]
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=5000, help="messages for the throughput run")
+    parser.add_argument("--pings", type=int, default=500, help="paced messages for the latency run")
+    args = parser.parse_args()
+
+    print(
+        f"pipeline source -> relay -> sink, QoS 1, {args.n} messages; latency from {args.pings} paced messages"
+    )
+    print(f"{'broker':<10} {'client':<9} {'msgs/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+    embedded = EmbeddedBroker()
+    address = embedded.start()
+    try:
+        for row in measure("amqtt", address.url, address, args.n, args.pings):
+            print(row, flush=True)
+    finally:
+        embedded.stop()
+
+    if shutil.which("mosquitto"):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        conf = Path(tempfile.mkdtemp()) / "mosquitto.conf"
+        # Mosquitto drops QoS 1 messages beyond 1000 queued per client by default, and leaves Nagle on
+        # (~16 ms per hop for small messages): configure it as a lab broker should be.
+        conf.write_text(
+            f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nset_tcp_nodelay true\n"
+        )
+        mosquitto = subprocess.Popen(["mosquitto", "-c", str(conf)], stderr=subprocess.DEVNULL)
+        try:
+            address = BrokerAddress(port=port)
+            deadline = time.monotonic() + 10
+            while True:  # wait until it accepts connections
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    threading.Event().wait(0.05)
+            for row in measure("mosquitto", address.url, address, args.n, args.pings):
+                print(row, flush=True)
+        finally:
+            mosquitto.terminate()
+            mosquitto.wait()
+    else:
+        print("mosquitto not installed: skipped (apt-get install mosquitto)")
+
+    times = tap_time()
+    print(
+        f"tap() of the 4-instance example: median {statistics.median(times):.2f} s (runs: "
+        + ", ".join(f"{t:.2f}" for t in times)
+        + "; target <= 1 s)"
+    )
+    print(ORIGINAL_README)
+
+
+if __name__ == "__main__":
+    main()
