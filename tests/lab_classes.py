@@ -7,6 +7,8 @@ import threading
 from typing import Any
 
 from ether import (
+    ether_get,
+    ether_save,
     ether_cleanup,
     ether_init,
     ether_pub,
@@ -113,3 +115,35 @@ class Chatty:
     @ether_pub(topic="chat")
     def say(self, n: int) -> dict:
         return {"via": "direct call", "n": n}
+
+
+class DataStore:
+    """Request/reply services: `@ether_save` to store, `@ether_get` to read."""
+
+    def __init__(self):
+        self.items: dict[str, Any] = {}
+
+    @ether_save
+    def put(self, key: str, value: Any) -> None:
+        self.items[key] = value
+
+    @ether_get
+    def get_value(self, key: str) -> Any:
+        return self.items[key]  # a missing key raises KeyError: the caller gets NotFound
+
+    @ether_get
+    def whoami(self) -> int:
+        return os.getpid()
+
+    @ether_get
+    def nothing(self) -> None:
+        return None
+
+    @ether_get
+    def slow(self, seconds: float) -> str:
+        threading.Event().wait(seconds)
+        return "slow done"
+
+    @ether_get
+    def broken(self) -> int:
+        raise RuntimeError("disk on fire")

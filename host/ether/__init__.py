@@ -11,6 +11,7 @@ import os
 import sys
 from typing import Any
 
+from ether import context
 from ether.config import ConfigError
 from ether.decorators import (
     ether_cleanup,
@@ -22,6 +23,15 @@ from ether.decorators import (
     ether_shutdown,
     ether_start,
     ether_sub,
+)
+from ether.services import (
+    InvalidArguments,
+    NotFound,
+    ServiceError,
+    ServiceFailed,
+    ServiceTimeout,
+    UnknownService,
+    service_name,
 )
 from ether.supervisor import InstanceStartError
 
@@ -73,9 +83,40 @@ def start(timeout: float = 30.0) -> None:
 
 def pub(data: Any, topic: str) -> None:
     """Publish ``data`` (a dict or any JSON value) to ``topic``, from a script or from inside an instance."""
-    from ether import context
+    context.current().publish(topic, data)
 
-    context.publish(data, topic)
+
+def request(
+    service: type | str,
+    method: str | None = None,
+    params: dict | None = None,
+    *,
+    instance: str | None = None,
+    timeout: float = 5.0,
+) -> Any:
+    """Call the ``@ether_get``/``@ether_save`` service ``Class.method``; return its result.
+
+    Raises a ServiceError subclass: UnknownService (at once), InvalidArguments, NotFound, ServiceFailed,
+    ServiceTimeout. ``None`` is a legitimate result. ``instance`` names the instance to ask; without it
+    the instances of the class share the load.
+    """
+    return context.current().services.call(service_name(service, method), params, instance, timeout)
+
+
+get = request
+
+
+def save(
+    service: type | str,
+    method: str | None = None,
+    params: dict | None = None,
+    *,
+    instance: str | None = None,
+    timeout: float = 5.0,
+) -> dict:
+    """Like :func:`request`, but never raises: ``{"status": "success", "result": ...}`` or
+    ``{"status": "error", "error": "...", "kind": "..."}`` (the original Ether's envelope)."""
+    return context.current().services.save(service_name(service, method), params, instance, timeout)
 
 
 def launch_instances(instances: dict[str, dict[str, Any]], timeout: float = 30.0) -> list[str]:
@@ -103,6 +144,15 @@ ether = sys.modules[__name__]
 __all__ = [
     "ConfigError",
     "InstanceStartError",
+    "InvalidArguments",
+    "NotFound",
+    "ServiceError",
+    "ServiceFailed",
+    "ServiceTimeout",
+    "UnknownService",
+    "get",
+    "request",
+    "save",
     "ether",
     "ether_cleanup",
     "ether_get",

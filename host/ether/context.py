@@ -1,21 +1,31 @@
-"""Which publisher ``ether.pub`` uses in this process: the hosted instance's, or the tapped session's."""
+"""The session client of this process: the hosted instance's, or the one ``ether.tap()`` opened.
+
+``ether.pub`` and ``ether.get``/``save``/``request`` work the same from a script and from inside an
+instance because both kinds of process register themselves here.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-Publisher = Callable[[str, Any], None]
-_publisher: Publisher | None = None
+from ether.services import ServiceClient
 
 
-def set_publisher(publisher: Publisher | None) -> None:
-    global _publisher
-    _publisher = publisher
+class Client(Protocol):
+    services: ServiceClient
+
+    def publish(self, topic: str, data: Any) -> None: ...
 
 
-def publish(data: Any, topic: str) -> None:
-    """Publish ``data`` to a user topic from wherever this process is in the session."""
-    if _publisher is None:
-        raise RuntimeError("ether.pub() needs a running session: call ether.tap(config) first")
-    _publisher(topic, data)
+_client: Client | None = None
+
+
+def set_client(client: Client | None) -> None:
+    global _client
+    _client = client
+
+
+def current() -> Client:
+    if _client is None:
+        raise RuntimeError("no Ether session in this process: call ether.tap(config) first")
+    return _client

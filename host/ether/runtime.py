@@ -26,8 +26,10 @@ from ether.broker import BrokerAddress, BrokerError
 from ether.bus import Bus, Will
 from ether.config import add_import_paths, import_class
 from ether.decorators import EtherSpec, apply_registry, bind, spec_of, unbind
-from ether.requests import answer
+from ether.registry import LiveRegistry
+from ether.requests import Requester, answer
 from ether.schema import ArgumentError, MethodSchema
+from ether.services import InvalidArguments, NotFound, ServiceClient, ServiceFailed
 from ether.topics import Topics, check_publish_topic
 from ether.wire import Meta, Stamper, WireError, decode, encode
 
@@ -79,6 +81,8 @@ class InstanceRuntime:
         self.exit_code = EXIT_OK
         self.methods: list[BoundMethod] = []
         self.publishers: dict[Callable, tuple[str, BoundMethod]] = {}
+        self.service_methods: dict[str, BoundMethod] = {}
+        self.services: ServiceClient | None = None
         self._parents = threading.local()
         self._ticking = threading.Event()
         self.state = "starting"
@@ -95,6 +99,7 @@ class InstanceRuntime:
             "restarts": self.spec.restarts,
             "publishes": sorted({t for t, _ in self.publishers.values()}),
             "subscribes": sorted({m.spec.sub.topic for m in self.methods if m.spec.sub}),
+            "services": sorted(self.service_methods),
             "t": time.time(),
             **extra,
         }
@@ -118,8 +123,9 @@ class InstanceRuntime:
             self.methods.append(method)
             if spec.pub:
                 self.publishers[func] = (self.topics.data(spec.pub.topic), method)
+            if spec.service:
+                self.service_methods[spec.service.name] = method
         bind(self.obj, self.publish_return)
-        context.set_publisher(self.publish_data)
 
     def subscribe(self) -> None:
         """Subscribe every handler (waiting for the broker's acknowledgement) and the control topic."""
@@ -132,6 +138,13 @@ class InstanceRuntime:
                 topic, lambda t, raw, hs=handlers: self.jobs.put(lambda: self.deliver(hs, t, raw))
             )
         self.bus.subscribe(self.topics.instance_control(self.spec.name), self.on_control)
+        self.bus.subscribe(
+            self.topics.instance_calls(self.spec.name),
+            lambda t, raw: self.jobs.put(lambda: self.serve(t, raw)),
+        )
+        requester = Requester(self.bus, self.topics, self.stamper)
+        self.services = ServiceClient(requester, LiveRegistry(self.bus, self.topics), self.topics)
+        context.set_client(self)
 
     # -- data path ------------------------------------------------------------------------
 
@@ -153,18 +166,47 @@ class InstanceRuntime:
 
     def invoke(
         self, method: BoundMethod, kwargs: dict[str, Any], topic: str, meta: Meta | None
-    ) -> str | None:
-        """Call user code with the triggering message as parent of what it publishes; return the error."""
+    ) -> tuple[Any, Exception | None]:
+        """Call user code with the triggering message as parent of what it publishes.
+
+        Returns (value, None), or (None, exception) after reporting the exception as an error event.
+        """
         self._parents.ids = [meta.id] if meta and meta.id else []
         try:
-            method.call(**kwargs)
-            return None
+            return method.call(**kwargs), None
         except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-            self.report_error(topic, reason, method, meta, traceback.format_exc())
-            return reason
+            self.report_error(topic, _reason(exc), method, meta, traceback.format_exc())
+            return None, exc
         finally:
             self._parents.ids = []
+
+    def serve(self, topic: str, raw: bytes) -> None:
+        """Answer one service request: the result, or an error whose kind the caller can tell apart."""
+        name = topic.rsplit("/", 1)[-1]
+        try:
+            params, meta = decode(raw)
+        except WireError as exc:
+            self.report_error(topic, str(exc))
+            return
+        method = self.service_methods.get(name)
+        if method is None:
+            self._refuse(meta, "unknown_service", f"instance '{self.spec.name}' has no service '{name}'")
+            return
+        try:
+            kwargs = method.schema.arguments(params)
+        except ArgumentError as exc:
+            self._refuse(meta, InvalidArguments.kind, str(exc))
+            return
+        value, exc = self.invoke(method, kwargs, name, meta)
+        if exc is None:
+            answer(self.bus, self.stamper, meta, {"ok": True, "result": value})
+        else:
+            self._refuse(
+                meta, NotFound.kind if isinstance(exc, LookupError) else ServiceFailed.kind, _reason(exc)
+            )
+
+    def _refuse(self, request: Meta | None, kind: str, message: str) -> None:
+        answer(self.bus, self.stamper, request, {"ok": False, "error": {"kind": kind, "message": message}})
 
     def publish_return(self, func: Callable, value: Any) -> None:
         """Called by an ``@ether_pub`` method on the hosted object: validate and publish its return."""
@@ -177,7 +219,7 @@ class InstanceRuntime:
         meta = self.stamper.stamp(getattr(self._parents, "ids", None))
         self.bus.publish(topic, encode(payload, meta))
 
-    def publish_data(self, user_topic: str, data: Any) -> None:
+    def publish(self, user_topic: str, data: Any) -> None:
         """``ether.pub(data, topic)`` from inside the instance."""
         check_publish_topic(user_topic)
         meta = self.stamper.stamp(getattr(self._parents, "ids", None))
@@ -251,9 +293,9 @@ class InstanceRuntime:
         """Run every method marked for this step, in name order; report each failure."""
         errors = []
         for method in sorted((m for m in self.methods if event in m.spec.lifecycle), key=lambda m: m.name):
-            error = self.invoke(method, {}, f"<{event}>", request)
-            if error:
-                errors.append(f"{method.name}: {error}")
+            _, exc = self.invoke(method, {}, f"<{event}>", request)
+            if exc:
+                errors.append(f"{method.name}: {_reason(exc)}")
         if event == "start":
             self.start_ticking()
         answer(self.bus, self.stamper, request, {"ok": not errors, "errors": errors})
@@ -271,7 +313,11 @@ class InstanceRuntime:
     def stop(self) -> None:
         self.finished.set()
         unbind(self.obj)
-        context.set_publisher(None)
+        context.set_client(None)
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _watch_parent(runtime: InstanceRuntime, grace: float = 30.0) -> None:

@@ -13,7 +13,9 @@ from ether import context
 from ether.broker import BrokerAddress, EmbeddedBroker
 from ether.bus import Bus
 from ether.config import Config, InstanceConfig, load
+from ether.registry import LIVE_STATES, LiveRegistry
 from ether.requests import Requester
+from ether.services import ServiceClient
 from ether.supervisor import Supervisor
 from ether.topics import Topics, check_publish_topic
 from ether.wire import Stamper, encode
@@ -34,6 +36,8 @@ class Session:
         self.embedded = None if url else EmbeddedBroker(port=port)
         self.address: BrokerAddress | None = BrokerAddress.parse(url) if url else None
         self.bus: Bus | None = None
+        self.registry: LiveRegistry | None = None
+        self.services: ServiceClient | None = None
         self._lock = threading.Lock()
         self.started_at = time.time()
 
@@ -49,14 +53,17 @@ class Session:
                 self.address = self.embedded.wait_ready()
             self.bus = Bus(self.address, client_id=f"ether-{self.topics.session}-main-{self.name}")
             self.bus.connect()
-            self.supervisor.attach(self.address, self.bus, Requester(self.bus, self.topics, self.stamper))
+            requester = Requester(self.bus, self.topics, self.stamper)
+            self.registry = LiveRegistry(self.bus, self.topics)
+            self.services = ServiceClient(requester, self.registry, self.topics)
+            self.supervisor.attach(self.address, self.bus, requester)
             names = [i.name for i in autorun]
             self.supervisor.wait_ready(names, timeout)
             self.supervisor.command("init", names, timeout)
         except BaseException:
             self.close()
             raise
-        context.set_publisher(self.publish)
+        context.set_client(self)
         log.info(
             "Ether session '%s' ready on %s with %d instances",
             self.topics.session,
@@ -87,14 +94,14 @@ class Session:
         return names
 
     def active_instances(self) -> dict[str, dict[str, Any]]:
-        return {
-            n: s for n, s in self.supervisor.statuses().items() if s.get("state") not in ("stopped", "dead")
-        }
+        """Live instances of the whole session (other supervisors' too); ours as our supervisor sees them."""
+        everyone = {**(self.registry.active() if self.registry else {}), **self.supervisor.statuses()}
+        return {n: s for n, s in everyone.items() if s.get("state") in LIVE_STATES}
 
     def close(self, timeout: float = 10.0) -> dict[str, int | None]:
         """save_all -> cleanup -> exit for every instance, then the broker. Returns instance exit codes."""
         with self._lock:
-            context.set_publisher(None)
+            context.set_client(None)
             codes = self.supervisor.close(timeout) if self.bus else {}
             if self.bus:
                 self.bus.close()

@@ -64,7 +64,6 @@ class Supervisor:
     def __init__(self, config: Config, topics: Topics) -> None:
         self.config, self.topics = config, topics
         self.instances: dict[str, Managed] = {}
-        self.others: dict[str, dict[str, Any]] = {}  # statuses of instances we do not own
         self.address: BrokerAddress | None = None
         self.bus: Bus | None = None
         self.requester: Requester | None = None
@@ -90,9 +89,7 @@ class Supervisor:
             return
         with self._changed:
             managed = self.instances.get(status["instance"])
-            if managed is None:
-                self.others[status["instance"]] = status
-            elif status.get("pid") == managed.pid:
+            if managed is not None and status.get("pid") == managed.pid:
                 managed.status = status
             self._changed.notify_all()
 
@@ -266,12 +263,11 @@ class Supervisor:
         return self.stop(list(self.instances), timeout)
 
     def statuses(self) -> dict[str, dict[str, Any]]:
-        """The latest status of every instance in the session, ours and other supervisors'."""
+        """The latest status of each instance we launched, with the state its process is really in."""
         with self._changed:
-            mine = {
+            return {
                 n: {**m.status, "state": m.state, "restarts": m.restarts} for n, m in self.instances.items()
             }
-            return {**self.others, **mine}
 
 
 def _end(process: subprocess.Popen, grace: float, name: str) -> int | None:

@@ -93,6 +93,13 @@ class Topics:
         """Commands to one instance (init, start, save_all, cleanup, shutdown, status)."""
         return f"{self.root}/instance/{instance}/control"
 
+    def instance_call(self, instance: str, service: str) -> str:
+        """Requests to one instance's ``@ether_get``/``@ether_save`` service ``ClassName.method``."""
+        return f"{self.root}/instance/{instance}/call/{service}"
+
+    def instance_calls(self, instance: str) -> str:
+        return f"{self.root}/instance/{instance}/call/+"
+
     # session-wide ---------------------------------------------------------
     def errors(self) -> str:
         """Error events: a rejected message or an exception in user code (instance, topic, reason)."""
