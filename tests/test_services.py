@@ -6,7 +6,6 @@ import pytest
 
 import ether
 from ether import InvalidArguments, NotFound, ServiceFailed, ServiceTimeout, UnknownService
-from ether.requests import RequestTimeout
 
 TWO_STORES = {
     "instances": {
@@ -71,8 +70,7 @@ def test_a_slow_handler_does_not_block_another_instance(stores):
         session.topics.instance_call("store_a", "DataStore.slow"), {"seconds": 3}
     )
     assert isinstance(ether.get("DataStore", "whoami", instance="store_b", timeout=5), int)
-    with pytest.raises(RequestTimeout):
-        busy.reply(0.01)  # still busy: the other instance answered regardless
+    assert not busy.done()  # still busy: the other instance answered regardless
     assert busy.reply(10) == {"ok": True, "result": "slow done"}
 
 

@@ -37,6 +37,9 @@ class Pending:
         self._reply = reply
         self._done.set()
 
+    def done(self) -> bool:
+        return self._done.is_set()
+
     def reply(self, timeout: float) -> Any:
         if not self._done.wait(timeout):
             self._forget()  # a late reply will find nobody waiting
