@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from typing import Any
 
 from ether import context
@@ -68,6 +69,14 @@ def tap(
     session = new_session(config if config is not None else {"instances": {}}, broker_url=broker)
     session.open(timeout)
     _session = session
+    threading.Thread(target=_end_on_request, args=(session,), name="ether-end-request", daemon=True).start()
+
+
+def _end_on_request(session) -> None:
+    """``ether shutdown`` from a terminal ends a tapped session as ``ether.shutdown()`` would."""
+    session.end_requested.wait()
+    if _session is session:
+        shutdown()
 
 
 def _current():
@@ -129,13 +138,25 @@ def get_active_instances() -> dict[str, dict[str, Any]]:
     return _current().active_instances()
 
 
+def pause(*instances: str) -> None:
+    """Hold data delivery to the named instances (default: every instance of the session)."""
+    _current().pause(True, list(instances) or None)
+
+
+def resume(*instances: str) -> None:
+    """Deliver held and new messages again."""
+    _current().pause(False, list(instances) or None)
+
+
 def shutdown(timeout: float = 10.0) -> None:
-    """save_all -> cleanup -> exit for every instance, then stop the broker. Safe to call twice."""
+    """save_all -> cleanup -> exit for the instances this process started, then its broker, if it
+    started one. A process that joined someone else's session leaves their instances running."""
     global _session
     if _session is None:
         return
     session, _session = _session, None
     session.close(timeout)
+    session.end_requested.set()
     logging.getLogger("ether").info("Ether session shut down")
 
 
@@ -165,6 +186,8 @@ __all__ = [
     "ether_sub",
     "get_active_instances",
     "launch_instances",
+    "pause",
+    "resume",
     "pub",
     "shutdown",
     "start",

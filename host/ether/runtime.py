@@ -86,6 +86,9 @@ class InstanceRuntime:
         self._parents = threading.local()
         self._ticking = threading.Event()
         self.state = "starting"
+        self.paused = False
+        self._held: list[Callable[[], None]] = []
+        self._pause_lock = threading.Lock()
 
     # -- status -----------------------------------------------------------------------------
 
@@ -104,10 +107,23 @@ class InstanceRuntime:
             **extra,
         }
 
-    def announce(self, state: str, **extra: Any) -> None:
+    def announce(self, state: str, wait: bool = True, **extra: Any) -> None:
+        """Publish our retained status (``wait=False`` on the network thread, which cannot wait)."""
         self.state = state
         payload = encode(self.status(state, **extra))
-        self.bus.publish_and_wait(self.topics.instance_status(self.spec.name), payload, retain=True)
+        if wait:
+            self.bus.publish_and_wait(self.topics.instance_status(self.spec.name), payload, retain=True)
+        else:
+            self.bus.publish(self.topics.instance_status(self.spec.name), payload, retain=True)
+
+    def pause(self, paused: bool) -> None:
+        """Hold data messages (and periodic calls) while paused; deliver the held ones on resume."""
+        with self._pause_lock:
+            self.paused = paused
+            held, self._held = self._held, []
+        for job in held:
+            self.jobs.put(job)
+        self.announce("paused" if paused else "ready", wait=False)
 
     # -- start ------------------------------------------------------------------------------
 
@@ -150,6 +166,10 @@ class InstanceRuntime:
 
     def deliver(self, handlers: list[BoundMethod], topic: str, raw: bytes) -> None:
         """Validate one message for each handler and call it; any failure becomes an error event."""
+        with self._pause_lock:
+            if self.paused:  # held, in order, until resume
+                self._held.append(lambda: self.deliver(handlers, topic, raw))
+                return
         user_topic = self.topics.user_topic(topic)
         try:
             payload, meta = decode(raw)
@@ -270,6 +290,8 @@ class InstanceRuntime:
 
     def _tick(self, method: BoundMethod) -> None:
         method.tick_pending = False
+        if self.paused:
+            return
         self.invoke(method, {}, method.spec.pub.topic if method.spec.pub else method.name, None)
 
     # -- control ----------------------------------------------------------------------------
@@ -284,6 +306,9 @@ class InstanceRuntime:
             return
         if command == "status":
             answer(self.bus, self.stamper, meta, {"ok": True, "result": self.status(self.state)})
+        elif command in ("pause", "resume"):
+            self.pause(command == "pause")
+            answer(self.bus, self.stamper, meta, {"ok": True})
         elif command in ("init", "start", "save_all", "cleanup", "shutdown"):
             self.jobs.put(lambda: self.lifecycle(command, meta))
         else:

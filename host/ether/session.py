@@ -14,11 +14,11 @@ from ether.broker import BrokerAddress, EmbeddedBroker
 from ether.bus import Bus
 from ether.config import Config, InstanceConfig, load
 from ether.registry import LIVE_STATES, LiveRegistry
-from ether.requests import Requester
+from ether.requests import Requester, answer
 from ether.services import ServiceClient
 from ether.supervisor import Supervisor
 from ether.topics import Topics, check_publish_topic
-from ether.wire import Stamper, encode
+from ether.wire import Stamper, WireError, decode, encode
 
 log = logging.getLogger("ether")
 
@@ -39,6 +39,7 @@ class Session:
         self.registry: LiveRegistry | None = None
         self.services: ServiceClient | None = None
         self._lock = threading.Lock()
+        self.end_requested = threading.Event()  # set by `ether shutdown` from anywhere
         self.started_at = time.time()
 
     def open(self, timeout: float = 30.0) -> None:
@@ -57,6 +58,7 @@ class Session:
             self.registry = LiveRegistry(self.bus, self.topics)
             self.services = ServiceClient(requester, self.registry, self.topics)
             self.supervisor.attach(self.address, self.bus, requester)
+            self.bus.subscribe(self.topics.session_control(), self._on_session_control)
             names = [i.name for i in autorun]
             self.supervisor.wait_ready(names, timeout)
             self.supervisor.command("init", names, timeout)
@@ -71,6 +73,38 @@ class Session:
             len(names),
         )
 
+    def _on_session_control(self, topic: str, raw: bytes) -> None:
+        """``ether shutdown`` / ``ether stop|restart|launch NAME`` from anywhere (network thread: hand off)."""
+        try:
+            payload, request = decode(raw)
+        except WireError:
+            return
+        command = payload.get("command") if isinstance(payload, dict) else None
+        name = payload.get("instance") if isinstance(payload, dict) else None
+        if command == "shutdown":
+            answer(
+                self.bus, self.stamper, request, {"ok": True, "result": f"supervisor {self.name} is stopping"}
+            )
+            self.end_requested.set()
+            return
+        if command not in ("stop", "restart", "launch") or name not in self.config.instances:
+            return  # another supervisor's instance, or not a command for us
+
+        def act() -> None:
+            try:
+                if command == "stop":
+                    self.supervisor.stop([name])
+                elif command == "restart":
+                    self.supervisor.restart(name)
+                else:
+                    spec = {k: v for k, v in self.config.instances[name].to_dict().items() if k != "name"}
+                    self.launch({name: spec | {"autorun": True}})
+                answer(self.bus, self.stamper, request, {"ok": True, "result": f"{command} {name}: done"})
+            except Exception as exc:
+                answer(self.bus, self.stamper, request, {"ok": False, "error": f"{command} {name}: {exc}"})
+
+        threading.Thread(target=act, name=f"ether-{command}-{name}", daemon=True).start()
+
     def start(self, timeout: float = 30.0) -> None:
         """Run every ``@ether_start`` method (and begin periodic publishers); waits for each to finish."""
         self.supervisor.command("start", self.supervisor.running(), timeout)
@@ -83,7 +117,7 @@ class Session:
         """Start more instances in the running session (same name twice is an error)."""
         extra = load({"session": self.config.session, "instances": instances}).instances
         for name in extra:
-            if name in self.supervisor.running():
+            if name in self.supervisor.running() or name in self.active_instances():
                 raise ValueError(f"an instance named '{name}' is already running in this session")
         for instance in extra.values():
             self.config.instances[instance.name] = instance
@@ -97,6 +131,15 @@ class Session:
         """Live instances of the whole session (other supervisors' too); ours as our supervisor sees them."""
         everyone = {**(self.registry.active() if self.registry else {}), **self.supervisor.statuses()}
         return {n: s for n, s in everyone.items() if s.get("state") in LIVE_STATES}
+
+    def pause(self, paused: bool, names: list[str] | None = None, timeout: float = 10.0) -> None:
+        """Hold (or release) data delivery to instances of the session (default: all of them)."""
+        for name in names or list(self.active_instances()):
+            reply = self.supervisor.requester.request(
+                self.topics.instance_control(name), {"command": "pause" if paused else "resume"}, timeout
+            )
+            if not reply.get("ok"):
+                raise RuntimeError(f"instance '{name}' did not {'pause' if paused else 'resume'}: {reply}")
 
     def close(self, timeout: float = 10.0) -> dict[str, int | None]:
         """save_all -> cleanup -> exit for every instance, then the broker. Returns instance exit codes."""

@@ -219,7 +219,7 @@ class Supervisor:
         if self.requester is None:  # never connected: nothing can be asked
             return {}
         for name in names:
-            if self.instances[name].state == "ready":
+            if self.instances[name].state in ("ready", "paused"):
                 pending[name] = self.requester.send(self.topics.instance_control(name), {"command": command})
         problems: dict[str, str] = {}
         deadline = Deadline(timeout)
@@ -234,6 +234,14 @@ class Supervisor:
         for name, problem in problems.items():
             log.warning("instance '%s' %s: %s", name, command, problem)
         return problems
+
+    def restart(self, name: str, timeout: float = 10.0) -> None:
+        """Stop one instance in order (save_all, cleanup, shutdown) and start it again."""
+        managed = self.instances[name]
+        self.stop([name], timeout)
+        managed.restarts += 1
+        self.spawn(managed.config)
+        self.wait_ready([name], timeout)
 
     def running(self) -> list[str]:
         return [n for n, m in self.instances.items() if m.process and m.process.poll() is None]

@@ -105,6 +105,10 @@ class Topics:
         """Error events: a rejected message or an exception in user code (instance, topic, reason)."""
         return f"{self.root}/errors"
 
+    def session_control(self) -> str:
+        """Commands to the session's supervisors: shutdown, stop/restart/launch an instance."""
+        return f"{self.root}/control"
+
     def supervisor_status(self, supervisor: str) -> str:
         return f"{self.root}/supervisor/{supervisor}/status"
 
