@@ -309,7 +309,7 @@ class Node:
             try:
                 body = json.loads(msg)
             except ValueError:
-                raise ValueError("invalid JSON: %r" % bytes(msg[:40]))
+                raise ValueError("invalid JSON: %r" % (msg[:40],))
             meta = body.pop("_ether", None) if isinstance(body, dict) else None
             if isinstance(meta, dict):
                 reply_to, corr = meta.get("reply_to"), meta.get("corr")

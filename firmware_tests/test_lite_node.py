@@ -1,0 +1,179 @@
+"""ether_lite as a board, on every target (MicroPython from .py and .mpy, CPython, CPython + minimqtt),
+against the host's real embedded broker: the topic contract of docs/devices.md."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import TIMEOUT, Messages
+
+from ether.broker import EmbeddedBroker
+
+SCHEMA = "ether/default/device/thermo1/schema"
+STATE = "ether/default/device/thermo1/state"
+CALL = "ether/default/device/thermo1/call"
+ERRORS = "ether/default/errors"
+
+
+def board_args(broker, session: str = "default", buffer: int = 32) -> list[str]:
+    return [broker.address.host, str(broker.address.port), session, str(buffer)]
+
+
+def test_schema_and_state_announced(broker, observer, start_board, target):
+    start_board("thermostat.py", *board_args(broker))
+    (schema,) = observer.wait_for(SCHEMA)
+    (state,) = observer.wait_for(STATE, lambda s: s["state"] == "online")
+    assert schema["device"] == "thermo1" and schema["kind"] == "ether_lite"
+    assert schema["lib_version"] == "0.1.0" and schema["firmware"] == "sim-1"
+    assert schema["implementation"].startswith("cpython" if target.startswith("cpython") else "micropython")
+    assert schema["boot"] == state["boot"]
+    methods = schema["methods"]
+    assert methods["temperature"] == {"kind": "sensor", "args": {}, "unit": "C", "period": 0.2}
+    assert methods["firmware_note"]["period"] is None
+    assert methods["heater"] == {"kind": "actuator", "args": {"on": "bool"}, "unit": None, "period": None}
+    assert methods["fan"]["args"] == {"level": "int", "label": "str", "gain": "float"}
+
+
+def test_periodic_readings_are_stamped_gap_free(broker, observer, start_board):
+    start_board("thermostat.py", *board_args(broker))
+    readings = observer.wait_for("thermo1.temperature", count=8)
+    metas = [r["_ether"] for r in readings]
+    assert [m["seq"] for m in metas] == list(range(1, 9))
+    boot = metas[0]["boot"]
+    assert all(m["boot"] == boot and m["src"] == "thermo1" and m["id"] == f"{boot}.{m['seq']}" for m in metas)
+    assert all(isinstance(m["t"], float) for m in metas)
+    assert metas[-1]["t"] > metas[0]["t"]
+    assert set(readings[0]) == {"temperature", "heater", "_ether"}
+
+
+def test_actuator_round_trip_and_call(broker, observer, start_board):
+    start_board("thermostat.py", *board_args(broker))
+    observer.wait_for(STATE, lambda s: s["state"] == "online")
+    observer.publish("thermo1.heater", {"on": True, "_ether": {"id": "host.1", "reply_to": "r/test", "corr": "c1"}})
+    (reply,) = observer.wait_for("r/test", lambda r: r["_ether"]["corr"] == "c1")
+    assert reply["ok"] is True and reply["result"] is True
+    assert reply["_ether"]["parents"] == ["host.1"] and reply["_ether"]["seq"] == 0
+    observer.wait_for("thermo1.temperature", lambda r: r["heater"] is True)
+
+    # a plain value fills an actuator's only argument; ints are accepted as floats
+    observer.publish("thermo1.fan", {"level": 3, "label": "low", "gain": 2, "_ether": {"reply_to": "r/test", "corr": "c2"}})
+    (reply,) = observer.wait_for("r/test", lambda r: r["_ether"]["corr"] == "c2")
+    assert reply == {"ok": True, "result": "low:3:2.0", "_ether": reply["_ether"]}
+
+    # any method on request, a sensor too: the reading is also published on its topic
+    observer.publish(CALL, {"method": "firmware_note", "args": {}, "_ether": {"reply_to": "r/test", "corr": "c3"}})
+    (reply,) = observer.wait_for("r/test", lambda r: r["_ether"]["corr"] == "c3")
+    assert reply["ok"] is True and reply["result"] == "simulated"
+    (note,) = observer.wait_for("thermo1.firmware_note")
+    assert note["root"] == "simulated" and note["_ether"]["seq"] >= 1
+
+
+@pytest.mark.parametrize(
+    "topic, body, expected",
+    [
+        ("thermo1.heater", {"on": "yes"}, "argument 'on': expected bool"),
+        ("thermo1.heater", {}, "missing argument 'on'"),
+        ("thermo1.heater", {"on": True, "power": 3}, "unknown argument 'power'"),
+        ("thermo1.fan", {"level": 1.5, "label": "x", "gain": 1.0}, "argument 'level': expected int"),
+        ("thermo1.broken", {"x": 1.0}, "broken() raised ValueError: broken on purpose"),
+        (CALL, {"method": "nope"}, "no method 'nope'"),
+    ],
+)
+def test_bad_arguments_get_an_error_reply(broker, observer, start_board, topic, body, expected):
+    start_board("thermostat.py", *board_args(broker))
+    observer.wait_for(STATE, lambda s: s["state"] == "online")
+    observer.publish(topic, {**body, "_ether": {"reply_to": "r/bad", "corr": "bad1"}})
+    (reply,) = observer.wait_for("r/bad")
+    assert reply["ok"] is False and expected in reply["error"], reply
+    assert reply["_ether"]["corr"] == "bad1"
+    # the node is still alive and answering
+    observer.publish("thermo1.heater", {"on": False, "_ether": {"reply_to": "r/bad", "corr": "ok1"}})
+    observer.wait_for("r/bad", lambda r: r["_ether"]["corr"] == "ok1" and r["ok"] is True)
+
+
+def test_errors_without_reply_to_go_to_the_errors_topic(broker, observer, start_board):
+    start_board("thermostat.py", *board_args(broker))
+    observer.wait_for(STATE, lambda s: s["state"] == "online")
+    observer.publish("thermo1.heater", b"not json")
+    observer.publish("thermo1.heater", {"on": 1})
+    first, second = observer.wait_for(ERRORS, count=2)
+    assert first["instance"] == "thermo1" and first["topic"] == "thermo1.heater"
+    assert "invalid JSON" in first["reason"]
+    assert "argument 'on'" in second["reason"]
+
+
+def test_last_will_says_lost_when_the_board_dies(broker, observer, start_board):
+    board = start_board("thermostat.py", *board_args(broker))
+    (online,) = observer.wait_for(STATE, lambda s: s["state"] == "online")
+    board.kill()
+    (lost,) = observer.wait_for(STATE, lambda s: s["state"] == "lost")
+    assert lost["device"] == "thermo1" and lost["boot"] == online["boot"]
+
+
+def test_named_session_prefixes_data_topics(broker, observer, start_board):
+    start_board("thermostat.py", *board_args(broker, session="lab2"))
+    observer.wait_for("ether/lab2/device/thermo1/schema")
+    observer.wait_for("lab2/thermo1.temperature")
+    observer.publish("lab2/thermo1.heater", {"on": True, "_ether": {"reply_to": "r/s", "corr": "s1"}})
+    (reply,) = observer.wait_for("r/s")
+    assert reply["ok"] is True
+
+
+def _restart_broker(broker) -> EmbeddedBroker:
+    port = broker.address.port
+    broker.stop()
+    again = EmbeddedBroker(port=port)
+    again.start()
+    return again
+
+
+def test_reconnect_after_broker_restart_delivers_buffered_readings(broker, observer, start_board, target):
+    board = start_board("thermostat.py", *board_args(broker))
+    observer.wait_for("thermo1.temperature", count=3)
+    broker.stop()
+    board.wait_line("connection lost")
+    board.wait_line("cannot connect", count=2)  # >= 1.5 s of readings taken while disconnected
+    restarted = _restart_broker(broker)
+    try:
+        board.wait_line("connected to", count=2)
+        assert observer.connected.wait(TIMEOUT)
+        # the board's second "online" comes after its new subscriptions, on the same connection
+        observer.wait_for(STATE, lambda s: s["state"] == "online", count=2)
+        # resubscribed: an actuator call works on the new connection
+        observer.publish("thermo1.heater", {"on": True, "_ether": {"reply_to": "r/re", "corr": "re1"}})
+        observer.wait_for("r/re")
+        last = observer.wait_for("thermo1.temperature", lambda r: r["heater"] is True)[0]["_ether"]["seq"]
+        seqs = sorted({r["_ether"]["seq"] for r in observer.all("thermo1.temperature") if r["_ether"]["seq"] <= last})
+        assert seqs == list(range(1, last + 1)), "a reading went missing across the broker restart"
+        assert last > 10
+    finally:
+        restarted.stop()
+
+
+def test_full_buffer_drops_oldest_and_counts(broker, observer, start_board):
+    board = start_board("thermostat.py", *board_args(broker, buffer=3))
+    observer.wait_for("thermo1.temperature", count=2)
+    broker.stop()
+    board.wait_line("connection lost")
+    board.wait_line("buffer full")
+    restarted = _restart_broker(broker)
+    try:
+        (state,) = observer.wait_for(STATE, lambda s: s["state"] == "online" and s.get("dropped", 0) > 0)
+        dropped = state["dropped"]
+        # each reading carries the boot's running drop count once there is one
+        (reading,) = observer.wait_for("thermo1.temperature", lambda r: r["_ether"].get("dropped", 0) >= dropped)
+        last = reading["_ether"]["seq"]
+        seqs = {r["_ether"]["seq"] for r in observer.all("thermo1.temperature")}
+        missing = set(range(1, last + 1)) - seqs
+        assert len(missing) == dropped, f"{dropped} dropped, but these are missing: {sorted(missing)}"
+    finally:
+        restarted.stop()
+
+
+def test_observer_helper_reports_what_it_saw(broker):
+    """The waiting helper fails with the topics it did see, not silently (guards the tests above)."""
+    messages = Messages(broker.address.host, broker.address.port)
+    try:
+        messages.publish("x/y", {"a": 1})
+        assert messages.wait_for("x/y") == [{"a": 1}]
+    finally:
+        messages.close()
