@@ -21,7 +21,6 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-
 from ether.broker import EmbeddedBroker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,7 +59,9 @@ def compile_library(out: Path) -> Path:
     package.mkdir(parents=True, exist_ok=True)
     for source in sorted((LIB / "ether_lite").glob("*.py")):
         target = package / (source.stem + ".mpy")
-        subprocess.run([compiler, "-o", str(target), str(source)], check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            [compiler, "-o", str(target), str(source)], check=True, capture_output=True, timeout=60
+        )
     return out
 
 
@@ -93,7 +94,9 @@ class Messages:
             self.items.append((msg.topic, msg.payload, msg.retain))
             self.changed.notify_all()
 
-    def wait_for(self, topic: str, match: Callable[[dict], bool] = lambda body: True, count: int = 1) -> list[dict]:
+    def wait_for(
+        self, topic: str, match: Callable[[dict], bool] = lambda body: True, count: int = 1
+    ) -> list[dict]:
         """The first `count` JSON messages on `topic` for which match(body) holds (fails after TIMEOUT)."""
         deadline = time.monotonic() + TIMEOUT
         with self.changed:
@@ -105,7 +108,9 @@ class Messages:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     seen = sorted({t for t, _, _ in self.items})
-                    raise AssertionError(f"waited {TIMEOUT} s for {count} message(s) on {topic!r}; saw topics {seen}")
+                    raise AssertionError(
+                        f"waited {TIMEOUT} s for {count} message(s) on {topic!r}; saw topics {seen}"
+                    )
                 self.changed.wait(left)
 
     def all(self, topic: str) -> list[dict]:
@@ -113,9 +118,9 @@ class Messages:
             return [json.loads(p) for t, p, _ in self.items if t == topic]
 
     def publish(self, topic: str, body) -> None:
-        self.client.publish(topic, json.dumps(body) if not isinstance(body, bytes) else body, qos=1).wait_for_publish(
-            TIMEOUT
-        )
+        self.client.publish(
+            topic, json.dumps(body) if not isinstance(body, bytes) else body, qos=1
+        ).wait_for_publish(TIMEOUT)
 
     def close(self) -> None:
         self.client.loop_stop()

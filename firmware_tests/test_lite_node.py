@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 from conftest import TIMEOUT, Messages
-
 from ether.broker import EmbeddedBroker
 
 SCHEMA = "ether/default/device/thermo1/schema"
@@ -48,19 +47,25 @@ def test_periodic_readings_are_stamped_gap_free(broker, observer, start_board):
 def test_actuator_round_trip_and_call(broker, observer, start_board):
     start_board("thermostat.py", *board_args(broker))
     observer.wait_for(STATE, lambda s: s["state"] == "online")
-    observer.publish("thermo1.heater", {"on": True, "_ether": {"id": "host.1", "reply_to": "r/test", "corr": "c1"}})
+    observer.publish(
+        "thermo1.heater", {"on": True, "_ether": {"id": "host.1", "reply_to": "r/test", "corr": "c1"}}
+    )
     (reply,) = observer.wait_for("r/test", lambda r: r["_ether"]["corr"] == "c1")
     assert reply["ok"] is True and reply["result"] is True
     assert reply["_ether"]["parents"] == ["host.1"] and reply["_ether"]["seq"] == 0
     observer.wait_for("thermo1.temperature", lambda r: r["heater"] is True)
 
     # a plain value fills an actuator's only argument; ints are accepted as floats
-    observer.publish("thermo1.fan", {"level": 3, "label": "low", "gain": 2, "_ether": {"reply_to": "r/test", "corr": "c2"}})
+    observer.publish(
+        "thermo1.fan", {"level": 3, "label": "low", "gain": 2, "_ether": {"reply_to": "r/test", "corr": "c2"}}
+    )
     (reply,) = observer.wait_for("r/test", lambda r: r["_ether"]["corr"] == "c2")
     assert reply == {"ok": True, "result": "low:3:2.0", "_ether": reply["_ether"]}
 
     # any method on request, a sensor too: the reading is also published on its topic
-    observer.publish(CALL, {"method": "firmware_note", "args": {}, "_ether": {"reply_to": "r/test", "corr": "c3"}})
+    observer.publish(
+        CALL, {"method": "firmware_note", "args": {}, "_ether": {"reply_to": "r/test", "corr": "c3"}}
+    )
     (reply,) = observer.wait_for("r/test", lambda r: r["_ether"]["corr"] == "c3")
     assert reply["ok"] is True and reply["result"] == "simulated"
     (note,) = observer.wait_for("thermo1.firmware_note")
@@ -142,7 +147,9 @@ def test_reconnect_after_broker_restart_delivers_buffered_readings(broker, obser
         observer.publish("thermo1.heater", {"on": True, "_ether": {"reply_to": "r/re", "corr": "re1"}})
         observer.wait_for("r/re")
         last = observer.wait_for("thermo1.temperature", lambda r: r["heater"] is True)[0]["_ether"]["seq"]
-        seqs = sorted({r["_ether"]["seq"] for r in observer.all("thermo1.temperature") if r["_ether"]["seq"] <= last})
+        seqs = sorted(
+            {r["_ether"]["seq"] for r in observer.all("thermo1.temperature") if r["_ether"]["seq"] <= last}
+        )
         assert seqs == list(range(1, last + 1)), "a reading went missing across the broker restart"
         assert last > 10
     finally:
@@ -160,7 +167,9 @@ def test_full_buffer_drops_oldest_and_counts(broker, observer, start_board):
         (state,) = observer.wait_for(STATE, lambda s: s["state"] == "online" and s.get("dropped", 0) > 0)
         dropped = state["dropped"]
         # each reading carries the boot's running drop count once there is one
-        (reading,) = observer.wait_for("thermo1.temperature", lambda r: r["_ether"].get("dropped", 0) >= dropped)
+        (reading,) = observer.wait_for(
+            "thermo1.temperature", lambda r: r["_ether"].get("dropped", 0) >= dropped
+        )
         last = reading["_ether"]["seq"]
         seqs = {r["_ether"]["seq"] for r in observer.all("thermo1.temperature")}
         missing = set(range(1, last + 1)) - seqs

@@ -44,6 +44,16 @@ pool = None
 if len(sys.argv) > 5 and sys.argv[5] == "minimqtt":
     import socket as pool  # CPython's socket module serves as adafruit_minimqtt's socket pool
 
-node = Node("thermo1", Thermostat(), host, port, session=session, buffer=buffer, firmware="sim-1", keepalive=5, pool=pool)
+node = Node(
+    "thermo1",
+    Thermostat(),
+    host,
+    port,
+    session=session,
+    buffer=buffer,
+    firmware="sim-1",
+    keepalive=5,
+    pool=pool,
+)
 print("board-ready")
 node.run()

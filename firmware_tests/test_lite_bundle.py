@@ -1,0 +1,105 @@
+"""`circup install ether_lite` from the bundle this project builds, with the real circup, offline.
+
+circup keeps downloaded bundles under its data folder (XDG_DATA_HOME/circup). The test seeds that
+folder the way a download would: our bundle, and a small stand-in for the Adafruit bundle holding
+adafruit_minimqtt and its own dependencies (taken from the pip-installed packages), then installs onto
+a fake CIRCUITPY folder.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from ether.lite_bundle import BUNDLE_ID, BUNDLE_REPO, build_bundle, library_version
+
+ADAFRUIT_REPO = "adafruit/Adafruit_CircuitPython_Bundle"
+ADAFRUIT_TAG = "20250101"
+# module in the Adafruit bundle -> its PyPI distribution
+ADAFRUIT_MODULES = {
+    "adafruit_minimqtt": "adafruit-circuitpython-minimqtt",
+    "adafruit_connection_manager": "adafruit-circuitpython-connectionmanager",
+    "adafruit_ticks": "adafruit-circuitpython-ticks",
+}
+
+
+def _circup() -> list[str]:
+    found = shutil.which("circup")
+    if found:
+        return [found]
+    pytest.importorskip("circup")
+    return [sys.executable, "-m", "circup"]
+
+
+def _seed_adafruit_bundle(data_dir: Path) -> None:
+    root = (
+        data_dir
+        / "adafruit"
+        / "adafruit-circuitpython-bundle-py"
+        / f"adafruit-circuitpython-bundle-py-{ADAFRUIT_TAG}"
+    )
+    for module, dist in ADAFRUIT_MODULES.items():
+        try:
+            files = importlib.metadata.files(dist) or []
+        except importlib.metadata.PackageNotFoundError:
+            pytest.skip(f"{dist} is not installed (pip install {dist})")
+        for f in files:
+            parts = Path(f).parts
+            if parts[0] == module or parts[0] == f"{module}.py":
+                if f.suffix == ".py":
+                    target = root / "lib" / Path(f)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(f.locate(), target)
+        requirements = root / "requirements" / module / "requirements.txt"
+        requirements.parent.mkdir(parents=True, exist_ok=True)
+        requirements.write_text("\n".join(importlib.metadata.requires(dist) or []) + "\n")
+
+
+def test_circup_installs_ether_lite_and_minimqtt(tmp_path):
+    bundle_zip = build_bundle(tmp_path / "dist")
+    version = library_version()
+    with zipfile.ZipFile(bundle_zip) as archive:
+        names = archive.namelist()
+        init = archive.read(f"{BUNDLE_ID}-py-{version}/lib/ether_lite/__init__.py").decode()
+    assert f"{BUNDLE_ID}-py-{version}/requirements/ether_lite/requirements.txt" in names
+    assert "__version__" in init and "__repo__" in init
+
+    data = tmp_path / "xdg" / "circup"
+    data.mkdir(parents=True)
+    vendor, repo = BUNDLE_REPO.split("/")
+    with zipfile.ZipFile(bundle_zip) as archive:
+        archive.extractall(data / vendor / f"{BUNDLE_ID}-py")
+    _seed_adafruit_bundle(data)
+    (data / "bundle_config.json").write_text(json.dumps({"ether": BUNDLE_REPO, "adafruit": ADAFRUIT_REPO}))
+    (data / "circup.json").write_text(json.dumps({BUNDLE_REPO: [version], ADAFRUIT_REPO: [ADAFRUIT_TAG]}))
+
+    device = tmp_path / "CIRCUITPY"
+    (device / "lib").mkdir(parents=True)
+    (device / "boot_out.txt").write_text(
+        "Adafruit CircuitPython 9.2.1 on 2024-11-20; Adafruit Feather ESP32-S3 No PSRAM with ESP32S3\n"
+        "Board ID:adafruit_feather_esp32s3_nopsram\n"
+    )
+    env = dict(os.environ, XDG_DATA_HOME=str(tmp_path / "xdg"), HOME=str(tmp_path))
+    result = subprocess.run(
+        [*_circup(), "--offline", "--path", str(device), "install", "ether_lite"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    lib = device / "lib"
+    assert (lib / "ether_lite" / "__init__.py").exists(), output
+    assert (lib / "ether_lite" / "node.py").exists()
+    assert (lib / "adafruit_minimqtt" / "adafruit_minimqtt.py").exists(), output
+    assert (lib / "adafruit_connection_manager.py").exists(), output
+    assert (lib / "adafruit_ticks.py").exists(), output
