@@ -103,3 +103,15 @@ def test_circup_installs_ether_lite_and_minimqtt(tmp_path):
     assert (lib / "adafruit_minimqtt" / "adafruit_minimqtt.py").exists(), output
     assert (lib / "adafruit_connection_manager.py").exists(), output
     assert (lib / "adafruit_ticks.py").exists(), output
+
+
+def test_mip_package_lists_every_micropython_module():
+    """lite/package.json (mpremote mip install) names each module MicroPython needs, at the library's version."""
+    root = Path(__file__).resolve().parent.parent / "lite"
+    package = json.loads((root / "package.json").read_text())
+    assert package["version"] == library_version()
+    listed = {target for target, _ in package["urls"]}
+    needed = {f"ether_lite/{p.name}" for p in (root / "ether_lite").glob("*.py") if p.name != "minimqtt.py"}
+    assert listed == needed
+    for target, url in package["urls"]:
+        assert url.endswith("lite/" + target)
