@@ -4,8 +4,8 @@ against the host's real embedded broker: the topic contract of docs/devices.md."
 from __future__ import annotations
 
 import pytest
-from conftest import TIMEOUT, Messages
 from ether.broker import EmbeddedBroker
+from harness import TIMEOUT, Messages
 
 SCHEMA = "ether/default/device/thermo1/schema"
 STATE = "ether/default/device/thermo1/state"
