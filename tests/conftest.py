@@ -54,6 +54,15 @@ class Observer:
         self.bus.close()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _session_data(tmp_path_factory):
+    """Sessions recorded by tests go to a temporary folder, not ./ether_data of the repository."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ETHER_DATA", str(tmp_path_factory.mktemp("ether_data")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture
 def run_session():
     """Open sessions from config dicts/paths; every one is closed at the end of the test."""

@@ -17,10 +17,12 @@ from typing import Any
 import yaml
 
 from ether.decorators import DECORATORS, apply_registry
+from ether.recorder.settings import RecorderSettings
+from ether.recorder.settings import parse as recorder_settings
 from ether.schema import ArgumentError, MethodSchema
 from ether.topics import DEFAULT_SESSION, TopicError
 
-TOP_LEVEL_KEYS = ("session", "broker", "registry", "instances")
+TOP_LEVEL_KEYS = ("session", "broker", "registry", "instances", "recorder", "streams")
 INSTANCE_KEYS = ("class_path", "args", "kwargs", "autorun", "restart", "max_restarts", "backoff")
 RESTART_POLICIES = ("no", "on-failure", "always")
 
@@ -57,6 +59,7 @@ class Config:
     broker_url: str | None = None
     registry: dict[str, dict[str, dict[str, dict[str, Any]]]] = field(default_factory=dict)
     instances: dict[str, InstanceConfig] = field(default_factory=dict)
+    recorder: RecorderSettings = field(default_factory=RecorderSettings)
 
     @property
     def directory(self) -> str:
@@ -170,6 +173,7 @@ def load(source: str | os.PathLike | dict) -> Config:
             apply_registry(import_class(class_path), methods)
         except ImportError as exc:
             raise doc.error(str(exc), "registry", class_path) from None
+    config.recorder = recorder_settings(doc, data, config.directory)
     for name, raw in (_mapping(doc, data.get("instances") or {}, "instances")).items():
         config.instances[name] = _instance(doc, name, raw)
     return config

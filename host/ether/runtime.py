@@ -26,6 +26,8 @@ from ether.broker import BrokerAddress, BrokerError
 from ether.bus import Bus, Will
 from ether.config import add_import_paths, import_class
 from ether.decorators import EtherSpec, apply_registry, bind, spec_of, unbind
+from ether.outbox import DataPublisher
+from ether.recorder.settings import RecorderSettings
 from ether.registry import LiveRegistry
 from ether.requests import Requester, answer
 from ether.schema import ArgumentError, MethodSchema
@@ -55,6 +57,7 @@ class LaunchSpec:
     sys_path: list[str] = field(default_factory=list)
     config_dir: str = ""
     restarts: int = 0
+    recording: dict[str, Any] = field(default_factory=dict)  # RecorderSettings.for_instance()
 
 
 @dataclass
@@ -75,6 +78,8 @@ class InstanceRuntime:
         self.spec, self.bus, self.cls = spec, bus, cls
         self.topics = Topics(spec.session)
         self.stamper = Stamper(spec.name)
+        recording = RecorderSettings.of_instance(spec.recording)
+        self.data = DataPublisher(bus, self.topics, self.stamper, recording)
         self.obj: Any = None
         self.jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self.finished = threading.Event()
@@ -160,6 +165,7 @@ class InstanceRuntime:
         )
         requester = Requester(self.bus, self.topics, self.stamper)
         self.services = ServiceClient(requester, LiveRegistry(self.bus, self.topics), self.topics)
+        self.data.attach()
         context.set_client(self)
 
     # -- data path ------------------------------------------------------------------------
@@ -236,14 +242,12 @@ class InstanceRuntime:
         except ArgumentError as exc:
             self.report_error(self.topics.user_topic(topic), str(exc), method)
             return
-        meta = self.stamper.stamp(getattr(self._parents, "ids", None))
-        self.bus.publish(topic, encode(payload, meta))
+        self.data.publish(topic, payload, getattr(self._parents, "ids", None))
 
     def publish(self, user_topic: str, data: Any) -> None:
         """``ether.pub(data, topic)`` from inside the instance."""
         check_publish_topic(user_topic)
-        meta = self.stamper.stamp(getattr(self._parents, "ids", None))
-        self.bus.publish(self.topics.data(user_topic), encode(data, meta))
+        self.data.publish(self.topics.data(user_topic), data, getattr(self._parents, "ids", None))
 
     def report_error(
         self,
@@ -405,6 +409,8 @@ def host(spec: LaunchSpec) -> int:
     runtime.subscribe()
     runtime.announce("ready")
     runtime.finished.wait()
+    runtime.data.drain(runtime.data.settings.drain_timeout)  # our part of the drain barrier
+    runtime.data.close()
     runtime.announce("stopped")
     runtime.jobs.put(None)
     runtime.stop()

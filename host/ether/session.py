@@ -13,12 +13,13 @@ from ether import context
 from ether.broker import BrokerAddress, EmbeddedBroker
 from ether.bus import Bus
 from ether.config import Config, InstanceConfig, load
+from ether.recorder.recording import Recording
 from ether.registry import LIVE_STATES, LiveRegistry
 from ether.requests import Requester, answer
 from ether.services import ServiceClient
 from ether.supervisor import Supervisor
 from ether.topics import Topics, check_publish_topic
-from ether.wire import Stamper, WireError, decode, encode
+from ether.wire import Stamper, WireError, decode
 
 log = logging.getLogger("ether")
 
@@ -32,6 +33,7 @@ class Session:
         self.name = f"{socket.gethostname()}-{os.getpid()}"
         self.stamper = Stamper(f"main:{self.name}")
         self.supervisor = Supervisor(config, self.topics)
+        self.recording = Recording(config, self.topics)
         url = broker_url or config.broker_url
         self.embedded = None if url else EmbeddedBroker(port=port)
         self.address: BrokerAddress | None = BrokerAddress.parse(url) if url else None
@@ -48,6 +50,7 @@ class Session:
         if self.embedded:
             self.embedded.launch()
         try:
+            self.recording.begin()  # before any instance: they need the run folder for their outbox
             for instance in autorun:  # they import user code while the broker starts
                 self.supervisor.spawn(instance)
             if self.embedded:
@@ -58,6 +61,9 @@ class Session:
             self.registry = LiveRegistry(self.bus, self.topics)
             self.services = ServiceClient(requester, self.registry, self.topics)
             self.supervisor.attach(self.address, self.bus, requester)
+            self.recording.attach(
+                self.address, self.bus, requester, self.stamper, timeout, self.embedded is None
+            )
             self.bus.subscribe(self.topics.session_control(), self._on_session_control)
             names = [i.name for i in autorun]
             self.supervisor.wait_ready(names, timeout)
@@ -111,7 +117,7 @@ class Session:
 
     def publish(self, topic: str, data: Any) -> None:
         check_publish_topic(topic)
-        self.bus.publish(self.topics.data(topic), encode(data, self.stamper.stamp()))
+        self.recording.publish(self.topics.data(topic), data)
 
     def launch(self, instances: dict[str, dict[str, Any]], timeout: float = 30.0) -> list[str]:
         """Start more instances in the running session (same name twice is an error)."""
@@ -145,6 +151,7 @@ class Session:
         """save_all -> cleanup -> exit for every instance, then the broker. Returns instance exit codes."""
         with self._lock:
             context.set_client(None)
+            self.recording.end(self.supervisor, timeout)  # the drain barrier: nothing unsaved is left behind
             codes = self.supervisor.close(timeout) if self.bus else {}
             if self.bus:
                 self.bus.close()

@@ -131,6 +131,7 @@ class Supervisor:
             sys_path=[p for p in sys.path if p],
             config_dir=self.config.directory,
             restarts=managed.restarts,
+            recording=self.config.recorder.for_instance(),
         )
         try:
             managed.process.stdin.write(json.dumps(spec.__dict__) + "\n")

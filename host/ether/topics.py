@@ -116,6 +116,30 @@ class Topics:
         """Where one client receives replies to its requests."""
         return f"{self.root}/reply/{client}"
 
+    # recorder ---------------------------------------------------------------
+    def data_all(self) -> str:
+        """Filter for every data topic of the session (the default session must skip ``ether/``)."""
+        return "#" if self.session == DEFAULT_SESSION else f"{self.session}/#"
+
+    def is_data(self, broker_topic: str) -> bool:
+        return not broker_topic.startswith(f"{SYSTEM_ROOT}/") and not broker_topic.startswith("$")
+
+    def recorder_status(self) -> str:
+        """Retained state of the recorder (ready/stopped/dead) with its pid, boot id and store folder."""
+        return f"{self.root}/recorder/status"
+
+    def recorder_control(self) -> str:
+        """Requests to the recorder: status, barrier (answer once all received so far is on disk), shutdown."""
+        return f"{self.root}/recorder/control"
+
+    def recorder_ack(self, source: str) -> str:
+        """``{boot: seq}``: every data message of ``source`` up to ``seq`` is on disk."""
+        return f"{self.root}/recorder/ack/{source}"
+
+    def recorder_closing(self) -> str:
+        """A publisher's last seq per boot at its end, so a lost tail shows in the gap ledger."""
+        return f"{self.root}/recorder/closing"
+
     # devices (ether_lite boards) -------------------------------------------
     def device_schema(self, device: str) -> str:
         """Retained description of a board's methods, versions and boot id."""

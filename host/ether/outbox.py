@@ -1,0 +1,220 @@
+"""Publishing data messages: stamp, keep durable ones in an outbox on disk until the recorder has them.
+
+A message of a ``durable`` stream is written to the publisher's outbox file *before* it is sent, and
+deleted when the recorder acknowledges it (``{boot: seq}`` on ``ether/<s>/recorder/ack/<src>``). What
+is not acknowledged is sent again when acknowledgements stall (a reconnect, a recorder restart) and, by
+the next process of the same instance, after a kill. The broker is not trusted to redeliver (amqtt
+0.12.1 does not). A ``latest`` stream is sent at QoS 0 with its own sequence (boot ``<boot>-latest``),
+so its losses show in the recorder's gap ledger without holding back the durable stream's acks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ether.bus import Bus
+from ether.recorder.settings import LATEST, RecorderSettings
+from ether.topics import Topics
+from ether.waiting import Deadline
+from ether.wire import Meta, Stamper, WireError, decode, encode
+
+log = logging.getLogger("ether.outbox")
+
+RESEND_AFTER = 1.0  # seconds without acknowledgement progress before unacknowledged messages are resent
+RESEND_CHUNK = 20000
+LATEST_SUFFIX = "-latest"
+
+
+class Outbox:
+    """An SQLite file of messages sent but not yet acknowledged by the recorder, per (boot, seq)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=OFF")  # survives a killed process; a power cut is not our case
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS outbox"
+            " (boot TEXT, seq INTEGER, topic TEXT, body BLOB, PRIMARY KEY (boot, seq))"
+        )
+        self.acked: dict[str, int] = {}  # boot -> highest acknowledged seq
+        self.last: dict[str, int] = {}  # boot -> highest seq written
+        for boot, low, high in self.db.execute("SELECT boot, MIN(seq), MAX(seq) FROM outbox GROUP BY boot"):
+            self.acked[boot], self.last[boot] = low - 1, high
+
+    def add(self, meta: Meta, topic: str, body: bytes) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO outbox VALUES (?, ?, ?, ?)", (meta.boot, meta.seq, topic, body)
+        )
+        self.last[meta.boot] = meta.seq
+        self.acked.setdefault(meta.boot, meta.seq - 1)
+
+    def ack(self, boot: str, seq: int) -> bool:
+        if boot not in self.last or seq <= self.acked[boot]:
+            return False
+        self.acked[boot] = seq
+        self.db.execute("DELETE FROM outbox WHERE boot = ? AND seq <= ?", (boot, seq))
+        return True
+
+    @property
+    def pending(self) -> int:
+        return sum(self.last[b] - self.acked[b] for b in self.last)
+
+    def unacknowledged(self, limit: int) -> list[tuple[str, bytes]]:
+        rows: list[tuple[str, bytes]] = []
+        for boot, acked in list(self.acked.items()):
+            if len(rows) >= limit:
+                break
+            rows += self.db.execute(
+                "SELECT topic, body FROM outbox WHERE boot = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (boot, acked, limit - len(rows)),
+            ).fetchall()
+        return rows
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class DataPublisher:
+    """Stamps and publishes the data messages of one source (an instance, or the tapping script)."""
+
+    def __init__(self, bus: Bus, topics: Topics, stamper: Stamper, settings: RecorderSettings) -> None:
+        self.bus, self.topics, self.stamper, self.settings = bus, topics, stamper, settings
+        self.latest = Stamper(stamper.source)
+        self.latest.boot = stamper.boot + LATEST_SUFFIX
+        self.outbox: Outbox | None = None
+        if settings.enabled and settings.run_dir:
+            name = stamper.source.replace(":", "-").replace("/", "-")
+            self.outbox = Outbox(Path(settings.run_dir) / "outbox" / f"{name}.sqlite")
+        self._lock = threading.Lock()
+        self._acked = threading.Condition(self._lock)
+        self._progress = time.monotonic()
+        self._closed = threading.Event()
+        self._recorder_boot: str | None = None
+        self.last_durable = self.last_latest = 0
+
+    def attach(self) -> None:
+        """Listen for acknowledgements; resend what a previous process of this source left unacknowledged."""
+        if self.outbox is None:
+            return
+        self.bus.subscribe(self.topics.recorder_ack(self.stamper.source), self._on_ack)
+        self.bus.subscribe(self.topics.recorder_status(), self._on_recorder_status)
+        if self.outbox.pending:
+            log.info(
+                "%s: resending %d unsaved messages from before a restart",
+                self.stamper.source,
+                self.outbox.pending,
+            )
+            self.resend()
+        threading.Thread(target=self._watch_acks, name="ether-outbox", daemon=True).start()
+
+    def publish(self, topic: str, payload: Any, parents: list[str] | None = None) -> Meta:
+        """Publish one data message on a broker topic; durable ones are on disk before they are sent."""
+        if self.settings.policy(self.topics.user_topic(topic)) == LATEST:
+            meta = self.latest.stamp(parents)
+            self.last_latest = meta.seq
+            self.bus.publish(topic, encode(payload, meta), qos=0)
+            return meta
+        with self._lock:  # seq order == outbox order == send order
+            meta = self.stamper.stamp(parents)
+            self.last_durable = meta.seq
+            body = encode(payload, meta)
+            if self.outbox is not None:
+                self.outbox.add(meta, topic, body)
+            self.bus.publish(topic, body)
+        return meta
+
+    # -- acknowledgements ---------------------------------------------------------------------
+    def _on_ack(self, topic: str, raw: bytes) -> None:
+        try:
+            acks, _ = decode(raw)
+        except WireError:
+            return
+        if not isinstance(acks, dict) or self.outbox is None:
+            return
+        with self._acked:
+            progressed = False
+            for boot, seq in acks.items():
+                if isinstance(seq, int) and self.outbox.ack(boot, seq):
+                    progressed = True
+            if progressed:
+                self._progress = time.monotonic()
+                self._acked.notify_all()
+
+    def _on_recorder_status(self, topic: str, raw: bytes) -> None:
+        try:
+            status, _ = decode(raw)
+        except WireError:
+            return
+        if isinstance(status, dict) and status.get("state") == "ready":
+            boot, self._recorder_boot = self._recorder_boot, status.get("boot")
+            if boot is not None and boot != self._recorder_boot:  # a restarted recorder: send again at once
+                threading.Thread(target=self.resend, daemon=True).start()
+
+    def _watch_acks(self) -> None:
+        """Resend when acknowledgements stall while messages wait (a lost connection or recorder)."""
+        while not self._closed.wait(RESEND_AFTER / 2):
+            with self._lock:
+                stalled = self.outbox.pending and time.monotonic() - self._progress > RESEND_AFTER
+            if stalled:
+                self.resend()
+
+    def resend(self) -> None:
+        with self._lock:
+            if self.outbox is None:
+                return
+            rows = self.outbox.unacknowledged(RESEND_CHUNK)
+            self._progress = time.monotonic()
+        for topic, body in rows:
+            self.bus.publish(topic, body)
+        if rows:
+            log.info("%s: resent %d unacknowledged messages", self.stamper.source, len(rows))
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return self.outbox.pending if self.outbox else 0
+
+    def drain(self, timeout: float) -> int:
+        """Tell the recorder our last seqs, then wait (logging progress) until every durable message is
+        acknowledged. Returns how many are still unsaved (they stay in the outbox file)."""
+        with self._lock:
+            last = {self.stamper.boot: self.last_durable, self.latest.boot: self.last_latest}
+        report = {"src": self.stamper.source, "boots": {b: s for b, s in last.items() if s}}
+        if report["boots"] and self.settings.enabled:
+            self.bus.publish_and_wait(self.topics.recorder_closing(), json.dumps(report).encode())
+        deadline = Deadline(timeout)
+        announced = time.monotonic()
+        with self._acked:
+            while self.outbox is not None and self.outbox.pending and not deadline.expired:
+                self._acked.wait(min(1.0, deadline.remaining))
+                if time.monotonic() - announced > 2.0 and self.outbox.pending:
+                    log.info(
+                        "%s: waiting for the recorder to save %d messages",
+                        self.stamper.source,
+                        self.outbox.pending,
+                    )
+                    announced = time.monotonic()
+            left = self.outbox.pending if self.outbox else 0
+        if left:
+            log.error(
+                "%s: %d messages not confirmed saved by the recorder after %.0f s; they stay in %s",
+                self.stamper.source,
+                left,
+                timeout,
+                self.outbox.path,
+            )
+        return left
+
+    def close(self) -> None:
+        self._closed.set()
+        if self.outbox is not None:
+            with self._lock:
+                self.outbox.close()

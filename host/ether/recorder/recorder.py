@@ -1,0 +1,304 @@
+"""The recorder process: subscribes to every data topic, saves each message once, acknowledges it.
+
+Messages are queued by paho's network thread and written by one writer thread in batches: whatever
+arrived while the previous batch was committing is the next batch, so latency stays low at low rates
+and commits stay few at high rates. Acknowledgements go out only after the commit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic_core
+
+from ether.broker import BrokerAddress, BrokerError
+from ether.bus import Bus, Will
+from ether.recorder.ledger import Ledger
+from ether.recorder.store import Row, Store
+from ether.requests import answer
+from ether.topics import Topics
+from ether.wire import Meta, Stamper, WireError, decode, encode
+
+log = logging.getLogger("ether.recorder")
+
+BATCH = 5000
+EXIT_OK, EXIT_FAILED, EXIT_NO_BROKER = 0, 1, 4
+
+
+@dataclass
+class RecorderSpec:
+    """What the session sends the recorder process on stdin (one JSON line)."""
+
+    broker: dict[str, Any]
+    session: str
+    run_dir: str
+    restarts: int = 0
+
+
+class _Barrier:
+    """A request that is answered when the writer reaches it: everything queued before is committed."""
+
+    def __init__(self, request: Meta | None, then_stop: bool = False) -> None:
+        self.request, self.then_stop = request, then_stop
+
+
+class Recorder:
+    def __init__(self, spec: RecorderSpec, bus: Bus, store: Store) -> None:
+        self.spec, self.bus, self.store = spec, bus, store
+        self.topics = Topics(spec.session)
+        self.stamper = Stamper("recorder")
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.ledger = Ledger()
+        self.finished = threading.Event()
+        self.failed = False
+        self.saved = 0
+        self._seen_status: dict[str, tuple] = {}
+        self._load()
+
+    def _load(self) -> None:
+        """Pick up where a killed recorder left off: streams and open gaps from the store."""
+        from ether.recorder.ledger import Gap
+
+        db = self.store.db
+        for r in db.execute("SELECT * FROM streams"):
+            stream, _ = self.ledger.stream(r["src"], r["boot"], r["first_seen"])
+            stream.max_seq, stream.last_seen = r["max_seq"], r["last_seen"]
+        for r in db.execute("SELECT * FROM gaps ORDER BY first_seq"):
+            stream, _ = self.ledger.stream(r["src"], r["boot"], r["detected_at"])
+            stream.gaps.append(Gap(r["first_seq"], r["last_seq"], r["detected_at"], r["cause"]))
+        self.saved = db.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+
+    # -- network thread: queue only --------------------------------------------------------
+    def on_message(self, topic: str, raw: bytes) -> None:
+        t = self.topics
+        if topic == t.recorder_control():
+            self.on_control(topic, raw)
+        elif (
+            t.is_data(topic)
+            or topic in (t.errors(), t.recorder_closing())
+            or (topic.startswith(f"{t.root}/instance/") and topic.endswith("/status"))
+            or (topic.startswith(f"{t.root}/device/") and topic.endswith("/schema"))
+        ):
+            self.inbox.put((topic, raw, time.time()))
+
+    def on_control(self, topic: str, raw: bytes) -> None:
+        try:
+            payload, meta = decode(raw)
+        except WireError:
+            return
+        command = payload.get("command") if isinstance(payload, dict) else None
+        if command == "status":
+            answer(self.bus, self.stamper, meta, {"ok": True, "result": self.status("ready")})
+        elif command in ("barrier", "shutdown"):
+            self.inbox.put(_Barrier(meta, then_stop=command == "shutdown"))
+        else:
+            answer(self.bus, self.stamper, meta, {"ok": False, "error": f"unknown command {command!r}"})
+
+    def status(self, state: str) -> dict[str, Any]:
+        return {
+            "state": state,
+            "pid": os.getpid(),
+            "boot": self.stamper.boot,
+            "run_dir": self.spec.run_dir,
+            "saved": self.saved,
+            "backlog": self.inbox.qsize(),
+            "restarts": self.spec.restarts,
+            "t": time.time(),
+        }
+
+    def announce(self, state: str) -> None:
+        self.bus.publish_and_wait(self.topics.recorder_status(), encode(self.status(state)), retain=True)
+
+    # -- writer thread -----------------------------------------------------------------------
+    def write(self) -> None:
+        while not self.finished.is_set():
+            item = self.inbox.get()
+            batch = [item]
+            while len(batch) < BATCH:
+                try:
+                    batch.append(self.inbox.get_nowait())
+                except queue.Empty:
+                    break
+            barriers = [b for b in batch if isinstance(b, _Barrier)]
+            try:
+                self.commit([b for b in batch if not isinstance(b, _Barrier)])
+            except Exception:  # unacknowledged, so publishers resend to the restarted recorder
+                log.exception("recorder: could not write a batch of %d messages; exiting", len(batch))
+                self.failed = True
+                self.finished.set()
+                return
+            for barrier in barriers:
+                answer(self.bus, self.stamper, barrier.request, {"ok": True, "result": self.status("ready")})
+                if barrier.then_stop:
+                    self.finished.set()
+
+    def commit(self, items: list[tuple[str, bytes, float]]) -> None:
+        rows: list[Row] = []
+        touched: dict[str, dict[str, int]] = {}
+        with self.store.transaction():
+            for topic, raw, now in items:
+                if topic == self.topics.errors() or self.topics.is_data(topic):
+                    row = self._row(topic, raw, now, touched)
+                    if row is not None:
+                        rows.append(row)
+                else:
+                    self._system(topic, raw, now)
+            self.store.insert(rows)
+            for src, boots in touched.items():
+                for boot in boots:
+                    s = self.ledger.streams[(src, boot)]
+                    boots[boot] = s.contiguous
+                    self.store.save_stream(src, boot, s.contiguous, s.max_seq, s.first_seen, s.last_seen)
+                    self.store.save_gaps(
+                        src, boot, [(g.first, g.last, g.detected_at, g.cause) for g in s.gaps]
+                    )
+        self.saved += len(rows)
+        for src, boots in touched.items():
+            self.bus.publish(self.topics.recorder_ack(src), json.dumps(boots).encode())
+
+    def _row(self, topic: str, raw: bytes, now: float, touched: dict[str, dict[str, int]]) -> Row | None:
+        user_topic = self.topics.user_topic(topic) if self.topics.is_data(topic) else topic
+        try:
+            payload, meta = decode(raw)
+            text = pydantic_core.to_json(payload).decode()
+        except WireError:  # not JSON: keep the text, as a JSON string
+            meta, text = None, json.dumps(bytes(raw).decode("utf-8", "replace"))
+        if meta is None:
+            return Row(user_topic, text, None, None, None, None, [], None, now)
+        seq = meta.seq if meta.seq > 0 and meta.src and meta.boot else None
+        if seq is not None:
+            stream, new_boot = self.ledger.stream(meta.src, meta.boot, now)
+            if new_boot:  # a source seen with another boot before has restarted: a discontinuity
+                earlier = [b for b in self.ledger.boots_of(meta.src) if b != meta.boot]
+                self.store.event("new_boot", meta.src, meta.boot, first_seq=seq, earlier_boots=earlier)
+            is_new, opened, filled = stream.add(seq, now)
+            touched.setdefault(meta.src, {})[meta.boot] = 0
+            for gap in opened:
+                log.warning(
+                    "recorder: %s (boot %s) skipped seq %d..%d", meta.src, meta.boot, gap.first, gap.last
+                )
+                self.store.event(
+                    "gap", meta.src, meta.boot, first_seq=gap.first, last_seq=gap.last, topic=user_topic
+                )
+            for gap in filled:
+                self.store.event("gap_filled", meta.src, meta.boot, seq=seq, gap=[gap.first, gap.last])
+            if not is_new:
+                return None
+        return Row(
+            user_topic,
+            text,
+            meta.id or None,
+            meta.src or None,
+            meta.boot or None,
+            seq,
+            meta.parents,
+            meta.t,
+            now,
+        )
+
+    def _system(self, topic: str, raw: bytes, now: float) -> None:
+        try:
+            payload, _ = decode(raw)
+        except WireError:
+            return
+        if not isinstance(payload, dict):
+            return
+        if topic == self.topics.recorder_closing():
+            src = str(payload.get("src", ""))
+            for boot, last in (payload.get("boots") or {}).items():
+                stream, _ = self.ledger.stream(src, boot, now)
+                gap = stream.expect_until(int(last), now)
+                if gap is not None:
+                    log.warning("recorder: %s (boot %s) lost its last %d messages", src, boot, gap.size)
+                    self.store.event(
+                        "gap", src, boot, first_seq=gap.first, last_seq=gap.last, cause=gap.cause
+                    )
+                    self.store.save_stream(
+                        src, boot, stream.contiguous, stream.max_seq, stream.first_seen, now
+                    )
+                    self.store.save_gaps(
+                        src, boot, [(g.first, g.last, g.detected_at, g.cause) for g in stream.gaps]
+                    )
+            self.store.event("closing", src, None, boots=payload.get("boots"))
+        elif "/device/" in topic:
+            self.store.event(
+                "device_schema", payload.get("device") or topic.split("/")[-2], None, schema=payload
+            )
+        elif "instance" in payload:  # an instance status: restarts and deaths are data
+            name, state = str(payload["instance"]), payload.get("state")
+            key = (state, payload.get("pid"), payload.get("restarts"))
+            if (
+                state in ("ready", "restarting", "dead", "failed", "stopped")
+                and self._seen_status.get(name) != key
+            ):
+                self._seen_status[name] = key
+                detail = {
+                    k: payload.get(k)
+                    for k in ("pid", "restarts", "exit_code", "error", "class")
+                    if k in payload
+                }
+                self.store.event(f"instance_{state}", name, None, **detail)
+
+
+def record(spec: RecorderSpec) -> int:
+    topics = Topics(spec.session)
+    dead = json.dumps({"state": "dead", "pid": os.getpid()}).encode()
+    bus = Bus(
+        BrokerAddress(**spec.broker),
+        client_id=f"ether-{spec.session}-recorder-{os.getpid()}",
+        will=Will(topics.recorder_status(), dead),
+    )
+    try:
+        bus.connect()
+    except BrokerError as exc:
+        log.error("recorder: %s", exc)
+        return EXIT_NO_BROKER
+    store = Store(spec.run_dir)
+    recorder = Recorder(spec, bus, store)
+    store.db.execute("BEGIN")
+    store.event("recorder_start", "recorder", recorder.stamper.boot, pid=os.getpid(), restarts=spec.restarts)
+    store.db.execute("COMMIT")
+    writer = threading.Thread(target=recorder.write, name="ether-recorder-writer", daemon=True)
+    writer.start()
+    filters = [topics.data_all()]
+    if filters != ["#"]:  # '#' already covers the rest; overlapping filters would deliver twice
+        filters += [topics.errors(), topics.instance_status_all(), f"{topics.root}/device/+/schema"]
+        filters += [topics.recorder_closing(), topics.recorder_control()]
+    for topic_filter in filters:
+        bus.subscribe(topic_filter, recorder.on_message)
+    recorder.announce("ready")
+    log.info("recorder ready: saving session data to %s", spec.run_dir)
+
+    def parent_gone() -> None:  # our stdin is the session's pipe: it closes when the session dies
+        sys.stdin.read()
+        recorder.inbox.put(_Barrier(None, then_stop=True))
+
+    threading.Thread(target=parent_gone, name="ether-recorder-parent", daemon=True).start()
+    recorder.finished.wait()
+    writer.join(10)
+    recorder.announce("failed" if recorder.failed else "stopped")
+    bus.close()
+    store.close()
+    return EXIT_FAILED if recorder.failed else EXIT_OK
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s.%(msecs)03d - Ether:%(process)d - %(levelname)s - %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+    )
+    line = sys.stdin.readline()
+    if not line:
+        sys.exit(EXIT_NO_BROKER)
+    code = record(RecorderSpec(**json.loads(line)))
+    sys.stdout.flush()
+    os._exit(code)

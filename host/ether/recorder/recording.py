@@ -1,0 +1,209 @@
+"""The session's side of recording: the run folder and manifest, the recorder process, the drain.
+
+A session ends in this order: instances save and stop (each waits until the recorder has its data),
+the script's own messages are drained, the recorder commits and exits, then the manifest is sealed
+``complete`` -- or ``incomplete`` with the count of messages that never reached the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from ether import provenance
+from ether.broker import BrokerAddress
+from ether.bus import Bus
+from ether.config import Config
+from ether.outbox import DataPublisher
+from ether.recorder.process import RecorderProcess
+from ether.recorder.store import COMPLETE, CRASHED, INCOMPLETE, RUNNING, SCHEMA_VERSION, Store, find_stores
+from ether.requests import Requester, RequestTimeout
+from ether.topics import Topics
+from ether.wire import Meta, Stamper
+
+log = logging.getLogger("ether")
+
+PROBE_TIMEOUT = 1.0  # on a shared broker: how long to listen for a recorder already running
+
+
+class Recording:
+    def __init__(self, config: Config, topics: Topics) -> None:
+        self.config, self.topics = config, topics
+        self.settings = config.recorder
+        self.run_id = ""
+        self.run_dir: Path | None = None
+        self.process: RecorderProcess | None = None
+        self.data: DataPublisher | None = None
+        self.ended = False
+        self.recorded = False  # a recorder (ours or another supervisor's) serves the session
+
+    def begin(self) -> None:
+        """Seal sessions that crashed, create this run's folder and manifest, start the recorder process."""
+        if not self.settings.enabled:
+            return
+        root = self.settings.root
+        seal_crashed(root)
+        self.run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{self.topics.session}-{os.urandom(3).hex()}"
+        self.run_dir = root / self.run_id
+        self.settings.run_dir = str(self.run_dir)
+        store = Store(self.run_dir)
+        store.set_manifest(
+            schema_version=SCHEMA_VERSION,
+            run_id=self.run_id,
+            session=self.topics.session,
+            status=RUNNING,
+            started_at=time.time(),
+            pid=os.getpid(),
+            **provenance.manifest(self.config),
+        )
+        store.close()
+        self.process = RecorderProcess(self.topics, str(self.run_dir))
+        self.process.launch()
+
+    def attach(
+        self,
+        address: BrokerAddress,
+        bus: Bus,
+        requester: Requester,
+        stamper: Stamper,
+        timeout: float,
+        shared_broker: bool = False,
+    ) -> None:
+        """Connect the script's publisher and wait for the recorder to be ready.
+
+        On a shared broker another supervisor of the session may already record it: then we join that
+        recorder (our outbox waits for its acknowledgements) and our store keeps only our manifest.
+        """
+        self.data = DataPublisher(bus, self.topics, stamper, self.settings)
+        if self.process is not None and shared_broker:
+            try:
+                other = requester.request(
+                    self.topics.recorder_control(), {"command": "status"}, PROBE_TIMEOUT
+                )
+            except RequestTimeout:
+                other = None
+            if other and other.get("ok"):
+                where = other["result"].get("run_dir")
+                log.info(
+                    "Session '%s' is already recorded (to %s); joining that recorder",
+                    self.topics.session,
+                    where,
+                )
+                self.process.abandon()
+                self.process = None
+                self.recorded = True
+                Store(self.run_dir).set_manifest(recorded_by=other["result"])
+        if self.process is not None:
+            self.process.attach(address, bus, requester)
+            self.process.wait_ready(timeout)
+            self.recorded = True
+            log.info("Recording session '%s' to %s", self.topics.session, self.run_dir)
+        self.data.attach()
+
+    def publish(self, topic: str, payload: Any) -> Meta:
+        return self.data.publish(topic, payload)
+
+    def end(self, supervisor, timeout: float) -> dict[str, int | None]:
+        """Stop the instances (each drains its outbox), drain ours, stop the recorder, seal the manifest."""
+        if self.ended:
+            return {}
+        self.ended = True
+        codes: dict[str, int | None] = {}
+        if supervisor.bus is not None:
+            log.info("Stopping instances: save_all -> cleanup -> exit, each waits until its data is saved")
+            codes = supervisor.stop(supervisor.running(), timeout)
+        if self.data is not None:
+            if self.data.pending:
+                log.info("Waiting for the recorder to save %d messages of this script", self.data.pending)
+            self.data.drain(self.settings.drain_timeout if self.recorded else 0)
+        if self.process is not None:
+            result = self.process.stop(timeout)
+            if result is not None:
+                log.info("Recorder: %d messages saved in %s", result.get("saved", 0), self.run_dir)
+        if self.data is not None:
+            self.data.close()
+        if self.run_dir is not None:
+            seal(self.run_dir, codes)
+        return codes
+
+
+def unsaved_in_outboxes(run_dir: Path) -> dict[str, int]:
+    """Messages publishers sent but the recorder never confirmed, per outbox file."""
+    left: dict[str, int] = {}
+    for path in sorted((run_dir / "outbox").glob("*.sqlite")):
+        try:
+            db = sqlite3.connect(path, timeout=10)
+            n = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+            db.close()
+        except sqlite3.Error:
+            continue
+        if n:
+            left[path.stem] = n
+    return left
+
+
+def seal(run_dir: Path, codes: dict[str, int | None], status: str | None = None) -> str:
+    """Write stop time, status and any unsaved count into the manifest; returns the status."""
+    left = unsaved_in_outboxes(run_dir)
+    unsaved = sum(left.values())
+    store = Store(run_dir)
+    try:
+        last = store.db.execute("SELECT MAX(t_recorded) FROM messages").fetchone()[0]
+        status = status or (COMPLETE if not unsaved else INCOMPLETE)
+        with store.transaction():
+            if unsaved:
+                store.event("forced_end", None, None, unsaved=unsaved, by_source=left)
+                log.error(
+                    "The session ended with %d messages NOT saved (recorded in %s): %s",
+                    unsaved,
+                    run_dir,
+                    left,
+                )
+            store.event("sealed", None, None, status=status)
+        store.set_manifest(
+            status=status,
+            stopped_at=time.time() if status != CRASHED else (last or store.manifest().get("started_at")),
+            last_saved_at=last,
+            unsaved=unsaved,
+            instance_exit_codes=codes,
+        )
+    finally:
+        store.close()
+    return status
+
+
+def seal_crashed(root: Path) -> list[Path]:
+    """Stores left ``running`` by a process of this host that no longer exists are sealed ``crashed``."""
+    sealed = []
+    for path in find_stores(root):
+        try:
+            store = Store(path)
+            manifest = store.manifest()
+            store.close()
+        except sqlite3.Error:
+            continue
+        if manifest.get("status") != RUNNING or manifest.get("host") != socket.gethostname():
+            continue
+        if _alive(manifest.get("pid")):
+            continue
+        seal(path.parent, {}, CRASHED)
+        log.warning("Session %s did not end cleanly; sealed it as crashed", path.parent.name)
+        sealed.append(path.parent)
+    return sealed
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,245 @@
+"""The session store: one SQLite file (WAL) per session run, schema version 1 (docs/data.md).
+
+Why SQLite in WAL mode: one file a scientist can copy and open anywhere, crash-safe (a killed writer
+leaves the last committed batch readable), queryable with SQL, and >100k rows/s with batched commits.
+
+Tables:
+  manifest  key -> JSON value: what ran (config, code identity, versions, host, start/stop, status)
+  messages  one row per data message; a resend of (src, boot, seq) is ignored, never duplicated
+  streams   per (src, boot): highest contiguous seq saved and highest seq seen
+  gaps      the gap ledger: sequence ranges of a (src, boot) that are missing right now
+  events    what happened: restarts, new boots, gaps found and filled, forced ends, device schemas
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+STORE_FILE = "session.sqlite"
+
+# Manifest statuses. `running` in a store nobody writes to any more means the session crashed.
+RUNNING, COMPLETE, INCOMPLETE, CRASHED = "running", "complete", "incomplete", "crashed"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS manifest (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL                 -- JSON
+);
+CREATE TABLE IF NOT EXISTS messages (
+    row        INTEGER PRIMARY KEY,     -- arrival order at the recorder
+    topic      TEXT NOT NULL,           -- the user's topic (session prefix removed)
+    payload    TEXT NOT NULL,           -- the message as JSON, without the _ether metadata
+    msg_id     TEXT,                    -- _ether.id; NULL for a foreign client's plain JSON
+    src        TEXT,                    -- _ether.src: the instance, device or script that sent it
+    boot       TEXT,                    -- _ether.boot: a new value means the source restarted
+    seq        INTEGER,                 -- _ether.seq: gap-free per (src, boot); NULL when not numbered
+    parents    TEXT NOT NULL DEFAULT '[]',  -- JSON list of the msg_ids whose handling produced it
+    t_sent     REAL,                    -- _ether.t: sender's clock, seconds since the epoch
+    t_recorded REAL NOT NULL,           -- recorder's clock when it was received
+    UNIQUE (src, boot, seq)
+);
+CREATE INDEX IF NOT EXISTS messages_by_topic ON messages (topic, row);
+CREATE INDEX IF NOT EXISTS messages_by_id ON messages (msg_id);
+CREATE TABLE IF NOT EXISTS streams (
+    src        TEXT NOT NULL,
+    boot       TEXT NOT NULL,
+    contiguous INTEGER NOT NULL,        -- every seq 1..contiguous is saved
+    max_seq    INTEGER NOT NULL,        -- highest seq saved
+    first_seen REAL NOT NULL,
+    last_seen  REAL NOT NULL,
+    PRIMARY KEY (src, boot)
+);
+CREATE TABLE IF NOT EXISTS gaps (
+    src         TEXT NOT NULL,
+    boot        TEXT NOT NULL,
+    first_seq   INTEGER NOT NULL,
+    last_seq    INTEGER NOT NULL,
+    detected_at REAL NOT NULL,
+    cause       TEXT NOT NULL           -- 'skipped' (a later seq arrived first) or 'tail' (reported at the end)
+);
+CREATE TABLE IF NOT EXISTS events (
+    t      REAL NOT NULL,
+    kind   TEXT NOT NULL,               -- recorder_start, restart, new_boot, gap, gap_filled, forced_end, ...
+    src    TEXT,
+    boot   TEXT,
+    detail TEXT NOT NULL DEFAULT '{}'   -- JSON
+);
+"""
+
+
+class StoreError(RuntimeError):
+    """A session store that cannot be opened or read (names the file and what to do)."""
+
+
+@dataclass
+class Row:
+    """One message as the recorder saves it."""
+
+    topic: str
+    payload: str
+    msg_id: str | None
+    src: str | None
+    boot: str | None
+    seq: int | None
+    parents: list[str]
+    t_sent: float | None
+    t_recorded: float
+
+
+def connect(path: str | Path, readonly: bool = False) -> sqlite3.Connection:
+    """Open a store file; the writer creates the schema, readers only look."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / STORE_FILE
+    if readonly:
+        if not path.exists():
+            raise StoreError(f"{path}: no session store here (expected a folder under ether_data/)")
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: survives a killed process, commits fast
+        db.executescript(SCHEMA)
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        elif version != SCHEMA_VERSION:
+            raise StoreError(f"{path}: store schema version {version}, this Ether reads {SCHEMA_VERSION}")
+    db.row_factory = sqlite3.Row
+    return db
+
+
+class Store:
+    """Writes one session store. Only the recorder writes messages; the session writes the manifest."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path) / STORE_FILE if Path(path).suffix != ".sqlite" else Path(path)
+        self.db = connect(self.path)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- manifest ---------------------------------------------------------------------------
+    def set_manifest(self, **values: Any) -> None:
+        with self.transaction():
+            self.db.executemany(
+                "INSERT OR REPLACE INTO manifest (key, value) VALUES (?, ?)",
+                [(k, json.dumps(v, default=str)) for k, v in values.items()],
+            )
+
+    def manifest(self) -> dict[str, Any]:
+        return read_manifest(self.db)
+
+    # -- messages ---------------------------------------------------------------------------
+    def transaction(self) -> _Transaction:
+        return _Transaction(self.db)
+
+    def insert(self, rows: Iterable[Row]) -> None:
+        """Insert inside the caller's transaction; a row already saved (same src, boot, seq) is skipped."""
+        self.db.executemany(
+            "INSERT OR IGNORE INTO messages"
+            " (topic, payload, msg_id, src, boot, seq, parents, t_sent, t_recorded)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    r.topic,
+                    r.payload,
+                    r.msg_id,
+                    r.src,
+                    r.boot,
+                    r.seq,
+                    json.dumps(r.parents),
+                    r.t_sent,
+                    r.t_recorded,
+                )
+                for r in rows
+            ],
+        )
+
+    def save_stream(
+        self, src: str, boot: str, contiguous: int, max_seq: int, first_seen: float, last_seen: float
+    ) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO streams VALUES (?, ?, ?, ?, ?, ?)",
+            (src, boot, contiguous, max_seq, first_seen, last_seen),
+        )
+
+    def save_gaps(self, src: str, boot: str, gaps: list[tuple[int, int, float, str]]) -> None:
+        """Replace the open gaps of one (src, boot) by ``[(first, last, detected_at, cause)]``."""
+        self.db.execute("DELETE FROM gaps WHERE src = ? AND boot = ?", (src, boot))
+        self.db.executemany(
+            "INSERT INTO gaps VALUES (?, ?, ?, ?, ?, ?)", [(src, boot, a, b, t, c) for a, b, t, c in gaps]
+        )
+
+    def event(self, kind: str, src: str | None = None, boot: str | None = None, **detail: Any) -> None:
+        self.db.execute(
+            "INSERT INTO events VALUES (?, ?, ?, ?, ?)",
+            (time.time(), kind, src, boot, json.dumps(detail, default=str)),
+        )
+
+
+class _Transaction:
+    """``with store.transaction():`` BEGIN … COMMIT (ROLLBACK on error)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+def read_manifest(db: sqlite3.Connection) -> dict[str, Any]:
+    return {row[0]: json.loads(row[1]) for row in db.execute("SELECT key, value FROM manifest")}
+
+
+def open_gaps(db: sqlite3.Connection) -> list[dict[str, Any]]:
+    return [dict(r) for r in db.execute("SELECT * FROM gaps ORDER BY src, boot, first_seq")]
+
+
+def missing_count(db: sqlite3.Connection) -> int:
+    return db.execute("SELECT COALESCE(SUM(last_seq - first_seq + 1), 0) FROM gaps").fetchone()[0]
+
+
+def summary(db: sqlite3.Connection) -> dict[str, Any]:
+    """Status, times, message count and gaps of one store, for ``ether sessions``."""
+    manifest = read_manifest(db)
+    return {
+        "run_id": manifest.get("run_id"),
+        "session": manifest.get("session"),
+        "status": manifest.get("status"),
+        "started_at": manifest.get("started_at"),
+        "stopped_at": manifest.get("stopped_at"),
+        "messages": db.execute("SELECT COUNT(*) FROM messages").fetchone()[0],
+        "topics": db.execute("SELECT COUNT(DISTINCT topic) FROM messages").fetchone()[0],
+        "missing": missing_count(db),
+        "unsaved": manifest.get("unsaved", 0),
+    }
+
+
+def iter_messages(db: sqlite3.Connection, topic: str | None = None) -> Iterator[sqlite3.Row]:
+    if topic is None:
+        return db.execute("SELECT * FROM messages ORDER BY row")
+    return db.execute("SELECT * FROM messages WHERE topic = ? ORDER BY row", (topic,))
+
+
+def find_stores(root: str | Path) -> list[Path]:
+    """Every session store under a data folder, oldest first (run ids start with the start time)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.glob(f"*/{STORE_FILE}"))
