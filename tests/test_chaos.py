@@ -1,0 +1,124 @@
+"""Chaos (real processes, kill -9): after the drain, every message is in the store exactly once."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from ether.recorder.store import connect, open_gaps, summary
+from ether.waiting import wait_until
+
+
+def config(tmp_path, **extra) -> dict:
+    return {
+        "recorder": {"path": str(tmp_path)},
+        "instances": {"echo": {"class_path": "lab_classes.Echo", "backoff": 0.05}},
+        **extra,
+    }
+
+
+def kill_recorder(session) -> None:
+    process = session.recording.process
+    restarts = process.restarts
+    os.kill(process.pid, signal.SIGKILL)
+    process.process.wait(10)
+    return restarts
+
+
+def barrier(session) -> None:
+    """Return once the recorder has committed everything it received so far."""
+    process = session.recording.process
+    reply = process.requester.request(session.topics.recorder_control(), {"command": "barrier"}, 10)
+    assert reply["ok"]
+
+
+def wait_recorder_back(session, restarts: int) -> None:
+    process = session.recording.process
+    assert wait_until(process._changed, lambda: process.restarts > restarts and process.ready(), 30)
+
+
+def seqs(db, src_like: str, topic: str) -> list[int]:
+    rows = db.execute(
+        "SELECT seq FROM messages WHERE src LIKE ? AND topic = ? ORDER BY boot, seq", (src_like, topic)
+    )
+    return [r[0] for r in rows]
+
+
+def test_recorder_killed_mid_stream_loses_nothing(run_session, tmp_path):
+    session, observer = run_session(config(tmp_path))
+    for i in range(1, 151):
+        session.publish("in", {"value": 1000 + i})  # (13 would raise)
+    observer.wait_for("out", 150)
+    restarts = kill_recorder(session)
+    for i in range(151, 301):  # published while no recorder runs: kept in the outboxes
+        session.publish("in", {"value": 1000 + i})  # (13 would raise)
+    observer.wait_for("out", 300)
+    wait_recorder_back(session, restarts)
+    for i in range(301, 401):
+        session.publish("in", {"value": 1000 + i})  # (13 would raise)
+    observer.wait_for("out", 400)
+    session.close()
+
+    db = connect(session.recording.run_dir, readonly=True)
+    assert seqs(db, "main:%", "in") == list(range(1, 401))  # the script's messages, once each
+    assert seqs(db, "echo", "out") == list(range(1, 401))  # the instance's results, once each
+    assert open_gaps(db) == [] and summary(db)["status"] == "complete"
+    kinds = [r[0] for r in db.execute("SELECT kind FROM events")]
+    assert kinds.count("recorder_start") == 2
+
+
+def test_publishing_instance_killed_and_restarted(run_session, tmp_path):
+    session, observer = run_session(config(tmp_path))
+    for i in range(1, 101):
+        session.publish("in", {"value": 1000 + i})  # (13 would raise)
+    first = observer.wait_for("out", 100)
+    old_pid = first[0][0]["pid"]
+    os.kill(old_pid, signal.SIGKILL)
+    assert wait_until(
+        session.supervisor._changed,
+        lambda: (
+            session.supervisor.instances["echo"].restarts == 1
+            and session.supervisor.instances["echo"].state == "ready"
+        ),
+        30,
+    )
+    for i in range(101, 201):
+        session.publish("in", {"value": 1000 + i})  # (13 would raise)
+    outs = observer.wait_for("out", 200)
+    assert outs[-1][0]["pid"] != old_pid
+    session.close()
+
+    db = connect(session.recording.run_dir, readonly=True)
+    seen = {m.id for _, m in observer.on("out")}
+    saved = [r[0] for r in db.execute("SELECT msg_id FROM messages WHERE topic = 'out'")]
+    assert seen <= set(saved) and len(saved) == len(set(saved))  # all that was sent, exactly once
+    boots = db.execute(
+        "SELECT boot, COUNT(*), MAX(seq) FROM messages WHERE src = 'echo' GROUP BY boot"
+    ).fetchall()
+    assert len(boots) == 2 and all(count == top for _, count, top in boots)  # gap-free per boot
+    assert open_gaps(db) == []
+    kinds = [r[0] for r in db.execute("SELECT kind FROM events WHERE src = 'echo'")]
+    assert "instance_restarting" in kinds and "new_boot" in kinds
+
+
+def test_a_latest_stream_loses_samples_and_the_ledger_says_so(run_session, tmp_path):
+    session, observer = run_session(config(tmp_path, streams={"preview": "latest"}))
+    for i in range(1, 11):
+        session.publish("preview", {"frame": i})
+    observer.wait_for("preview", 10)
+    barrier(session)
+    restarts = kill_recorder(session)
+    for i in range(11, 61):  # nobody records these, and nobody keeps them: a `latest` stream
+        session.publish("preview", {"frame": i})
+    observer.wait_for("preview", 60)
+    wait_recorder_back(session, restarts)
+    for i in range(61, 71):
+        session.publish("preview", {"frame": i})
+    observer.wait_for("preview", 70)
+    session.close()
+
+    db = connect(session.recording.run_dir, readonly=True)
+    assert seqs(db, "main:%", "preview") == list(range(1, 11)) + list(range(61, 71))
+    gaps = open_gaps(db)
+    assert [(g["first_seq"], g["last_seq"]) for g in gaps] == [(11, 60)]
+    assert gaps[0]["boot"].endswith("-latest") and summary(db)["missing"] == 50

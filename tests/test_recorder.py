@@ -1,0 +1,104 @@
+"""The recorder with real processes: every message saved once, with provenance; the ledger; sealing."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+
+from ether.recorder.ledger import Stream
+from ether.recorder.recording import seal_crashed
+from ether.recorder.store import CRASHED, RUNNING, Store, connect, open_gaps, summary
+
+
+def store_of(session) -> sqlite3.Connection:
+    return connect(session.recording.run_dir, readonly=True)
+
+
+def recorded(tmp_path, instances=None, **extra) -> dict:
+    return {"recorder": {"path": str(tmp_path)}, "instances": instances or {}, **extra}
+
+
+def test_ledger_opens_and_fills_gaps():
+    s = Stream("a", "b")
+    assert s.add(1, 0.0) == (True, [], [])
+    new, opened, _ = s.add(5, 1.0)
+    assert new and [(g.first, g.last) for g in opened] == [(2, 4)] and s.contiguous == 1
+    assert s.add(3, 2.0)[0] and [(g.first, g.last) for g in s.gaps] == [(2, 2), (4, 4)]
+    assert s.add(3, 2.5)[0] is False  # a resend is not new
+    s.add(2, 3.0)
+    s.add(4, 3.0)
+    assert s.gaps == [] and s.contiguous == 5
+    tail = s.expect_until(8, 4.0)
+    assert (tail.first, tail.last, tail.cause) == (6, 8, "tail")
+
+
+def test_every_message_is_saved_once_with_provenance(run_session, tmp_path):
+    session, observer = run_session(
+        recorded(
+            tmp_path,
+            {"echo": {"class_path": "lab_classes.Echo"}, "ticker": {"class_path": "lab_classes.Ticker"}},
+        )
+    )
+    for i in range(200):
+        session.publish("in", {"value": 1000 + i, "label": "x"})
+    observer.publish("in", '{"value": 1000, "label": "foreign"}')  # a plain MQTT client, no metadata
+    outs = observer.wait_for("out", 200)
+    session.close()
+
+    db = store_of(session)
+    manifest = summary(db)
+    assert manifest["status"] == "complete" and manifest["missing"] == 0 and manifest["unsaved"] == 0
+    rows = db.execute("SELECT * FROM messages WHERE topic = 'in' ORDER BY seq").fetchall()
+    mine = [r for r in rows if r["src"]]
+    assert [r["seq"] for r in mine] == list(range(1, 201))  # each exactly once
+    assert [json.loads(r["payload"]) for r in rows if not r["src"]] == [{"value": 1000, "label": "foreign"}]
+    out_ids = {m.id for _, m in outs}
+    saved_out = {r["msg_id"]: r for r in db.execute("SELECT * FROM messages WHERE topic = 'out'")}
+    assert out_ids <= set(saved_out)
+    # provenance: each result names the message that caused it, and that message is in the store
+    some = saved_out[next(iter(out_ids))]
+    parent = json.loads(some["parents"])[0]
+    assert db.execute("SELECT topic FROM messages WHERE msg_id = ?", (parent,)).fetchone()["topic"] == "in"
+    m = dict((k, json.loads(v)) for k, v in db.execute("SELECT key, value FROM manifest"))
+    assert m["code"]["lab_classes.Echo"]["sha256"] and m["git"]["commit"]
+    assert m["config_resolved"]["instances"]["echo"]["class_path"] == "lab_classes.Echo"
+    assert m["packages"]["paho-mqtt"] and m["host"] == socket.gethostname()
+    assert m["stopped_at"] >= m["started_at"] and m["instance_exit_codes"]["echo"] == 0
+    assert open_gaps(db) == []
+
+
+def test_errors_and_restart_events_are_data(run_session, tmp_path):
+    session, observer = run_session(recorded(tmp_path, {"echo": {"class_path": "lab_classes.Echo"}}))
+    observer.publish("in", '{"value": 13}')  # raises inside the instance: an error event
+    observer.wait_for("ether/default/errors", 1)
+    session.close()
+    db = store_of(session)
+    errors = db.execute("SELECT payload FROM messages WHERE topic = 'ether/default/errors'").fetchall()
+    assert "unlucky number" in errors[0]["payload"]
+    kinds = [r["kind"] for r in db.execute("SELECT kind FROM events")]
+    assert "instance_ready" in kinds and "instance_stopped" in kinds and kinds[-1] == "sealed"
+
+
+def test_recording_can_be_disabled(run_session, tmp_path):
+    session, observer = run_session({"recorder": {"enabled": False, "path": str(tmp_path)}})
+    session.publish("x", 1)
+    observer.wait_for("x", 1)
+    assert session.recording.run_dir is None and not list(tmp_path.iterdir())
+
+
+def test_a_crashed_session_is_sealed_on_the_next_start(tmp_path):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    store = Store(tmp_path / "20200101-000000-default-abcdef")
+    store.set_manifest(status=RUNNING, pid=gone.pid, host=socket.gethostname(), started_at=1.0)
+    store.close()
+    alive = Store(tmp_path / "20200101-000001-default-000000")
+    alive.set_manifest(status=RUNNING, pid=os.getpid(), host=socket.gethostname(), started_at=1.0)
+    alive.close()
+    assert [p.name for p in seal_crashed(tmp_path)] == ["20200101-000000-default-abcdef"]
+    db = connect(tmp_path / "20200101-000000-default-abcdef", readonly=True)
+    assert summary(db)["status"] == CRASHED
