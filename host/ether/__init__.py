@@ -160,6 +160,13 @@ def shutdown(timeout: float = 10.0) -> None:
     logging.getLogger("ether").info("Ether session shut down")
 
 
+def open_session(path: str | os.PathLike = "last"):
+    """A recorded session (run folder, run id or ``last``): ``session["topic"]`` is a pandas DataFrame."""
+    from ether.data import open_session as _open
+
+    return _open(path)
+
+
 ether = sys.modules[__name__]
 
 __all__ = [
@@ -186,6 +193,7 @@ __all__ = [
     "ether_sub",
     "get_active_instances",
     "launch_instances",
+    "open_session",
     "pause",
     "resume",
     "pub",

@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=1883)
     p.set_defaults(handler=broker)
+    from ether.data import add_commands as add_data_commands
+
+    add_data_commands(commands)  # sessions, lineage, export
     return parser
 
 

@@ -1,0 +1,288 @@
+"""Using recorded sessions: list them, open one as pandas DataFrames, export it, trace a result's lineage.
+
+Reads the session store (``ether.recorder.store``, docs/data.md) and never writes to it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sqlite3
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ether.recorder.settings import RecorderSettings
+from ether.recorder.store import (
+    STORE_FILE,
+    StoreError,
+    connect,
+    find_stores,
+    open_gaps,
+    read_manifest,
+    summary,
+)
+
+META_COLUMNS = ("msg_id", "src", "boot", "seq", "parents", "t_sent", "t_recorded")
+
+
+def data_root(root: str | os.PathLike | None = None) -> Path:
+    return Path(root).resolve() if root else RecorderSettings().root
+
+
+def find_session(name: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
+    """A run folder from its path, its run id (or a unique prefix/suffix of it), or ``last``."""
+    path = Path(name)
+    if (path / STORE_FILE).exists():
+        return path
+    if path.name == STORE_FILE and path.exists():
+        return path.parent
+    stores = [p.parent for p in find_stores(data_root(root))]
+    if str(name) == "last" and stores:
+        return stores[-1]
+    hits = [p for p in stores if p.name.startswith(str(name)) or p.name.endswith(str(name))]
+    if len(hits) == 1:
+        return hits[0]
+    where = data_root(root)
+    if not hits:
+        raise StoreError(f"no session '{name}' in {where} (see `ether sessions`)")
+    raise StoreError(f"'{name}' matches {len(hits)} sessions in {where}: {', '.join(h.name for h in hits)}")
+
+
+class RecordedSession:
+    """One recorded session: ``session['topic']`` is a DataFrame of that topic's messages."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = find_session(path)
+        self.db = connect(self.path, readonly=True)
+        self.manifest = read_manifest(self.db)
+
+    @property
+    def topics(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT DISTINCT topic FROM messages ORDER BY topic")]
+
+    @property
+    def gaps(self) -> list[dict[str, Any]]:
+        return open_gaps(self.db)
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return [
+            {**dict(r), "detail": json.loads(r["detail"])}
+            for r in self.db.execute("SELECT * FROM events ORDER BY rowid")
+        ]
+
+    def records(self, topic: str) -> list[dict[str, Any]]:
+        """Each message as a dict: its fields, then the metadata columns."""
+        out = []
+        for r in self.db.execute("SELECT * FROM messages WHERE topic = ? ORDER BY row", (topic,)):
+            payload = json.loads(r["payload"])
+            fields = payload if isinstance(payload, dict) else {"root": payload}
+            out.append({**fields, **{c: r[c] for c in META_COLUMNS}, "parents": json.loads(r["parents"])})
+        return out
+
+    def dataframe(self, topic: str):
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("open_session needs pandas: pip install pandas") from None
+        frame = pd.DataFrame.from_records(self.records(topic))
+        for column in ("t_sent", "t_recorded"):
+            if column in frame:
+                frame[column] = pd.to_datetime(frame[column], unit="s", utc=True)
+        return frame
+
+    def __getitem__(self, topic: str):
+        if topic not in self.topics:
+            raise KeyError(
+                f"no topic '{topic}' in session {self.path.name}; topics: {', '.join(self.topics)}"
+            )
+        return self.dataframe(topic)
+
+    def frames(self) -> dict[str, Any]:
+        return {t: self.dataframe(t) for t in self.topics}
+
+    def lineage(self, msg_id: str) -> list[tuple[int, dict[str, Any]]]:
+        return lineage(self.db, self.manifest, msg_id)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def open_session(path: str | os.PathLike = "last") -> RecordedSession:
+    """Open a recorded session (a run folder, a run id, or ``last``) for analysis."""
+    return RecordedSession(path)
+
+
+def lineage(db: sqlite3.Connection, manifest: dict, msg_id: str) -> list[tuple[int, dict[str, Any]]]:
+    """The message and its ancestors, depth first: [(depth, {msg_id, topic, src, code, payload, ...})]."""
+    instances = (manifest.get("config_resolved") or {}).get("instances", {})
+    code = manifest.get("code") or {}
+    chain: list[tuple[int, dict[str, Any]]] = []
+    seen: set[str] = set()
+
+    def visit(mid: str, depth: int) -> None:
+        if mid in seen:
+            return
+        seen.add(mid)
+        row = db.execute("SELECT * FROM messages WHERE msg_id = ?", (mid,)).fetchone()
+        if row is None:
+            chain.append((depth, {"msg_id": mid, "missing": True}))
+            return
+        class_path = instances.get(row["src"], {}).get("class_path")
+        entry = {
+            "msg_id": mid,
+            "topic": row["topic"],
+            "src": row["src"],
+            "seq": row["seq"],
+            "t_sent": row["t_sent"],
+            "class_path": class_path,
+            "sha256": (code.get(class_path) or {}).get("sha256") if class_path else None,
+            "payload": json.loads(row["payload"]),
+        }
+        chain.append((depth, entry))
+        for parent in json.loads(row["parents"]):
+            visit(parent, depth + 1)
+
+    visit(msg_id, 0)
+    return chain
+
+
+def export(session: RecordedSession, out: Path, fmt: str, progress=None) -> list[Path]:
+    """One file per topic (csv or parquet), fields as columns and the metadata alongside."""
+    if fmt == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise ImportError(
+                "--format parquet needs pyarrow: pip install pyarrow (or use --format csv)"
+            ) from None
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    topics = session.topics
+    for i, topic in enumerate(topics, 1):
+        records = session.records(topic)
+        path = out / f"{topic.replace('/', '__')}.{fmt}"
+        if fmt == "csv":
+            columns = list(dict.fromkeys(k for r in records for k in r))
+            with path.open("w", newline="") as f:
+                writer = csv.DictWriter(f, columns)
+                writer.writeheader()
+                for r in records:
+                    writer.writerow(
+                        {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items()}
+                    )
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            rows = [
+                {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items()}
+                for r in records
+            ]
+            pq.write_table(pa.Table.from_pylist(rows), path)
+        written.append(path)
+        if progress:
+            progress(i, len(topics), topic, len(records))
+    return written
+
+
+# -- the CLI commands ----------------------------------------------------------------------------
+
+
+def cmd_sessions(args) -> int:
+    root = data_root(args.data)
+    stores = find_stores(root)
+    if not stores:
+        print(f"no recorded sessions in {root}")
+        return 0
+    print(f"{'run':<38} {'status':<10} {'duration':>9} {'messages':>9} {'missing':>8} {'unsaved':>8}")
+    for path in stores:
+        try:
+            db = connect(path, readonly=True)
+            s = summary(db)
+            db.close()
+        except (sqlite3.Error, StoreError) as exc:
+            print(f"{path.parent.name:<38} unreadable: {exc}")
+            continue
+        start, stop = s["started_at"], s["stopped_at"]
+        duration = f"{stop - start:.1f}s" if start and stop else "-"
+        print(
+            f"{path.parent.name:<38} {s['status'] or '?':<10} {duration:>9} {s['messages']:>9}"
+            f" {s['missing']:>8} {s['unsaved'] or 0:>8}"
+        )
+    return 0
+
+
+def cmd_lineage(args) -> int:
+    candidates = (
+        [find_session(args.session, args.data)]
+        if args.session
+        else [p.parent for p in reversed(find_stores(data_root(args.data)))]
+    )
+    for path in candidates:
+        db = connect(path, readonly=True)
+        if db.execute("SELECT 1 FROM messages WHERE msg_id = ?", (args.message,)).fetchone():
+            chain = lineage(db, read_manifest(db), args.message)
+            print(f"session {path.name}")
+            for depth, e in chain:
+                pad = "  " * depth + ("<- " if depth else "")
+                if e.get("missing"):
+                    print(f"{pad}{e['msg_id']}  (not in this session)")
+                    continue
+                code = f" {e['class_path']} sha256:{e['sha256'][:12]}" if e.get("sha256") else ""
+                when = time.strftime("%H:%M:%S", time.localtime(e["t_sent"])) if e["t_sent"] else "?"
+                print(
+                    f"{pad}{e['msg_id']}  {e['topic']}  from {e['src'] or 'a foreign client'}{code}  at {when}"
+                )
+                print(f"{'  ' * depth}   {json.dumps(e['payload'])[:100]}")
+            return 0
+    print(
+        f"ether: message '{args.message}' is in no recorded session under {data_root(args.data)}",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def cmd_export(args) -> int:
+    try:
+        session = open_session_in(args.session, args.data)
+        out = Path(args.out or f"{session.path.name}-{args.format}")
+
+        def progress(i: int, n: int, topic: str, count: int) -> None:
+            bar = "#" * int(30 * i / n)
+            print(
+                f"\r[{bar:<30}] {i}/{n} topics ({topic}: {count} rows)", end="", file=sys.stderr, flush=True
+            )
+
+        written = export(session, out, args.format, progress)
+    except (ImportError, StoreError) as exc:
+        print(f"ether: {exc}", file=sys.stderr)
+        return 1
+    print(file=sys.stderr)
+    print(f"exported {len(written)} topics to {out}")
+    return 0
+
+
+def open_session_in(name: str, root: str | None) -> RecordedSession:
+    return RecordedSession(find_session(name, root))
+
+
+def add_commands(commands) -> None:
+    """``ether sessions | lineage | export`` (called from ether.cli.build_parser)."""
+    p = commands.add_parser("sessions", help="list recorded sessions: status, duration, messages, gaps")
+    p.add_argument("--data", help="the data folder (default $ETHER_DATA or ./ether_data)")
+    p.set_defaults(handler=cmd_sessions)
+    p = commands.add_parser("lineage", help="trace a message back to the raw samples that produced it")
+    p.add_argument("message", help="a message id (_ether.id)")
+    p.add_argument("--session", help="the run to look in (default: search all, newest first)")
+    p.add_argument("--data", help="the data folder (default $ETHER_DATA or ./ether_data)")
+    p.set_defaults(handler=cmd_lineage)
+    p = commands.add_parser("export", help="export a recorded session, one file per topic")
+    p.add_argument("session", help="a run folder, run id, or 'last'")
+    p.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    p.add_argument("--out", help="output folder (default <run id>-<format>)")
+    p.add_argument("--data", help="the data folder (default $ETHER_DATA or ./ether_data)")
+    p.set_defaults(handler=cmd_export)
