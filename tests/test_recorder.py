@@ -102,3 +102,41 @@ def test_a_crashed_session_is_sealed_on_the_next_start(tmp_path):
     assert [p.name for p in seal_crashed(tmp_path)] == ["20200101-000000-default-abcdef"]
     db = connect(tmp_path / "20200101-000000-default-abcdef", readonly=True)
     assert summary(db)["status"] == CRASHED
+
+
+def test_a_forced_end_that_loses_data_is_recorded(run_session, tmp_path):
+    session, observer = run_session({"recorder": {"path": str(tmp_path), "drain_timeout": 0.5}})
+    process = session.recording.process
+    process._stopping.set()  # as if the recorder could not be brought back
+    os.kill(process.pid, 9)
+    process.process.wait(10)
+    for i in range(5):
+        session.publish("lost", {"i": i})
+    observer.wait_for("lost", 5)
+    session.close()
+    db = store_of(session)
+    s = summary(db)
+    assert s["status"] == "incomplete" and s["unsaved"] == 5
+    forced = db.execute("SELECT detail FROM events WHERE kind = 'forced_end'").fetchone()
+    assert json.loads(forced["detail"])["unsaved"] == 5
+
+
+def test_kill_9_of_everything_leaves_a_readable_store_sealed_as_crashed(run_session, tmp_path):
+    script = (
+        "import sys, ether\n"
+        f"ether.tap({{'recorder': {{'path': {str(tmp_path)!r}}}}})\n"
+        "for i in range(50): ether.pub({'i': i}, 'samples')\n"
+        "print('published', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    victim = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert victim.stdout.readline().strip() == "published"
+    victim.kill()
+    victim.wait(10)
+    session, _ = run_session({"recorder": {"path": str(tmp_path)}})  # the next start seals the old one
+    crashed = [p for p in tmp_path.iterdir() if p.name != session.recording.run_id]
+    db = connect(crashed[0], readonly=True)
+    s = summary(db)
+    assert s["status"] == CRASHED and s["messages"] <= 50
