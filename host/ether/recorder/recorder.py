@@ -30,6 +30,7 @@ from ether.wire import Meta, Stamper, WireError, decode, encode
 log = logging.getLogger("ether.recorder")
 
 BATCH = 5000
+ACK_INTERVAL = 0.02  # acknowledgements are coalesced: at most one per source per 20 ms
 EXIT_OK, EXIT_FAILED, EXIT_NO_BROKER = 0, 1, 4
 
 
@@ -61,6 +62,8 @@ class Recorder:
         self.failed = False
         self.saved = 0
         self._seen_status: dict[str, tuple] = {}
+        self._acks: dict[str, dict[str, int]] = {}  # committed, not yet announced
+        self._acked_at = 0.0
         self._load()
 
     def _load(self) -> None:
@@ -120,7 +123,11 @@ class Recorder:
     # -- writer thread -----------------------------------------------------------------------
     def write(self) -> None:
         while not self.finished.is_set():
-            item = self.inbox.get()
+            try:
+                item = self.inbox.get(timeout=ACK_INTERVAL if self._acks else None)
+            except queue.Empty:
+                self.send_acks()
+                continue
             batch = [item]
             while len(batch) < BATCH:
                 try:
@@ -135,6 +142,7 @@ class Recorder:
                 self.failed = True
                 self.finished.set()
                 return
+            self.send_acks(force=bool(barriers))
             for barrier in barriers:
                 answer(self.bus, self.stamper, barrier.request, {"ok": True, "result": self.status("ready")})
                 if barrier.then_stop:
@@ -162,6 +170,15 @@ class Recorder:
                     )
         self.saved += len(rows)
         for src, boots in touched.items():
+            self._acks.setdefault(src, {}).update(boots)
+
+    def send_acks(self, force: bool = True) -> None:
+        """Tell publishers what is on disk (so they can forget it), at most every ACK_INTERVAL."""
+        now = time.monotonic()
+        if not self._acks or (not force and now - self._acked_at < ACK_INTERVAL):
+            return
+        acks, self._acks, self._acked_at = self._acks, {}, now
+        for src, boots in acks.items():
             self.bus.publish(self.topics.recorder_ack(src), json.dumps(boots).encode())
 
     def _row(self, topic: str, raw: bytes, now: float, touched: dict[str, dict[str, int]]) -> Row | None:
