@@ -12,7 +12,7 @@ from dataclasses import asdict
 from ether.broker import BrokerAddress
 from ether.bus import Bus
 from ether.recorder.recorder import RecorderSpec
-from ether.requests import Requester, RequestTimeout
+from ether.requests import Requester
 from ether.topics import Topics
 from ether.waiting import wait_until
 from ether.wire import WireError, decode
@@ -112,30 +112,23 @@ class RecorderProcess:
         except OSError:
             pass
 
-    def stop(self, timeout: float) -> dict | None:
-        """Commit everything received, then exit (terminate/kill if it does not). Returns its last status."""
+    def stop(self, timeout: float) -> int | None:
+        """Close its stdin: it commits everything it received, then exits (terminate/kill if it does not).
+
+        A pipe, not a broker message, so the recorder stops cleanly even when the broker is unwell."""
         self._stopping.set()
-        result = None
         if self.process is None or self.process.poll() is not None:
-            return None
-        if self.requester is not None and self.ready():
-            try:
-                reply = self.requester.request(
-                    self.topics.recorder_control(), {"command": "shutdown"}, timeout
-                )
-                result = reply.get("result")
-            except RequestTimeout:
-                log.error("the recorder did not confirm its last commit within %.0f s", timeout)
+            return self.process.returncode if self.process else None
         try:
             self.process.stdin.close()
         except OSError:
             pass
         for action in (None, self.process.terminate, self.process.kill):
             if action is not None:
+                log.error("the recorder did not finish its last commit in time; %s", action.__name__)
                 action()
             try:
-                self.process.wait(timeout if action is None else 5.0)
-                break
+                return self.process.wait(timeout if action is None else 5.0)
             except subprocess.TimeoutExpired:
                 continue
-        return result
+        return None

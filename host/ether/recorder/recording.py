@@ -122,9 +122,7 @@ class Recording:
                 log.info("Waiting for the recorder to save %d messages of this script", self.data.pending)
             self.data.drain(self.settings.drain_timeout if self.recorded else 0)
         if self.process is not None:
-            result = self.process.stop(timeout)
-            if result is not None:
-                log.info("Recorder: %d messages saved in %s", result.get("saved", 0), self.run_dir)
+            self.process.stop(timeout)
         if self.data is not None:
             self.data.close()
         if self.run_dir is not None:
@@ -165,6 +163,8 @@ def seal(run_dir: Path, codes: dict[str, int | None], status: str | None = None)
                     left,
                 )
             store.event("sealed", None, None, status=status)
+        saved = store.db.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+        log.info("Session %s sealed %s: %d messages saved in %s", run_dir.name, status, saved, run_dir)
         store.set_manifest(
             status=status,
             stopped_at=time.time() if status != CRASHED else (last or store.manifest().get("started_at")),
