@@ -122,3 +122,32 @@ def test_a_latest_stream_loses_samples_and_the_ledger_says_so(run_session, tmp_p
     gaps = open_gaps(db)
     assert [(g["first_seq"], g["last_seq"]) for g in gaps] == [(11, 60)]
     assert gaps[0]["boot"].endswith("-latest") and summary(db)["missing"] == 50
+
+
+def test_broker_killed_and_restarted_mid_stream(run_session, tmp_path):
+    from ether.broker import EmbeddedBroker
+
+    session, observer = run_session(config(tmp_path))
+    for i in range(1, 101):
+        session.publish("in", {"value": 1000 + i})
+    observer.wait_for("out", 100)
+    port = session.address.port
+    session.embedded.process.kill()  # kill -9: in-flight QoS 1 messages are gone with it
+    session.embedded.process.wait(10)
+    for i in range(101, 201):  # published with no broker: only the outboxes have them
+        session.publish("in", {"value": 1000 + i})
+    replacement = EmbeddedBroker(port=port)
+    replacement.start()
+    try:
+        assert wait_until(session.bus._state, lambda: session.bus.connected, 30)
+        for i in range(201, 301):
+            session.publish("in", {"value": 1000 + i})
+        session.close()  # the drain waits until every outbox is empty
+    finally:
+        replacement.stop()
+
+    db = connect(session.recording.run_dir, readonly=True)
+    assert seqs(db, "main:%", "in") == list(range(1, 301))
+    echo = seqs(db, "echo", "out")  # echo answered what reached it; each answer is saved once, no gaps
+    assert echo == list(range(1, len(echo) + 1)) and len(echo) >= 100
+    assert open_gaps(db) == [] and summary(db)["status"] == "complete"
