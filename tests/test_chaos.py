@@ -151,3 +151,29 @@ def test_broker_killed_and_restarted_mid_stream(run_session, tmp_path):
     echo = seqs(db, "echo", "out")  # echo answered what reached it; each answer is saved once, no gaps
     assert echo == list(range(1, len(echo) + 1)) and len(echo) >= 100
     assert open_gaps(db) == [] and summary(db)["status"] == "complete"
+
+
+def test_a_killed_instance_resends_its_unsaved_messages_after_restart(run_session, tmp_path):
+    """Recorder down, the instance killed with unconfirmed results: its next process sends them."""
+    session, observer = run_session(config(tmp_path))
+    recorder = session.recording.process
+    recorder._stopping.set()  # keep it down until we say so
+    os.kill(recorder.pid, signal.SIGKILL)
+    recorder.process.wait(10)
+    for i in range(1, 51):
+        session.publish("in", {"value": 1000 + i})
+    first = observer.wait_for("out", 50)  # sent, but nobody confirmed them: they wait in echo's outbox
+    old_pid, old_boot = first[0][0]["pid"], first[0][1].boot
+    os.kill(old_pid, signal.SIGKILL)
+    echo = session.supervisor.instances["echo"]
+    assert wait_until(session.supervisor._changed, lambda: echo.restarts == 1 and echo.state == "ready", 30)
+    recorder._stopping.clear()
+    recorder.launch()
+    recorder.wait_ready(30)
+    session.close()
+
+    db = connect(session.recording.run_dir, readonly=True)
+    old = db.execute("SELECT seq FROM messages WHERE src = 'echo' AND boot = ? ORDER BY seq", (old_boot,))
+    assert [r[0] for r in old] == list(range(1, 51))  # every result of the killed process, once
+    assert seqs(db, "main:%", "in") == list(range(1, 51))
+    assert open_gaps(db) == [] and summary(db)["status"] == "complete"
