@@ -140,3 +140,29 @@ def test_kill_9_of_everything_leaves_a_readable_store_sealed_as_crashed(run_sess
     db = connect(crashed[0], readonly=True)
     s = summary(db)
     assert s["status"] == CRASHED and s["messages"] <= 50
+
+
+def test_a_second_supervisor_joins_the_running_recorder(run_session, tmp_path):
+    owner, observer = run_session({"recorder": {"path": str(tmp_path / "owner")}})
+    script = (
+        "import ether\n"
+        f"ether.tap({{'recorder': {{'path': {str(tmp_path / 'guest')!r}}}}}, broker={owner.address.url!r})\n"
+        "for i in range(20): ether.pub({'i': i}, 'joined')\n"
+        "ether.shutdown()\n"
+    )
+    guest = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert guest.returncode == 0 and "joining that recorder" in guest.stderr, guest.stderr
+    observer.wait_for("joined", 20)
+    owner.close()
+    db = store_of(owner)
+    rows = db.execute("SELECT seq FROM messages WHERE topic = 'joined' ORDER BY seq").fetchall()
+    assert [r[0] for r in rows] == list(range(1, 21)) and open_gaps(db) == []
+    guest_store = next((tmp_path / "guest").iterdir())
+    manifest = summary(connect(guest_store, readonly=True))
+    assert manifest["messages"] == 0 and manifest["status"] == "complete"
+    recorded_by = (
+        connect(guest_store, readonly=True)
+        .execute("SELECT value FROM manifest WHERE key = 'recorded_by'")
+        .fetchone()[0]
+    )
+    assert json.loads(recorded_by)["run_dir"] == str(owner.recording.run_dir)

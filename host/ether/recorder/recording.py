@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from ether.recorder.process import RecorderProcess
 from ether.recorder.store import COMPLETE, CRASHED, INCOMPLETE, RUNNING, SCHEMA_VERSION, Store, find_stores
 from ether.requests import Requester, RequestTimeout
 from ether.topics import Topics
-from ether.wire import Meta, Stamper
+from ether.wire import Meta, Stamper, WireError, decode
 
 log = logging.getLogger("ether")
 
@@ -80,8 +81,8 @@ class Recording:
         recorder (our outbox waits for its acknowledgements) and our store keeps only our manifest.
         """
         self.data = DataPublisher(bus, self.topics, stamper, self.settings)
-        if self.process is not None and shared_broker:
-            try:
+        if self.process is not None and shared_broker and self._recorder_announced(bus):
+            try:  # a retained 'ready' may be stale (a killed recorder's Last Will comes late): ask it
                 other = requester.request(
                     self.topics.recorder_control(), {"command": "status"}, PROBE_TIMEOUT
                 )
@@ -104,6 +105,29 @@ class Recording:
             self.recorded = True
             log.info("Recording session '%s' to %s", self.topics.session, self.run_dir)
         self.data.attach()
+
+    def _recorder_announced(self, bus: Bus) -> bool:
+        """Whether the broker holds a retained 'ready' status of a recorder of this session.
+
+        A retained message is sent right after the subscription is acknowledged; a message we send
+        ourselves afterwards arrives after it, so once our own echo is back we know what was there."""
+        seen: list[dict] = []
+        echoed = threading.Event()
+        probe = f"{self.topics.replies(bus.client_id)}/probe"
+
+        def on_status(topic: str, raw: bytes) -> None:
+            try:
+                status, _ = decode(raw)
+            except WireError:
+                return
+            if isinstance(status, dict):
+                seen.append(status)
+
+        bus.subscribe(probe, lambda topic, raw: echoed.set())
+        bus.subscribe(self.topics.recorder_status(), on_status)
+        bus.publish(probe, b"{}")
+        echoed.wait(PROBE_TIMEOUT)
+        return bool(seen) and seen[-1].get("state") == "ready"
 
     def publish(self, topic: str, payload: Any) -> Meta:
         return self.data.publish(topic, payload)
