@@ -166,3 +166,20 @@ def test_a_second_supervisor_joins_the_running_recorder(run_session, tmp_path):
         .fetchone()[0]
     )
     assert json.loads(recorded_by)["run_dir"] == str(owner.recording.run_dir)
+
+
+def test_recorder_and_streams_config_is_checked(tmp_path):
+    import pytest
+    from ether.config import ConfigError, load
+
+    config = load({"recorder": {"path": "data", "drain_timeout": 3}, "streams": {"cam/#": "latest"}})
+    assert config.recorder.policy("cam/preview") == "latest" and config.recorder.policy("data") == "durable"
+    assert config.recorder.drain_timeout == 3 and config.recorder.path.endswith("data")
+    assert load({"recorder": False}).recorder.enabled is False
+    bad = tmp_path / "lab.yaml"
+    bad.write_text("recorder:\n  paht: x\n")
+    with pytest.raises(ConfigError, match=r"lab.yaml:2: recorder.paht: unknown key 'paht'"):
+        load(bad)
+    bad.write_text("streams:\n  cam: sometimes\n")
+    with pytest.raises(ConfigError, match=r"lab.yaml:2: streams.cam: must be 'durable' or 'latest'"):
+        load(bad)
