@@ -77,3 +77,34 @@ def test_lineage_sessions_and_export_commands(recorded_pipeline, tmp_path):
 
     missing = ether_cli("lineage", "nope.1", "--data", str(root))
     assert missing.returncode == 1 and "in no recorded session" in missing.stderr
+
+
+def test_replay_reports_where_a_changed_pipeline_differs(tmp_path):
+    def lab(name: str, multiplier: int):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(
+            f"recorder: {{path: {tmp_path / 'data'}}}\n"
+            "instances:\n"
+            "  processor: {class_path: lab_pipeline.DataProcessor, kwargs: {multiplier: %d}}\n" % multiplier
+        )
+        return str(path)
+
+    from ether.replay import replay
+    from ether.session import new_session
+
+    original = new_session(lab("original", 2))
+    original.open()
+    for value in (1, 2, 3):
+        original.recording.publish("data", {"data": value})
+    original.close()
+
+    same = replay(str(original.recording.run_dir), lab("same", 2))
+    assert same["sources"] == 3 and same["same"] == 3 and same["differ"] == []
+    changed = replay(str(original.recording.run_dir), lab("changed", 3))
+    assert changed["same"] == 0 and len(changed["differ"]) == 3
+    first = changed["differ"][0]
+    assert (
+        first["topic"] == "result"
+        and first["recorded"] == ['{"result":2}']
+        and first["replayed"] == ['{"result":3}']
+    )

@@ -271,7 +271,7 @@ def open_session_in(name: str, root: str | None) -> RecordedSession:
 
 
 def add_commands(commands) -> None:
-    """``ether sessions | lineage | export`` (called from ether.cli.build_parser)."""
+    """``ether sessions | lineage | export | replay`` (called from ether.cli.build_parser)."""
     p = commands.add_parser("sessions", help="list recorded sessions: status, duration, messages, gaps")
     p.add_argument("--data", help="the data folder (default $ETHER_DATA or ./ether_data)")
     p.set_defaults(handler=cmd_sessions)
@@ -286,3 +286,6 @@ def add_commands(commands) -> None:
     p.add_argument("--out", help="output folder (default <run id>-<format>)")
     p.add_argument("--data", help="the data folder (default $ETHER_DATA or ./ether_data)")
     p.set_defaults(handler=cmd_export)
+    from ether.replay import add_command as add_replay
+
+    add_replay(commands)

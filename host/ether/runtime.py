@@ -315,6 +315,8 @@ class InstanceRuntime:
             answer(self.bus, self.stamper, meta, {"ok": True})
         elif command in ("init", "start", "save_all", "cleanup", "shutdown"):
             self.jobs.put(lambda: self.lifecycle(command, meta))
+        elif command == "sync":  # answered after every message queued before it (used by ether replay)
+            self.jobs.put(lambda: answer(self.bus, self.stamper, meta, {"ok": True}))
         else:
             answer(self.bus, self.stamper, meta, {"ok": False, "error": f"unknown command {command!r}"})
 

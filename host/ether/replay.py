@@ -1,0 +1,145 @@
+"""``ether replay``: feed a recorded session's source messages through a (changed) pipeline, compare.
+
+Source messages are the recorded messages that no other message caused (no parents) on topics the
+new pipeline listens to and does not produce itself. Each is published again, in recorded order. The
+pipeline is settled when a full round of ``sync`` requests (answered by each instance after everything
+queued before it) leaves the recorder with nothing new. Then every derived message is keyed by its
+topic and the source messages it descends from, and recorded and replayed payloads are compared.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+from ether.data import RecordedSession, find_session, lineage
+from ether.recorder.store import connect, read_manifest
+
+MAX_ROUNDS = 100
+
+
+def _roots(db, manifest, msg_id: str) -> tuple[str, ...]:
+    return tuple(
+        sorted(
+            e["msg_id"]
+            for _, e in lineage(db, manifest, msg_id)
+            if not e.get("missing") and _is_root(db, e["msg_id"])
+        )
+    )
+
+
+def _is_root(db, msg_id: str) -> bool:
+    row = db.execute("SELECT parents FROM messages WHERE msg_id = ?", (msg_id,)).fetchone()
+    return row is not None and json.loads(row[0]) == []
+
+
+def derived(db, rename: dict[str, str] | None = None) -> Counter:
+    """(topic, sources, payload) of every message that has parents, sources renamed to recorded ids."""
+    manifest = read_manifest(db)
+    out: Counter = Counter()
+    for row in db.execute("SELECT msg_id, topic, payload FROM messages WHERE parents != '[]'"):
+        roots = _roots(db, manifest, row["msg_id"])
+        if rename is not None:
+            roots = tuple(sorted(rename.get(r, r) for r in roots))
+        out[(row["topic"], roots, row["payload"])] += 1
+    return out
+
+
+def replay(recorded_path: str, config_path: str, timeout: float = 30.0) -> dict[str, Any]:
+    from ether.session import new_session
+
+    recorded = RecordedSession(recorded_path)
+    session = new_session(config_path)
+    subscribed = {m for i in session.config.instances.values() for m in _topics_of(i.class_path, "sub")}
+    produced = {m for i in session.config.instances.values() for m in _topics_of(i.class_path, "pub")}
+    sources = [
+        r
+        for r in recorded.db.execute("SELECT * FROM messages WHERE parents = '[]' ORDER BY row")
+        if r["topic"] in subscribed and r["topic"] not in produced
+    ]
+    session.open(timeout)
+    rename: dict[str, str] = {}
+    try:
+        session.start(timeout)
+        for r in sources:
+            meta = session.recording.publish(session.topics.data(r["topic"]), json.loads(r["payload"]))
+            if r["msg_id"]:
+                rename[meta.id] = r["msg_id"]
+        _settle(session, timeout)
+    finally:
+        session.close(timeout)
+    db = connect(session.recording.run_dir, readonly=True)
+    before, after = derived(recorded.db), derived(db, rename)
+    keys = {(t, roots) for t, roots, _ in before} | {(t, roots) for t, roots, _ in after}
+    result: dict[str, Any] = {
+        "sources": len(sources),
+        "same": 0,
+        "differ": [],
+        "run": str(session.recording.run_dir),
+    }
+    for topic, roots in sorted(keys):
+        old = Counter({p: n for (t, r, p), n in before.items() if (t, r) == (topic, roots)})
+        new = Counter({p: n for (t, r, p), n in after.items() if (t, r) == (topic, roots)})
+        if old == new:
+            result["same"] += 1
+        else:
+            result["differ"].append(
+                {
+                    "topic": topic,
+                    "sources": list(roots),
+                    "recorded": list(old.elements()),
+                    "replayed": list(new.elements()),
+                }
+            )
+    return result
+
+
+def _settle(session, timeout: float) -> None:
+    """Sync every instance until a whole round leaves the recorder's message count unchanged."""
+    names = session.supervisor.running()
+    last = -1
+    for _ in range(MAX_ROUNDS):
+        for name in names:
+            session.supervisor.requester.request(
+                session.topics.instance_control(name), {"command": "sync"}, timeout
+            )
+        reply = session.supervisor.requester.request(
+            session.topics.recorder_control(), {"command": "barrier"}, timeout
+        )
+        saved = reply["result"]["saved"]
+        if saved == last:
+            return
+        last = saved
+
+
+def _topics_of(class_path: str, kind: str) -> set[str]:
+    from ether.config import import_class
+    from ether.decorators import spec_of
+
+    cls = import_class(class_path)
+    topics = set()
+    for attr in dir(cls):
+        spec = spec_of(getattr(cls, attr, None))
+        if spec is not None and getattr(spec, kind, None) is not None:
+            topics.add(getattr(spec, kind).topic)
+    return topics
+
+
+def cmd_replay(args) -> int:
+    result = replay(str(find_session(args.session, args.data)), args.config)
+    print(f"replayed {result['sources']} source messages into {result['run']}")
+    print(f"{result['same']} outputs identical, {len(result['differ'])} differ")
+    for d in result["differ"][:20]:
+        print(f"  {d['topic']} from {', '.join(d['sources'])}:")
+        print(f"    recorded {d['recorded'][:3]}")
+        print(f"    replayed {d['replayed'][:3]}")
+    return 0 if not result["differ"] else 1
+
+
+def add_command(commands) -> None:
+    p = commands.add_parser("replay", help="feed a recorded session's sources through a pipeline and compare")
+    p.add_argument("session", help="a run folder, run id, or 'last'")
+    p.add_argument("--config", required=True, help="the (changed) session file to run")
+    p.add_argument("--data", help="the data folder (default $ETHER_DATA or ./ether_data)")
+    p.set_defaults(handler=cmd_replay)
