@@ -22,7 +22,18 @@ from ether.bus import Bus
 from ether.config import Config
 from ether.outbox import DataPublisher
 from ether.recorder.process import RecorderProcess
-from ether.recorder.store import COMPLETE, CRASHED, INCOMPLETE, RUNNING, SCHEMA_VERSION, Store, find_stores
+from ether.recorder.store import (
+    COMPLETE,
+    CRASHED,
+    INCOMPLETE,
+    RUNNING,
+    SCHEMA_VERSION,
+    Store,
+    StoreError,
+    connect,
+    find_stores,
+    read_manifest,
+)
 from ether.requests import Requester, RequestTimeout
 from ether.topics import Topics
 from ether.wire import Meta, Stamper, WireError, decode
@@ -155,7 +166,8 @@ class Recording:
 
 
 def unsaved_in_outboxes(run_dir: Path) -> dict[str, int]:
-    """Messages publishers sent but the recorder never confirmed, per outbox file."""
+    """Messages publishers sent but the recorder never confirmed, per outbox file. Empty outboxes
+    are deleted: only the evidence of unsaved data stays beside the store."""
     left: dict[str, int] = {}
     for path in sorted((run_dir / "outbox").glob("*.sqlite")):
         try:
@@ -166,6 +178,11 @@ def unsaved_in_outboxes(run_dir: Path) -> dict[str, int]:
             continue
         if n:
             left[path.stem] = n
+        else:
+            for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+                leftover.unlink(missing_ok=True)
+    if not left and (run_dir / "outbox").is_dir() and not any((run_dir / "outbox").iterdir()):
+        (run_dir / "outbox").rmdir()
     return left
 
 
@@ -206,10 +223,10 @@ def seal_crashed(root: Path) -> list[Path]:
     sealed = []
     for path in find_stores(root):
         try:
-            store = Store(path)
-            manifest = store.manifest()
-            store.close()
-        except sqlite3.Error:
+            db = connect(path, readonly=True)
+            manifest = read_manifest(db)
+            db.close()
+        except (sqlite3.Error, StoreError):
             continue
         if manifest.get("status") != RUNNING or manifest.get("host") != socket.gethostname():
             continue
