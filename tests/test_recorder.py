@@ -183,3 +183,14 @@ def test_recorder_and_streams_config_is_checked(tmp_path):
     bad.write_text("streams:\n  cam: sometimes\n")
     with pytest.raises(ConfigError, match=r"lab.yaml:2: streams.cam: must be 'durable' or 'latest'"):
         load(bad)
+
+
+def test_a_named_session_records_its_own_topics_only(run_session, tmp_path):
+    lab1, observer = run_session({"session": "lab1", "recorder": {"path": str(tmp_path)}})
+    lab1.publish("x", {"v": 1})
+    observer.publish("x", '{"v": "not lab1"}')  # the default session's topic: not ours
+    observer.wait_for("lab1/x", 1)
+    lab1.close()
+    db = store_of(lab1)
+    rows = db.execute("SELECT topic, payload FROM messages").fetchall()
+    assert [(r["topic"], r["payload"]) for r in rows] == [("x", '{"v":1}')]

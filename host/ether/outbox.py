@@ -2,8 +2,9 @@
 
 A message of a ``durable`` stream is written to the publisher's outbox file *before* it is sent, and
 deleted when the recorder acknowledges it (``{boot: seq}`` on ``ether/<s>/recorder/ack/<src>``). What
-is not acknowledged is sent again when acknowledgements stall (a reconnect, a recorder restart) and, by
-the next process of the same instance, after a kill. The broker is not trusted to redeliver (amqtt
+is not acknowledged is sent again -- to the recorder only, on ``ether/<s>/recorder/resend/<topic>`` --
+when acknowledgements stall (a reconnect, a recorder restart) and, by the next process of the same
+instance, after a kill. The broker is not trusted to redeliver (amqtt
 0.12.1 does not). A ``latest`` stream is sent at QoS 0 with its own sequence (boot ``<boot>-latest``),
 so its losses show in the recorder's gap ledger without holding back the durable stream's acks.
 """
@@ -27,6 +28,7 @@ from ether.wire import Meta, Stamper, WireError, decode, encode
 log = logging.getLogger("ether.outbox")
 
 RESEND_AFTER = 1.0  # seconds without acknowledgement progress before unacknowledged messages are resent
+RESEND_MAX_WAIT = 30.0  # resends that bring no progress back off up to this
 RESEND_CHUNK = 20000
 LATEST_SUFFIX = "-latest"
 
@@ -96,6 +98,7 @@ class DataPublisher:
         self._lock = threading.Lock()
         self._acked = threading.Condition(self._lock)
         self._progress = time.monotonic()
+        self._resend_wait = RESEND_AFTER
         self._closed = threading.Event()
         self._recorder_boot: str | None = None
         self.last_durable = self.last_latest = 0
@@ -146,6 +149,7 @@ class DataPublisher:
                     progressed = True
             if progressed:
                 self._progress = time.monotonic()
+                self._resend_wait = RESEND_AFTER
                 self._acked.notify_all()
 
     def _on_recorder_status(self, topic: str, raw: bytes) -> None:
@@ -155,16 +159,19 @@ class DataPublisher:
             return
         if isinstance(status, dict) and status.get("state") == "ready":
             boot, self._recorder_boot = self._recorder_boot, status.get("boot")
-            if boot is not None and boot != self._recorder_boot:  # a restarted recorder: send again at once
+            if boot != self._recorder_boot and self.pending:  # a (re)started recorder: send again at once
+                self._resend_wait = RESEND_AFTER
                 threading.Thread(target=self.resend, daemon=True).start()
 
     def _watch_acks(self) -> None:
-        """Resend when acknowledgements stall while messages wait (a lost connection or recorder)."""
+        """Resend when acknowledgements stall while messages wait (a lost connection or recorder);
+        while resends bring nothing back, wait twice as long before the next one."""
         while not self._closed.wait(RESEND_AFTER / 2):
             with self._lock:
-                stalled = self.outbox.pending and time.monotonic() - self._progress > RESEND_AFTER
+                stalled = self.outbox.pending and time.monotonic() - self._progress > self._resend_wait
             if stalled:
                 self.resend()
+                self._resend_wait = min(self._resend_wait * 2, RESEND_MAX_WAIT)
 
     def resend(self) -> None:
         with self._lock:
@@ -173,7 +180,7 @@ class DataPublisher:
             rows = self.outbox.unacknowledged(RESEND_CHUNK)
             self._progress = time.monotonic()
         for topic, body in rows:
-            self.bus.publish(topic, body)
+            self.bus.publish(self.topics.recorder_resend(topic), body)
         if rows:
             log.info("%s: resent %d unacknowledged messages", self.stamper.source, len(rows))
 

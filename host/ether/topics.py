@@ -136,6 +136,11 @@ class Topics:
         """``{boot: seq}``: every data message of ``source`` up to ``seq`` is on disk."""
         return f"{self.root}/recorder/ack/{source}"
 
+    def recorder_resend(self, broker_topic: str = "#") -> str:
+        """Where a publisher resends unacknowledged messages: only the recorder listens, so live
+        subscribers never get an old message twice or late."""
+        return f"{self.root}/recorder/resend/{broker_topic}"
+
     def recorder_closing(self) -> str:
         """A publisher's last seq per boot at its end, so a lost tail shows in the gap ledger."""
         return f"{self.root}/recorder/closing"

@@ -64,6 +64,7 @@ class Recorder:
         self._seen_status: dict[str, tuple] = {}
         self._acks: dict[str, dict[str, int]] = {}  # committed, not yet announced
         self._acked_at = 0.0
+        self._resend = self.topics.recorder_resend("")
         self._load()
 
     def _load(self) -> None:
@@ -82,6 +83,8 @@ class Recorder:
     # -- network thread: queue only --------------------------------------------------------
     def on_message(self, topic: str, raw: bytes) -> None:
         t = self.topics
+        if topic.startswith(self._resend):  # a publisher's resend: saved under its original topic
+            topic = topic[len(self._resend) :]
         if topic == t.recorder_control():
             self.on_control(topic, raw)
         elif (
@@ -288,7 +291,7 @@ def record(spec: RecorderSpec) -> int:
     filters = [topics.data_all()]
     if filters != ["#"]:  # '#' already covers the rest; overlapping filters would deliver twice
         filters += [topics.errors(), topics.instance_status_all(), f"{topics.root}/device/+/schema"]
-        filters += [topics.recorder_closing(), topics.recorder_control()]
+        filters += [topics.recorder_closing(), topics.recorder_control(), topics.recorder_resend()]
     for topic_filter in filters:
         bus.subscribe(topic_filter, recorder.on_message)
     recorder.announce("ready")
