@@ -49,8 +49,9 @@ class AckWatch:
             self.done.set()
 
 
-def stream(address, topics: Topics, n: int, folder: Path) -> tuple[float, float]:
-    """One stream of n messages, received by a plain subscriber and by the recorder at once."""
+def stream(address, topics: Topics, n: int, folder: Path) -> tuple[float, float, float]:
+    """One stream of n messages, received by a plain subscriber and by the recorder at once; then the
+    publish rate through an outbox while this recorder acknowledges."""
     recorder = RecorderProcess(topics, str(folder / "run"))
     recorder.launch()
     control = Bus(address, "bench-control")
@@ -71,10 +72,11 @@ def stream(address, topics: Topics, n: int, folder: Path) -> tuple[float, float]
     for body in bodies:
         pub.publish("bench/data", body)
     assert counter.done.wait(120) and acks.done.wait(120), "the stream did not arrive"
+    kept = outbox_rate(address, topics, n, folder, durable=True)
     recorder.stop(30)
     for bus in (pub, sub, control):
         bus.close()
-    return n / (counter.last - start), n / (acks.last - start)
+    return n / (counter.last - start), n / (acks.last - start), kept
 
 
 def store_rate(n: int, folder: Path) -> float:
@@ -121,11 +123,10 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
-            delivery, ingest = stream(address, topics, args.n, folder)
+            delivery, ingest, kept = stream(address, topics, args.n, folder)
             write = store_rate(max(args.n, 100000), folder)
             latest = outbox_rate(address, topics, args.n, folder, durable=False, latest=True)
             plain = outbox_rate(address, topics, args.n, folder, durable=False)
-            kept = outbox_rate(address, topics, args.n, folder, durable=True)
     finally:
         if broker:
             broker.stop()
