@@ -18,7 +18,7 @@ from ether.broker import BrokerAddress
 from ether.bus import Bus
 from ether.config import Config, InstanceConfig
 from ether.requests import Pending, Requester, RequestTimeout
-from ether.runtime import EXIT_OK, LaunchSpec
+from ether.runtime import EXIT_INIT_FAILED, EXIT_OK, LaunchSpec
 from ether.topics import Topics
 from ether.waiting import Deadline, wait_until
 from ether.wire import WireError, decode, encode
@@ -172,6 +172,8 @@ class Supervisor:
             self._changed.notify_all()
         if managed.stopping or self._closing.is_set():
             return
+        if code == EXIT_INIT_FAILED:  # its 'failed' status (with the reason) may still be on its way
+            wait_until(self._changed, lambda: managed.status.get("state") == "failed", 2.0)
         policy, name = managed.config.restart, managed.config.name
         wanted = policy == "always" or (policy == "on-failure" and code != EXIT_OK)
         if not wanted or managed.restarts >= managed.config.max_restarts:
