@@ -101,6 +101,7 @@ class DataPublisher:
         self._resend_wait = RESEND_AFTER
         self._closed = threading.Event()
         self._recorder_boot: str | None = None
+        self._recorder_state: str | None = None  # 'stopped': it will not come back to confirm
         self.last_durable = self.last_latest = 0
 
     def attach(self) -> None:
@@ -157,7 +158,12 @@ class DataPublisher:
             status, _ = decode(raw)
         except WireError:
             return
-        if isinstance(status, dict) and status.get("state") == "ready":
+        if not isinstance(status, dict):
+            return
+        with self._acked:
+            self._recorder_state = status.get("state")
+            self._acked.notify_all()
+        if status.get("state") == "ready":
             boot, self._recorder_boot = self._recorder_boot, status.get("boot")
             if boot != self._recorder_boot and self.pending:  # a (re)started recorder: send again at once
                 self._resend_wait = RESEND_AFTER
@@ -201,6 +207,8 @@ class DataPublisher:
         announced = time.monotonic()
         with self._acked:
             while self.outbox is not None and self.outbox.pending and not deadline.expired:
+                if self._recorder_state == "stopped":  # e.g. the session died: nobody will confirm
+                    break
                 self._acked.wait(min(1.0, deadline.remaining))
                 if time.monotonic() - announced > 2.0 and self.outbox.pending:
                     log.info(
