@@ -194,3 +194,33 @@ def test_a_named_session_records_its_own_topics_only(run_session, tmp_path):
     db = store_of(lab1)
     rows = db.execute("SELECT topic, payload FROM messages").fetchall()
     assert [(r["topic"], r["payload"]) for r in rows] == [("x", '{"v":1}')]
+
+
+def test_ether_run_ctrl_c_drains_and_seals_the_session(tmp_path):
+    import signal
+
+    from conftest import REPO
+
+    lab = tmp_path / "lab.yaml"
+    lab.write_text(
+        f"recorder: {{path: {tmp_path / 'data'}}}\ninstances:\n  ticker: {{class_path: lab_classes.Ticker}}\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ether", "run", str(lab), "--port", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO / "tests")},
+    )
+    for line in proc.stderr:
+        if "Ether is running" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    _, rest = proc.communicate(timeout=60)
+    assert proc.returncode == 0, rest
+    assert "sealed complete" in rest
+    run = next((tmp_path / "data").iterdir())
+    db = connect(run, readonly=True)
+    ticks = [r[0] for r in db.execute("SELECT seq FROM messages WHERE topic = 'tick' ORDER BY seq")]
+    assert ticks == list(range(1, len(ticks) + 1)) and open_gaps(db) == []  # whatever ticked, all of it
+    assert summary(db)["status"] == "complete"
