@@ -202,7 +202,7 @@ class DataPublisher:
             last = {self.stamper.boot: self.last_durable, self.latest.boot: self.last_latest}
         report = {"src": self.stamper.source, "boots": {b: s for b, s in last.items() if s}}
         if report["boots"] and self.settings.enabled:
-            self.bus.publish_and_wait(self.topics.recorder_closing(), json.dumps(report).encode())
+            self.bus.publish(self.topics.recorder_closing(), json.dumps(report).encode())  # after our data
         deadline = Deadline(timeout)
         announced = time.monotonic()
         with self._acked:
