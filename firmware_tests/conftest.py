@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from ether.broker import EmbeddedBroker
 from harness import BOARDS, LIB, TARGETS, Board, Messages, compile_library, micropython_executable
+
+from ether.broker import EmbeddedBroker
 
 
 @pytest.fixture(scope="session")

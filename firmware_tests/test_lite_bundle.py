@@ -18,6 +18,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
 from ether.lite_bundle import BUNDLE_ID, BUNDLE_REPO, build_bundle, library_version
 
 ADAFRUIT_REPO = "adafruit/Adafruit_CircuitPython_Bundle"

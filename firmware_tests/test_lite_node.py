@@ -4,8 +4,9 @@ against the host's real embedded broker: the topic contract of docs/devices.md."
 from __future__ import annotations
 
 import pytest
-from ether.broker import EmbeddedBroker
 from harness import TIMEOUT, Messages
+
+from ether.broker import EmbeddedBroker
 
 SCHEMA = "ether/default/device/thermo1/schema"
 STATE = "ether/default/device/thermo1/state"

@@ -2,56 +2,10 @@
 
 from __future__ import annotations
 
-import threading
-import uuid
-from pathlib import Path
-
 import pytest
-from ether.broker import BrokerAddress
-from ether.bus import Bus
+
 from ether.session import Session, new_session
-from ether.wire import decode
-
-REPO = Path(__file__).resolve().parent.parent
-PIPELINE = REPO / "examples" / "pipeline" / "config.yaml"
-
-
-class Observer:
-    """A plain MQTT client on the session's broker that keeps every message it sees."""
-
-    def __init__(self, address: BrokerAddress, topic_filter: str = "#") -> None:
-        self.messages: list[tuple[str, object, object]] = []
-        self._changed = threading.Condition()
-        self.bus = Bus(address, client_id=f"observer-{uuid.uuid4().hex[:8]}")
-        self.bus.connect()
-        self.bus.subscribe(topic_filter, self._on_message)
-
-    def _on_message(self, topic: str, raw: bytes) -> None:
-        try:
-            payload, meta = decode(raw)
-        except ValueError:
-            payload, meta = raw, None
-        with self._changed:
-            self.messages.append((topic, payload, meta))
-            self._changed.notify_all()
-
-    def on(self, topic: str) -> list:
-        with self._changed:
-            return [(p, m) for t, p, m in self.messages if t == topic]
-
-    def wait_for(self, topic: str, count: int = 1, timeout: float = 15.0) -> list:
-        """Wait until ``count`` messages arrived on ``topic``; return them (payload, meta)."""
-        with self._changed:
-            ok = self._changed.wait_for(lambda: len(self.on(topic)) >= count, timeout)
-        got = self.on(topic)
-        assert ok, f"expected {count} messages on {topic!r} within {timeout} s, got {len(got)}: {got}"
-        return got
-
-    def publish(self, topic: str, payload: bytes | str) -> None:
-        self.bus.publish(topic, payload.encode() if isinstance(payload, str) else payload)
-
-    def close(self) -> None:
-        self.bus.close()
+from support import Observer
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -7,11 +7,11 @@ import threading
 from typing import Any
 
 from ether import (
-    ether_get,
-    ether_save,
     ether_cleanup,
+    ether_get,
     ether_init,
     ether_pub,
+    ether_save,
     ether_save_all,
     ether_shutdown,
     ether_start,

@@ -7,6 +7,7 @@ import threading
 import uuid
 
 import pytest
+
 from ether.broker import BrokerAddress, BrokerError, EmbeddedBroker
 from ether.bus import Bus
 from ether.topics import TopicError

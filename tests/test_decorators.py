@@ -1,6 +1,7 @@
 """Decorators attach metadata and leave direct calls alone (transparent fallback)."""
 
 import pytest
+
 from ether import ether_cleanup, ether_init, ether_pub, ether_start, ether_sub
 from ether.decorators import apply_registry, spec_of
 from ether.topics import TopicError

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import ether
-from conftest import PIPELINE, REPO
+from support import PIPELINE, REPO
 
 
 def test_pipeline_runs_each_instance_in_its_own_process(run_session):
@@ -25,7 +25,6 @@ def test_pipeline_runs_each_instance_in_its_own_process(run_session):
 
 
 def test_module_api_then_transparent_fallback(capfd):
-    sys.path.insert(0, str(PIPELINE.parent))
     from lab_pipeline import DataCollector, DataGenerator, DataProcessor
 
     ether.tap(config=str(PIPELINE))

@@ -170,6 +170,7 @@ def test_a_second_supervisor_joins_the_running_recorder(run_session, tmp_path):
 
 def test_recorder_and_streams_config_is_checked(tmp_path):
     import pytest
+
     from ether.config import ConfigError, load
 
     config = load({"recorder": {"path": "data", "drain_timeout": 3}, "streams": {"cam/#": "latest"}})
@@ -199,7 +200,7 @@ def test_a_named_session_records_its_own_topics_only(run_session, tmp_path):
 def test_ether_run_ctrl_c_drains_and_seals_the_session(tmp_path):
     import signal
 
-    from conftest import REPO
+    from support import REPO
 
     lab = tmp_path / "lab.yaml"
     lab.write_text(

@@ -6,9 +6,10 @@ import csv
 import subprocess
 import sys
 
-import ether
 import pytest
-from conftest import REPO
+
+import ether
+from support import REPO
 
 
 def ether_cli(*args: str) -> subprocess.CompletedProcess:

@@ -1,6 +1,6 @@
 """Classes decorated only through YAML `registry:` run like decorated ones (external-class example)."""
 
-from conftest import REPO
+from support import REPO
 
 
 def test_external_classes_from_yaml_registry(run_session):

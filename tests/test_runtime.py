@@ -3,6 +3,7 @@
 import json
 
 import pytest
+
 from ether.topics import Topics
 
 ERRORS = Topics().errors()

@@ -3,8 +3,9 @@
 from typing import Any
 
 import pytest
-from ether.schema import ArgumentError, MethodSchema
 from pydantic import BaseModel
+
+from ether.schema import ArgumentError, MethodSchema
 
 
 class Reading(BaseModel):

@@ -5,6 +5,7 @@ import signal
 import threading
 
 import pytest
+
 from ether.supervisor import InstanceStartError
 
 

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+
 from ether.wire import Stamper, WireError, decode, encode
 
 

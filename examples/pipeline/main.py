@@ -2,8 +2,9 @@
 
 from pathlib import Path
 
-from ether import ether
 from lab_pipeline import DataCollector, DataGenerator, DataProcessor
+
+from ether import ether
 
 ether.tap(config=Path(__file__).with_name("config.yaml"))
 ether.start()  # returns once every @ether_start method has run

@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
         session.close()
         return EXIT_FAILED
     print("Ether is running. Press Ctrl-C to stop.", file=sys.stderr, flush=True)
+    threading.Thread(target=lambda: (session.end_requested.wait(), stop.set()), daemon=True).start()
     stop.wait()
     print("Stopping: save_all -> cleanup -> exit ...", file=sys.stderr, flush=True)
     codes = session.close(args.timeout)
@@ -54,6 +55,60 @@ def broker(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def graph(args: argparse.Namespace) -> int:
+    """Print the topic graph (mermaid) and warn about loose ends, without starting anything."""
+    from ether.config import ConfigError, load
+    from ether.graph import TopicGraph
+
+    try:
+        topic_graph = TopicGraph.of(load(args.config))
+    except ConfigError as exc:
+        print(f"ether: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(topic_graph.mermaid())
+    for warning in topic_graph.warnings():
+        print(f"warning: {warning}", file=sys.stderr)
+    return EXIT_OK
+
+
+def remote(args: argparse.Namespace) -> int:
+    """Send a command to a running session: shutdown, stop/restart/launch an instance, pause/resume."""
+    import os
+    import socket
+
+    from ether.broker import BrokerAddress
+    from ether.bus import Bus
+    from ether.requests import Requester, RequestTimeout
+    from ether.topics import Topics
+    from ether.wire import Stamper
+
+    topics = Topics(args.session)
+    name = f"cli-{socket.gethostname()}-{os.getpid()}"
+    bus = Bus(BrokerAddress.parse(args.broker), client_id=f"ether-{args.session}-{name}")
+    try:
+        bus.connect()
+    except BrokerError as exc:
+        print(f"ether: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    requester = Requester(bus, topics, Stamper(name))
+    if args.command in ("pause", "resume"):
+        topic, payload = topics.instance_control(args.instance), {"command": args.command}
+    else:
+        topic, payload = (
+            topics.session_control(),
+            {"command": args.command, "instance": getattr(args, "instance", None)},
+        )
+    try:
+        reply = requester.request(topic, payload, args.timeout)
+    except RequestTimeout:
+        print(f"ether: nobody answered on {args.broker} (session '{args.session}')", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        bus.close()
+    print(reply.get("result") or reply.get("error") or reply)
+    return EXIT_OK if reply.get("ok") else EXIT_FAILED
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ether", description="Wire a lab together over MQTT.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -68,6 +123,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=30.0, help="seconds to wait for readiness and each stop step"
     )
     p.set_defaults(handler=run)
+
+    p = commands.add_parser("graph", help="print the topic graph of a YAML file (mermaid) and its loose ends")
+    p.add_argument("config")
+    p.set_defaults(handler=graph)
+
+    for command, help_text in (
+        ("shutdown", "end a running session (every supervisor saves and stops its instances)"),
+        ("stop", "stop one instance of a running session"),
+        ("restart", "restart one instance of a running session"),
+        ("launch", "start an instance of the session's YAML that is not running (autorun: false)"),
+        ("pause", "hold data delivery to one instance"),
+        ("resume", "deliver held and new data to one instance again"),
+    ):
+        p = commands.add_parser(command, help=help_text)
+        if command != "shutdown":
+            p.add_argument("instance")
+        p.add_argument("--broker", default="mqtt://127.0.0.1:1883")
+        p.add_argument("--session", default="default")
+        p.add_argument("--timeout", type=float, default=30.0)
+        p.set_defaults(handler=remote)
 
     p = commands.add_parser("broker", help="run the embedded MQTT broker in the foreground")
     p.add_argument("--host", default="127.0.0.1")

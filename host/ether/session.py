@@ -7,6 +7,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from typing import Any
 
 from ether import context
@@ -30,7 +31,8 @@ class Session:
     def __init__(self, config: Config, broker_url: str | None = None, port: int = 0) -> None:
         self.config = config
         self.topics = Topics(config.session)
-        self.name = f"{socket.gethostname()}-{os.getpid()}"
+        # unique even for two sessions in one process (a notebook that owns one and joins another)
+        self.name = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
         self.stamper = Stamper(f"main:{self.name}")
         self.supervisor = Supervisor(config, self.topics)
         self.recording = Recording(config, self.topics)

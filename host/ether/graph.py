@@ -1,0 +1,64 @@
+"""The topic graph of a config, before anything runs: who publishes what, who listens, what is missing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ether.config import Config, import_class
+from ether.decorators import spec_of
+from ether.topics import matches
+
+
+@dataclass
+class TopicGraph:
+    publishes: dict[str, set[str]] = field(default_factory=dict)  # instance -> topics
+    subscribes: dict[str, set[str]] = field(default_factory=dict)  # instance -> topic filters
+
+    @classmethod
+    def of(cls, config: Config) -> TopicGraph:
+        graph = cls()
+        for name, instance in config.instances.items():
+            klass = import_class(instance.class_path)
+            graph.publishes[name], graph.subscribes[name] = set(), set()
+            for attr in dir(klass):
+                spec = spec_of(getattr(klass, attr, None))
+                if spec and spec.pub:
+                    graph.publishes[name].add(spec.pub.topic)
+                if spec and spec.sub:
+                    graph.subscribes[name].add(spec.sub.topic)
+        return graph
+
+    def edges(self) -> list[tuple[str, str, str]]:
+        """(publisher, topic, subscriber) for every topic that connects two instances."""
+        return sorted(
+            (pub, topic, sub)
+            for pub, topics in self.publishes.items()
+            for topic in topics
+            for sub, filters in self.subscribes.items()
+            if any(matches(f, topic) for f in filters)
+        )
+
+    def warnings(self) -> list[str]:
+        fed = {
+            (sub, f) for pub, topic, sub in self.edges() for f in self.subscribes[sub] if matches(f, topic)
+        }
+        heard = {(pub, topic) for pub, topic, _ in self.edges()}
+        out = [
+            f"instance '{sub}' subscribes to '{f}' but no instance publishes to it (only outside clients can feed it)"
+            for sub, filters in sorted(self.subscribes.items())
+            for f in sorted(filters)
+            if (sub, f) not in fed
+        ]
+        out += [
+            f"instance '{pub}' publishes to '{topic}' but no instance subscribes to it"
+            for pub, topics in sorted(self.publishes.items())
+            for topic in sorted(topics)
+            if (pub, topic) not in heard
+        ]
+        return out
+
+    def mermaid(self) -> str:
+        lines = ["flowchart LR"]
+        lines += [f"    {name}[{name}]" for name in sorted(self.publishes)]
+        lines += [f"    {pub} -->|{topic}| {sub}" for pub, topic, sub in self.edges()]
+        return "\n".join(lines)
