@@ -7,7 +7,7 @@ import threading
 import time
 
 import ether
-from ether import ether_pub, ether_save_all, ether_sub
+from ether import ether_get, ether_pub, ether_save_all, ether_sub
 
 
 class Source:
@@ -52,3 +52,11 @@ class Sink:
         self.count += 1
         if self.count == self.n:
             ether.pub({"count": self.count, "t": time.time()}, "bench/done")
+
+
+class Responder:
+    """A service answering at once, for the request/reply benchmark."""
+
+    @ether_get
+    def echo(self, i: int) -> int:
+        return i

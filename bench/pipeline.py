@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -22,48 +19,17 @@ import time
 import uuid
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from ether.broker import BrokerAddress, EmbeddedBroker  # noqa: E402
+from brokers import brokers, close, paho_client, percentile, subscribe  # noqa: E402
+
+from ether.broker import BrokerAddress  # noqa: E402
 from ether.bus import Bus  # noqa: E402
 from ether.session import new_session  # noqa: E402
 from ether.wire import decode  # noqa: E402
 
 ORIGINAL_README = "original Ether (ZeroMQ) published no figures for this pipeline"
-
-
-def percentile(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
-
-
-# -- raw paho ------------------------------------------------------------------------------
-
-
-def paho_client(address: BrokerAddress) -> mqtt.Client:
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"raw-{uuid.uuid4().hex[:6]}")
-    c.max_inflight_messages_set(1000)
-    c.max_queued_messages_set(0)
-    c.on_socket_open = lambda client, userdata, sock: sock.setsockopt(
-        socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
-    )
-    connected = threading.Event()
-    c.on_connect = lambda *a: connected.set()
-    c.connect(address.host, address.port)
-    c.loop_start()
-    assert connected.wait(10)
-    return c
-
-
-def subscribe(c: mqtt.Client, topic: str) -> None:
-    acked = threading.Event()
-    c.on_subscribe = lambda *a: acked.set()
-    c.subscribe(topic, qos=1)
-    assert acked.wait(10)
 
 
 def raw_run(address: BrokerAddress, n: int, pace: float) -> tuple[float, list[float]]:
@@ -94,9 +60,7 @@ def raw_run(address: BrokerAddress, n: int, pace: float) -> tuple[float, list[fl
         if pace:
             ticker.wait(pace)
     assert done.wait(120), f"raw: only {received[0]} of {n} arrived"
-    for c in (pub, relay, sink):
-        c.disconnect()
-        c.loop_stop()
+    close(pub, relay, sink)
     return n / (received[1] - start), hop
 
 
@@ -174,43 +138,9 @@ def main() -> None:
         f"pipeline source -> relay -> sink, QoS 1, {args.n} messages; latency from {args.pings} paced messages"
     )
     print(f"{'broker':<10} {'client':<9} {'msgs/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
-    embedded = EmbeddedBroker()
-    address = embedded.start()
-    try:
-        for row in measure("amqtt", address.url, address, args.n, args.pings):
+    for label, address in brokers():
+        for row in measure(label, address.url, address, args.n, args.pings):
             print(row, flush=True)
-    finally:
-        embedded.stop()
-
-    if shutil.which("mosquitto"):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        conf = Path(tempfile.mkdtemp()) / "mosquitto.conf"
-        # Mosquitto drops QoS 1 messages beyond 1000 queued per client by default, and leaves Nagle on
-        # (~16 ms per hop for small messages): configure it as a lab broker should be.
-        conf.write_text(
-            f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nset_tcp_nodelay true\n"
-        )
-        mosquitto = subprocess.Popen(["mosquitto", "-c", str(conf)], stderr=subprocess.DEVNULL)
-        try:
-            address = BrokerAddress(port=port)
-            deadline = time.monotonic() + 10
-            while True:  # wait until it accepts connections
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    threading.Event().wait(0.05)
-            for row in measure("mosquitto", address.url, address, args.n, args.pings):
-                print(row, flush=True)
-        finally:
-            mosquitto.terminate()
-            mosquitto.wait()
-    else:
-        print("mosquitto not installed: skipped (apt-get install mosquitto)")
 
     times = tap_time()
     print(
