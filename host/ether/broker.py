@@ -65,8 +65,8 @@ class BrokerAddress:
 class EmbeddedBroker:
     """An amqtt broker in a child process; :meth:`start` returns once it accepts connections."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.host, self.requested_port = host, port
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, password_file: str | None = None) -> None:
+        self.host, self.requested_port, self.password_file = host, port, password_file
         self.process: subprocess.Popen | None = None
         self.address: BrokerAddress | None = None
 
@@ -82,6 +82,7 @@ class EmbeddedBroker:
                 "--port",
                 str(self.requested_port),
                 "--exit-with-stdin",
+                *(["--password-file", self.password_file] if self.password_file else []),
             ],
             stdin=subprocess.PIPE,  # the broker exits when this pipe closes: it never outlives us
             stdout=subprocess.PIPE,
@@ -100,7 +101,8 @@ class EmbeddedBroker:
                 f" (exit code {code}); is the port already in use?"
             )
         info = json.loads(line[len(READY_LINE) :])
-        self.address = BrokerAddress(self.host, int(info["port"]))
+        # processes on this machine connect through loopback, whatever address the broker listens on
+        self.address = BrokerAddress("127.0.0.1", int(info["port"]))
         return self.address
 
     def start(self, timeout: float = 15.0) -> BrokerAddress:
@@ -138,11 +140,13 @@ def _broker_class():
     return EtherBroker
 
 
-async def _serve(host: str, port: int, exit_with_stdin: bool) -> None:
-    config = {
-        "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
-        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
-    }
+async def _serve(host: str, port: int, exit_with_stdin: bool, password_file: str | None) -> None:
+    auth = (
+        {"amqtt.plugins.authentication.FileAuthPlugin": {"password_file": password_file}}
+        if password_file
+        else {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}
+    )
+    config = {"listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}}, "plugins": auth}
     broker = _broker_class()(config)
     await broker.start()
     server = broker._servers["default"].instance
@@ -167,11 +171,21 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="ether broker", description="Run Ether's embedded MQTT broker.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--password-file", help="require logins from this file (see `ether access`)")
     parser.add_argument("--exit-with-stdin", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s broker %(levelname)s %(message)s")
+    from ether.access import needs_credentials
+
+    if needs_credentials(args.host) and not args.password_file:
+        print(
+            f"ether broker: listening on {args.host} exposes the broker beyond this machine; it then"
+            " requires logins: give --password-file (create logins with `ether access add NAME`)",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     try:
-        asyncio.run(_serve(args.host, args.port, args.exit_with_stdin))
+        asyncio.run(_serve(args.host, args.port, args.exit_with_stdin, args.password_file))
     except OSError as exc:
         print(f"ether broker: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         sys.exit(2)

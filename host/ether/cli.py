@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
 
     ether._configure_logging()
     try:
-        session = new_session(args.config, broker_url=args.broker, port=args.port)
+        session = new_session(args.config, broker_url=args.broker, port=args.port, listen=args.listen)
     except ConfigError as exc:
         print(f"ether: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -49,9 +49,38 @@ def run(args: argparse.Namespace) -> int:
 
 def broker(args: argparse.Namespace) -> int:
     """Run the embedded broker in the foreground (for other machines' supervisors or boards)."""
+    from ether.access import Access, needs_credentials
     from ether.broker import main as broker_main
 
-    broker_main(["--host", args.host, "--port", str(args.port)])
+    logins = ["--password-file", str(Access().password_file)] if needs_credentials(args.host) else []
+    broker_main(["--host", args.host, "--port", str(args.port), *logins])
+    return EXIT_OK
+
+
+def access(args: argparse.Namespace) -> int:
+    """``ether access add|remove|list [NAME]``: logins for an exposed embedded broker."""
+    from ether.access import Access
+
+    logins = Access()
+    if args.action == "list":
+        for name in logins.users():
+            print(name)
+        return EXIT_OK
+    if not args.name:
+        print(f"ether access {args.action}: give a login name", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.action == "remove":
+        if logins.remove(args.name):
+            return EXIT_OK
+        print(f"ether access: no login named {args.name!r} in {logins.password_file}", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        password = logins.add(args.name)
+    except ValueError as exc:
+        print(f"ether access: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"login {args.name!r} password: {password}")
+    print("(shown once, not stored; a broker already running reads logins when it starts)")
     return EXIT_OK
 
 
@@ -120,6 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=int, default=1883, help="port of the embedded broker (default 1883; 0 = any)"
     )
     p.add_argument(
+        "--listen",
+        default="127.0.0.1",
+        help="address the embedded broker listens on (default 127.0.0.1); any other requires logins",
+    )
+    p.add_argument(
         "--timeout", type=float, default=30.0, help="seconds to wait for readiness and each stop step"
     )
     p.set_defaults(handler=run)
@@ -145,9 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=remote)
 
     p = commands.add_parser("broker", help="run the embedded MQTT broker in the foreground")
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1", help="listen address; any but loopback requires logins")
     p.add_argument("--port", type=int, default=1883)
     p.set_defaults(handler=broker)
+
+    p = commands.add_parser("access", help="logins for a broker reachable from other machines")
+    p.add_argument("action", choices=["add", "remove", "list"])
+    p.add_argument("name", nargs="?", help="login name, e.g. a board's name")
+    p.set_defaults(handler=access)
     from ether.data import add_commands as add_data_commands
 
     add_data_commands(commands)  # sessions, lineage, export

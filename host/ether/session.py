@@ -8,9 +8,11 @@ import socket
 import threading
 import time
 import uuid
+from dataclasses import replace
 from typing import Any
 
 from ether import context
+from ether.access import Access, needs_credentials
 from ether.broker import BrokerAddress, EmbeddedBroker
 from ether.bus import Bus
 from ether.config import Config, InstanceConfig, load
@@ -28,7 +30,9 @@ log = logging.getLogger("ether")
 class Session:
     """Everything ``ether.tap()`` starts, in the order it must be stopped."""
 
-    def __init__(self, config: Config, broker_url: str | None = None, port: int = 0) -> None:
+    def __init__(
+        self, config: Config, broker_url: str | None = None, port: int = 0, listen: str = "127.0.0.1"
+    ) -> None:
         self.config = config
         self.topics = Topics(config.session)
         # unique even for two sessions in one process (a notebook that owns one and joins another)
@@ -37,7 +41,14 @@ class Session:
         self.supervisor = Supervisor(config, self.topics)
         self.recording = Recording(config, self.topics)
         url = broker_url or config.broker_url
-        self.embedded = None if url else EmbeddedBroker(port=port)
+        self.embedded: EmbeddedBroker | None = None
+        self.login: tuple[str, str] | None = None  # when the embedded broker is reachable from outside
+        if not url:
+            if needs_credentials(listen):
+                self.access = Access()
+                self.login = self.access.session_login(config.session)
+            password_file = str(self.access.password_file) if self.login else None
+            self.embedded = EmbeddedBroker(listen, port, password_file)
         self.address: BrokerAddress | None = BrokerAddress.parse(url) if url else None
         self.bus: Bus | None = None
         self.registry: LiveRegistry | None = None
@@ -57,6 +68,14 @@ class Session:
                 self.supervisor.spawn(instance)
             if self.embedded:
                 self.address = self.embedded.wait_ready()
+                if self.login:
+                    self.address = replace(self.address, username=self.login[0], password=self.login[1])
+                    url_file = self.access.save_session_url(self.topics.session, self.address)
+                    log.info(
+                        "The broker listens on %s and requires logins; other hosts join with %s",
+                        self.embedded.host,
+                        url_file,
+                    )
             self.bus = Bus(self.address, client_id=f"ether-{self.topics.session}-main-{self.name}")
             self.bus.connect()
             requester = Requester(self.bus, self.topics, self.stamper)
@@ -164,9 +183,12 @@ class Session:
 
 
 def new_session(
-    config: str | os.PathLike | dict | Config, broker_url: str | None = None, port: int = 0
+    config: str | os.PathLike | dict | Config,
+    broker_url: str | None = None,
+    port: int = 0,
+    listen: str = "127.0.0.1",
 ) -> Session:
-    return Session(config if isinstance(config, Config) else load(config), broker_url, port)
+    return Session(config if isinstance(config, Config) else load(config), broker_url, port, listen)
 
 
 __all__ = ["Session", "new_session", "InstanceConfig"]
