@@ -47,6 +47,12 @@ class Observer:
         assert ok, f"expected {count} messages on {topic!r} within {timeout} s, got {len(got)}: {got}"
         return got
 
+    def wait_for_any(self, count: int = 1, timeout: float = 15.0) -> list:
+        """Wait until ``count`` messages arrived on any topic the filter matches; return them all."""
+        with self._changed:
+            assert self._changed.wait_for(lambda: len(self.messages) >= count, timeout), self.messages
+            return list(self.messages)
+
     def publish(self, topic: str, payload: bytes | str) -> None:
         self.bus.publish(topic, payload.encode() if isinstance(payload, str) else payload)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import ether
-from ether.broker import BrokerAddress
+from ether.broker import BrokerAddress, EmbeddedBroker
 from ether.bus import Bus
 from ether.session import new_session
 from support import PIPELINE, REPO, Observer
@@ -271,3 +271,31 @@ def test_graph_prints_mermaid_and_warns_about_loose_ends(tmp_path):
     assert proc.stdout.startswith("flowchart LR")
     assert "instance 'echo' subscribes to 'in' but no instance publishes to it" in proc.stderr
     assert "instance 'gen' publishes to 'data' but no instance subscribes to it" in proc.stderr
+
+
+def test_a_supervisor_announces_itself_and_its_last_will_says_dead(tmp_path):
+    broker = EmbeddedBroker()  # outlives the supervisor, so its Last Will can be seen
+    address = broker.start()
+    observer = Observer(address, "ether/default/supervisor/+/status")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ether", "run", str(PIPELINE), "--broker", address.url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        for line in proc.stdout:
+            if "Press Ctrl-C" in line:
+                break
+        (topic, running, _), *_ = observer.wait_for_any()
+        assert running["state"] == "running" and running["pid"] == proc.pid
+        assert running["instances"] == ["collector1", "generator1", "processor2x", "processor4x"]
+        proc.kill()
+        proc.wait(10)
+        observer.wait_for(topic, 2)
+        assert observer.on(topic)[-1][0]["state"] == "dead"
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)
+        observer.close()
+        broker.stop()

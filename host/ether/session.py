@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -14,7 +15,7 @@ from typing import Any
 from ether import context
 from ether.access import Access, needs_credentials
 from ether.broker import BrokerAddress, EmbeddedBroker
-from ether.bus import Bus
+from ether.bus import Bus, Will
 from ether.config import Config, InstanceConfig, load
 from ether.recorder.recording import Recording
 from ether.registry import LIVE_STATES, LiveRegistry
@@ -76,7 +77,11 @@ class Session:
                         self.embedded.host,
                         url_file,
                     )
-            self.bus = Bus(self.address, client_id=f"ether-{self.topics.session}-main-{self.name}")
+            self.bus = Bus(
+                self.address,
+                client_id=f"ether-{self.topics.session}-main-{self.name}",
+                will=Will(self.topics.supervisor_status(self.name), self._status("dead")),
+            )
             self.bus.connect()
             requester = Requester(self.bus, self.topics, self.stamper)
             self.registry = LiveRegistry(self.bus, self.topics)
@@ -92,6 +97,7 @@ class Session:
         except BaseException:
             self.close()
             raise
+        self.bus.publish(self.topics.supervisor_status(self.name), self._status("running"), retain=True)
         context.set_client(self)
         log.info(
             "Ether session '%s' ready on %s with %d instances",
@@ -99,6 +105,18 @@ class Session:
             self.address.url,
             len(names),
         )
+
+    def _status(self, state: str) -> bytes:
+        """This supervisor's retained status: running, stopped, or dead (its Last Will)."""
+        status = {
+            "name": self.name,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "state": state,
+            "instances": sorted(self.config.instances),
+            "since": self.started_at,
+        }
+        return json.dumps(status).encode()
 
     def _on_session_control(self, topic: str, raw: bytes) -> None:
         """``ether shutdown`` / ``ether stop|restart|launch NAME`` from anywhere (network thread: hand off)."""
@@ -175,6 +193,8 @@ class Session:
             self.recording.end(self.supervisor, timeout)  # the drain barrier: nothing unsaved is left behind
             codes = self.supervisor.close(timeout) if self.bus else {}
             if self.bus:
+                status = self.topics.supervisor_status(self.name)
+                self.bus.publish_and_wait(status, self._status("stopped"), retain=True)
                 self.bus.close()
                 self.bus = None
             if self.embedded:
