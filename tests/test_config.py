@@ -6,6 +6,7 @@ import textwrap
 
 import pytest
 
+from ether.broker import BrokerAddress
 from ether.config import ConfigError, load
 
 
@@ -68,6 +69,8 @@ def write(tmp_path, text):
             "registry.lab_classes.RootEcho.methods.take.ether_subscribe",
             "unknown key",
         ),
+        ("broker:\n  url: http://lab:80\n", 2, "broker.url", "only mqtt:// is supported"),
+        ("broker:\n  url: mqtt://lab\n  user: me\n", 3, "broker.user", "did you mean 'username'"),
     ],
 )
 def test_errors_name_file_line_and_key(tmp_path, text, line, key, reason):
@@ -104,3 +107,9 @@ def test_ether_run_exits_2_and_starts_nothing(tmp_path):
     assert proc.returncode == 2
     assert f"{path}:4: instances.a.kwargs.oops:" in proc.stderr
     assert "ready" not in proc.stderr
+
+
+def test_broker_login_from_yaml_keys(tmp_path):
+    text = "broker:\n  url: mqtt://10.0.0.2:1884\n  username: lab pc\n  password: 'p@ss:w'\n"
+    url = load(write(tmp_path, text)).broker_url
+    assert BrokerAddress.parse(url) == BrokerAddress("10.0.0.2", 1884, "lab pc", "p@ss:w")

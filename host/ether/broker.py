@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from ether.waiting import readline_with_timeout
 
@@ -57,6 +57,14 @@ class BrokerAddress:
     def url(self) -> str:
         """The address without credentials, for logs and for other processes."""
         return f"mqtt://{self.host}:{self.port}"
+
+    @property
+    def login_url(self) -> str:
+        """The address with its login, for the processes of a session (never for logs)."""
+        if not self.username:
+            return self.url
+        login = quote(self.username, safe="") + (f":{quote(self.password, safe='')}" if self.password else "")
+        return f"mqtt://{login}@{self.host}:{self.port}"
 
     def to_dict(self) -> dict:
         return {"host": self.host, "port": self.port, "username": self.username, "password": self.password}

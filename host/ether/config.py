@@ -10,12 +10,13 @@ import importlib
 import inspect
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ether.broker import BrokerAddress, BrokerError
 from ether.decorators import DECORATORS, apply_registry
 from ether.recorder.settings import RecorderSettings
 from ether.recorder.settings import parse as recorder_settings
@@ -23,6 +24,7 @@ from ether.schema import ArgumentError, MethodSchema
 from ether.topics import DEFAULT_SESSION, TopicError
 
 TOP_LEVEL_KEYS = ("session", "broker", "registry", "instances", "recorder", "streams")
+BROKER_KEYS = ("url", "username", "password")
 INSTANCE_KEYS = ("class_path", "args", "kwargs", "autorun", "restart", "max_restarts", "backoff")
 RESTART_POLICIES = ("no", "on-failure", "always")
 
@@ -192,14 +194,22 @@ def _session_name(doc: _Located, value: Any) -> str:
 
 
 def _broker_url(doc: _Located, value: Any) -> str | None:
+    """``broker: mqtt://host:port`` or ``broker: {url: ..., username: ..., password: ...}``."""
     if value is None:
         return None
-    if isinstance(value, str):
-        return value
-    broker = _mapping(doc, value, "broker")
+    broker = {"url": value} if isinstance(value, str) else _mapping(doc, value, "broker")
+    for key in broker:
+        if key not in BROKER_KEYS:
+            raise doc.error(_unknown(str(key), BROKER_KEYS), "broker", key)
     if "url" not in broker:
         raise doc.error("needs a 'url:' such as mqtt://127.0.0.1:1883", "broker")
-    return str(broker["url"])
+    try:
+        address = BrokerAddress.parse(str(broker["url"]))
+    except BrokerError as exc:
+        raise doc.error(str(exc), *(("broker", "url") if isinstance(value, dict) else ("broker",))) from None
+    if "username" in broker:
+        address = replace(address, username=str(broker["username"]), password=broker.get("password"))
+    return address.login_url
 
 
 def _registry(doc: _Located, registry: Any) -> dict:
