@@ -96,7 +96,8 @@ def measure(label: str, address: BrokerAddress, n: int) -> list[str]:
     raw.close()
 
     session = new_session(
-        {"instances": {"responder": {"class_path": "bench_classes.Responder"}}}, broker_url=address.url
+        {"session": "bench", "instances": {"responder": {"class_path": "bench_classes.Responder"}}},
+        broker_url=address.url,
     )
     session.open()
     try:
