@@ -1,4 +1,4 @@
-"""`circup install ether_lite` from the bundle this project builds, with the real circup, offline.
+"""`circup install ether_lite` from the bundle `ether lite bundle` builds, with the real circup, offline.
 
 circup keeps downloaded bundles under its data folder (XDG_DATA_HOME/circup). The test seeds that
 folder the way a download would: our bundle, and a small stand-in for the Adafruit bundle holding
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from ether.lite_bundle import BUNDLE_ID, BUNDLE_REPO, build_bundle, library_version
+from ether.lite_bundle import BUNDLE_ID, BUNDLE_REPO, library_version
 
 ADAFRUIT_REPO = "adafruit/Adafruit_CircuitPython_Bundle"
 ADAFRUIT_TAG = "20250101"
@@ -64,8 +64,16 @@ def _seed_adafruit_bundle(data_dir: Path) -> None:
 
 
 def test_circup_installs_ether_lite_and_minimqtt(tmp_path):
-    bundle_zip = build_bundle(tmp_path / "dist")
+    built = subprocess.run(
+        [sys.executable, "-m", "ether", "lite", "bundle", "--out", str(tmp_path / "dist")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert built.returncode == 0, built.stderr
+    bundle_zip = Path(built.stdout.strip())
     version = library_version()
+    assert bundle_zip == tmp_path / "dist" / f"{BUNDLE_ID}-py-{version}.zip"
     with zipfile.ZipFile(bundle_zip) as archive:
         names = archive.namelist()
         init = archive.read(f"{BUNDLE_ID}-py-{version}/lib/ether_lite/__init__.py").decode()
@@ -107,7 +115,8 @@ def test_circup_installs_ether_lite_and_minimqtt(tmp_path):
 
 
 def test_mip_package_lists_every_micropython_module():
-    """lite/package.json (mpremote mip install) names each module MicroPython needs, at the library's version."""
+    """lite/package.json (mpremote mip install) names each module MicroPython needs, at the library's version,
+    by a URL relative to itself (no repository is published to point at)."""
     root = Path(__file__).resolve().parent.parent / "lite"
     package = json.loads((root / "package.json").read_text())
     assert package["version"] == library_version()
@@ -115,4 +124,4 @@ def test_mip_package_lists_every_micropython_module():
     needed = {f"ether_lite/{p.name}" for p in (root / "ether_lite").glob("*.py") if p.name != "minimqtt.py"}
     assert listed == needed
     for target, url in package["urls"]:
-        assert url.endswith("lite/" + target)
+        assert url == target and (root / url).is_file()

@@ -138,6 +138,18 @@ def remote(args: argparse.Namespace) -> int:
     return EXIT_OK if reply.get("ok") else EXIT_FAILED
 
 
+def lite_bundle(args: argparse.Namespace) -> int:
+    """``ether lite bundle``: build the circup bundle zip of ether_lite and print its path."""
+    from ether.lite_bundle import BundleError, build_bundle
+
+    try:
+        print(build_bundle(args.out))
+    except BundleError as exc:
+        print(f"ether lite bundle: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ether", description="Wire a lab together over MQTT.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -187,6 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["add", "remove", "list"])
     p.add_argument("name", nargs="?", help="login name, e.g. a board's name")
     p.set_defaults(handler=access)
+    p = commands.add_parser("lite", help="ether_lite, the board library: build what boards install")
+    lite_commands = p.add_subparsers(dest="lite_command", required=True)
+    p = lite_commands.add_parser("bundle", help="build the circup bundle zip (circup install ether_lite)")
+    p.add_argument("--out", default="dist", help="folder to write the zip to (default ./dist)")
+    p.set_defaults(handler=lite_bundle)
     from ether.data import add_commands as add_data_commands
 
     add_data_commands(commands)  # sessions, lineage, export

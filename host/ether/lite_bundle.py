@@ -18,8 +18,10 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-BUNDLE_REPO = "ether-lab/Ether_Lite_Bundle"  # what `circup bundle-add` is given; names the zip files
-BUNDLE_ID = "ether-lite-bundle"
+BUNDLE_ID = "ether-lite-bundle"  # names the zip files
+# circup's key for the bundle ("vendor/name", name = BUNDLE_ID). No such GitHub repository is published:
+# circup uses the bundle offline, unpacked into its data folder (docs/devices.md).
+BUNDLE_REPO = f"ether-lab/{BUNDLE_ID}"
 MODULE = "ether_lite"
 REQUIREMENTS = ["adafruit-circuitpython-minimqtt"]  # the network on CircuitPython; circup installs it too
 

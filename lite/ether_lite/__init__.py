@@ -15,7 +15,7 @@
 """
 
 __version__ = "0.1.0"
-__repo__ = "https://github.com/ether-lab/ether.git"
+__repo__ = "ether-lab"  # the project (its pip name); it has no public repository yet
 
 from .methods import actuator, sensor  # noqa: E402
 from .node import Node  # noqa: E402
