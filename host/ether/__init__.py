@@ -25,6 +25,7 @@ from ether.decorators import (
     ether_start,
     ether_sub,
 )
+from ether.devices import Devices
 from ether.services import (
     InvalidArguments,
     NotFound,
@@ -138,6 +139,17 @@ def get_active_instances() -> dict[str, dict[str, Any]]:
     return _current().active_instances()
 
 
+# ``ether.devices["thermo1"].set_heater(on=True)``. This object takes the place of the submodule's name
+# on the package: import the module's contents with ``from ether.devices import ...``.
+devices = Devices()
+
+
+def get_active_devices() -> dict[str, dict[str, Any]]:
+    """Every online ``ether_lite`` board of the session, by name: state, boot, last seen, clock offset,
+    firmware and methods (see docs/devices.md)."""
+    return devices.active()
+
+
 def pause(*instances: str) -> None:
     """Hold data delivery to the named instances (default: every instance of the session)."""
     _current().pause(True, list(instances) or None)
@@ -191,6 +203,8 @@ __all__ = [
     "ether_shutdown",
     "ether_start",
     "ether_sub",
+    "devices",
+    "get_active_devices",
     "get_active_instances",
     "launch_instances",
     "open_session",

@@ -153,3 +153,17 @@ class Topics:
     def device_state(self, device: str) -> str:
         """Retained state of a board (online / lost by Last Will)."""
         return f"{self.root}/device/{device}/state"
+
+    def device_schema_all(self) -> str:
+        return f"{self.root}/device/+/schema"
+
+    def device_state_all(self) -> str:
+        return f"{self.root}/device/+/state"
+
+    def device_call(self, device: str) -> str:
+        """Requests ``{"method": name, "args": {...}}`` to any method of a board, sensors too."""
+        return f"{self.root}/device/{device}/call"
+
+    def device_method(self, device: str, method: str) -> str:
+        """A board's data topic ``<device>.<method>``: its sensor's readings, or calls to its actuator."""
+        return self.data(f"{device}.{method}")

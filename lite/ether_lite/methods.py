@@ -21,8 +21,11 @@ class Method:
         self.optional = optional
 
     def describe(self):
-        """This method's entry in the device schema."""
-        return {"kind": self.kind, "args": self.args, "unit": self.unit, "period": self.period}
+        """This method's entry in the device schema (arguments with a default are listed as optional)."""
+        d = {"kind": self.kind, "args": self.args, "unit": self.unit, "period": self.period}
+        if self.optional:
+            d["optional"] = list(self.optional)
+        return d
 
     def check(self, fields):
         """The keyword arguments for a call with these JSON fields; ValueError names the bad field."""
