@@ -31,6 +31,7 @@ log = logging.getLogger("ether.recorder")
 
 BATCH = 5000
 ACK_INTERVAL = 0.02  # acknowledgements are coalesced: at most one per source per 20 ms
+CLOCK_STEP = 1.0  # a board's clock offset is recorded again when it shrinks by more than this (s)
 EXIT_OK, EXIT_FAILED, EXIT_NO_BROKER = 0, 1, 4
 
 
@@ -62,6 +63,8 @@ class Recorder:
         self.failed = False
         self.saved = 0
         self._seen_status: dict[str, tuple] = {}
+        self._devices: set[str] = set()  # sources that announced a device schema: boards
+        self._clocks: dict[tuple[str, str], float] = {}  # (device, boot) -> clock offset recorded
         self._acks: dict[str, dict[str, int]] = {}  # committed, not yet announced
         self._acked_at = 0.0
         self._resend = self.topics.recorder_resend("")
@@ -212,6 +215,8 @@ class Recorder:
                 self.store.event("gap_filled", meta.src, meta.boot, seq=seq, gap=[gap.first, gap.last])
             if not is_new:
                 return None
+            if meta.src in self._devices:
+                self._clock(meta, now)
         return Row(
             user_topic,
             text,
@@ -222,6 +227,22 @@ class Recorder:
             meta.parents,
             meta.t,
             now,
+        )
+
+    def _clock(self, meta: Meta, now: float) -> None:
+        """A board stamps readings with its own clock: record host time minus board time per boot.
+
+        Recorded at a boot's first reading, and again whenever a reading shows an offset smaller by more
+        than CLOCK_STEP (the board's clock was set, or the first reading waited in the board's buffer).
+        """
+        offset = now - meta.t
+        key = (meta.src, meta.boot)
+        recorded = self._clocks.get(key)
+        if recorded is not None and offset >= recorded - CLOCK_STEP:
+            return
+        self._clocks[key] = offset
+        self.store.event(
+            "device_clock", meta.src, meta.boot, offset=offset, t_board=meta.t, t_host=now, seq=meta.seq
         )
 
     def _system(self, topic: str, raw: bytes, now: float) -> None:
@@ -249,9 +270,9 @@ class Recorder:
                     )
             self.store.event("closing", src, None, boots=payload.get("boots"))
         elif "/device/" in topic:
-            self.store.event(
-                "device_schema", payload.get("device") or topic.split("/")[-2], None, schema=payload
-            )
+            device = payload.get("device") or topic.split("/")[-2]
+            self._devices.add(device)
+            self.store.event("device_schema", device, payload.get("boot"), schema=payload)
         elif "instance" in payload:  # an instance status: restarts and deaths are data
             name, state = str(payload["instance"]), payload.get("state")
             key = (state, payload.get("pid"), payload.get("restarts"))
