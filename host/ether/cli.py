@@ -19,6 +19,10 @@ def run(args: argparse.Namespace) -> int:
     from ether.session import new_session
     from ether.supervisor import InstanceStartError
 
+    if not args.headless and sys.stdin.isatty() and sys.stdout.isatty():
+        from ether.monitor import run_on_terminal
+
+        return run_on_terminal(args)  # the same session, as a child process, behind the monitor
     ether._configure_logging()
     try:
         session = new_session(args.config, broker_url=args.broker, port=args.port, listen=args.listen)
@@ -35,8 +39,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"ether: {exc}", file=sys.stderr)
         session.close()
         return EXIT_FAILED
-    print("Ether is running. Press Ctrl-C to stop.", file=sys.stderr, flush=True)
+    where = f"on {session.address.url} (session '{session.topics.session}')"
+    print(f"Ether is running {where}. Press Ctrl-C to stop.", file=sys.stderr, flush=True)
     threading.Thread(target=lambda: (session.end_requested.wait(), stop.set()), daemon=True).start()
+    if args.exit_with_stdin:  # started by the monitor of `ether run`: its end (even kill -9) ends us
+        threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
     stop.wait()
     print("Stopping: save_all -> cleanup -> exit ...", file=sys.stderr, flush=True)
     codes = session.close(args.timeout)
@@ -45,6 +52,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"ether: instances did not stop cleanly: {bad}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def monitor(args: argparse.Namespace) -> int:
+    """``ether monitor``: the terminal UI on a running session (q detaches, e ends the session)."""
+    from ether.monitor import attach
+
+    return attach(args.broker, args.session)
 
 
 def broker(args: argparse.Namespace) -> int:
@@ -168,7 +182,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--timeout", type=float, default=30.0, help="seconds to wait for readiness and each stop step"
     )
+    p.add_argument(
+        "--headless", action="store_true", help="plain log lines, no monitor (also when not on a terminal)"
+    )
+    p.add_argument("--exit-with-stdin", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(handler=run)
+
+    p = commands.add_parser("monitor", help="show a running session in the terminal and act on it")
+    p.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="default mqtt://127.0.0.1:1883")
+    p.add_argument("--session", default="default", help="the session's name (default: default)")
+    p.set_defaults(handler=monitor)
 
     p = commands.add_parser("graph", help="print the topic graph of a YAML file (mermaid) and its loose ends")
     p.add_argument("config")

@@ -108,6 +108,7 @@ class InstanceRuntime:
             "publishes": sorted({t for t, _ in self.publishers.values()}),
             "subscribes": sorted({m.spec.sub.topic for m in self.methods if m.spec.sub}),
             "services": sorted(self.service_methods),
+            "service_args": {n: m.schema.argument_types() for n, m in sorted(self.service_methods.items())},
             "t": time.time(),
             **extra,
         }

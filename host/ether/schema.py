@@ -91,6 +91,13 @@ class MethodSchema:
             kwargs.update(model.model_extra)
         return kwargs
 
+    def argument_types(self) -> dict[str, dict[str, Any]]:
+        """Each argument's type as a short name and whether it is required: what a call form needs."""
+        return {
+            name: {"type": _type_name(info.annotation), "required": info.is_required()}
+            for name, info in self.args_model.model_fields.items()
+        }
+
     def result(self, value: Any) -> Any:
         """The payload to publish for a return value: validated, JSON-ready; ``None`` becomes ``{}``."""
         if self.returns is not None:
@@ -103,3 +110,12 @@ class MethodSchema:
         if isinstance(value, (dict, list, str, int, float, bool)):
             return value
         return pydantic_core.to_jsonable_python(value)  # models, dataclasses, dates -> JSON types
+
+
+def _type_name(annotation: Any) -> str:
+    """``int``, ``list[float]``, ``any``: a type as a person would write it."""
+    if annotation is Any or annotation is None:
+        return "any"
+    if isinstance(annotation, type) and not typing.get_args(annotation):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")

@@ -92,6 +92,9 @@ class RecorderProcess:
         code = process.wait()
         if self._stopping.is_set() or process is not self.process:
             return
+        if code == 0:  # it was told to stop (a forced quit): a restart would undo that
+            log.warning("the recorder was stopped by a shutdown command; the session is no longer recorded")
+            return
         self.restarts += 1
         delay = min(MAX_BACKOFF, 0.1 * 2 ** min(self.restarts, 5))
         log.warning(

@@ -48,8 +48,8 @@ class RecorderSpec:
 class _Barrier:
     """A request that is answered when the writer reaches it: everything queued before is committed."""
 
-    def __init__(self, request: Meta | None, then_stop: bool = False) -> None:
-        self.request, self.then_stop = request, then_stop
+    def __init__(self, request: Meta | None, then_stop: bool = False, forced: dict | None = None) -> None:
+        self.request, self.then_stop, self.forced = request, then_stop, forced
 
 
 class Recorder:
@@ -62,6 +62,7 @@ class Recorder:
         self.finished = threading.Event()
         self.failed = False
         self.saved = 0
+        self.missing = self.gaps = 0  # what the gap ledger holds now: messages, ranges
         self._seen_status: dict[str, tuple] = {}
         self._devices: set[str] = set()  # sources that announced a device schema: boards
         self._clocks: dict[tuple[str, str], float] = {}  # (device, boot) -> clock offset recorded
@@ -82,6 +83,11 @@ class Recorder:
             stream, _ = self.ledger.stream(r["src"], r["boot"], r["detected_at"])
             stream.gaps.append(Gap(r["first_seq"], r["last_seq"], r["detected_at"], r["cause"]))
         self.saved = db.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+        self._count_gaps()
+
+    def _count_gaps(self) -> None:
+        gaps = [g for stream in self.ledger.streams.values() for g in stream.gaps]
+        self.missing, self.gaps = sum(g.size for g in gaps), len(gaps)
 
     # -- network thread: queue only --------------------------------------------------------
     def on_message(self, topic: str, raw: bytes) -> None:
@@ -107,7 +113,10 @@ class Recorder:
         if command == "status":
             answer(self.bus, self.stamper, meta, {"ok": True, "result": self.status("ready")})
         elif command in ("barrier", "shutdown"):
-            self.inbox.put(_Barrier(meta, then_stop=command == "shutdown"))
+            forced = None
+            if command == "shutdown" and payload.get("forced_by"):  # e.g. the monitor's forced quit
+                forced = {"by": str(payload["forced_by"]), "unconfirmed": payload.get("unconfirmed")}
+            self.inbox.put(_Barrier(meta, then_stop=command == "shutdown", forced=forced))
         else:
             answer(self.bus, self.stamper, meta, {"ok": False, "error": f"unknown command {command!r}"})
 
@@ -119,6 +128,8 @@ class Recorder:
             "run_dir": self.spec.run_dir,
             "saved": self.saved,
             "backlog": self.inbox.qsize(),
+            "missing": self.missing,
+            "gaps": self.gaps,
             "restarts": self.spec.restarts,
             "t": time.time(),
         }
@@ -142,7 +153,10 @@ class Recorder:
                     break
             barriers = [b for b in batch if isinstance(b, _Barrier)]
             try:
-                self.commit([b for b in batch if not isinstance(b, _Barrier)])
+                self.commit(
+                    [b for b in batch if not isinstance(b, _Barrier)],
+                    [b.forced for b in barriers if b.forced],
+                )
             except Exception:  # unacknowledged, so publishers resend to the restarted recorder
                 log.exception("recorder: could not write a batch of %d messages; exiting", len(batch))
                 self.failed = True
@@ -154,10 +168,13 @@ class Recorder:
                 if barrier.then_stop:
                     self.finished.set()
 
-    def commit(self, items: list[tuple[str, bytes, float]]) -> None:
+    def commit(self, items: list[tuple[str, bytes, float]], forced: list[dict] | tuple = ()) -> None:
         rows: list[Row] = []
         touched: dict[str, dict[str, int]] = {}
         with self.store.transaction():
+            for detail in forced:  # a forced quit: what it still waited for is counted when the session seals
+                log.warning("recorder: stopping now, forced by %s", detail["by"])
+                self.store.event("forced_quit", None, None, **detail)
             for topic, raw, now in items:
                 if topic == self.topics.errors() or self.topics.is_data(topic):
                     row = self._row(topic, raw, now, touched)
@@ -175,6 +192,7 @@ class Recorder:
                         src, boot, [(g.first, g.last, g.detected_at, g.cause) for g in s.gaps]
                     )
         self.saved += len(rows)
+        self._count_gaps()
         for src, boots in touched.items():
             self._acks.setdefault(src, {}).update(boots)
 

@@ -1,0 +1,186 @@
+"""How the monitor is linked to the session it shows, and the two ways to start it.
+
+``ether monitor`` attaches to a session that runs elsewhere: quitting only detaches, ending the
+session is the ``shutdown`` control message, and the end is seen on the bus. ``ether run`` on a
+terminal runs the session as a child process (``ether run --headless``) whose output the monitor
+shows: quitting ends it as Ctrl-C would (SIGINT), and the monitor stays until the child has drained
+and sealed the store, then prints how it ended.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from ether.broker import BrokerAddress, BrokerError
+from ether.monitor.commands import Commands
+from ether.monitor.model import LIVE, SessionModel, Snapshot
+
+READY = re.compile(r"Ether is running on (\S+) \(session '([^']*)'\)")
+
+
+class Attached:
+    """A session that runs elsewhere."""
+
+    owns_session = False
+    returncode = 0
+
+    def __init__(self, commands: Commands) -> None:
+        self.commands = commands
+
+    def end(self) -> str:
+        return self.commands.session("shutdown")
+
+    def finished(self, snapshot: Snapshot) -> bool:
+        """Every supervisor stopped, no instance alive, the recorder not running."""
+        supervisors = [state for _, state in snapshot.supervisors]
+        return (
+            all(state != "running" for state in supervisors)
+            and all(i.state not in LIVE for i in snapshot.instances)
+            and snapshot.recorder.state != "ready"
+        )
+
+
+class RunProcess:
+    """The ``ether run --headless`` child of ``ether run`` on a terminal; its output goes to the log."""
+
+    owns_session = True
+
+    def __init__(self, process: subprocess.Popen, model: SessionModel) -> None:
+        self.process, self.model = process, model
+        self.ending_lines: list[str] = []  # output from the moment the end was asked: the drain
+        self.ending = False
+        self.echo = False  # after the monitor closed: straight to the terminal
+        self._done = threading.Event()
+        self._reader = threading.Thread(target=self._read, name="ether-run-output", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            if self.echo:
+                sys.stderr.write(line)
+                continue
+            self.model.log_line(line)
+            if self.ending:
+                self.ending_lines.append(line)
+        self._done.set()
+
+    def end(self) -> str:
+        self.ending = True
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+        return "stopping: save_all -> cleanup -> exit, then the recorder's drain"
+
+    def finished(self, snapshot: Snapshot | None = None) -> bool:
+        return self.process.poll() is not None and self._done.is_set()
+
+    @property
+    def returncode(self) -> int:
+        return self.process.returncode if self.process.returncode is not None else 1
+
+    def close(self) -> int:
+        """After the monitor: make sure the session ended (as Ctrl-C would), show its last words."""
+        for line in self.ending_lines:
+            sys.stderr.write(line)
+        self.echo = True
+        if self.process.poll() is None:
+            self.end()
+        code = self.process.wait()
+        self._reader.join(5)
+        return code
+
+
+def attach(broker: str, session: str) -> int:
+    """``ether monitor``: show a running session until the user quits."""
+    from ether.monitor.app import MonitorApp
+
+    try:
+        model = SessionModel(BrokerAddress.parse(broker), session)
+        model.connect()
+    except BrokerError as exc:
+        print(f"ether monitor: {exc}", file=sys.stderr)
+        return 1
+    try:
+        commands = Commands(model)
+        MonitorApp(model, commands, Attached(commands)).run()
+    finally:
+        model.close()
+    return 0
+
+
+def run_on_terminal(args: argparse.Namespace) -> int:
+    """``ether run`` with a terminal: the session in a child process, the monitor in front of it."""
+    from ether.monitor.app import MonitorApp
+
+    command = [sys.executable, "-m", "ether", "run", args.config, "--headless", "--exit-with-stdin"]
+    command += ["--port", str(args.port), "--listen", args.listen, "--timeout", str(args.timeout)]
+    command += ["--broker", args.broker] if args.broker else []
+    process = subprocess.Popen(
+        command,
+        stdin=subprocess.PIPE,  # closed when we die: the session then ends as on Ctrl-C
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+        start_new_session=True,  # the terminal's Ctrl-C is a key for the monitor, not a signal for it
+    )
+    ready = _startup(process)
+    if ready is None:
+        return process.wait()
+    try:
+        model = SessionModel(_address(args, *ready), ready[1])
+        model.connect()
+    except BrokerError as exc:
+        print(f"ether: the monitor cannot reach the session: {exc}", file=sys.stderr)
+        process.send_signal(signal.SIGINT)
+        _echo_until_exit(process)
+        return process.wait()
+    link = RunProcess(process, model)
+    try:
+        MonitorApp(model, Commands(model), link, subtitle=f"ether run {args.config}").run()
+    finally:
+        model.close()
+        code = link.close()
+    return code
+
+
+def _startup(process: subprocess.Popen) -> tuple[str, str] | None:
+    """Show the session's startup output until it is running; (url, session), or None if it ended."""
+    try:
+        for line in process.stdout:
+            sys.stderr.write(line)
+            found = READY.search(line)
+            if found:
+                return found.group(1), found.group(2)
+    except KeyboardInterrupt:
+        process.send_signal(signal.SIGINT)
+        _echo_until_exit(process)
+    return None
+
+
+def _echo_until_exit(process: subprocess.Popen) -> None:
+    while True:
+        try:
+            for line in process.stdout:
+                sys.stderr.write(line)
+            return
+        except KeyboardInterrupt:
+            continue  # the session is already stopping; let it drain
+
+
+def _address(args: argparse.Namespace, url: str, session: str) -> BrokerAddress:
+    """Where the monitor connects: the session's broker, with the login it needs if it has one."""
+    if args.broker:
+        return BrokerAddress.parse(args.broker)
+    from ether.access import access_folder, needs_credentials
+
+    if needs_credentials(args.listen):
+        saved = Path(access_folder()) / f"{session}.url"
+        login = BrokerAddress.parse(saved.read_text().strip())
+        return BrokerAddress(BrokerAddress.parse(url).host, login.port, login.username, login.password)
+    return BrokerAddress.parse(url)

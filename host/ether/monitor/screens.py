@@ -1,0 +1,274 @@
+"""Dialogs and the drain screen. They post what the user asked for; the app sends it to the session."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.reactive import reactive
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Button, Footer, Input, Label, OptionList, ProgressBar, Select, Static
+
+from ether.monitor.formats import Format
+from ether.monitor.model import LIVE, Snapshot
+
+
+def parse_argument(text: str, type_name: str) -> Any:
+    """A form field as the value to send: text for ``str`` arguments, JSON when it parses, else text."""
+    if type_name == "str":
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+class CallScreen(ModalScreen[None]):
+    """A small form to call a service of an instance or a method of a device, arguments from its schema."""
+
+    BINDINGS = [Binding("escape", "dismiss", "Close")]
+
+    class Requested(Message):
+        def __init__(self, kind: str, target: str, method: str, args: dict[str, Any]) -> None:
+            super().__init__()
+            self.kind, self.target, self.method, self.args = kind, target, method, args
+
+    class Answered(Message):
+        def __init__(self, text: str, ok: bool) -> None:
+            super().__init__()
+            self.text, self.ok = text, ok
+
+    def __init__(self, kind: str, target: str, methods: dict[str, dict[str, dict[str, Any]] | None]) -> None:
+        """``methods``: name -> {argument: {"type": ..., "required": ...}}, or None if unknown (JSON)."""
+        super().__init__()
+        self.kind, self.target, self.methods = kind, target, methods
+        self.method = next(iter(methods))
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label(f"Call a method of {self.kind} '{self.target}'", classes="dialog-title")
+            yield Select(
+                [(name, name) for name in self.methods], value=self.method, allow_blank=False, id="method"
+            )
+            yield Vertical(id="arguments")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Call", variant="primary", id="call")
+                yield Button("Close", id="close")
+            yield Static("", id="answer")
+
+    async def on_mount(self) -> None:
+        await self._show_arguments()
+
+    async def on_select_changed(self, event: Select.Changed) -> None:
+        self.method = str(event.value)
+        await self._show_arguments()
+
+    async def _show_arguments(self) -> None:
+        box = self.query_one("#arguments", Vertical)
+        await box.remove_children()
+        args = self.methods[self.method]
+        fields: list[Any] = []
+        if args is None:
+            fields += [Label("arguments (JSON object)"), Input("{}", id="arg-json")]
+        elif not args:
+            fields.append(Label("(no arguments)"))
+        for name, info in (args or {}).items():
+            hint = info.get("type", "any") + ("" if info.get("required", True) else ", optional")
+            fields += [Label(f"{name} ({hint})"), Input(placeholder=hint, id=f"arg-{name}")]
+        await box.mount_all(fields)
+        inputs = box.query(Input)
+        (inputs.first() if inputs else self.query_one("#call", Button)).focus()
+
+    def arguments(self) -> dict[str, Any]:
+        """The typed arguments; raises ValueError naming a missing required one."""
+        args = self.methods[self.method]
+        if args is None:
+            value = json.loads(self.query_one("#arg-json", Input).value or "{}")
+            if not isinstance(value, dict):
+                raise ValueError("the arguments must be a JSON object")
+            return value
+        values = {}
+        for name, info in args.items():
+            text = self.query_one(f"#arg-{name}", Input).value.strip()
+            if not text:
+                if info.get("required", True):
+                    raise ValueError(f"argument '{name}' is required")
+                continue
+            values[name] = parse_argument(text, info.get("type", "any"))
+        return values
+
+    def _call(self) -> None:
+        try:
+            args = self.arguments()
+        except ValueError as exc:
+            self.post_message(self.Answered(str(exc), False))
+            return
+        self.query_one("#answer", Static).update("calling…")
+        self.post_message(self.Requested(self.kind, self.target, self.method, args))
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "call":
+            self._call()
+        else:
+            self.dismiss()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self._call()
+
+    def on_call_screen_answered(self, event: Answered) -> None:
+        answer = self.query_one("#answer", Static)
+        answer.set_class(not event.ok, "-error")
+        answer.update(Text(event.text))
+
+
+class PublishScreen(ModalScreen[tuple[str, str] | None]):
+    """Publish a message: a topic and a JSON payload."""
+
+    BINDINGS = [Binding("escape", "dismiss", "Close")]
+
+    def __init__(self, topic: str = "", payload: str = "") -> None:
+        super().__init__()
+        self.topic, self.payload = topic, payload
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label("Publish a message", classes="dialog-title")
+            yield Label("topic")
+            yield Input(self.topic, placeholder="data", id="topic")
+            yield Label("payload (JSON)")
+            yield Input(self.payload, placeholder='{"value": 1}', id="payload")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Publish", variant="primary", id="publish")
+                yield Button("Close", id="close")
+
+    def _send(self) -> None:
+        topic = self.query_one("#topic", Input).value.strip()
+        payload = self.query_one("#payload", Input).value
+        self.dismiss((topic, payload))
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "publish":
+            self._send()
+        else:
+            self.dismiss(None)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "topic":
+            self.query_one("#payload", Input).focus()
+        else:
+            self._send()
+
+
+class FieldScreen(ModalScreen[str | None]):
+    """Pick a numeric field of a topic to plot."""
+
+    BINDINGS = [Binding("escape", "dismiss", "Close")]
+
+    def __init__(self, topic: str, fields: list[str]) -> None:
+        super().__init__()
+        self.topic, self.fields = topic, fields
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label(f"Plot a field of '{self.topic}'", classes="dialog-title")
+            yield OptionList(*self.fields, id="fields")
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(self.fields[event.option_index])
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """A question that needs an explicit yes."""
+
+    BINDINGS = [
+        Binding("y", "answer(True)", "Yes"),
+        Binding("n", "answer(False)", "No"),
+        Binding("escape", "answer(False)", "No"),
+    ]
+
+    def __init__(self, question: str, yes: str = "Yes") -> None:
+        super().__init__()
+        self.question, self.yes = question, yes
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog", classes="confirm"):
+            yield Static(Text(self.question), id="question")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button(f"{self.yes} (y)", variant="error", id="yes")
+                yield Button("No (n)", id="no")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+
+class DrainScreen(Screen):
+    """The end of a session: instances stop, the recorder confirms every message, then the store is sealed."""
+
+    done: reactive[bool] = reactive(False)
+    status: reactive[tuple[str, ...]] = reactive(())
+
+    def __init__(self, fmt: Format, session: str) -> None:
+        super().__init__()
+        self.fmt, self.session = fmt, session
+        self.instances: set[str] = set()
+        self.most_unconfirmed = 0
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="drain"):
+            yield Label(
+                f"Ending session '{self.session}': saving every message before exit", id="drain-title"
+            )
+            yield ProgressBar(total=1, show_eta=False, id="drain-progress")
+            yield Static("", id="drain-status")
+            yield Static("", id="drain-log")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "snapshot", self._take)
+
+    def _take(self, snapshot: Snapshot | None) -> None:
+        if snapshot is None:
+            return
+        live = {i.name for i in snapshot.instances if i.state in LIVE}
+        self.instances |= live
+        r = snapshot.recorder
+        self.most_unconfirmed = max(self.most_unconfirmed, r.unconfirmed)
+        total = len(self.instances) + self.most_unconfirmed
+        finished = len(self.instances - live) + self.most_unconfirmed - r.unconfirmed
+        self.query_one(ProgressBar).update(total=max(total, 1), progress=total if self.done else finished)
+        lines = (
+            f"instances stopped: {len(self.instances - live)} of {len(self.instances)}"
+            + (f" (still running: {', '.join(sorted(live))})" if live else ""),
+            f"messages waiting for the recorder's confirmation: {r.unconfirmed}",
+            f"recorder: {r.state} · saved {self.fmt.count(r.saved)} · backlog {self.fmt.count(r.backlog)}"
+            f" · gaps {self.fmt.count(r.missing)}",
+        )
+        self.status = lines
+        if snapshot.log:
+            tail = [line.text for line in snapshot.log if line.source == "run"][-8:]
+            if tail:
+                self.query_one("#drain-log", Static).update(Text("\n".join(tail)))
+
+    def watch_status(self, lines: tuple[str, ...]) -> None:
+        end = (
+            "Session ended. Press q to close."
+            if self.done
+            else "Press q to force quit (asks first: what is not saved is recorded as lost)."
+        )
+        self.query_one("#drain-status", Static).update(Text("\n".join((*lines, "", end))))
+
+    def watch_done(self, done: bool) -> None:
+        self.set_class(done, "-done")
+        self.watch_status(self.status)

@@ -1,0 +1,352 @@
+"""The monitor's widgets. Each one watches the app's ``snapshot``, keeps the part it shows as its own
+reactive state, and posts a message when the user picks something; colours are in monitor.tcss."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from rich.json import JSON
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical, VerticalScroll
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widgets import DataTable, Input, Label, RichLog, Sparkline, Static
+
+from ether.monitor.formats import Format
+from ether.monitor.model import LOG_LINES, LogLine, Snapshot
+
+BAD_STATES = ("dead", "failed", "lost", "NO", "NOT CONFIRMED", "absent", "stopped", "offline")
+WARN_STATES = ("paused", "starting", "restarting", "pending", "not started", "?")
+
+
+def state_class(state: str) -> str:
+    """The component class a state is drawn with (``state--ok``, ``state--warn``, ``state--bad``)."""
+    if state in BAD_STATES:
+        return "state--bad"
+    if state in WARN_STATES:
+        return "state--warn"
+    return "state--ok"
+
+
+class Banner(Static):
+    """Impossible to miss: every threat to the data-saving guarantee, or nothing at all."""
+
+    problems: reactive[tuple[str, ...]] = reactive(())
+
+    def on_mount(self) -> None:
+        self.display = False
+        self.watch(self.app, "snapshot", self._take)
+
+    def _take(self, snapshot: Snapshot | None) -> None:
+        if snapshot is not None:
+            self.problems = snapshot.problems
+
+    def watch_problems(self, problems: tuple[str, ...]) -> None:
+        self.display = bool(problems)
+        self.update(Text("\n".join(f"!! {p}" for p in problems)))
+
+
+class RecorderPanel(Static):
+    """One line: the recorder's state, what it saved, what waits, the gap ledger, the store."""
+
+    COMPONENT_CLASSES = {"state--ok", "state--warn", "state--bad"}
+    line: reactive[tuple[str, ...]] = reactive(())
+
+    def __init__(self, fmt: Format, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.fmt = fmt
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "snapshot", self._take)
+
+    def _take(self, snapshot: Snapshot | None) -> None:
+        if snapshot is None:
+            return
+        r, f = snapshot.recorder, self.fmt
+        self.line = (
+            r.state,
+            f"saved {f.count(r.saved)}",
+            f"backlog {f.count(r.backlog)}",
+            f"unconfirmed {f.count(r.unconfirmed)}",
+            f"gaps {f.count(r.missing)}",
+            f"store {f.size(r.size)}",
+            f.path(r.run_dir),
+        )
+
+    def watch_line(self, line: tuple[str, ...]) -> None:
+        if not line:
+            return
+        text = Text("Recorder ")
+        text.append(line[0], self.get_component_rich_style(state_class(line[0])))
+        text.append("  " + " · ".join(line[1:]))
+        self.update(text)
+
+
+class LiveTable(DataTable):
+    """A table of named rows kept in step with the snapshot: cells change in place, the cursor stays."""
+
+    COMPONENT_CLASSES = DataTable.COMPONENT_CLASSES | {"state--ok", "state--warn", "state--bad"}
+    kind = ""
+    columns_shown: tuple[str, ...] = ()
+    state_columns: tuple[int, ...] = ()
+    contents: reactive[tuple[tuple[str, tuple[str, ...]], ...]] = reactive(())
+
+    class Highlighted(Message):
+        """The user moved to a row: which kind of thing (instance, device, topic) and its name."""
+
+        def __init__(self, kind: str, name: str) -> None:
+            super().__init__()
+            self.kind, self.name = kind, name
+
+    def __init__(self, fmt: Format, **kwargs: Any) -> None:
+        super().__init__(cursor_type="row", **kwargs)
+        self.fmt = fmt
+        self._shown: dict[str, tuple[str, ...]] = {}
+
+    def on_mount(self) -> None:
+        for label in self.columns_shown:
+            self.add_column(label, key=label)
+        self.watch(self.app, "snapshot", self._take)
+
+    def _take(self, snapshot: Snapshot | None) -> None:
+        if snapshot is not None:
+            self.contents = self.cells_of(snapshot)
+
+    def cells_of(self, snapshot: Snapshot) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        raise NotImplementedError
+
+    def _cell(self, index: int, value: str) -> str | Text:
+        if index in self.state_columns:
+            return Text(value, self.get_component_rich_style(state_class(value)))
+        return Text(value)
+
+    def watch_contents(self, rows: tuple[tuple[str, tuple[str, ...]], ...]) -> None:
+        new = dict(rows)
+        if list(new) != list(self._shown):
+            selected = self.selected
+            self.clear()
+            for key, cells in rows:
+                self.add_row(*(self._cell(i, c) for i, c in enumerate(cells)), key=key)
+            if selected in new:
+                self.move_cursor(row=self.get_row_index(selected))
+        else:
+            for key, cells in rows:
+                for i, (old, value) in enumerate(zip(self._shown[key], cells, strict=True)):
+                    if old != value:
+                        self.update_cell(key, self.columns_shown[i], self._cell(i, value), update_width=True)
+        self._shown = new
+
+    @property
+    def selected(self) -> str | None:
+        """The name on the row under the cursor."""
+        if not self.row_count:
+            return None
+        try:
+            return self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
+        except Exception:  # the cursor is outside the rows while they are rebuilt
+            return None
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key.value is not None:
+            self.post_message(self.Highlighted(self.kind, event.row_key.value))
+
+    def on_focus(self) -> None:
+        if self.selected is not None:
+            self.post_message(self.Highlighted(self.kind, self.selected))
+
+
+class InstancesTable(LiveTable):
+    kind = "instance"
+    columns_shown = ("instance", "state", "host:pid", "restarts", "in", "out", "uptime", "last error")
+    state_columns = (1,)
+
+    def cells_of(self, snapshot: Snapshot) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        f = self.fmt
+        return tuple(
+            (
+                i.name,
+                (
+                    i.name,
+                    i.state,
+                    f.process(i.host, i.pid),
+                    str(i.restarts),
+                    f.rate(i.rate_in),
+                    f.rate(i.rate_out),
+                    f.uptime(i.since),
+                    i.error[:60],
+                ),
+            )
+            for i in snapshot.instances
+        )
+
+
+class DevicesTable(LiveTable):
+    kind = "device"
+    columns_shown = ("device", "state", "firmware", "out", "dropped", "methods", "last error")
+    state_columns = (1,)
+
+    def cells_of(self, snapshot: Snapshot) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        return tuple(
+            (
+                d.name,
+                (
+                    d.name,
+                    d.state,
+                    d.firmware or d.platform,
+                    self.fmt.rate(d.rate_out),
+                    str(d.dropped),
+                    ", ".join(d.methods),
+                    d.error[:60],
+                ),
+            )
+            for d in snapshot.devices
+        )
+
+
+class TopicsTable(LiveTable):
+    kind = "topic"
+    columns_shown = ("topic", "rate", "msgs", "stream", "recorded")
+    state_columns = (4,)
+
+    def cells_of(self, snapshot: Snapshot) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        return tuple(
+            (t.topic, (t.topic, self.fmt.rate(t.rate), f"{t.count:,}", t.kind, t.recorded))
+            for t in snapshot.topics
+        )
+
+
+class PayloadView(VerticalScroll):
+    """The last payload of the chosen topic, as pretty JSON."""
+
+    topic: reactive[str | None] = reactive(None)
+    payload: reactive[Any] = reactive(None)
+
+    def compose(self) -> ComposeResult:
+        yield Static("Pick a topic to see its last message.", id="payload-json")
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "snapshot", self._take)
+
+    def _take(self, snapshot: Snapshot | None) -> None:
+        row = snapshot.topic(self.topic) if snapshot and self.topic else None
+        if row is not None:
+            self.payload = row.payload
+
+    def watch_topic(self, topic: str | None) -> None:
+        self.border_title = f"Last message on '{topic}'" if topic else "Last message"
+        self._take(self.app.snapshot)
+
+    def watch_payload(self, payload: Any) -> None:
+        if self.topic is None:
+            return
+        try:
+            shown: Any = JSON.from_data(payload, indent=2)
+        except (TypeError, ValueError):
+            shown = Text(repr(payload))
+        self.query_one("#payload-json", Static).update(shown)
+
+
+class Plots(Vertical):
+    """Sparklines of the numeric fields the user picked (f on a topic)."""
+
+    series: reactive[tuple[tuple[str, tuple[float, ...]], ...]] = reactive(())
+
+    def compose(self) -> ComposeResult:
+        yield Label("Press f on a topic to plot one of its numeric fields.", id="plots-hint")
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "snapshot", self._take)
+
+    def _take(self, snapshot: Snapshot | None) -> None:
+        if snapshot is not None:
+            self.series = snapshot.plots
+
+    def watch_series(self, series: tuple[tuple[str, tuple[float, ...]], ...]) -> None:
+        shown = {line.name: line for line in self.query(PlotLine)}
+        wanted = dict(series)
+        for name, line in shown.items():
+            if name not in wanted:
+                line.remove()
+        for name, values in series:
+            if name in shown:
+                shown[name].values = values
+            else:
+                self.mount(PlotLine(name, values))
+        self.query_one("#plots-hint").display = not series
+
+
+class PlotLine(Vertical):
+    """One picked field: its name and last value, and its sparkline."""
+
+    values: reactive[tuple[float, ...]] = reactive(())
+
+    def __init__(self, name: str, values: tuple[float, ...]) -> None:
+        super().__init__(name=name)
+        self.set_reactive(PlotLine.values, values)
+
+    def compose(self) -> ComposeResult:
+        yield Label(self._title(), classes="plot-title")
+        yield Sparkline(list(self.values))
+
+    def _title(self) -> str:
+        last = f"{self.values[-1]:g}" if self.values else "-"
+        return f"{self.name}: {last}"
+
+    def watch_values(self, values: tuple[float, ...]) -> None:
+        if self.is_mounted:
+            self.query_one(Label).update(self._title())
+            self.query_one(Sparkline).data = list(values)
+
+
+class LogPanel(Vertical):
+    """Errors and log lines, newest last; the filter keeps lines containing its words."""
+
+    COMPONENT_CLASSES = {"log--info", "log--warning", "log--error", "log--time"}
+    filter: reactive[str] = reactive("")
+
+    def __init__(self, fmt: Format, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.fmt = fmt
+        self.lines: deque[LogLine] = deque(maxlen=LOG_LINES)
+
+    def compose(self) -> ComposeResult:
+        yield Input(placeholder="filter the log (press / to type, Esc to leave)", id="log-filter")
+        yield RichLog(id="log-lines", max_lines=LOG_LINES, wrap=False)
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "snapshot", self._take)
+
+    def _take(self, snapshot: Snapshot | None) -> None:
+        if snapshot is None or not snapshot.log:
+            return
+        self.lines.extend(snapshot.log)
+        log = self.query_one(RichLog)
+        for line in snapshot.log:
+            if self._shown(line):
+                log.write(self._text(line))
+
+    def _shown(self, line: LogLine) -> bool:
+        words = self.filter.lower().split()
+        text = f"{line.level} {line.source} {line.text}".lower()
+        return all(w in text for w in words)
+
+    def _text(self, line: LogLine) -> Text:
+        text = Text(self.fmt.clock(line.t) + " ", self.get_component_rich_style("log--time"))
+        text.append(f"{line.source:7} {line.text}", self.get_component_rich_style(f"log--{line.level}"))
+        return text
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self.filter = event.value
+
+    def watch_filter(self, _: str) -> None:
+        log = self.query_one(RichLog)
+        log.clear()
+        for line in self.lines:
+            if self._shown(line):
+                log.write(self._text(line))
+
+    def shown_lines(self) -> list[str]:
+        """The lines the filter lets through (what the user sees), as plain text."""
+        return [line.text for line in self.lines if self._shown(line)]
