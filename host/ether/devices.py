@@ -34,7 +34,7 @@ class Device:
     boot: str | None = None
     dropped: int = 0
     schema: dict[str, Any] = field(default_factory=dict)
-    last_seen: float | None = None  # host clock: the board's latest schema, state or reading
+    last_seen: float | None = None  # host clock: the board's latest reading, or its online state
     clock_offset: float | None = None  # host clock minus the board's clock, from its latest reading
 
     @property
@@ -87,7 +87,7 @@ class DeviceView:
             return
         with self.changed:
             device = self._device(topic)
-            device.schema, device.last_seen = schema, time.time()
+            device.schema = schema
             device.boot = schema.get("boot", device.boot)
             self.changed.notify_all()
         for method, spec in device.methods.items():
@@ -126,7 +126,7 @@ class DeviceView:
             device.state = str(state.get("state", "unknown"))
             device.boot = state.get("boot", device.boot)
             device.dropped = int(state.get("dropped", device.dropped) or 0)
-            if device.state != "lost":  # the Last Will comes from the broker, not from the board
+            if device.state == "online":  # connected now (a retained offline or lost state may be old)
                 device.last_seen = time.time()
             self.changed.notify_all()
 
