@@ -277,3 +277,29 @@ def test_thermostat_example_closes_the_loop(tmp_path):
     clocks = db.execute("SELECT src, boot, detail FROM events WHERE kind = 'device_clock'").fetchall()
     assert {(c["src"], c["boot"]) for c in clocks} == {("thermo1", readings[0]["boot"])}
     assert abs(json.loads(clocks[-1]["detail"])["offset"]) < 5  # the board's clock is this host's: small
+
+
+def test_simulated_board_names_what_is_wrong():
+    from ether.simulator import SimulatedBoard
+
+    with pytest.raises(ImportError, match="board: module 'device_classes' has no class 'Nope'"):
+        SimulatedBoard("bench9", "device_classes.Nope")
+    with pytest.raises(TypeError, match=r"board_kwargs: Bench\(celsius: .*float.* = 21.0\): .*'colour'"):
+        SimulatedBoard("bench9", "device_classes.Bench", {"colour": "red"})
+    with pytest.raises(ValueError, match="device 'a.b': a device name is a word"):
+        SimulatedBoard("a.b", "device_classes.Bench")
+    with pytest.raises(ValueError, match="board: device_classes.ReadingTaker has no @sensor or @actuator"):
+        SimulatedBoard("bench9", "device_classes.ReadingTaker")
+
+
+def test_simulated_board_outside_a_session(lab, observer):
+    from ether.simulator import SimulatedBoard
+
+    board = SimulatedBoard("solo1", "device_classes.Bench", broker=lab.address.url)  # plain Python
+    assert board.board.set_heater(True) is True  # the board's own object, called directly
+    board.connect()  # returns once online
+    try:
+        wait_for_payload(observer, "ether/default/device/solo1/state", lambda p: p["state"] == "online")
+    finally:
+        board.disconnect()
+    wait_for_payload(observer, "ether/default/device/solo1/state", lambda p: p["state"] == "offline")

@@ -12,6 +12,7 @@ instance's process. To the rest of the lab it is a device like any other (docs/d
 
 from __future__ import annotations
 
+import inspect
 import threading
 from typing import Any
 
@@ -37,11 +38,23 @@ class SimulatedBoard:
     ) -> None:
         from ether_lite.methods import methods_of
 
+        if not device or any(c in device for c in "/+#$. "):
+            raise ValueError(
+                f"device {device!r}: a device name is a word without '/', '+', '#', '$', '.' or spaces"
+            )
         self.device, self.firmware, self.connect_timeout = device, firmware, connect_timeout
         self.broker = BrokerAddress.parse(broker) if broker else None
-        self.board = import_class(board)(**(board_kwargs or {}))
+        try:
+            cls = import_class(board)
+        except ImportError as exc:
+            raise ImportError(f"board: {exc}") from None
+        try:
+            inspect.signature(cls).bind(**(board_kwargs or {}))
+        except TypeError as exc:
+            raise TypeError(f"board_kwargs: {cls.__name__}{inspect.signature(cls)}: {exc}") from None
+        self.board = cls(**(board_kwargs or {}))
         if not methods_of(self.board):
-            raise ValueError(f"board '{board}' has no @sensor or @actuator methods (from ether_lite)")
+            raise ValueError(f"board: {board} has no @sensor or @actuator methods (from ether_lite)")
         self.node = None
         self.online = threading.Event()
         self._stop = threading.Event()
