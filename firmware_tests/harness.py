@@ -69,10 +69,12 @@ class Messages:
     def __init__(self, host: str, port: int) -> None:
         self.items: list[tuple[str, bytes, bool]] = []
         self.changed = threading.Condition()
-        self.connected = threading.Event()
+        self.connected = threading.Event()  # set while connected and subscribed
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"observer-{os.getpid()}")
         self.client.reconnect_delay_set(0.1, 0.5)
         self.client.on_connect = self._on_connect
+        self.client.on_subscribe = lambda *_: self.connected.set()
+        self.client.on_disconnect = lambda *_: self.connected.clear()
         self.client.on_message = self._on_message
         self.client.connect(host, port)
         self.client.loop_start()
@@ -80,7 +82,6 @@ class Messages:
 
     def _on_connect(self, client, userdata, flags, reason, properties) -> None:
         client.subscribe("#", qos=1)  # again after every reconnect
-        self.connected.set()
 
     def _on_message(self, client, userdata, msg) -> None:
         with self.changed:
@@ -123,9 +124,15 @@ class Messages:
 class Board:
     """One board process; its printed lines are collected so a test can wait for one."""
 
-    def __init__(self, command: list[str], env: dict[str, str]) -> None:
+    def __init__(self, command: list[str], env: dict[str, str], pass_fds: tuple[int, ...] = ()) -> None:
         self.process = subprocess.Popen(
-            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=str(BOARDS)
+            command,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=str(BOARDS),
+            pass_fds=pass_fds,
         )
         self.lines: list[str] = []
         self.changed = threading.Condition()

@@ -1,6 +1,8 @@
 """A simulated thermostat board, the same script for MicroPython and CPython.
 
-usage: thermostat.py HOST PORT [SESSION [BUFFER [TRANSPORT]]]   (TRANSPORT: "mqtt" or "minimqtt")
+usage: thermostat.py HOST PORT [SESSION [BUFFER [TRANSPORT]]]
+TRANSPORT: "mqtt" (default), "minimqtt", or "fd:N": MQTT over the tty open as file descriptor N, which
+`ether bridge` serves from the other end (HOST and PORT are then unused).
 Prints "board-ready" once the node exists, then the node's own log lines ("... connected to ...").
 """
 
@@ -40,9 +42,12 @@ class Thermostat:
 host, port = sys.argv[1], int(sys.argv[2])
 session = sys.argv[3] if len(sys.argv) > 3 else "default"
 buffer = int(sys.argv[4]) if len(sys.argv) > 4 else 32
-pool = None
-if len(sys.argv) > 5 and sys.argv[5] == "minimqtt":
+transport = sys.argv[5] if len(sys.argv) > 5 else "mqtt"
+pool = serial = None
+if transport == "minimqtt":
     import socket as pool  # CPython's socket module serves as adafruit_minimqtt's socket pool
+elif transport.startswith("fd:"):
+    serial = open(int(transport[3:]), "r+b", buffering=0)
 
 node = Node(
     "thermo1",
@@ -54,6 +59,7 @@ node = Node(
     firmware="sim-1",
     keepalive=5,
     pool=pool,
+    serial=serial,
 )
 print("board-ready")
 node.run()

@@ -164,6 +164,25 @@ def lite_bundle(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def bridge(args: argparse.Namespace) -> int:
+    """``ether bridge PORT``: pipe a USB-serial board's MQTT bytes to the broker until Ctrl-C."""
+    import ether
+    from ether.bridge import Bridge
+    from ether.broker import BrokerAddress
+
+    try:
+        address = BrokerAddress.parse(args.broker)
+    except BrokerError as exc:
+        print(f"ether bridge: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    ether._configure_logging()
+    serial_bridge = Bridge(args.port, address, args.baud)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: serial_bridge.stop.set())
+    serial_bridge.serve()
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ether", description="Wire a lab together over MQTT.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -227,6 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = lite_commands.add_parser("bundle", help="build the circup bundle zip (circup install ether_lite)")
     p.add_argument("--out", default="dist", help="folder to write the zip to (default ./dist)")
     p.set_defaults(handler=lite_bundle)
+    p = commands.add_parser("bridge", help="pipe the MQTT of a board on USB serial to the broker")
+    p.add_argument("port", help="the board's serial port: /dev/ttyACM0, /dev/serial/by-id/..., COM3")
+    p.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="default mqtt://127.0.0.1:1883")
+    p.add_argument("--baud", type=int, default=115200, help="for a UART (default 115200); USB ignores it")
+    p.set_defaults(handler=bridge)
     from ether.data import add_commands as add_data_commands
 
     add_data_commands(commands)  # sessions, lineage, export

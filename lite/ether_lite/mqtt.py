@@ -3,9 +3,10 @@
 One class, one method per packet type. Unlike umqtt.simple it never blocks once connected:
 check_msg() reads only what has arrived, keeps partial packets for later, and answers keep-alive.
 Every failure raises OSError, so the caller has one thing to catch and then reconnects.
+The connection is a TCP socket, touched only by _open, _send, _recv, wait and close: ether_lite.serial
+overrides them to speak over a serial port instead.
 """
 
-import socket
 import struct
 
 try:
@@ -54,7 +55,29 @@ class MQTTClient:
     def set_last_will(self, topic, msg, retain=False, qos=0):
         self.lw = (topic, msg, retain, qos)
 
-    # -- packets out ------------------------------------------------------------------------
+    # -- the connection ---------------------------------------------------------------------
+
+    def _open(self):
+        """Open the TCP connection to the broker."""
+        import socket  # not at the top: CircuitPython has no socket module, and serial boards need none
+
+        addr = socket.getaddrinfo(self.server, self.port, 0, socket.SOCK_STREAM)[0][-1]
+        sock = socket.socket()
+        self.sock = sock
+        try:
+            # Nagle's algorithm would hold each small packet back ~10 ms; not every port has the option.
+            sock.setsockopt(getattr(socket, "IPPROTO_TCP", 6), getattr(socket, "TCP_NODELAY", 1), 1)
+        except (OSError, AttributeError):
+            pass
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(addr)
+        except OSError:
+            self.close()
+            raise
+        if select:
+            self.poller = select.poll()
+            self.poller.register(sock, select.POLLIN)
 
     def _send(self, data):
         self.sock.settimeout(self.timeout)
@@ -63,6 +86,41 @@ class MQTTClient:
         except OSError:
             self.close()
             raise
+
+    def _recv(self):
+        """The bytes that have arrived, or None; OSError if the connection is closed."""
+        self.sock.settimeout(0)
+        try:
+            data = self.sock.recv(512)
+        except OSError as e:
+            if e.args and e.args[0] not in NOT_READY:
+                self.close()
+                raise
+            return None
+        if not data:
+            self.close()
+            raise OSError("broker closed the connection")
+        return data
+
+    def wait(self, ms):
+        """Sleep until data arrives or `ms` pass (for a blocking run loop)."""
+        if self.poller:
+            self.poller.poll(ms)
+        else:
+            import time
+
+            time.sleep(ms / 1000)
+
+    def close(self):
+        if self.sock:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+        self.sock = None
+        self.poller = None
+
+    # -- packets out ------------------------------------------------------------------------
 
     def _packet(self, first, body):
         n = len(body)
@@ -82,25 +140,11 @@ class MQTTClient:
         return struct.pack("!H", len(s)) + s
 
     def connect(self, clean_session=True):
-        """Open the socket, send CONNECT and wait (up to `timeout` s) for CONNACK."""
+        """Open the connection, send CONNECT and wait (up to `timeout` s) for CONNACK."""
         self.close()
-        addr = socket.getaddrinfo(self.server, self.port, 0, socket.SOCK_STREAM)[0][-1]
-        sock = socket.socket()
-        self.sock = sock
-        try:
-            # Nagle's algorithm would hold each small packet back ~10 ms; not every port has the option.
-            sock.setsockopt(getattr(socket, "IPPROTO_TCP", 6), getattr(socket, "TCP_NODELAY", 1), 1)
-        except (OSError, AttributeError):
-            pass
-        try:
-            sock.settimeout(self.timeout)
-            sock.connect(addr)
-        except OSError:
-            self.close()
-            raise
-        if select:
-            self.poller = select.poll()
-            self.poller.register(sock, select.POLLIN)
+        self._open()
+        self.rx = b""
+        self.unacked = []
         flags = 0x02 if clean_session else 0
         body = self._str(self.client_id)
         if self.lw:
@@ -114,19 +158,19 @@ class MQTTClient:
                 flags |= 0x40
                 body += self._str(self.password)
         self._packet(0x10, b"\x00\x04MQTT\x04" + bytes([flags]) + struct.pack("!H", self.keepalive) + body)
-        self.rx = b""
-        self.unacked = []
         start = ticks_ms()
         while True:
             packet = self._read_packet()
-            if packet:
+            if packet and packet[0] == 0x20:
                 break
+            # (Another packet can only be the tail of an earlier connection over a serial link: skip it.)
             if ticks_diff(ticks_ms(), start) > self.timeout * 1000:
                 self.close()
-                raise OSError("no CONNACK from %s:%d within %d s" % (self.server, self.port, self.timeout))
-            self.wait(50)
-        first, body = packet
-        if first != 0x20 or len(body) != 2 or body[1] != 0:
+                raise OSError("no CONNACK within %d s" % self.timeout)
+            if not packet:
+                self.wait(50)
+        body = packet[1]
+        if len(body) != 2 or body[1] != 0:
             self.close()
             raise OSError("broker refused the connection (CONNACK %r)" % body)
         self.last_rx = self.last_ping = ticks_ms()
@@ -138,15 +182,6 @@ class MQTTClient:
         except OSError:
             pass
         self.close()
-
-    def close(self):
-        if self.sock:
-            try:
-                self.sock.close()
-            except OSError:
-                pass
-        self.sock = None
-        self.poller = None
 
     def ping(self):
         self._send(b"\xc0\x00")
@@ -177,18 +212,8 @@ class MQTTClient:
         """One whole packet (first byte, body) from what has arrived, or None; never blocks."""
         if self.sock is None:
             raise OSError("not connected")
-        self.sock.settimeout(0)
-        try:
-            data = self.sock.recv(512)
-        except OSError as e:
-            if e.args and e.args[0] not in NOT_READY:
-                self.close()
-                raise
-            data = None
-        if data is not None:
-            if not data:
-                self.close()
-                raise OSError("broker closed the connection")
+        data = self._recv()
+        if data:
             self.rx += data
         rx = self.rx
         n = shift = 0
@@ -205,6 +230,9 @@ class MQTTClient:
             return None
         self.rx = rx[i + n :]
         self.last_rx = ticks_ms()
+        if rx[0] == 0xE0:  # DISCONNECT: only `ether bridge` sends one, when it has no broker connection
+            self.close()
+            raise OSError("the serial bridge has no broker connection")
         return rx[0], rx[i : i + n]
 
     def check_msg(self):
@@ -235,12 +263,3 @@ class MQTTClient:
                 raise OSError("no answer from the broker for %d s" % (self.keepalive * 3 // 2))
             if ticks_diff(now, self.last_ping) >= self.keepalive * 500:
                 self.ping()
-
-    def wait(self, ms):
-        """Sleep until data arrives or `ms` pass (for a blocking run loop)."""
-        if self.poller:
-            self.poller.poll(ms)
-        else:
-            import time
-
-            time.sleep(ms / 1000)

@@ -45,7 +45,11 @@ def _hex(data):
 
 
 class Node:
-    """One device: `Node("thermo1", Thermostat(), "192.168.1.10").run()`, or call poll() in your own loop."""
+    """One device: `Node("thermo1", Thermostat(), "192.168.1.10").run()`, or call poll() in your own loop.
+
+    With `serial=` (usb_cdc.data, a machine.UART, a tty opened as a file) the board speaks MQTT over that
+    port instead of the network, and `ether bridge` on the host carries it to the broker.
+    """
 
     def __init__(
         self,
@@ -62,6 +66,7 @@ class Node:
         max_backoff=30,
         pool=None,
         verbose=True,
+        serial=None,
     ):
         self.device = device
         self.obj = obj
@@ -93,7 +98,12 @@ class Node:
             if self.methods[name].period:
                 self.due[name] = now
         client_id = "ether_lite-" + device
-        if pool is not None or sys.implementation.name == "circuitpython":
+        if serial is not None:
+            from .serial import SerialClient
+
+            self.client = SerialClient(serial, client_id, user, password, keepalive)
+            self.where = "the serial bridge"
+        elif pool is not None or sys.implementation.name == "circuitpython":
             from .minimqtt import MiniMQTTClient
 
             self.client = MiniMQTTClient(client_id, host, port, user, password, keepalive, pool)
