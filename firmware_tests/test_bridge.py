@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from harness import BOARDS, LIB, TIMEOUT, Board, micropython_executable
 
+from ether.bridge import take_packets
 from ether.broker import EmbeddedBroker
 
 SCHEMA = "ether/default/device/thermo1/schema"
@@ -151,3 +152,14 @@ def test_board_reconnects_through_the_bridge_after_a_broker_restart(broker, obse
         assert seqs == set(range(1, last + 1)), "a reading went missing across the broker restart"
     finally:
         restarted.stop()
+
+
+def test_the_bridge_cuts_bytes_into_whole_packets():
+    publish = b"\x30\x82\x01" + b"\x00\x01t" + b"x" * 127  # remaining length 130: two length bytes
+    buffer = bytearray(b"\xc0\x00" + publish + b"\x10\x0c\x00")  # PINGREQ, PUBLISH, part of a CONNECT
+    assert take_packets(buffer) == [b"\xc0\x00", publish]
+    assert buffer == b"\x10\x0c\x00"
+    buffer += b"\x04MQTT\x04\x02\x00\x1e\x00\x00"
+    assert take_packets(buffer) == [b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x1e\x00\x00"] and not buffer
+    buffer += b"\x30\xff\xff\xff\xff\x01"  # a remaining length of five bytes is not MQTT: dropped
+    assert take_packets(buffer) == [] and not buffer

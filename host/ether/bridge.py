@@ -106,13 +106,16 @@ class Bridge:
         while not self.stop.is_set():
             data = self.serial.read(self.serial.in_waiting or 1)
             if not data:
-                buffer.clear()
+                buffer.clear()  # a pause: a partial packet there will never be completed (READ_TIMEOUT)
                 continue
             buffer += data
             for packet in take_packets(buffer):
                 if packet[0] == CONNECT:
                     self._end_upstream(goodbye=True)
                     self._start_upstream()
+                elif packet == DISCONNECT:  # the board says goodbye: so does its broker connection
+                    self._end_upstream(goodbye=True)
+                    continue
                 with self.lock:
                     upstream = self.upstream
                 if upstream is None:
@@ -139,29 +142,32 @@ class Bridge:
         ).start()
 
     def _from_broker(self, sock: socket.socket) -> None:
-        """Broker to board, whole packets only, until this connection ends."""
+        """Broker to board, whole packets only, until this connection ends; then closes it."""
         buffer = bytearray()
-        while True:
-            try:
-                data = sock.recv(4096)
-            except OSError:
-                data = b""
-            if not data:
-                self._upstream_ended(sock, "the broker closed the connection")
-                return
-            buffer += data
-            with self.lock:
-                if self.upstream is not sock:
-                    return  # the bridge ended it: a new CONNECT, or the port went away
+        try:
+            while True:
                 try:
-                    for packet in take_packets(buffer):
-                        self.serial.write(packet)
-                    failed = None
-                except (serial.SerialException, OSError) as exc:
-                    failed = f"writing to the board failed ({exc})"
-            if failed:  # the port is going away, or the board reads nothing: it cannot be told
-                self._upstream_ended(sock, failed, tell_board=False)
-                return
+                    data = sock.recv(4096)
+                except OSError:
+                    data = b""
+                if not data:
+                    self._upstream_ended(sock, "the broker closed the connection")
+                    return
+                buffer += data
+                with self.lock:
+                    if self.upstream is not sock:
+                        return  # the bridge ended it: a new CONNECT, or the port went away
+                    try:
+                        for packet in take_packets(buffer):
+                            self.serial.write(packet)
+                        failed = None
+                    except (serial.SerialException, OSError) as exc:
+                        failed = f"writing to the board failed ({exc})"
+                if failed:  # the port is going away, or the board reads nothing: it cannot be told
+                    self._upstream_ended(sock, failed, tell_board=False)
+                    return
+        finally:
+            sock.close()
 
     def _upstream_ended(self, sock: socket.socket, reason: str, tell_board: bool = True) -> None:
         """The broker connection ended on its own; the board is told, so that it connects again."""
@@ -175,10 +181,11 @@ class Bridge:
                     self.serial.write(DISCONNECT)
                 except (serial.SerialException, OSError):
                     pass  # the port is going away: serve() notices
-        _close(sock)
+        _shutdown(sock, socket.SHUT_RDWR)
 
     def _end_upstream(self, goodbye: bool) -> None:
-        """Close the broker connection; with `goodbye`, first a DISCONNECT so its Last Will does not fire."""
+        """End the broker connection: with `goodbye` by a DISCONNECT (its Last Will does not fire), else
+        abruptly (it does). Its reader thread then sees the end and closes the socket."""
         with self.lock:
             sock, self.upstream = self.upstream, None
         if sock is None:
@@ -188,17 +195,18 @@ class Bridge:
                 sock.sendall(DISCONNECT)
             except OSError:
                 pass
-        _close(sock)
+            _shutdown(sock, socket.SHUT_WR)  # the broker reads the DISCONNECT, then the end
+        else:
+            _shutdown(sock, socket.SHUT_RDWR)
 
     def _to_board(self, data: bytes) -> None:
         with self.lock:
             self.serial.write(data)
 
 
-def _close(sock: socket.socket) -> None:
-    """Close a broker connection, waking its reader thread (close() alone does not interrupt recv)."""
+def _shutdown(sock: socket.socket, how: int) -> None:
+    """Shut a broker connection down; unlike close(), this wakes the thread reading from it."""
     try:
-        sock.shutdown(socket.SHUT_RDWR)
+        sock.shutdown(how)
     except OSError:
         pass
-    sock.close()
