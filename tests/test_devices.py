@@ -303,3 +303,11 @@ def test_simulated_board_outside_a_session(lab, observer):
     finally:
         board.disconnect()
     wait_for_payload(observer, "ether/default/device/solo1/state", lambda p: p["state"] == "offline")
+
+
+def test_graph_of_the_example_shows_the_board_feeding_the_controller():
+    from ether.config import load
+    from ether.graph import TopicGraph
+
+    graph = TopicGraph.of(load(THERMOSTAT))
+    assert graph.edges() == [("room", "thermo1.temperature", "controller")]

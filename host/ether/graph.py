@@ -26,6 +26,10 @@ class TopicGraph:
                     graph.publishes[name].add(spec.pub.topic)
                 if spec and spec.sub:
                     graph.subscribes[name].add(spec.sub.topic)
+            if hasattr(klass, "graph_topics"):  # topics an instance uses without decorators (SimulatedBoard)
+                publishes, subscribes = klass.graph_topics(*instance.args, **instance.kwargs)
+                graph.publishes[name] |= set(publishes)
+                graph.subscribes[name] |= set(subscribes)
         return graph
 
     def edges(self) -> list[tuple[str, str, str]]:

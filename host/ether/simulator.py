@@ -60,6 +60,16 @@ class SimulatedBoard:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @staticmethod
+    def graph_topics(device: str, board: str, *args: Any, **kwargs: Any) -> tuple[list[str], list[str]]:
+        """For ``ether graph``: the board's readings, ``<device>.<sensor>`` (its actuators are called
+        through ``ether.devices``, which a graph of decorators cannot see)."""
+        from ether_lite.methods import methods_of
+
+        cls = import_class(board)
+        methods = methods_of(cls.__new__(cls))  # the marks are on the class: no need to construct it
+        return [f"{device}.{n}" for n, m in methods.items() if m.kind == "sensor"], []
+
     @ether_init
     def connect(self) -> None:
         """Start the board on the session's broker; return once it is online (its schema announced)."""
