@@ -117,18 +117,7 @@ def run_on_terminal(args: argparse.Namespace) -> int:
     """``ether run`` with a terminal: the session in a child process, the monitor in front of it."""
     from ether.monitor.app import MonitorApp
 
-    command = [sys.executable, "-m", "ether", "run", args.config, "--headless", "--exit-with-stdin"]
-    command += ["--port", str(args.port), "--listen", args.listen, "--timeout", str(args.timeout)]
-    command += ["--broker", args.broker] if args.broker else []
-    process = subprocess.Popen(
-        command,
-        stdin=subprocess.PIPE,  # closed when we die: the session then ends as on Ctrl-C
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        bufsize=1,
-        start_new_session=True,  # the terminal's Ctrl-C is a key for the monitor, not a signal for it
-    )
+    process = launch(args)
     ready = _startup(process)
     if ready is None:
         return process.wait()
@@ -147,6 +136,22 @@ def run_on_terminal(args: argparse.Namespace) -> int:
         model.close()
         code = link.close()
     return code
+
+
+def launch(args: argparse.Namespace) -> subprocess.Popen:
+    """``ether run --headless`` with the same arguments, its output piped to us."""
+    command = [sys.executable, "-m", "ether", "run", args.config, "--headless", "--exit-with-stdin"]
+    command += ["--port", str(args.port), "--listen", args.listen, "--timeout", str(args.timeout)]
+    command += ["--broker", args.broker] if args.broker else []
+    return subprocess.Popen(
+        command,
+        stdin=subprocess.PIPE,  # closed when we die: the session then ends as on Ctrl-C
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+        start_new_session=True,  # the terminal's Ctrl-C is a key for the monitor, not a signal for it
+    )
 
 
 def _startup(process: subprocess.Popen) -> tuple[str, str] | None:

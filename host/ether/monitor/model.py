@@ -32,7 +32,7 @@ POLL_EVERY = 1.0  # s between recorder status requests
 NOT_ANSWERING_AFTER = 3.0  # s without an answer to a status request
 PLOT_POINTS = 120
 LOG_LINES = 2000
-LIVE = ("starting", "ready", "restarting", "paused")
+LIVE = ("starting", "ready", "restarting", "paused", "draining")
 RUN_LOG = re.compile(r" - (?:Ether:\d+ - )?(DEBUG|INFO|WARNING|ERROR|CRITICAL) - ")
 
 
@@ -180,6 +180,7 @@ class SessionModel:
         self._topics: dict[str, _Topic] = {}
         self._streams: dict[tuple[str, str], _Stream] = {}
         self._sent: dict[str, int] = {}  # src -> data messages seen
+        self._draining: set[str] = set()  # instances that reported their last numbers: ending
         self._plots: dict[tuple[str, str], deque[float]] = {}
         self._log: deque[LogLine] = deque(maxlen=LOG_LINES)
         self._new_log: list[LogLine] = []
@@ -272,6 +273,8 @@ class SessionModel:
                 self._on_ack(tail[4:], raw)
             elif tail == "status":
                 self._on_recorder_status(raw)
+            elif tail == "closing":
+                self._on_closing(raw)
             return
         try:
             payload, _ = decode(raw)
@@ -304,6 +307,16 @@ class SessionModel:
                     if stream is None:
                         stream = self._streams[(src, boot)] = _Stream()
                     stream.ack(seq)
+
+    def _on_closing(self, raw: bytes) -> None:
+        """A publisher reports its last numbers at its end: it now waits for the recorder (the drain)."""
+        try:
+            report, _ = decode(raw)
+        except WireError:
+            return
+        if isinstance(report, dict) and report.get("src"):
+            with self._lock:
+                self._draining.add(str(report["src"]))
 
     def _on_recorder_status(self, raw: bytes) -> None:
         try:
@@ -341,6 +354,7 @@ class SessionModel:
             pid = status.get("pid")
             if self._since.get(name, (None,))[0] != pid:
                 self._since[name] = (pid, float(status.get("t") or time.time()))
+                self._draining.discard(name)
             state = status.get("state")
             if (before.get("state"), before.get("pid")) != (state, pid):
                 extra = f": {status['error']}" if status.get("error") else ""
@@ -487,6 +501,8 @@ class SessionModel:
                 rate for topic, rate in rate_of.items() if any(self._match(f, topic) for f in subscribes)
             )
             state = str(status.get("state", "?"))
+            if state in LIVE and name in self._draining:
+                state = "draining"  # stopped working, waiting until the recorder has all its data
             rows.append(
                 InstanceRow(
                     name,

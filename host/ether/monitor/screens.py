@@ -242,6 +242,7 @@ class DrainScreen(Screen):
         if snapshot is None:
             return
         live = {i.name for i in snapshot.instances if i.state in LIVE}
+        draining = {i.name for i in snapshot.instances if i.state == "draining"}
         self.instances |= live
         r = snapshot.recorder
         self.most_unconfirmed = max(self.most_unconfirmed, r.unconfirmed)
@@ -250,7 +251,8 @@ class DrainScreen(Screen):
         self.query_one(ProgressBar).update(total=max(total, 1), progress=total if self.done else finished)
         lines = (
             f"instances stopped: {len(self.instances - live)} of {len(self.instances)}"
-            + (f" (still running: {', '.join(sorted(live))})" if live else ""),
+            + (f" (still running: {', '.join(sorted(live - draining))})" if live - draining else "")
+            + (f" (saving their data: {', '.join(sorted(draining))})" if draining else ""),
             f"messages waiting for the recorder's confirmation: {r.unconfirmed}",
             f"recorder: {r.state} · saved {self.fmt.count(r.saved)} · backlog {self.fmt.count(r.backlog)}"
             f" · gaps {self.fmt.count(r.missing)}",

@@ -18,7 +18,7 @@ from ether.monitor.formats import Format
 from ether.monitor.model import LOG_LINES, LogLine, Snapshot
 
 BAD_STATES = ("dead", "failed", "lost", "NO", "NOT CONFIRMED", "absent", "stopped", "offline")
-WARN_STATES = ("paused", "starting", "restarting", "pending", "not started", "?")
+WARN_STATES = ("paused", "starting", "restarting", "draining", "not started", "?")
 
 
 def state_class(state: str) -> str:
@@ -104,10 +104,12 @@ class LiveTable(DataTable):
         super().__init__(cursor_type="row", **kwargs)
         self.fmt = fmt
         self._shown: dict[str, tuple[str, ...]] = {}
+        self._widths: tuple[int, ...] = ()
 
     def on_mount(self) -> None:
         for label in self.columns_shown:
             self.add_column(label, key=label)
+        self._widths = tuple(len(label) for label in self.columns_shown)
         self.watch(self.app, "snapshot", self._take)
 
     def _take(self, snapshot: Snapshot | None) -> None:
@@ -124,18 +126,25 @@ class LiveTable(DataTable):
 
     def watch_contents(self, rows: tuple[tuple[str, tuple[str, ...]], ...]) -> None:
         new = dict(rows)
-        if list(new) != list(self._shown):
+        widths = tuple(
+            max([len(label)] + [len(cells[i]) for _, cells in rows])
+            for i, label in enumerate(self.columns_shown)
+        )
+        if list(new) != list(self._shown) or widths != self._widths:
             selected = self.selected
-            self.clear()
+            self.clear(columns=True)  # columns as wide as what they hold now, whatever they held before
+            for label, width in zip(self.columns_shown, widths, strict=True):
+                self.add_column(label, key=label, width=width)
             for key, cells in rows:
                 self.add_row(*(self._cell(i, c) for i, c in enumerate(cells)), key=key)
             if selected in new:
                 self.move_cursor(row=self.get_row_index(selected))
+            self._widths = widths
         else:
             for key, cells in rows:
                 for i, (old, value) in enumerate(zip(self._shown[key], cells, strict=True)):
                     if old != value:
-                        self.update_cell(key, self.columns_shown[i], self._cell(i, value), update_width=True)
+                        self.update_cell(key, self.columns_shown[i], self._cell(i, value))
         self._shown = new
 
     @property

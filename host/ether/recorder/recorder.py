@@ -63,6 +63,7 @@ class Recorder:
         self.failed = False
         self.saved = 0
         self.missing = self.gaps = 0  # what the gap ledger holds now: messages, ranges
+        self.forcing = False
         self._seen_status: dict[str, tuple] = {}
         self._devices: set[str] = set()  # sources that announced a device schema: boards
         self._clocks: dict[tuple[str, str], float] = {}  # (device, boot) -> clock offset recorded
@@ -114,9 +115,11 @@ class Recorder:
             answer(self.bus, self.stamper, meta, {"ok": True, "result": self.status("ready")})
         elif command in ("barrier", "shutdown"):
             forced = None
-            if command == "shutdown" and payload.get("forced_by"):  # e.g. the monitor's forced quit
+            if command == "shutdown" and payload.get("forced_by"):  # a forced quit (the monitor's): at once
                 forced = {"by": str(payload["forced_by"]), "unconfirmed": payload.get("unconfirmed")}
             self.inbox.put(_Barrier(meta, then_stop=command == "shutdown", forced=forced))
+            if forced:
+                self.forcing = True  # after the put: the writer then finds this request in its queue
         else:
             answer(self.bus, self.stamper, meta, {"ok": False, "error": f"unknown command {command!r}"})
 
@@ -151,12 +154,12 @@ class Recorder:
                     batch.append(self.inbox.get_nowait())
                 except queue.Empty:
                     break
+            if self.forcing or any(isinstance(b, _Barrier) and b.forced for b in batch):
+                self.stop_forced(batch)
+                return
             barriers = [b for b in batch if isinstance(b, _Barrier)]
             try:
-                self.commit(
-                    [b for b in batch if not isinstance(b, _Barrier)],
-                    [b.forced for b in barriers if b.forced],
-                )
+                self.commit([b for b in batch if not isinstance(b, _Barrier)])
             except Exception:  # unacknowledged, so publishers resend to the restarted recorder
                 log.exception("recorder: could not write a batch of %d messages; exiting", len(batch))
                 self.failed = True
@@ -168,13 +171,33 @@ class Recorder:
                 if barrier.then_stop:
                     self.finished.set()
 
-    def commit(self, items: list[tuple[str, bytes, float]], forced: list[dict] | tuple = ()) -> None:
+    def stop_forced(self, batch: list) -> None:
+        """A forced quit: stop now, without writing what still waits here, and record that, with the count.
+        None of it was acknowledged: instances keep it in their outboxes and the session counts it as
+        unsaved when it seals."""
+        while True:
+            try:
+                batch.append(self.inbox.get_nowait())
+            except queue.Empty:
+                break
+        self.send_acks()  # what is on disk is saved: its publishers must not count it as unsaved
+        barriers = [b for b in batch if isinstance(b, _Barrier)]
+        not_written = len(batch) - len(barriers)
+        with self.store.transaction():
+            for barrier in barriers:
+                if barrier.forced:
+                    self.store.event("forced_quit", None, None, not_written=not_written, **barrier.forced)
+        log.warning(
+            "recorder: stopping now (a forced quit); %d messages received were not written", not_written
+        )
+        for barrier in barriers:
+            answer(self.bus, self.stamper, barrier.request, {"ok": True, "result": self.status("stopped")})
+        self.finished.set()
+
+    def commit(self, items: list[tuple[str, bytes, float]]) -> None:
         rows: list[Row] = []
         touched: dict[str, dict[str, int]] = {}
         with self.store.transaction():
-            for detail in forced:  # a forced quit: what it still waited for is counted when the session seals
-                log.warning("recorder: stopping now, forced by %s", detail["by"])
-                self.store.event("forced_quit", None, None, **detail)
             for topic, raw, now in items:
                 if topic == self.topics.errors() or self.topics.is_data(topic):
                     row = self._row(topic, raw, now, touched)

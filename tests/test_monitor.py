@@ -1,0 +1,551 @@
+"""The monitor against real sessions: Pilot presses keys and reads widgets, snapshots compare the screen,
+and one test drives `ether run` in tmux as a user would. Waits are for conditions, with deadlines."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from ether.monitor.app import MonitorApp
+from ether.monitor.commands import Commands
+from ether.monitor.formats import Format
+from ether.monitor.link import READY, Attached, RunProcess, launch
+from ether.monitor.model import SessionModel
+from ether.monitor.screens import CallScreen, ConfirmScreen, DrainScreen, FieldScreen, PublishScreen
+from ether.monitor.widgets import (
+    Banner,
+    DevicesTable,
+    InstancesTable,
+    LiveTable,
+    LogPanel,
+    PlotLine,
+    TopicsTable,
+)
+from ether.recorder.store import connect, read_manifest
+from ether.session import new_session
+from ether.wire import Meta, encode
+from support import REPO, Observer
+
+SIZE = (130, 42)
+LAB = {
+    "instances": {
+        "echo": {"class_path": "lab_classes.Echo"},
+        "store": {"class_path": "lab_classes.DataStore"},
+        "later": {"class_path": "lab_classes.Echo", "autorun": False},
+        "board": {
+            "class_path": "ether.simulator.SimulatedBoard",
+            "kwargs": {"device": "bench1", "board": "device_classes.Bench"},
+        },
+    }
+}
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """One session for the tests that only look and poke: echo, a data store, a board, and one to launch."""
+    steps = tmp_path_factory.mktemp("steps") / "steps.txt"
+    config = json.loads(json.dumps(LAB))
+    config["instances"]["steps"] = {"class_path": "lab_classes.Lifecycle", "kwargs": {"path": str(steps)}}
+    session = new_session(config)
+    session.open()
+    observer = Observer(session.address)
+    session.steps = steps
+    yield session, observer
+    observer.close()
+    session.close()
+
+
+@asynccontextmanager
+async def monitor(session, stable: bool = True, link=None):
+    """The monitor app attached to ``session``, running headless under Pilot."""
+    model = SessionModel(session.address, session.topics.session)
+    model.connect()
+    commands = Commands(model)
+    app = MonitorApp(model, commands, link or Attached(commands), fmt=Format(stable), refresh_every=0.1)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            yield app, pilot
+    finally:
+        model.close()
+
+
+async def until(pilot, condition: Callable[[], object], what: str, timeout: float = 15.0) -> None:
+    """Let the app run until ``condition()`` holds; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        await pilot.pause(0.05)
+
+
+def cells(app: MonitorApp, table: type[LiveTable]) -> dict[str, tuple[str, ...]]:
+    """What a table shows: row name -> its cells as text."""
+    return dict(app.query_one(table).contents)
+
+
+def column(app: MonitorApp, table: type[LiveTable], name: str, label: str) -> str | None:
+    row = cells(app, table).get(name)
+    return row[table.columns_shown.index(label)] if row else None
+
+
+async def select(app: MonitorApp, pilot, table: type[LiveTable], name: str) -> None:
+    """Focus a table and move its cursor to ``name`` with the arrow keys, as a user would."""
+    widget = app.query_one(table)
+    widget.focus()
+    await until(pilot, lambda: name in cells(app, table), f"{name} in the {table.kind} table")
+    await pilot.pause()
+    names = list(cells(app, table))
+    key = "down" if names.index(name) > (widget.cursor_row or 0) else "up"
+    for _ in range(len(names)):
+        if widget.selected == name:
+            return
+        await pilot.press(key)
+    assert widget.selected == name, (widget.selected, names)
+
+
+def run(scenario) -> None:
+    asyncio.run(scenario())
+
+
+# -- what it shows -----------------------------------------------------------------------------------
+
+
+def test_shows_instances_devices_topics_and_the_recorder(lab):
+    session, observer = lab
+
+    async def scenario():
+        async with monitor(session) as (app, pilot):
+            observer.publish("in", '{"value": 7}')
+            await until(pilot, lambda: column(app, TopicsTable, "out", "msgs"), "a message on 'out'")
+            instances = cells(app, InstancesTable)
+            assert {n: row[1] for n, row in instances.items()} == {
+                "board": "ready",
+                "echo": "ready",
+                "later": "not started",
+                "steps": "ready",
+                "store": "ready",
+            }
+            assert instances["echo"][2] == "host:pid" and instances["later"][2] == "-"
+            await until(pilot, lambda: column(app, DevicesTable, "bench1", "state") == "online", "bench1")
+            assert "set_heater" in column(app, DevicesTable, "bench1", "methods")
+            await until(pilot, lambda: "bench1.temperature" in cells(app, TopicsTable), "board readings")
+            kinds = {t: row[3] for t, row in cells(app, TopicsTable).items()}
+            assert (
+                kinds["in"] == "plain"
+                and kinds["out"] == "durable"
+                and kinds["bench1.temperature"] == "device"
+            )
+            assert column(app, TopicsTable, "out", "recorded") == "yes"
+            await until(pilot, lambda: (app.snapshot.recorder.saved or 0) >= 2, "the recorder's counts")
+            assert app.snapshot.recorder.state == "ready" and app.snapshot.problems == ()
+            await select(app, pilot, TopicsTable, "out")  # the last payload, as JSON
+            await until(pilot, lambda: app.query_one("#payload").payload.get("value") == 7, "the payload")
+
+    run(scenario)
+
+
+def test_keys_pause_resume_start_and_save_all(lab):
+    session, observer = lab
+
+    async def scenario():
+        async with monitor(session) as (app, pilot):
+            await select(app, pilot, InstancesTable, "echo")
+            await pilot.press("p")
+            await until(pilot, lambda: column(app, InstancesTable, "echo", "state") == "paused", "paused")
+            observer.publish("in", '{"value": 21}')  # held while paused
+            await pilot.press("p")
+            await until(pilot, lambda: column(app, InstancesTable, "echo", "state") == "ready", "resumed")
+            assert any(p["value"] == 21 for p, _ in observer.wait_for("out", 1))
+            await select(app, pilot, InstancesTable, "steps")
+            await pilot.press("s", "a")
+            await until(
+                pilot, lambda: session.steps.read_text().split()[-2:] == ["start", "save_all"], "steps"
+            )
+
+    run(scenario)
+
+
+def test_keys_launch_restart_and_stop_an_instance(lab):
+    session, _ = lab
+
+    async def scenario():
+        async with monitor(session) as (app, pilot):
+            await select(app, pilot, InstancesTable, "later")
+            await pilot.press("l")
+            await until(pilot, lambda: column(app, InstancesTable, "later", "state") == "ready", "launched")
+            await pilot.press("r")
+            await until(
+                pilot,
+                lambda: cells(app, InstancesTable)["later"][1:4:2] == ("ready", "1"),
+                "restarted once",
+            )
+            await pilot.press("x")
+            await until(pilot, lambda: column(app, InstancesTable, "later", "state") == "stopped", "stopped")
+
+    run(scenario)
+
+
+def test_call_forms_for_a_service_and_a_device_actuator(lab):
+    session, _ = lab
+    session.services.call("DataStore.put", {"key": "k", "value": 42}, None, 10)
+
+    async def call(app, pilot, method: str, typed: str) -> str:
+        """Pick ``method`` in the form's list with the keys, type the argument, press Enter."""
+        screen = app.screen
+        assert isinstance(screen, CallScreen)
+        names = list(screen.methods)
+        steps = names.index(method) - names.index(screen.method)
+        if steps:
+            screen.query_one("#method").focus()
+            await pilot.press("enter", *(["down"] * steps if steps > 0 else ["up"] * -steps), "enter")
+            await until(pilot, lambda: screen.method == method, f"{method} picked")
+        await until(pilot, lambda: screen.query("#arguments Input"), "the argument fields")
+        field = screen.query("#arguments Input").first()
+        field.value = ""
+        field.focus()
+        await pilot.press(*typed, "enter")
+        answer = screen.query_one("#answer")
+        await until(pilot, lambda: str(answer.render()) not in ("", "calling…"), "the answer")
+        return str(answer.render())
+
+    async def scenario():
+        async with monitor(session) as (app, pilot):
+            await select(app, pilot, InstancesTable, "store")
+            await pilot.press("c")
+            await until(pilot, lambda: isinstance(app.screen, CallScreen), "the call form")
+            assert app.screen.methods["DataStore.get_value"] == {"key": {"type": "str", "required": True}}
+            assert await call(app, pilot, "DataStore.get_value", "k") == "result: 42"
+            assert "not_found: KeyError: 'nope'" in await call(app, pilot, "DataStore.get_value", "nope")
+            assert app.screen.query_one("#answer").has_class("-error")
+            await pilot.press("escape")
+            await select(app, pilot, DevicesTable, "bench1")
+            await pilot.press("c")
+            await until(pilot, lambda: isinstance(app.screen, CallScreen), "the device's call form")
+            assert app.screen.methods["set_heater"] == {"on": {"type": "bool", "required": True}}
+            assert await call(app, pilot, "set_heater", "true") == "result: true"
+            await pilot.press("escape")
+            reading = lambda: app.snapshot.topic("bench1.temperature").payload  # noqa: E731
+            await until(pilot, lambda: reading().get("heater") is True, "a reading with the heater on")
+
+    run(scenario)
+
+
+def test_publish_a_message_and_plot_a_field(lab):
+    session, observer = lab
+
+    async def scenario():
+        async with monitor(session) as (app, pilot):
+            observer.publish("in", '{"value": 1}')
+            await select(app, pilot, TopicsTable, "in")
+            await pilot.press("m")
+            await until(pilot, lambda: isinstance(app.screen, PublishScreen), "the publish form")
+            assert app.screen.query_one("#topic").value == "in"
+            app.screen.query_one("#payload").value = ""
+            await pilot.click("#payload")
+            await pilot.press(*'{"value": 5}', "enter")
+            sent = lambda: [m for p, m in observer.on("in") if p == {"value": 5}]  # noqa: E731
+            await until(pilot, sent, "the published message")
+            assert sent()[0].src.startswith("monitor:") and sent()[0].seq == 1  # numbered: a loss would show
+            await until(pilot, lambda: any(p["value"] == 5 for p, _ in observer.on("out")), "echo's answer")
+
+            await select(app, pilot, TopicsTable, "bench1.temperature")
+            await pilot.press("f")
+            await until(pilot, lambda: isinstance(app.screen, FieldScreen), "the field picker")
+            assert app.screen.fields == ["temperature"]  # numbers only: the heater flag is a bool
+            await pilot.press("enter")
+            line = lambda: app.query(PlotLine).first() if app.query(PlotLine) else None  # noqa: E731
+            await until(pilot, lambda: line() is not None and len(line().values) >= 3, "a sparkline")
+            assert line().name == "bench1.temperature temperature" and set(line().values) == {21.0}
+
+    run(scenario)
+
+
+def test_errors_show_in_the_log_and_the_filter_keeps_matching_lines(lab):
+    session, observer = lab
+
+    async def scenario():
+        async with monitor(session) as (app, pilot):
+            observer.publish("in", '{"value": 13}')
+            log = app.query_one(LogPanel)
+            await until(pilot, lambda: any("unlucky" in line for line in log.shown_lines()), "the error")
+            assert column(app, InstancesTable, "echo", "last error") == "ValueError: unlucky number"
+            await pilot.press("slash", *"UNLUCKY")
+            await until(pilot, lambda: log.filter == "UNLUCKY", "the filter")
+            shown = log.shown_lines()
+            assert shown and all("unlucky" in line for line in shown)
+            assert len(log.lines) > len(shown)  # the other lines are still there
+            await pilot.press("escape")
+            assert app.focused is app.query_one(InstancesTable)
+
+    run(scenario)
+
+
+# -- the banner: the data-saving guarantee ------------------------------------------------------------
+
+
+def banner(app: MonitorApp) -> str:
+    return " ".join(app.query_one(Banner).problems)
+
+
+def test_banner_shows_gaps_and_clears_when_they_are_filled(lab):
+    session, observer = lab
+    boot = uuid.uuid4().hex[:12]
+
+    def numbered(seq: int) -> bytes:
+        return encode({"v": seq}, Meta(f"{boot}.{seq}", "probe", boot, seq, time.time()))
+
+    async def scenario():
+        async with monitor(session) as (app, pilot):
+            for seq in (1, 4):
+                observer.publish("probe", numbered(seq))
+            await until(pilot, lambda: "GAPS: 2 messages missing" in banner(app), "the gap banner")
+            assert app.query_one(Banner).display
+            for seq in (2, 3):  # a late resend fills the gap
+                observer.publish("probe", numbered(seq))
+            await until(pilot, lambda: not app.query_one(Banner).display, "the banner to clear")
+
+    run(scenario)
+
+
+def test_banner_when_nothing_records_the_session(run_session):
+    session, observer = run_session({"recorder": False, "instances": {}})
+
+    async def scenario():
+        async with monitor(session) as (app, pilot):
+            observer.publish("samples", '{"x": 1}')
+            await until(pilot, lambda: "NOT RECORDED" in banner(app), "the banner")
+            assert "'samples' is not being saved" in banner(app)
+            assert column(app, TopicsTable, "samples", "recorded") == "NO"
+
+    run(scenario)
+
+
+def test_banner_when_the_recorder_is_behind_then_down(run_session, tmp_path):
+    session, observer = run_session(
+        {"recorder": {"path": str(tmp_path)}, "instances": {"echo": {"class_path": "lab_classes.Echo"}}}
+    )
+    recorder = session.recording.process
+
+    async def scenario():
+        async with monitor(session) as (app, pilot):
+            await until(pilot, lambda: app.snapshot.recorder.saved is not None, "the recorder's counts")
+            os.kill(recorder.pid, signal.SIGSTOP)  # alive, but saves nothing
+            try:
+                for value in range(5):
+                    observer.publish("in", json.dumps({"value": value}))
+                await until(pilot, lambda: "RECORDER BEHIND: 5 messages on 'out'" in banner(app), "behind")
+                assert column(app, TopicsTable, "out", "recorded") == "NOT CONFIRMED"
+                await until(pilot, lambda: "RECORDER NOT ANSWERING" in banner(app), "not answering")
+            finally:
+                os.kill(recorder.pid, signal.SIGCONT)
+            await until(pilot, lambda: not app.query_one(Banner).display, "the recorder to catch up")
+            recorder._stopping.set()  # as if it could not be brought back
+            os.kill(recorder.pid, signal.SIGKILL)
+            await until(pilot, lambda: "RECORDER DEAD: new data is NOT being saved" in banner(app), "dead")
+
+    run(scenario)
+
+
+# -- the end of a session ---------------------------------------------------------------------------------
+
+
+def start_run(
+    tmp_path: Path, monkeypatch, drain_timeout: float = 30
+) -> tuple[subprocess.Popen, tuple[str, str]]:
+    """`ether run --headless` as `ether run` on a terminal starts it, with a ticker (50 messages/s)."""
+    lab = tmp_path / "lab.yaml"
+    lab.write_text(
+        f"recorder: {{path: {tmp_path / 'data'}, drain_timeout: {drain_timeout}}}\n"
+        "instances:\n  ticker: {class_path: lab_classes.Ticker}\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", str(REPO / "tests"))  # launch() passes our environment on
+    args = argparse.Namespace(config=str(lab), port=0, listen="127.0.0.1", timeout=30.0, broker=None)
+    process = launch(args)
+    for line in process.stdout:
+        found = READY.search(line)
+        if found:
+            return process, (found.group(1), found.group(2))
+    pytest.fail(f"ether run did not start (exit code {process.wait()})")
+
+
+def test_quit_waits_for_the_drain_and_a_forced_quit_is_recorded(tmp_path, monkeypatch):
+    process, (url, name) = start_run(tmp_path, monkeypatch)
+    from ether.broker import BrokerAddress
+
+    model = SessionModel(BrokerAddress.parse(url), name)
+    model.connect()
+    link = RunProcess(process, model)
+    commands = Commands(model)
+    app = MonitorApp(model, commands, link, fmt=Format(stable=True), refresh_every=0.1)
+
+    async def scenario():
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: column(app, InstancesTable, "ticker", "state") == "ready", "ticker")
+            await until(pilot, lambda: app.snapshot.recorder.pid, "the recorder")
+            recorder = app.snapshot.recorder.pid
+            os.kill(recorder, signal.SIGSTOP)  # the drain cannot finish: nothing gets confirmed
+            try:
+                await until(pilot, lambda: app.snapshot.recorder.unconfirmed >= 10, "unconfirmed messages")
+                await pilot.press("q")  # quit = end the session, waiting for the drain
+                await until(pilot, lambda: isinstance(app.screen, DrainScreen), "the drain screen")
+                saving = "instances stopped: 0 of 1 (saving their data: ticker)"
+                await until(pilot, lambda: saving in str(app.screen.status), "ticker draining")
+                assert "messages waiting for the recorder's confirmation" in str(app.screen.status)
+                await pilot.press("q")  # again: a forced quit, which asks first
+                await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the confirmation")
+                assert "Force quit?" in app.screen.question and "not confirmed saved" in app.screen.question
+                await pilot.press("y")
+                await until(pilot, lambda: model.requester._in_flight, "the forced quit request")
+            finally:
+                os.kill(recorder, signal.SIGCONT)
+            await until(pilot, lambda: not app.is_running, "the session to end", timeout=30)
+
+    run(scenario)
+    model.close()
+    code = link.close()
+    output = "".join(link.ending_lines)
+    assert code == 0, output
+    assert "Stopping: save_all -> cleanup -> exit" in output and "sealed" in output, output
+    run_dir = next((tmp_path / "data").iterdir())
+    db = connect(run_dir, readonly=True)
+    forced = [json.loads(r[0]) for r in db.execute("SELECT detail FROM events WHERE kind = 'forced_quit'")]
+    assert len(forced) == 1 and forced[0]["by"].startswith("monitor:") and forced[0]["unconfirmed"] >= 10
+    # nothing silently lost: every tick is saved, or counted as unsaved and kept in the outbox file
+    manifest = read_manifest(db)
+    ended = [json.loads(r[0]) for r in db.execute("SELECT detail FROM events WHERE kind = 'forced_end'")]
+    assert manifest["unsaved"] == (ended[0]["unsaved"] if ended else 0)
+    assert manifest["status"] == ("incomplete" if manifest["unsaved"] else "complete")
+    saved = {r[0] for r in db.execute("SELECT seq FROM messages WHERE topic = 'tick'")}
+    outbox = run_dir / "outbox" / "ticker.sqlite"
+    kept = (
+        {r[0] for r in sqlite3.connect(outbox).execute("SELECT seq FROM outbox")}
+        if outbox.exists()
+        else set()
+    )
+    assert not saved & kept and saved | kept == set(range(1, max(saved | kept) + 1))
+    assert len(kept) == manifest["unsaved"]
+
+
+# -- snapshots ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def quiet_lab(tmp_path_factory):
+    """A session whose screen is the same on every run: fixed messages, nothing periodic."""
+    config = {"instances": {k: v for k, v in LAB["instances"].items() if k != "board"}}
+    session = new_session(config)
+    session.open()
+    observer = Observer(session.address)
+    observer.publish("in", '{"value": 7}')
+    observer.wait_for("out", 1)
+    observer.publish("in", '{"value": 13}')
+    observer.wait_for(session.topics.errors(), 1)
+    yield session, observer
+    observer.close()
+    session.close()
+
+
+def test_snapshot_of_the_main_screen(quiet_lab, snap_compare):
+    session, observer = quiet_lab
+    model = SessionModel(session.address, session.topics.session)
+    model.connect()
+    commands = Commands(model)
+    app = MonitorApp(model, commands, Attached(commands), fmt=Format(stable=True), refresh_every=0.1)
+
+    async def settle(pilot):
+        observer.publish("in", '{"value": 8}')  # after the monitor connected, so it sees them
+        observer.publish("in", '{"value": 13}')
+        await until(pilot, lambda: column(app, TopicsTable, "out", "msgs") == "1", "out")
+        await until(pilot, lambda: app.snapshot.recorder.saved == 8, "the recorder's count")
+        await pilot.press("slash", *"error")  # only the error lines: status lines come in any order
+        await until(pilot, lambda: len(app.query_one(LogPanel).shown_lines()) == 1, "the filtered log")
+        await pilot.press("escape")
+
+    try:
+        assert snap_compare(app, terminal_size=SIZE, run_before=settle)
+    finally:
+        model.close()
+
+
+def test_snapshot_of_the_call_form(quiet_lab, snap_compare):
+    session, _ = quiet_lab
+    model = SessionModel(session.address, session.topics.session)
+    model.connect()
+    commands = Commands(model)
+    app = MonitorApp(model, commands, Attached(commands), fmt=Format(stable=True), refresh_every=0.1)
+
+    async def open_form(pilot):
+        await pilot.press("slash", *"error", "escape")  # the log shows pids and arrives in any order
+        await select(app, pilot, InstancesTable, "store")
+        await pilot.press("c")
+        await until(pilot, lambda: isinstance(app.screen, CallScreen), "the call form")
+        await pilot.pause()
+
+    try:
+        assert snap_compare(app, terminal_size=SIZE, run_before=open_form)
+    finally:
+        model.close()
+
+
+# -- as a user: ether run in tmux ---------------------------------------------------------------------------
+
+needs_tmux = pytest.mark.skipif(not shutil.which("tmux"), reason="tmux is not installed")
+
+
+@needs_tmux
+def test_ether_run_in_a_terminal_shows_the_monitor_pauses_and_drains_on_quit(tmp_path):
+    lab = tmp_path / "lab.yaml"
+    lab.write_text(
+        f"recorder: {{path: {tmp_path / 'data'}}}\n"
+        "instances:\n  echo: {class_path: lab_classes.Echo}\n  ticker: {class_path: lab_classes.Ticker}\n"
+    )
+    server = f"ether-test-{uuid.uuid4().hex[:8]}"
+    tmux = ["tmux", "-L", server, "-f", "/dev/null"]
+    command = (
+        f"cd {REPO} && PYTHONPATH={REPO / 'tests'} ETHER_DATA={tmp_path} {sys.executable} -m ether run"
+        f" {lab} --port 0; echo ether run ended with $?"
+    )
+    subprocess.run(
+        [*tmux, "new-session", "-d", "-x", "120", "-y", "40", "bash --norc --noprofile"], check=True
+    )
+
+    def screen() -> str:
+        return subprocess.run([*tmux, "capture-pane", "-p"], capture_output=True, text=True).stdout
+
+    def wait_for(text: str, timeout: float = 30.0) -> str:
+        """Poll the pane until ``text`` shows, with a deadline (the pane has no event to wait on)."""
+        deadline, poll = time.monotonic() + timeout, threading.Event()
+        while time.monotonic() < deadline:
+            shown = screen()
+            if text in shown:
+                return shown
+            poll.wait(0.1)
+        raise AssertionError(f"{text!r} never appeared; the pane shows:\n{screen()}")
+
+    try:
+        subprocess.run([*tmux, "send-keys", command, "Enter"], check=True)
+        shown = wait_for("Instances")
+        shown = wait_for("ticker ")
+        assert "echo " in shown and "Recorder" in shown
+        subprocess.run([*tmux, "send-keys", "p"], check=True)  # the first row: echo
+        wait_for("paused")
+        subprocess.run([*tmux, "send-keys", "q"], check=True)
+        shown = wait_for("ether run ended with 0", timeout=60)
+        assert "Stopping: save_all -> cleanup -> exit" in shown and "sealed complete" in shown, shown
+    finally:
+        subprocess.run([*tmux, "kill-server"], check=False)
