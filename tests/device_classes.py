@@ -1,6 +1,6 @@
 """A board (ether_lite) and host classes for tests/test_devices.py; the instance processes import them.
 
-`python device_classes.py HOST PORT DEVICE` runs the board on its own, as a separate board would.
+`python device_classes.py HOST PORT DEVICE SESSION` runs the board on its own, as a separate board would.
 """
 
 from __future__ import annotations
@@ -66,5 +66,5 @@ class ReadingTaker:
 
 
 if __name__ == "__main__":
-    host, port, device = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    Node(device, Bench(), host, port, firmware="bench-test", keepalive=5).run()
+    host, port, device, session = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    Node(device, Bench(), host, port, session=session, firmware="bench-test", keepalive=5).run()
