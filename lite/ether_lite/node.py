@@ -9,6 +9,7 @@ to the front of the outbox and are sent again after the reconnect; nothing is pu
 import json
 import sys
 import time
+from binascii import hexlify
 
 from . import __version__
 from .methods import methods_of
@@ -38,10 +39,6 @@ except ImportError:
 
 
 MAX_INFLIGHT = 8  # QoS 1 readings sent but not yet acknowledged
-
-
-def _hex(data):
-    return "".join("%02x" % b for b in data)
 
 
 class Node:
@@ -81,7 +78,7 @@ class Node:
         self.state_topic = root + "/device/" + device + "/state"
         self.call_topic = root + "/device/" + device + "/call"
         self.errors_topic = root + "/errors"
-        self.boot = _hex(urandom(6))
+        self.boot = hexlify(urandom(6)).decode()
         self.seq = 0  # readings stamped this boot; gap-free
         self.replies = 0  # replies and error events (outside the reading sequence)
         self.outbox = []  # [(topic, payload)] readings not yet handed to the broker, oldest first
@@ -120,6 +117,7 @@ class Node:
     def schema(self):
         """What the board announces (retained): its methods, versions and boot id."""
         impl = sys.implementation
+        v = impl.version
         methods = {}
         for name in self.methods:
             methods[name] = self.methods[name].describe()
@@ -128,7 +126,7 @@ class Node:
             "kind": "ether_lite",
             "lib_version": __version__,
             "platform": sys.platform,
-            "implementation": "%s %s" % (impl.name, ".".join(str(v) for v in impl.version[:3])),
+            "implementation": "%s %d.%d.%d" % (impl.name, v[0], v[1], v[2]),
             "firmware": self.firmware,
             "boot": self.boot,
             "methods": methods,
@@ -333,16 +331,25 @@ class Node:
                 result = self.call(topic[len(self.data_prefix) :], body, parents)
         except Exception as e:
             if reply_to:
-                self._reply(reply_to, corr, {"ok": False, "error": str(e)}, parents)
+                self._send_now(reply_to, {"ok": False, "error": str(e)}, parents, corr)
             else:
                 self._error(topic, str(e))
             return
         if reply_to:
-            self._reply(reply_to, corr, {"ok": True, "result": result}, parents)
+            self._send_now(reply_to, {"ok": True, "result": result}, parents, corr)
 
-    def _control_meta(self, parents=()):
+    def _error(self, topic, reason):
+        """An error event nobody asked for a reply to: the host shows and records it."""
+        self.log("error on %s: %s" % (topic, reason))
+        self._send_now(self.errors_topic, {"instance": self.device, "topic": topic, "reason": reason})
+
+    def _send_now(self, topic, body, parents=(), corr=None):
+        """Send a reply or an error event now, or never: unlike readings, they only mean something now.
+        They are stamped outside the reading sequence (seq 0, id <boot>.c<n>)."""
+        if not self.connected:
+            return
         self.replies += 1
-        return {
+        meta = {
             "id": "%s.c%d" % (self.boot, self.replies),
             "src": self.device,
             "boot": self.boot,
@@ -350,27 +357,13 @@ class Node:
             "t": float(time.time()),
             "parents": list(parents),
         }
-
-    def _reply(self, topic, corr, body, parents):
-        meta = self._control_meta(parents)
-        meta["corr"] = corr
+        if corr is not None:
+            meta["corr"] = corr
         body["_ether"] = meta
         try:
             payload = json.dumps(body)
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError) as e:  # a method returned what JSON cannot carry
             payload = json.dumps({"ok": False, "error": "result is not JSON: %s" % e, "_ether": meta})
-        self._send_now(topic, payload)
-
-    def _error(self, topic, reason):
-        """An error event nobody asked for a reply to: the host shows and records it."""
-        self.log("error on %s: %s" % (topic, reason))
-        body = {"instance": self.device, "topic": topic, "reason": reason, "_ether": self._control_meta()}
-        self._send_now(self.errors_topic, json.dumps(body))
-
-    def _send_now(self, topic, payload):
-        """Replies and error events are not buffered: they only mean something now."""
-        if not self.connected:
-            return
         try:
             self.client.publish(topic, payload, False, 0)
         except OSError as e:
