@@ -4,7 +4,7 @@ One class, one method per packet type. Unlike umqtt.simple it never blocks once 
 check_msg() reads only what has arrived, keeps partial packets for later, and answers keep-alive.
 Every failure raises OSError, so the caller has one thing to catch and then reconnects.
 The connection is a TCP socket, touched only by _open, _send, _recv, wait and close: ether_lite.serial
-overrides them to speak over a serial port instead.
+overrides four of them to speak over a serial port instead.
 """
 
 import struct

@@ -5,12 +5,7 @@ The port is usb_cdc.data (CircuitPython), a machine.UART (MicroPython) or a tty 
 broker connection for each CONNECT, and answers DISCONNECT when it has none (see mqtt._read_packet).
 """
 
-from .mqtt import MQTTClient
-
-try:
-    import select
-except ImportError:
-    select = None
+from .mqtt import MQTTClient, select  # select is None where the port has no select module
 
 
 class SerialClient(MQTTClient):
