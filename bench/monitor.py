@@ -1,0 +1,186 @@
+"""Benchmark: what does `ether monitor` cost while a session carries 2000 messages/s?
+
+One run, per broker (embedded amqtt, and Mosquitto when installed): a recorded session, `ether monitor`
+attached in its own process on a pseudo-terminal (120x40, a topic selected and one field plotted, as a
+user would leave it), then the monitor's CPU over a window, side by side:
+
+  idle        the session runs, nothing is published
+  N msg/s     a publisher sends N data messages/s (QoS 1, Ether metadata, 4 topics) that the recorder
+              saves and acknowledges; a plain subscriber counts what the broker really delivered
+
+CPU is the monitor process's user+system time over the window (/proc/<pid>/stat), in % of one core;
+"key to screen" is the median time from typing `m` until the publish dialog is drawn (5 tries).
+
+Run: python bench/monitor.py [--rate 2000] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import pty
+import struct
+import subprocess
+import sys
+import tempfile
+import termios
+import threading
+import time
+from pathlib import Path
+
+from brokers import brokers, close, paho_client, subscribe
+
+from ether.session import new_session
+from ether.wire import Stamper, encode
+
+TOPICS = ("bench/a", "bench/b", "bench/c", "bench/d")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+class Terminal:
+    """`ether monitor` on a pseudo-terminal; what it draws is read (and kept) so it never blocks."""
+
+    def __init__(self, url: str, columns: int = 120, lines: int = 40) -> None:
+        self.master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", lines, columns, 0, 0))
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "ether", "monitor", "--broker", url],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env={**os.environ, "TERM": "xterm-256color"},
+            start_new_session=True,
+        )
+        os.close(slave)
+        self.screen = b""
+        self.changed = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = os.read(self.master, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            with self.changed:
+                self.screen = (self.screen + data)[-200_000:]
+                self.changed.notify_all()
+
+    def wait_for(self, text: bytes, timeout: float = 30.0) -> None:
+        with self.changed:
+            if not self.changed.wait_for(lambda: text in self.screen, timeout):
+                raise RuntimeError(f"the monitor never showed {text!r}")
+
+    def keys(self, keys: str) -> None:
+        os.write(self.master, keys.encode())
+
+    def response(self, keys: str, shows: bytes, undo: str) -> float:
+        """Seconds from typing ``keys`` until the screen shows ``shows`` (then ``undo``)."""
+        with self.changed:
+            self.screen = b""
+        start = time.perf_counter()
+        self.keys(keys)
+        self.wait_for(shows)
+        took = time.perf_counter() - start
+        self.keys(undo)
+        self.wait_for(b"Instances")
+        return took
+
+    def close(self) -> None:
+        self.keys("q")  # attached: q detaches
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        os.close(self.master)
+
+
+def publish(url_address, rate: int, stop: threading.Event, sent: list[int]) -> None:
+    """Send ``rate`` messages/s in 10 ms slices until ``stop``; counts what it sent."""
+    client = paho_client(url_address)
+    stamper = Stamper("bench-source")
+    start, n = time.perf_counter(), 0
+    while not stop.is_set():
+        due = int((time.perf_counter() - start) * rate)
+        while n < due:
+            meta = stamper.stamp()
+            body = {"value": (n % 100) / 10, "n": n}
+            client.publish(TOPICS[n % len(TOPICS)], encode(body, meta), qos=1)
+            n += 1
+        stop.wait(0.01)
+    sent.append(n)
+    close(client)
+
+
+def measure(monitor: Terminal, seconds: float) -> float:
+    pid = monitor.process.pid
+    cpu, wall = cpu_seconds(pid), time.perf_counter()
+    time.sleep(seconds)  # the measuring window
+    return 100 * (cpu_seconds(pid) - cpu) / (time.perf_counter() - wall)
+
+
+def run(label: str, address, rate: int, seconds: float) -> list[tuple[str, ...]]:
+    data = tempfile.mkdtemp()
+    session = new_session({"recorder": {"path": data}, "instances": {}}, broker_url=address.url)
+    session.open()
+    counter = paho_client(address)
+    delivered = [0]
+    counter.on_message = lambda *a: delivered.__setitem__(0, delivered[0] + 1)
+    subscribe(counter, "bench/#")
+    monitor = Terminal(address.url)
+    rows = []
+    try:
+        monitor.wait_for(b"Instances")
+        cpu = measure(monitor, seconds)
+        keys = sorted(monitor.response("m", b"Publish a message", "\x1b") for _ in range(5))
+        rows.append((label, "idle", "0", f"{cpu:.1f} %", f"{1000 * keys[2]:.0f} ms"))
+
+        stop, sent = threading.Event(), []
+        source = threading.Thread(target=publish, args=(address, rate, stop, sent))
+        source.start()
+        monitor.wait_for(b"bench/a")
+        monitor.keys("\t\t")  # to the topics table: its first topic's last message is shown
+        monitor.wait_for(b"Last message on 'bench/a'")
+        monitor.keys("f")  # plot a field of it
+        monitor.wait_for(b"Plot a field")
+        monitor.keys("\r")
+        time.sleep(1.0)  # let the plot fill and the rates settle before measuring
+        before, wall = delivered[0], time.perf_counter()
+        cpu = measure(monitor, seconds)
+        got = (delivered[0] - before) / (time.perf_counter() - wall)
+        keys = sorted(monitor.response("m", b"Publish a message", "\x1b") for _ in range(5))
+        stop.set()
+        source.join()
+        rows.append((label, f"{rate} msg/s", f"{got:.0f}", f"{cpu:.1f} %", f"{1000 * keys[2]:.0f} ms"))
+    finally:
+        monitor.close()
+        close(counter)
+        session.close()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rate", type=int, default=2000, help="messages/s to publish (default 2000)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measuring window (default 10 s)")
+    args = parser.parse_args()
+    rows = [("broker", "traffic", "delivered msg/s", "monitor CPU (% of a core)", "key to screen (median)")]
+    for label, address in brokers():
+        rows += run(label, address, args.rate, args.seconds)
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+
+
+if __name__ == "__main__":
+    main()
