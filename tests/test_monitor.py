@@ -323,14 +323,16 @@ def test_banner_shows_gaps_and_clears_when_they_are_filled(lab):
 
 
 def test_banner_when_nothing_records_the_session(run_session):
-    session, observer = run_session({"recorder": False, "instances": {}})
+    session, observer = run_session({"session": "lab2", "recorder": False, "instances": {}})
 
     async def scenario():
-        async with monitor(session) as (app, pilot):
-            observer.publish("samples", '{"x": 1}')
+        async with monitor(session) as (app, pilot):  # a named session: its topics are lab2/...
+            observer.publish("lab2/samples", '{"x": 1}')
+            observer.publish("samples", '{"x": 2}')  # the default session's: not shown
             await until(pilot, lambda: "NOT RECORDED" in banner(app), "the banner")
-            assert "'samples' is not being saved" in banner(app)
+            assert "session 'lab2' has no recorder; 'samples' is not being saved" in banner(app)
             assert column(app, TopicsTable, "samples", "recorded") == "NO"
+            assert list(cells(app, TopicsTable)) == ["samples"]
 
     run(scenario)
 
@@ -362,6 +364,29 @@ def test_banner_when_the_recorder_is_behind_then_down(run_session, tmp_path):
 
 
 # -- the end of a session ---------------------------------------------------------------------------------
+
+
+def test_ether_monitor_ends_the_session_and_shows_the_drain(run_session, tmp_path):
+    session, _ = run_session(
+        {"recorder": {"path": str(tmp_path)}, "instances": {"ticker": {"class_path": "lab_classes.Ticker"}}}
+    )
+    # what `ether run` does when `ether shutdown` arrives
+    threading.Thread(target=lambda: (session.end_requested.wait(), session.close()), daemon=True).start()
+
+    async def scenario():
+        async with monitor(session) as (app, pilot):
+            await until(pilot, lambda: column(app, InstancesTable, "ticker", "state") == "ready", "ticker")
+            await pilot.press("e")  # attached: ending a session that runs elsewhere asks first
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
+            await pilot.press("y")
+            await until(pilot, lambda: isinstance(app.screen, DrainScreen), "the drain screen")
+            await until(pilot, lambda: app.screen.done, "the end of the session", timeout=30)
+            assert "instances stopped: 1 of 1" in app.screen.status[0]
+            assert app.screen.status[1] == "messages waiting for the recorder's confirmation: 0"
+            await pilot.press("q")
+            await until(pilot, lambda: not app.is_running, "the monitor to close")
+
+    run(scenario)
 
 
 def start_run(

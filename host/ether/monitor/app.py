@@ -106,6 +106,7 @@ class MonitorApp(App[int]):
             ("log", "Errors and log"),
         ):
             self.query_one(f"#{widget_id}").border_title = title
+        self.payload_view = self.query_one(PayloadView)  # the main screen's, whatever screen is on top
         self.query_one(InstancesTable).focus()
         self.tick()
         self.set_interval(self.refresh_every, self.tick)
@@ -126,7 +127,7 @@ class MonitorApp(App[int]):
     def on_live_table_highlighted(self, event: LiveTable.Highlighted) -> None:
         if event.kind == "topic":
             self.topic = event.name
-            self.query_one(PayloadView).topic = event.name
+            self.payload_view.topic = event.name
         else:
             self.target = (event.kind, event.name)
         self.refresh_bindings()
