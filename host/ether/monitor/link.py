@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections import deque
 from pathlib import Path
 
 from ether.broker import BrokerAddress, BrokerError
@@ -54,20 +55,24 @@ class RunProcess:
     def __init__(self, process: subprocess.Popen, model: SessionModel) -> None:
         self.process, self.model = process, model
         self.ending_lines: list[str] = []  # output from the moment the end was asked: the drain
+        self.last_lines: deque[str] = deque(maxlen=20)  # for an end nobody asked for here
         self.ending = False
         self.echo = False  # after the monitor closed: straight to the terminal
         self._done = threading.Event()
+        self._lock = threading.Lock()
         self._reader = threading.Thread(target=self._read, name="ether-run-output", daemon=True)
         self._reader.start()
 
     def _read(self) -> None:
         for line in self.process.stdout:
-            if self.echo:
-                sys.stderr.write(line)
-                continue
+            with self._lock:
+                if self.echo:
+                    sys.stderr.write(line)
+                    continue
+                self.last_lines.append(line)
+                if self.ending:
+                    self.ending_lines.append(line)
             self.model.log_line(line)
-            if self.ending:
-                self.ending_lines.append(line)
         self._done.set()
 
     def end(self) -> str:
@@ -85,9 +90,10 @@ class RunProcess:
 
     def close(self) -> int:
         """After the monitor: make sure the session ended (as Ctrl-C would), show its last words."""
-        for line in self.ending_lines:
-            sys.stderr.write(line)
-        self.echo = True
+        with self._lock:  # what was shown in the monitor's log, then the rest as it comes
+            for line in self.ending_lines if self.ending else self.last_lines:
+                sys.stderr.write(line)
+            self.echo = True
         if self.process.poll() is None:
             self.end()
         code = self.process.wait()
