@@ -185,7 +185,10 @@ def test_keys_launch_restart_and_stop_an_instance(lab):
 
     async def scenario():
         async with monitor(session) as (app, pilot):
-            await select(app, pilot, InstancesTable, "later")
+            await until(pilot, lambda: "later" in cells(app, InstancesTable), "later")
+            row = list(cells(app, InstancesTable)).index("later")
+            await pilot.click(InstancesTable, offset=(3, 2 + row))  # the mouse: border, header, the row
+            assert app.query_one(InstancesTable).selected == "later"
             await pilot.press("l")
             await until(pilot, lambda: column(app, InstancesTable, "later", "state") == "ready", "launched")
             await pilot.press("r")
@@ -469,8 +472,8 @@ def test_quit_waits_for_the_drain_and_a_forced_quit_is_recorded(tmp_path, monkey
 # -- snapshots ----------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def quiet_lab(tmp_path_factory):
+@pytest.fixture
+def quiet_lab():
     """A session whose screen is the same on every run: fixed messages, nothing periodic."""
     config = {"instances": {k: v for k, v in LAB["instances"].items() if k != "board"}}
     session = new_session(config)
@@ -515,11 +518,15 @@ def test_snapshot_of_the_call_form(quiet_lab, snap_compare):
     app = MonitorApp(model, commands, Attached(commands), fmt=Format(stable=True), refresh_every=0.1)
 
     async def open_form(pilot):
+        await until(pilot, lambda: app.snapshot.recorder.saved == 4, "the recorder's count")
         await pilot.press("slash", *"error", "escape")  # the log shows pids and arrives in any order
         await select(app, pilot, InstancesTable, "store")
         await pilot.press("c")
         await until(pilot, lambda: isinstance(app.screen, CallScreen), "the call form")
-        await pilot.pause()
+        app.screen.query_one("#method").focus()
+        await pilot.press("enter", "down", "enter")  # DataStore.broken -> DataStore.get_value
+        await until(pilot, lambda: app.screen.query("#arg-key"), "the key field")
+        await pilot.press(*"k")
 
     try:
         assert snap_compare(app, terminal_size=SIZE, run_before=open_form)

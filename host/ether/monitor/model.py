@@ -62,6 +62,7 @@ class DeviceRow:
     rate_out: float = 0.0
     error: str = ""
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)  # from its schema
+    since: float | None = None  # wall clock when the monitor saw this boot of the board online
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,7 @@ class SessionModel:
         self.synced = threading.Event()
         self._lock = threading.Lock()
         self._instances: dict[str, dict[str, Any]] = {}
-        self._since: dict[str, tuple[Any, float]] = {}  # name -> (pid, first status time)
+        self._since: dict[str, tuple[Any, float]] = {}  # name -> (pid or boot, first seen alive)
         self._errors: dict[str, str] = {}  # instance or device -> last error
         self._devices: dict[str, dict[str, Any]] = {}  # name -> {"schema": ..., "state": ...}
         self._supervisors: dict[str, dict[str, Any]] = {}
@@ -368,6 +369,9 @@ class SessionModel:
             device = self._devices.setdefault(name, {})
             before = (device.get("state") or {}).get("state")
             device[leaf] = payload
+            boot = payload.get("boot")
+            if leaf == "state" and self._since.get(f"device:{name}", (None,))[0] != boot:
+                self._since[f"device:{name}"] = (boot, time.time())
             if leaf == "state" and payload.get("state") != before:
                 level = "info" if payload.get("state") == "online" else "warning"
                 self._add_log(level, "monitor", f"device '{name}' {payload.get('state')}")
@@ -539,6 +543,7 @@ class SessionModel:
             sent.get(name, 0.0),
             self._errors.get(name, ""),
             dict(schema.get("methods") or {}),
+            self._since.get(f"device:{name}", (None, None))[1] if state.get("state") == "online" else None,
         )
 
     def _recorder_view(self, now: float) -> RecorderView:

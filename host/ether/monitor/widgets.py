@@ -193,7 +193,7 @@ class InstancesTable(LiveTable):
 
 class DevicesTable(LiveTable):
     kind = "device"
-    columns_shown = ("device", "state", "firmware", "out", "dropped", "methods", "last error")
+    columns_shown = ("device", "state", "firmware", "out", "dropped", "uptime", "methods", "last error")
     state_columns = (1,)
 
     def cells_of(self, snapshot: Snapshot) -> tuple[tuple[str, tuple[str, ...]], ...]:
@@ -206,6 +206,7 @@ class DevicesTable(LiveTable):
                     d.firmware or d.platform,
                     self.fmt.rate(d.rate_out),
                     str(d.dropped),
+                    self.fmt.uptime(d.since),
                     ", ".join(d.methods),
                     d.error[:60],
                 ),
