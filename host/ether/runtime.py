@@ -83,6 +83,7 @@ class InstanceRuntime:
         self.obj: Any = None
         self.jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self.finished = threading.Event()
+        self.shutting_down = False  # the shutdown step has run (or the process is ending)
         self.exit_code = EXIT_OK
         self.methods: list[BoundMethod] = []
         self.publishers: dict[Callable, tuple[str, BoundMethod]] = {}
@@ -330,6 +331,8 @@ class InstanceRuntime:
                 errors.append(f"{method.name}: {_reason(exc)}")
         if event == "start":
             self.start_ticking()
+        if event == "shutdown":  # before answering: the supervisor closes our stdin once answered
+            self.shutting_down = True
         answer(self.bus, self.stamper, request, {"ok": not errors, "errors": errors})
         if event == "shutdown":
             self.finished.set()
@@ -343,6 +346,7 @@ class InstanceRuntime:
                 log.exception("instance '%s': internal error", self.spec.name)
 
     def stop(self) -> None:
+        self.shutting_down = True
         self.finished.set()
         unbind(self.obj)
         context.set_client(None)
@@ -355,7 +359,7 @@ def _reason(exc: BaseException) -> str:
 def _watch_parent(runtime: InstanceRuntime, grace: float = 30.0) -> None:
     """Our stdin is a pipe from the supervisor: when it closes, the supervisor is gone, so save and stop."""
     sys.stdin.read()
-    if runtime.finished.is_set():
+    if runtime.shutting_down:
         return
     log.warning("instance '%s': supervisor gone; saving and stopping", runtime.spec.name)
     for step in ("save_all", "cleanup", "shutdown"):
