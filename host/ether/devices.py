@@ -20,7 +20,7 @@ from ether.requests import Requester, RequestTimeout
 from ether.services import InvalidArguments, ServiceFailed, ServiceTimeout, UnknownService
 from ether.topics import Topics
 from ether.waiting import wait_until
-from ether.wire import WireError, decode
+from ether.wire import WireError, decode, decode_object
 
 DEFAULT_TIMEOUT = 5.0
 
@@ -79,11 +79,8 @@ class DeviceView:
         return self.devices.setdefault(name, Device(name))
 
     def _on_schema(self, topic: str, raw: bytes) -> None:
-        try:
-            schema, _ = decode(raw)
-        except WireError:
-            return
-        if not isinstance(schema, dict):
+        schema = decode_object(raw)
+        if schema is None:
             return
         with self.changed:
             device = self._device(topic)
@@ -115,11 +112,8 @@ class DeviceView:
             self.changed.notify_all()
 
     def _on_state(self, topic: str, raw: bytes) -> None:
-        try:
-            state, _ = decode(raw)
-        except WireError:
-            return
-        if not isinstance(state, dict):
+        state = decode_object(raw)
+        if state is None:
             return
         with self.changed:
             device = self._device(topic)

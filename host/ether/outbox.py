@@ -23,7 +23,7 @@ from ether.bus import Bus
 from ether.recorder.settings import LATEST, RecorderSettings
 from ether.topics import Topics
 from ether.waiting import Deadline
-from ether.wire import Meta, Stamper, WireError, decode, encode
+from ether.wire import Meta, Stamper, decode_object, encode
 
 log = logging.getLogger("ether.outbox")
 
@@ -137,11 +137,8 @@ class DataPublisher:
 
     # -- acknowledgements ---------------------------------------------------------------------
     def _on_ack(self, topic: str, raw: bytes) -> None:
-        try:
-            acks, _ = decode(raw)
-        except WireError:
-            return
-        if not isinstance(acks, dict) or self.outbox is None:
+        acks = decode_object(raw)
+        if acks is None or self.outbox is None:
             return
         with self._acked:
             progressed = False
@@ -154,11 +151,8 @@ class DataPublisher:
                 self._acked.notify_all()
 
     def _on_recorder_status(self, topic: str, raw: bytes) -> None:
-        try:
-            status, _ = decode(raw)
-        except WireError:
-            return
-        if not isinstance(status, dict):
+        status = decode_object(raw)
+        if status is None:
             return
         with self._acked:
             self._recorder_state = status.get("state")

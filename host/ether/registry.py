@@ -7,7 +7,7 @@ from typing import Any
 
 from ether.bus import Bus
 from ether.topics import Topics
-from ether.wire import WireError, decode
+from ether.wire import decode_object
 
 LIVE_STATES = ("starting", "ready", "restarting", "paused")
 
@@ -22,11 +22,8 @@ class LiveRegistry:
         bus.subscribe(topics.instance_status_all(), self._on_status)
 
     def _on_status(self, topic: str, raw: bytes) -> None:
-        try:
-            status, _ = decode(raw)
-        except WireError:
-            return
-        if isinstance(status, dict) and "instance" in status:
+        status = decode_object(raw)
+        if status is not None and "instance" in status:
             with self.changed:
                 self.statuses[status["instance"]] = status
                 self.changed.notify_all()

@@ -21,7 +21,7 @@ from ether.requests import Pending, Requester, RequestTimeout
 from ether.runtime import EXIT_INIT_FAILED, EXIT_OK, LaunchSpec
 from ether.topics import Topics
 from ether.waiting import Deadline, wait_until
-from ether.wire import WireError, decode, encode
+from ether.wire import decode_object, encode
 
 log = logging.getLogger("ether.supervisor")
 
@@ -81,11 +81,8 @@ class Supervisor:
                 self._send_spec(managed)
 
     def _on_status(self, topic: str, raw: bytes) -> None:
-        try:
-            status, _ = decode(raw)
-        except WireError:
-            return
-        if not isinstance(status, dict) or "instance" not in status:
+        status = decode_object(raw)
+        if status is None or "instance" not in status:
             return
         with self._changed:
             managed = self.instances.get(status["instance"])

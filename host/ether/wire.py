@@ -115,3 +115,12 @@ def decode(raw: bytes | bytearray | str) -> tuple[Any, Meta | None]:
         return body, None
     meta = Meta.from_dict(body.pop(META_KEY))
     return body, meta
+
+
+def decode_object(raw: bytes | bytearray | str) -> dict | None:
+    """The payload of a status, report or command message; None if it is not a JSON object."""
+    try:
+        payload, _ = decode(raw)
+    except WireError:
+        return None
+    return payload if isinstance(payload, dict) else None

@@ -24,7 +24,7 @@ from ether.bus import Bus
 from ether.outbox import LATEST_SUFFIX
 from ether.requests import Pending, Requester, RequestTimeout
 from ether.topics import SYSTEM_ROOT, Topics, matches
-from ether.wire import Stamper, WireError, decode, encode
+from ether.wire import Stamper, WireError, decode, decode_object, encode
 
 BEHIND_AFTER = 3.0  # s: a durable message not confirmed saved after this long means the recorder is behind
 BACKLOG_BEHIND = 10_000  # messages queued in the recorder, not yet written
@@ -277,11 +277,8 @@ class SessionModel:
             elif tail == "closing":
                 self._on_closing(raw)
             return
-        try:
-            payload, _ = decode(raw)
-        except WireError:
-            return
-        if not isinstance(payload, dict):
+        payload = decode_object(raw)
+        if payload is None:
             return
         if kind == "errors":
             self._on_error(payload)
@@ -295,11 +292,8 @@ class SessionModel:
             self._on_supervisor(name, payload)
 
     def _on_ack(self, src: str, raw: bytes) -> None:
-        try:
-            acks, _ = decode(raw)
-        except WireError:
-            return
-        if not isinstance(acks, dict):
+        acks = decode_object(raw)
+        if acks is None:
             return
         with self._lock:
             for boot, seq in acks.items():
@@ -311,20 +305,14 @@ class SessionModel:
 
     def _on_closing(self, raw: bytes) -> None:
         """A publisher reports its last numbers at its end: it now waits for the recorder (the drain)."""
-        try:
-            report, _ = decode(raw)
-        except WireError:
-            return
-        if isinstance(report, dict) and report.get("src"):
+        report = decode_object(raw)
+        if report is not None and report.get("src"):
             with self._lock:
                 self._draining.add(str(report["src"]))
 
     def _on_recorder_status(self, raw: bytes) -> None:
-        try:
-            status, _ = decode(raw)
-        except WireError:
-            return
-        if not isinstance(status, dict):
+        status = decode_object(raw)
+        if status is None:
             return
         with self._lock:
             before = self._recorder.get("state"), self._recorder.get("pid")

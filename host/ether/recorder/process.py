@@ -15,7 +15,7 @@ from ether.recorder.recorder import RecorderSpec
 from ether.requests import Requester
 from ether.topics import Topics
 from ether.waiting import wait_until
-from ether.wire import WireError, decode
+from ether.wire import decode_object
 
 log = logging.getLogger("ether.recorder")
 
@@ -69,11 +69,8 @@ class RecorderProcess:
             pass  # it died already: _watch restarts it
 
     def _on_status(self, topic: str, raw: bytes) -> None:
-        try:
-            status, _ = decode(raw)
-        except WireError:
-            return
-        if isinstance(status, dict):
+        status = decode_object(raw)
+        if status is not None:
             with self._changed:
                 self.status = status
                 self._changed.notify_all()

@@ -25,7 +25,7 @@ from ether.recorder.ledger import Ledger
 from ether.recorder.store import Row, Store
 from ether.requests import answer
 from ether.topics import Topics
-from ether.wire import Meta, Stamper, WireError, decode, encode
+from ether.wire import Meta, Stamper, WireError, decode, decode_object, encode
 
 log = logging.getLogger("ether.recorder")
 
@@ -287,11 +287,8 @@ class Recorder:
         )
 
     def _system(self, topic: str, raw: bytes, now: float) -> None:
-        try:
-            payload, _ = decode(raw)
-        except WireError:
-            return
-        if not isinstance(payload, dict):
+        payload = decode_object(raw)
+        if payload is None:
             return
         if topic == self.topics.recorder_closing():
             src = str(payload.get("src", ""))

@@ -36,7 +36,7 @@ from ether.recorder.store import (
 )
 from ether.requests import Requester, RequestTimeout
 from ether.topics import Topics
-from ether.wire import Meta, Stamper, WireError, decode
+from ether.wire import Meta, Stamper, decode_object
 
 log = logging.getLogger("ether")
 
@@ -127,11 +127,8 @@ class Recording:
         probe = f"{self.topics.replies(bus.client_id)}/probe"
 
         def on_status(topic: str, raw: bytes) -> None:
-            try:
-                status, _ = decode(raw)
-            except WireError:
-                return
-            if isinstance(status, dict):
+            status = decode_object(raw)
+            if status is not None:
                 seen.append(status)
 
         bus.subscribe(probe, lambda topic, raw: echoed.set())
