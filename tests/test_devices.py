@@ -272,8 +272,11 @@ def test_thermostat_example_closes_the_loop(tmp_path):
         db.execute("SELECT topic FROM messages WHERE msg_id = ?", (cause,)).fetchone()[0]
         == "thermo1.temperature"
     )
-    commands = db.execute("SELECT payload, src FROM messages WHERE topic = 'thermo1.set_heater'").fetchall()
+    commands = db.execute(
+        "SELECT payload, src, parents FROM messages WHERE topic = 'thermo1.set_heater'"
+    ).fetchall()
     assert (commands[0]["payload"], commands[0]["src"]) == ('{"on":true}', "controller")
+    assert json.loads(commands[0]["parents"]) == [cause]  # the command traces back to the reading too
     clocks = db.execute("SELECT src, boot, detail FROM events WHERE kind = 'device_clock'").fetchall()
     assert {(c["src"], c["boot"]) for c in clocks} == {("thermo1", readings[0]["boot"])}
     assert abs(json.loads(clocks[-1]["detail"])["offset"]) < 5  # the board's clock is this host's: small

@@ -50,8 +50,16 @@ class Pending:
 class Requester:
     """Sends requests from one bus and routes replies back to the waiting caller."""
 
-    def __init__(self, bus: Bus, topics: Topics, stamper: Stamper) -> None:
-        self.bus, self.stamper = bus, stamper
+    def __init__(
+        self,
+        bus: Bus,
+        topics: Topics,
+        stamper: Stamper,
+        parents: Callable[[], list[str] | None] | None = None,
+    ) -> None:
+        """``parents`` gives the ids of the message being handled, if any: a request made while
+        handling a message names it as parent (a heater command traces back to the reading)."""
+        self.bus, self.stamper, self.parents = bus, stamper, parents
         self.reply_topic = topics.replies(bus.client_id)
         self._in_flight: dict[str, Pending] = {}
         self._lock = threading.Lock()
@@ -62,7 +70,7 @@ class Requester:
         pending = Pending(topic, lambda: self._forget(corr))
         with self._lock:
             self._in_flight[corr] = pending
-        meta = self.stamper.control()
+        meta = self.stamper.control(self.parents() if self.parents else None)
         meta.reply_to, meta.corr = self.reply_topic, corr
         self.bus.publish(topic, encode(payload, meta))
         return pending

@@ -165,7 +165,9 @@ class InstanceRuntime:
             self.topics.instance_calls(self.spec.name),
             lambda t, raw: self.jobs.put(lambda: self.serve(t, raw)),
         )
-        requester = Requester(self.bus, self.topics, self.stamper)
+        requester = Requester(
+            self.bus, self.topics, self.stamper, lambda: getattr(self._parents, "ids", None)
+        )
         self.services = ServiceClient(requester, LiveRegistry(self.bus, self.topics), self.topics)
         self.data.attach()
         context.set_client(self)
