@@ -91,6 +91,10 @@ class RecorderProcess:
             return
         if code == 0:  # it was told to stop (a forced quit): a restart would undo that
             log.warning("the recorder was stopped by a shutdown command; the session is no longer recorded")
+            if self.requester is not None:  # in case its own last word was lost (or its Last Will won):
+                stopped = {"state": "stopped", "pid": process.pid}  # publishers must stop waiting for it
+                topic = self.topics.recorder_status()
+                self.requester.bus.publish(topic, json.dumps(stopped).encode(), retain=True)
             return
         self.restarts += 1
         delay = min(MAX_BACKOFF, 0.1 * 2 ** min(self.restarts, 5))

@@ -138,7 +138,10 @@ class Recorder:
         }
 
     def announce(self, state: str) -> None:
-        self.bus.publish_and_wait(self.topics.recorder_status(), encode(self.status(state)), retain=True)
+        if not self.bus.publish_and_wait(
+            self.topics.recorder_status(), encode(self.status(state)), retain=True
+        ):
+            log.warning("recorder: the broker did not confirm our status '%s'", state)
 
     # -- writer thread -----------------------------------------------------------------------
     def write(self) -> None:
