@@ -83,6 +83,7 @@ class InstanceRuntime:
         self.obj: Any = None
         self.jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self.finished = threading.Event()
+        self.started = time.time()  # when this process began hosting the instance (for uptime)
         self.shutting_down = False  # the shutdown step has run (or the process is ending)
         self.exit_code = EXIT_OK
         self.methods: list[BoundMethod] = []
@@ -110,6 +111,7 @@ class InstanceRuntime:
             "subscribes": sorted({m.spec.sub.topic for m in self.methods if m.spec.sub}),
             "services": sorted(self.service_methods),
             "service_args": {n: m.schema.argument_types() for n, m in sorted(self.service_methods.items())},
+            "started": self.started,
             "t": time.time(),
             **extra,
         }

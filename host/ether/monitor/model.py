@@ -44,7 +44,7 @@ class InstanceRow:
     host: str = ""
     pid: int | None = None
     restarts: int = 0
-    since: float | None = None  # wall clock of the first status of this process
+    since: float | None = None  # wall clock when this process started
     rate_in: float = 0.0
     rate_out: float = 0.0
     error: str = ""
@@ -342,7 +342,7 @@ class SessionModel:
             self._instances[name] = status
             pid = status.get("pid")
             if self._since.get(name, (None,))[0] != pid:
-                self._since[name] = (pid, float(status.get("t") or time.time()))
+                self._since[name] = (pid, float(status.get("started") or status.get("t") or time.time()))
                 self._draining.discard(name)
             state = status.get("state")
             if (before.get("state"), before.get("pid")) != (state, pid):
