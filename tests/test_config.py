@@ -40,9 +40,21 @@ def write(tmp_path, text):
         ),
         (
             "instances:\n  p:\n    class_path: lab_classes.Lifecycle\n    kwargs:\n      path: [1, 2]\n",
-            4,
-            "instances.p.kwargs",
+            5,
+            "instances.p.kwargs.path",
             "field 'path'",
+        ),
+        (
+            "instances:\n  p:\n    class_path: lab_classes.Lifecycle\n    args: [[1, 2]]\n",
+            4,
+            "instances.p.args",
+            "field 'path'",
+        ),
+        (
+            "instances:\n  p:\n    class_path: lab_classes.Lifecycle\n    args: [x, y]\n",
+            4,
+            "instances.p.args",
+            "too many positional arguments",
         ),
         (
             "instances:\n  a:\n    class_path: lab_classes.Echo\n    restrat: no\n",
@@ -61,7 +73,7 @@ def write(tmp_path, text):
             "registry:\n  lab_classes.RootEcho:\n    methods:\n      tke:\n        ether_sub: {}\n",
             4,
             "registry.lab_classes.RootEcho.methods.tke",
-            "RootEcho has no method 'tke'",
+            "RootEcho has no method 'tke' (did you mean 'take'?)",
         ),
         (
             "registry:\n  lab_classes.RootEcho:\n    methods:\n      take:\n        ether_subscribe: {}\n",
@@ -70,6 +82,7 @@ def write(tmp_path, text):
             "unknown key",
         ),
         ("broker:\n  url: http://lab:80\n", 2, "broker.url", "only mqtt:// is supported"),
+        ("recorder:\n  drain_timeot: 3\n", 2, "recorder.drain_timeot", "did you mean 'drain_timeout'"),
         ("broker:\n  url: mqtt://lab\n  user: me\n", 3, "broker.user", "did you mean 'username'"),
     ],
 )

@@ -9,6 +9,7 @@ import difflib
 import importlib
 import inspect
 import os
+import re
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -117,9 +118,12 @@ def _dotted(key_path: tuple) -> str:
 
 
 def _unknown(key: str, allowed: tuple[str, ...]) -> str:
+    return f"unknown key '{key}' ({_hint(key, allowed)})"
+
+
+def _hint(key: str, allowed: tuple[str, ...]) -> str:
     close = difflib.get_close_matches(key, allowed, n=1)
-    hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(allowed)}"
-    return f"unknown key '{key}' ({hint})"
+    return f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(allowed)}"
 
 
 def import_class(class_path: str) -> type:
@@ -230,7 +234,7 @@ def _registry(doc: _Located, registry: Any) -> dict:
             if not callable(getattr(cls, method, None)):
                 known = [n for n, v in vars(cls).items() if callable(v) and not n.startswith("_")]
                 raise doc.error(
-                    f"{cls.__name__} has no method '{method}' ({_unknown(method, tuple(known))})", *where
+                    f"{cls.__name__} has no method '{method}' ({_hint(method, tuple(known))})", *where
                 )
             decorators = _mapping(doc, decorators or {}, *where)
             for name, options in decorators.items():
@@ -298,6 +302,8 @@ def check_arguments(doc: _Located, cls: type, instance: InstanceConfig) -> None:
     except (TypeError, ValueError) as exc:
         unknown = next((k for k in instance.kwargs if k not in _parameter_names(cls)), None)
         key = (*where, "kwargs", unknown) if unknown else (*where, "kwargs")
+        if not unknown and instance.args and "positional" in str(exc):
+            key = (*where, "args")
         raise doc.error(f"{cls.__name__}{_signature_text(cls)}: {exc}", *key) from None
     if cls.__init__ is object.__init__:
         return
@@ -306,7 +312,13 @@ def check_arguments(doc: _Located, cls: type, instance: InstanceConfig) -> None:
             {k: v for k, v in bound.arguments.items() if signature.parameters[k].kind not in _VARIADIC}
         )
     except ArgumentError as exc:
-        raise doc.error(f"{cls.__name__}{_signature_text(cls)}: {exc}", *where, "kwargs") from None
+        fields = set(re.findall(r"field '([^'.]+)", str(exc)))
+        positional = set(list(bound.arguments)[: len(instance.args)])
+        if len(fields) == 1 and fields <= set(instance.kwargs):
+            key = (*where, "kwargs", *fields)
+        else:
+            key = (*where, "args" if fields and fields <= positional else "kwargs")
+        raise doc.error(f"{cls.__name__}{_signature_text(cls)}: {exc}", *key) from None
 
 
 _VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)

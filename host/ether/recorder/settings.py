@@ -8,6 +8,7 @@ streams: {camera_preview: latest}               # every other data topic is dura
 
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,7 +76,9 @@ def parse(doc: Any, data: dict[str, Any], directory: str) -> RecorderSettings:
         raise doc.error("expected a mapping like {enabled: true, path: ./ether_data}", "recorder")
     for key in raw:
         if key not in RECORDER_KEYS:
-            raise doc.error(f"unknown key '{key}' (allowed: {', '.join(RECORDER_KEYS)})", "recorder", key)
+            close = difflib.get_close_matches(str(key), RECORDER_KEYS, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(RECORDER_KEYS)}"
+            raise doc.error(f"unknown key '{key}' ({hint})", "recorder", key)
     settings.enabled = raw.get("enabled", True)
     if not isinstance(settings.enabled, bool):
         raise doc.error("must be true or false", "recorder", "enabled")
