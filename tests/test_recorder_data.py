@@ -109,3 +109,15 @@ def test_replay_reports_where_a_changed_pipeline_differs(tmp_path):
         and first["recorded"] == ['{"result":2}']
         and first["replayed"] == ['{"result":3}']
     )
+
+
+def test_last_is_not_a_run_that_joined_another_recorder(tmp_path):
+    from ether.data import find_session
+    from ether.recorder.store import Store
+
+    for run_id, extra in (
+        ("20261123-101500-default-aaaaaa", {}),
+        ("20261123-101600-default-bbbbbb", {"recorded_by": {}}),
+    ):
+        Store(tmp_path / run_id).set_manifest(run_id=run_id, **extra)
+    assert find_session("last", tmp_path).name == "20261123-101500-default-aaaaaa"

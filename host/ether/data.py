@@ -40,8 +40,8 @@ def find_session(name: str | os.PathLike, root: str | os.PathLike | None = None)
     if path.name == STORE_FILE and path.exists():
         return path.parent
     stores = [p.parent for p in find_stores(data_root(root))]
-    if str(name) == "last" and stores:
-        return stores[-1]
+    if str(name) == "last" and stores:  # not a run that joined another's recorder: its data is there
+        return next((p for p in reversed(stores) if not _recorded_elsewhere(p)), stores[-1])
     hits = [p for p in stores if p.name.startswith(str(name)) or p.name.endswith(str(name))]
     if len(hits) == 1:
         return hits[0]
@@ -49,6 +49,19 @@ def find_session(name: str | os.PathLike, root: str | os.PathLike | None = None)
     if not hits:
         raise StoreError(f"no session '{name}' in {where} (see `ether sessions`)")
     raise StoreError(f"'{name}' matches {len(hits)} sessions in {where}: {', '.join(h.name for h in hits)}")
+
+
+def _recorded_elsewhere(path: Path) -> bool:
+    try:
+        db = connect(path, readonly=True)
+    except StoreError:
+        return False
+    try:
+        return db.execute("SELECT 1 FROM manifest WHERE key = 'recorded_by'").fetchone() is not None
+    except sqlite3.Error:
+        return False
+    finally:
+        db.close()
 
 
 class RecordedSession:
