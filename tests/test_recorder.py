@@ -225,3 +225,29 @@ def test_ether_run_ctrl_c_drains_and_seals_the_session(tmp_path):
     ticks = [r[0] for r in db.execute("SELECT seq FROM messages WHERE topic = 'tick' ORDER BY seq")]
     assert ticks == list(range(1, len(ticks) + 1)) and open_gaps(db) == []  # whatever ticked, all of it
     assert summary(db)["status"] == "complete"
+
+
+def test_a_script_that_forgets_shutdown_still_stops_in_order_and_saves(tmp_path):
+    from support import REPO
+
+    steps = tmp_path / "steps.txt"
+    script = (
+        "import ether\n"
+        f"ether.tap({{'recorder': {{'path': {str(tmp_path / 'data')!r}}}, 'instances': {{'life': "
+        f"{{'class_path': 'lab_classes.Lifecycle', 'kwargs': {{'path': {str(steps)!r}}}}}, "
+        "'ticker': {'class_path': 'lab_classes.Ticker'}}})\n"
+        "ether.start()\n"  # ... and the script ends here, without ether.shutdown()
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO / "tests")},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "ended without ether.shutdown()" in done.stderr
+    assert steps.read_text().split()[-3:] == ["save_all", "cleanup", "shutdown"]
+    db = connect(next((tmp_path / "data").iterdir()), readonly=True)
+    assert summary(db)["status"] == "complete" and open_gaps(db) == []

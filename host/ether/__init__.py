@@ -6,6 +6,7 @@ either way, as in the original Ether.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import sys
@@ -70,7 +71,15 @@ def tap(
     session = new_session(config if config is not None else {"instances": {}}, broker_url=broker)
     session.open(timeout)
     _session = session
+    atexit.register(_shutdown_at_exit)
     threading.Thread(target=_end_on_request, args=(session,), name="ether-end-request", daemon=True).start()
+
+
+def _shutdown_at_exit() -> None:
+    """A script that ends without ``ether.shutdown()`` still stops its instances and saves their data."""
+    if _session is not None:
+        logging.getLogger("ether").info("The script ended without ether.shutdown(): shutting down")
+        shutdown()
 
 
 def _end_on_request(session) -> None:
@@ -167,6 +176,7 @@ def shutdown(timeout: float = 10.0) -> None:
     if _session is None:
         return
     session, _session = _session, None
+    atexit.unregister(_shutdown_at_exit)
     session.close(timeout)
     session.end_requested.set()
     logging.getLogger("ether").info("Ether session shut down")
