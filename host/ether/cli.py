@@ -123,7 +123,7 @@ def remote(args: argparse.Namespace) -> int:
     from ether.bus import Bus
     from ether.requests import Requester, RequestTimeout
     from ether.topics import Topics
-    from ether.wire import Stamper
+    from ether.wire import Stamper, decode_object
 
     topics = Topics(args.session)
     name = f"cli-{socket.gethostname()}-{os.getpid()}"
@@ -133,7 +133,24 @@ def remote(args: argparse.Namespace) -> int:
     except BrokerError as exc:
         print(f"ether: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    supervisors: dict[str, dict] = {}
+    bus.subscribe(
+        topics.supervisor_status("+"),
+        lambda topic, raw: supervisors.__setitem__(topic, decode_object(raw) or {}),
+    )
+    # the broker sends retained statuses before it acknowledges our next subscription: all are known now
     requester = Requester(bus, topics, Stamper(name))
+    running = [s for s in supervisors.values() if s.get("state") == "running"]
+    known = sorted({i for s in running for i in s.get("instances", ())})
+    problem = None
+    if not running:
+        problem = f"no supervisor of session '{args.session}' is running on {args.broker}"
+    elif getattr(args, "instance", None) not in (None, *known):
+        problem = f"session '{args.session}' has no instance '{args.instance}' (has: {', '.join(known)})"
+    if problem:
+        bus.close()
+        print(f"ether: {problem}", file=sys.stderr)
+        return EXIT_FAILED
     if args.command in ("pause", "resume"):
         topic, payload = topics.instance_control(args.instance), {"command": args.command}
     else:
