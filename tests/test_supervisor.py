@@ -1,11 +1,13 @@
 """Supervisor: readiness, restarts by policy, Last Will, failed constructors, launching more instances."""
 
 import os
+import re
 import signal
 import threading
 
 import pytest
 
+from ether.recorder.store import connect, read_manifest
 from ether.supervisor import InstanceStartError
 
 
@@ -20,12 +22,17 @@ def wait_state(session, name, predicate, timeout=20):
         assert sup._changed.wait_for(lambda: predicate(sup.instances[name]), timeout), sup.instances[name]
 
 
-def test_constructor_error_fails_tap_with_the_reason(run_session):
-    with pytest.raises(
-        InstanceStartError,
-        match=r"'sensor' \(lab_classes.BrokenSensor\): ConnectionError: sensor not connected on /dev/ttyUSB9",
-    ):
-        run_session({"instances": {"sensor": {"class_path": "lab_classes.BrokenSensor", "restart": "no"}}})
+def test_constructor_error_fails_tap_with_the_reason(run_session, tmp_path):
+    reason = r"'sensor' \(lab_classes.BrokenSensor\): ConnectionError: sensor not connected on /dev/ttyUSB9"
+    config = {
+        "recorder": {"path": str(tmp_path)},
+        "instances": {"sensor": {"class_path": "lab_classes.BrokenSensor", "restart": "no"}},
+    }
+    with pytest.raises(InstanceStartError, match=reason):
+        run_session(config)
+    manifest = read_manifest(connect(next(tmp_path.iterdir()), readonly=True))
+    assert manifest["status"] == "failed"  # not mistaken for a (complete, empty) run
+    assert re.search(reason, manifest["error"])
 
 
 def test_killed_instance_is_seen_dead_and_restarted(run_session):

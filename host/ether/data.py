@@ -16,6 +16,7 @@ from typing import Any
 
 from ether.recorder.settings import RecorderSettings
 from ether.recorder.store import (
+    FAILED,
     STORE_FILE,
     StoreError,
     connect,
@@ -40,8 +41,8 @@ def find_session(name: str | os.PathLike, root: str | os.PathLike | None = None)
     if path.name == STORE_FILE and path.exists():
         return path.parent
     stores = [p.parent for p in find_stores(data_root(root))]
-    if str(name) == "last" and stores:  # not a run that joined another's recorder: its data is there
-        return next((p for p in reversed(stores) if not _recorded_elsewhere(p)), stores[-1])
+    if str(name) == "last" and stores:
+        return next((p for p in reversed(stores) if not _skipped_by_last(p)), stores[-1])
     hits = [p for p in stores if p.name.startswith(str(name)) or p.name.endswith(str(name))]
     if len(hits) == 1:
         return hits[0]
@@ -51,13 +52,15 @@ def find_session(name: str | os.PathLike, root: str | os.PathLike | None = None)
     raise StoreError(f"'{name}' matches {len(hits)} sessions in {where}: {', '.join(h.name for h in hits)}")
 
 
-def _recorded_elsewhere(path: Path) -> bool:
+def _skipped_by_last(path: Path) -> bool:
+    """A run that joined another's recorder (its data is there) or that failed to start (it has none)."""
     try:
         db = connect(path, readonly=True)
     except StoreError:
         return False
     try:
-        return db.execute("SELECT 1 FROM manifest WHERE key = 'recorded_by'").fetchone() is not None
+        joined = db.execute("SELECT 1 FROM manifest WHERE key = 'recorded_by'").fetchone() is not None
+        return joined or read_manifest(db).get("status") == FAILED
     except sqlite3.Error:
         return False
     finally:

@@ -94,8 +94,8 @@ class Session:
             names = [i.name for i in autorun]
             self.supervisor.wait_ready(names, timeout)
             self.supervisor.command("init", names, timeout)
-        except BaseException:
-            self.close()
+        except BaseException as exc:
+            self.close(failure=f"{type(exc).__name__}: {exc}")
             raise
         self.bus.publish(self.topics.supervisor_status(self.name), self._status("running"), retain=True)
         context.set_client(self)
@@ -186,11 +186,14 @@ class Session:
             if not reply.get("ok"):
                 raise RuntimeError(f"instance '{name}' did not {'pause' if paused else 'resume'}: {reply}")
 
-    def close(self, timeout: float = 10.0) -> dict[str, int | None]:
-        """save_all -> cleanup -> exit for every instance, then the broker. Returns instance exit codes."""
+    def close(self, timeout: float = 10.0, failure: str | None = None) -> dict[str, int | None]:
+        """save_all -> cleanup -> exit for every instance, then the broker. Returns instance exit codes.
+        ``failure``: why the session could not start (its recording is sealed as failed)."""
         with self._lock:
             context.set_client(None)
-            self.recording.end(self.supervisor, timeout)  # the drain barrier: nothing unsaved is left behind
+            self.recording.end(
+                self.supervisor, timeout, failure
+            )  # the drain barrier: nothing unsaved is left behind
             codes = self.supervisor.close(timeout) if self.bus else {}
             if self.bus:
                 status = self.topics.supervisor_status(self.name)

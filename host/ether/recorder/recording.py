@@ -25,6 +25,7 @@ from ether.recorder.process import RecorderProcess
 from ether.recorder.store import (
     COMPLETE,
     CRASHED,
+    FAILED,
     INCOMPLETE,
     RUNNING,
     SCHEMA_VERSION,
@@ -140,8 +141,9 @@ class Recording:
     def publish(self, topic: str, payload: Any) -> Meta:
         return self.data.publish(topic, payload)
 
-    def end(self, supervisor, timeout: float) -> dict[str, int | None]:
-        """Stop the instances (each drains its outbox), drain ours, stop the recorder, seal the manifest."""
+    def end(self, supervisor, timeout: float, failure: str | None = None) -> dict[str, int | None]:
+        """Stop the instances (each drains its outbox), drain ours, stop the recorder, seal the manifest
+        (as ``failed``, with the reason, when the session could not start)."""
         if self.ended:
             return {}
         self.ended = True
@@ -158,7 +160,7 @@ class Recording:
         if self.data is not None:
             self.data.close()
         if self.run_dir is not None:
-            seal(self.run_dir, codes)
+            seal(self.run_dir, codes, FAILED if failure else None, failure)
         return codes
 
 
@@ -183,8 +185,10 @@ def unsaved_in_outboxes(run_dir: Path) -> dict[str, int]:
     return left
 
 
-def seal(run_dir: Path, codes: dict[str, int | None], status: str | None = None) -> str:
-    """Write stop time, status and any unsaved count into the manifest; returns the status."""
+def seal(
+    run_dir: Path, codes: dict[str, int | None], status: str | None = None, error: str | None = None
+) -> str:
+    """Write stop time, status (and why it failed) and any unsaved count into the manifest; returns the status."""
     left = unsaved_in_outboxes(run_dir)
     unsaved = sum(left.values())
     store = Store(run_dir)
@@ -200,7 +204,7 @@ def seal(run_dir: Path, codes: dict[str, int | None], status: str | None = None)
                     run_dir,
                     left,
                 )
-            store.event("sealed", None, None, status=status)
+            store.event("sealed", None, None, status=status, **({"error": error} if error else {}))
         saved = store.db.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
         log.info("Session %s sealed %s: %d messages saved in %s", run_dir.name, status, saved, run_dir)
         store.set_manifest(
@@ -209,6 +213,7 @@ def seal(run_dir: Path, codes: dict[str, int | None], status: str | None = None)
             last_saved_at=last,
             unsaved=unsaved,
             instance_exit_codes=codes,
+            **({"error": error} if error else {}),
         )
     finally:
         store.close()

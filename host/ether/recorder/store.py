@@ -26,6 +26,7 @@ STORE_FILE = "session.sqlite"
 
 # Manifest statuses. `running` in a store nobody writes to any more means the session crashed.
 RUNNING, COMPLETE, INCOMPLETE, CRASHED = "running", "complete", "incomplete", "crashed"
+FAILED = "failed"  # the session did not start (the manifest says why): no data of it is expected
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS manifest (
