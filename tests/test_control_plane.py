@@ -247,7 +247,9 @@ def test_remote_commands_end_an_ether_run_session(tmp_path):
     assert stopped.returncode == 0 and "stop collector1: done" in stopped.stdout
     watcher.close()
     unknown = cli("stop", "nobody")  # refused at once, not after --timeout
-    assert unknown.returncode == 1 and "has no instance 'nobody' (has: collector1, generator1" in unknown.stderr
+    assert (
+        unknown.returncode == 1 and "has no instance 'nobody' (has: collector1, generator1" in unknown.stderr
+    )
     assert "no supervisor of session 'lab9'" in cli("shutdown", "--session", "lab9").stderr
     ended = cli("shutdown")
     assert ended.returncode == 0, ended.stderr
