@@ -100,10 +100,10 @@ class Session:
         self.bus.publish(self.topics.supervisor_status(self.name), self._status("running"), retain=True)
         context.set_client(self)
         log.info(
-            "Ether session '%s' ready on %s with %d instances",
+            "Ether session '%s' ready on %s with instances: %s",
             self.topics.session,
             self.address.url,
-            len(names),
+            ", ".join(names) or "none",
         )
 
     def _status(self, state: str) -> bytes:
