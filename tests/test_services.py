@@ -90,3 +90,16 @@ def test_many_requests_in_flight_at_once(stores):
     for t in threads:
         t.join(30)
     assert errors == [] and results == [7] * 20
+
+
+def test_bad_arguments_are_also_an_error_event(stores):
+    from support import Observer
+
+    session = ether._current()
+    errors = Observer(session.address, session.topics.errors())
+    with pytest.raises(InvalidArguments):
+        ether.get("DataStore", "get_value", {"key": ["not", "a", "string"]}, instance="store_a")
+    (event, _), *_ = errors.wait_for(session.topics.errors())
+    assert event["instance"] == "store_a" and event["topic"].endswith("/call/DataStore.get_value")
+    assert "field 'key'" in event["reason"]
+    errors.close()

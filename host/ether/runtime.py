@@ -226,7 +226,8 @@ class InstanceRuntime:
             return
         try:
             kwargs = method.schema.arguments(params)
-        except ArgumentError as exc:
+        except ArgumentError as exc:  # rejected like a bad data message, and the caller is told why
+            self.report_error(topic, str(exc), method)
             self._refuse(meta, InvalidArguments.kind, str(exc))
             return
         value, exc = self.invoke(method, kwargs, name, meta)
