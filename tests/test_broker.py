@@ -84,3 +84,21 @@ def test_broker_urls():
     assert BrokerAddress.parse("10.0.0.2").port == 1883
     with pytest.raises(BrokerError, match="only mqtt://"):
         BrokerAddress.parse("http://x")
+
+
+def test_ether_broker_says_where_it_listens_and_accepts_clients():
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ether", "broker", "--port", "0"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("Ether broker on mqtt://127.0.0.1:") and "no login needed" in line, line
+        bus = Bus(BrokerAddress.parse(line.split()[3]), client_id="visitor")
+        bus.connect()
+        bus.close()
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0

@@ -159,7 +159,11 @@ async def _serve(host: str, port: int, exit_with_stdin: bool, password_file: str
     await broker.start()
     server = broker._servers["default"].instance
     bound_port = server.sockets[0].getsockname()[1]
-    print(READY_LINE + json.dumps({"port": bound_port, "pid": os.getpid()}), flush=True)
+    if exit_with_stdin:  # started by a session: it reads the port from this line
+        print(READY_LINE + json.dumps({"port": bound_port, "pid": os.getpid()}), flush=True)
+    else:
+        logins = "logins required" if password_file else "no login needed"
+        print(f"Ether broker on mqtt://{host}:{bound_port} ({logins}). Press Ctrl-C to stop.", flush=True)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
