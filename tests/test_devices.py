@@ -17,7 +17,7 @@ import pytest
 import ether
 from ether.broker import BrokerAddress
 from ether.devices import check_arguments, view_of
-from ether.recorder.store import connect
+from ether.recorder.store import connect, read_manifest
 from ether.waiting import wait_until
 from support import REPO, Observer
 
@@ -253,6 +253,8 @@ def test_thermostat_example_closes_the_loop(tmp_path):
     assert process.returncode == 0, "".join(output.lines)
 
     db = connect(next(tmp_path.iterdir()), readonly=True)
+    code = read_manifest(db)["code"]  # the simulated board's own class is hashed like the instances'
+    assert code["room.Room"]["sha256"] and code["controller.Thermostat"]["sha256"]
     readings = db.execute(
         "SELECT * FROM messages WHERE topic = 'thermo1.temperature' ORDER BY seq"
     ).fetchall()

@@ -79,7 +79,11 @@ def resolved_config(config: Config) -> dict[str, Any]:
 
 def manifest(config: Config) -> dict[str, Any]:
     """Everything known at the start of a run about what runs and where."""
-    classes = sorted({i.class_path for i in config.instances.values()} | set(config.registry))
+    classes = sorted(
+        {i.class_path for i in config.instances.values()}
+        | set(config.registry)
+        | {c for i in config.instances.values() for c in _code_run_by(i)}
+    )
     return {
         "config_path": str(Path(config.path).resolve()) if config.path else None,
         "config_text": config.text,
@@ -95,6 +99,16 @@ def manifest(config: Config) -> dict[str, Any]:
         "cwd": os.getcwd(),
         "argv": sys.argv,
     }
+
+
+def _code_run_by(instance) -> list[str]:
+    """Classes an instance runs besides its own (``code_of`` hook, e.g. SimulatedBoard's board)."""
+    try:
+        cls = import_class(instance.class_path)
+    except ImportError:
+        return []
+    code_of = getattr(cls, "code_of", None)
+    return list(code_of(*instance.args, **instance.kwargs)) if code_of else []
 
 
 def _user() -> str:

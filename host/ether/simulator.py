@@ -61,6 +61,11 @@ class SimulatedBoard:
         self._thread: threading.Thread | None = None
 
     @staticmethod
+    def code_of(device: str, board: str, *args: Any, **kwargs: Any) -> list[str]:
+        """For the session manifest: the board class runs here too, so its source is hashed."""
+        return [board]
+
+    @staticmethod
     def graph_topics(device: str, board: str, *args: Any, **kwargs: Any) -> tuple[list[str], list[str]]:
         """For ``ether graph``: the board's readings, ``<device>.<sensor>`` (its actuators are called
         through ``ether.devices``, which a graph of decorators cannot see)."""
