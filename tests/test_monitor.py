@@ -70,13 +70,18 @@ def lab(tmp_path_factory):
     session.close()
 
 
-@asynccontextmanager
-async def monitor(session, stable: bool = True, link=None):
-    """The monitor app attached to ``session``, running headless under Pilot."""
+def monitor_app(session, stable: bool = True) -> tuple[SessionModel, MonitorApp]:
+    """A connected model and the monitor app on it (not running yet); close the model after."""
     model = SessionModel(session.address, session.topics.session)
     model.connect()
     commands = Commands(model)
-    app = MonitorApp(model, commands, link or Attached(commands), fmt=Format(stable), refresh_every=0.1)
+    return model, MonitorApp(model, commands, Attached(commands), fmt=Format(stable), refresh_every=0.1)
+
+
+@asynccontextmanager
+async def monitor(session, stable: bool = True):
+    """The monitor app attached to ``session``, running headless under Pilot."""
+    model, app = monitor_app(session, stable)
     try:
         async with app.run_test(size=SIZE) as pilot:
             yield app, pilot
@@ -490,10 +495,7 @@ def quiet_lab():
 
 def test_snapshot_of_the_main_screen(quiet_lab, snap_compare):
     session, observer = quiet_lab
-    model = SessionModel(session.address, session.topics.session)
-    model.connect()
-    commands = Commands(model)
-    app = MonitorApp(model, commands, Attached(commands), fmt=Format(stable=True), refresh_every=0.1)
+    model, app = monitor_app(session)
 
     async def settle(pilot):
         observer.publish("in", '{"value": 8}')  # after the monitor connected, so it sees them
@@ -512,10 +514,7 @@ def test_snapshot_of_the_main_screen(quiet_lab, snap_compare):
 
 def test_snapshot_of_the_call_form(quiet_lab, snap_compare):
     session, _ = quiet_lab
-    model = SessionModel(session.address, session.topics.session)
-    model.connect()
-    commands = Commands(model)
-    app = MonitorApp(model, commands, Attached(commands), fmt=Format(stable=True), refresh_every=0.1)
+    model, app = monitor_app(session)
 
     async def open_form(pilot):
         await until(pilot, lambda: app.snapshot.recorder.saved == 4, "the recorder's count")
