@@ -59,16 +59,25 @@ def _configure_logging() -> None:
 
 
 def tap(
-    config: str | os.PathLike | dict | None = None, *, broker: str | None = None, timeout: float = 30.0
+    config: str | os.PathLike | dict | None = None,
+    *,
+    broker: str | None = None,
+    listen: str = "127.0.0.1",
+    timeout: float = 30.0,
 ) -> None:
-    """Start (or join) a session from a YAML file or dict; returns when every autorun instance is ready."""
+    """Start (or join) a session from a YAML file or dict; returns when every autorun instance is ready.
+
+    ``broker``: join this broker instead of starting one; ``listen``: where the embedded broker listens
+    (any address but loopback requires logins, see docs/operations.md)."""
     global _session
     from ether.session import new_session
 
     if _session is not None:
         raise RuntimeError("this process already tapped a session; call ether.shutdown() first")
     _configure_logging()
-    session = new_session(config if config is not None else {"instances": {}}, broker_url=broker)
+    session = new_session(
+        config if config is not None else {"instances": {}}, broker_url=broker, listen=listen
+    )
     session.open(timeout)
     _session = session
     atexit.register(_shutdown_at_exit)
