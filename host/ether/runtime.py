@@ -227,7 +227,7 @@ class InstanceRuntime:
         try:
             kwargs = method.schema.arguments(params)
         except ArgumentError as exc:  # rejected like a bad data message, and the caller is told why
-            self.report_error(topic, str(exc), method)
+            self.report_error(topic, str(exc), method, meta)
             self._refuse(meta, InvalidArguments.kind, str(exc))
             return
         value, exc = self.invoke(method, kwargs, name, meta)
@@ -273,7 +273,7 @@ class InstanceRuntime:
             "topic": topic,
             "method": method.name if method else None,
             "reason": reason,
-            "message_id": meta.id if meta else None,
+            "message_id": (meta.id if meta else None) or None,  # a foreign client's message has no id
         }
         self.bus.publish(self.topics.errors(), encode(event, self.stamper.control()))
 
