@@ -238,6 +238,7 @@ class PayloadView(VerticalScroll):
 
     def on_mount(self) -> None:
         self.watch(self.app, "snapshot", self._take)
+        self.watch_payload(self.payload)  # a topic picked before we were mounted
 
     def _take(self, snapshot: Snapshot | None) -> None:
         row = snapshot.topic(self.topic) if snapshot and self.topic else None
@@ -249,13 +250,14 @@ class PayloadView(VerticalScroll):
         self._take(self.app.snapshot)
 
     def watch_payload(self, payload: Any) -> None:
-        if self.topic is None:
+        shown_in = self.query("#payload-json")  # empty before our children are mounted (or after)
+        if self.topic is None or not shown_in:
             return
         try:
             shown: Any = JSON.from_data(payload, indent=2)
         except (TypeError, ValueError):
             shown = Text(repr(payload))
-        self.query_one("#payload-json", Static).update(shown)
+        shown_in.first(Static).update(shown)
 
 
 class Plots(Vertical):
