@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import threading
 import uuid
@@ -14,6 +15,26 @@ from ether.wire import decode
 REPO = Path(__file__).resolve().parent.parent
 PIPELINE = REPO / "examples" / "pipeline" / "config.yaml"
 sys.path.insert(0, str(PIPELINE.parent))  # the example's classes, for tests that mix them with their own
+
+
+def ether_run(config: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
+    """``ether run CONFIG ARGS`` as a user starts it, its log and output on ``stdout`` as text lines."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "ether", "run", str(config), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO,
+        env=env,
+    )
+
+
+def wait_until_running(proc: subprocess.Popen) -> None:
+    """Read ``ether run``'s output until it says it is running (its session is ready)."""
+    for line in proc.stdout:
+        if "Press Ctrl-C" in line:
+            return
+    raise AssertionError(f"ether run ended (code {proc.wait()}) before it was running")
 
 
 class Observer:

@@ -20,7 +20,7 @@ import ether
 from ether.broker import BrokerAddress, EmbeddedBroker
 from ether.bus import Bus
 from ether.session import new_session
-from support import PIPELINE, REPO, Observer
+from support import PIPELINE, REPO, Observer, ether_run, wait_until_running
 
 needs_mosquitto = pytest.mark.skipif(not shutil.which("mosquitto"), reason="mosquitto is not installed")
 
@@ -220,16 +220,8 @@ def test_pause_holds_delivery_and_resume_releases_it(run_session):
 def test_remote_commands_end_an_ether_run_session(tmp_path):
     port = free_port()
     url = f"mqtt://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ether", "run", str(PIPELINE), "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=REPO,
-    )
-    for line in proc.stdout:
-        if "Press Ctrl-C" in line:
-            break
+    proc = ether_run(PIPELINE, "--port", str(port))
+    wait_until_running(proc)
 
     def cli(*args):
         return subprocess.run(
@@ -282,16 +274,9 @@ def test_a_supervisor_announces_itself_and_its_last_will_says_dead(tmp_path):
     broker = EmbeddedBroker()  # outlives the supervisor, so its Last Will can be seen
     address = broker.start()
     observer = Observer(address, "ether/default/supervisor/+/status")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ether", "run", str(PIPELINE), "--broker", address.url],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = ether_run(PIPELINE, "--broker", address.url)
     try:
-        for line in proc.stdout:
-            if "Press Ctrl-C" in line:
-                break
+        wait_until_running(proc)
         (topic, running, _), *_ = observer.wait_for_any()
         assert running["state"] == "running" and running["pid"] == proc.pid
         assert running["instances"] == ["collector1", "generator1", "processor2x", "processor4x"]

@@ -19,7 +19,7 @@ from ether.broker import BrokerAddress
 from ether.devices import check_arguments, view_of
 from ether.recorder.store import connect, read_manifest
 from ether.waiting import wait_until
-from support import REPO, Observer
+from support import REPO, Observer, ether_run
 
 THERMOSTAT = REPO / "examples" / "thermostat" / "config.yaml"
 TIMEOUT = 15.0
@@ -228,14 +228,7 @@ class Output:
 
 def test_thermostat_example_closes_the_loop(tmp_path):
     """`ether run examples/thermostat/config.yaml`: cold room -> heater on -> warmer -> heater off."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ether", "run", str(THERMOSTAT), "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "ETHER_DATA": str(tmp_path)},
-    )
+    process = ether_run(THERMOSTAT, "--port", "0", env={**os.environ, "ETHER_DATA": str(tmp_path)})
     output = Output(process)
     try:
         port = int(output.wait_for(r"ready on mqtt://127\.0\.0\.1:(\d+)").group(1))

@@ -2,11 +2,9 @@
 
 import os
 import signal
-import subprocess
-import sys
 
 import ether
-from support import PIPELINE, REPO
+from support import PIPELINE, ether_run
 
 
 def test_pipeline_runs_each_instance_in_its_own_process(run_session):
@@ -49,13 +47,7 @@ def test_module_api_then_transparent_fallback(capfd):
 
 
 def test_ether_run_command_stops_cleanly_on_ctrl_c(tmp_path):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ether", "run", str(PIPELINE), "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=REPO,
-    )
+    proc = ether_run(PIPELINE, "--port", "0")
     lines = []
     for line in proc.stdout:  # wait for the collector's summary: the pipeline ran end to end
         lines.append(line)

@@ -167,9 +167,7 @@ class InstanceRuntime:
             self.topics.instance_calls(self.spec.name),
             lambda t, raw: self.jobs.put(lambda: self.serve(t, raw)),
         )
-        requester = Requester(
-            self.bus, self.topics, self.stamper, lambda: getattr(self._parents, "ids", None)
-        )
+        requester = Requester(self.bus, self.topics, self.stamper, self.current_parents)
         self.services = ServiceClient(requester, LiveRegistry(self.bus, self.topics), self.topics)
         self.data.attach()
         context.set_client(self)
@@ -241,6 +239,10 @@ class InstanceRuntime:
     def _refuse(self, request: Meta | None, kind: str, message: str) -> None:
         answer(self.bus, self.stamper, request, {"ok": False, "error": {"kind": kind, "message": message}})
 
+    def current_parents(self) -> list[str] | None:
+        """Ids of the message this thread is handling: the parents of what it publishes or requests."""
+        return getattr(self._parents, "ids", None)
+
     def publish_return(self, func: Callable, value: Any) -> None:
         """Called by an ``@ether_pub`` method on the hosted object: validate and publish its return."""
         topic, method = self.publishers[func]
@@ -249,12 +251,12 @@ class InstanceRuntime:
         except ArgumentError as exc:
             self.report_error(self.topics.user_topic(topic), str(exc), method)
             return
-        self.data.publish(topic, payload, getattr(self._parents, "ids", None))
+        self.data.publish(topic, payload, self.current_parents())
 
     def publish(self, user_topic: str, data: Any) -> None:
         """``ether.pub(data, topic)`` from inside the instance."""
         check_publish_topic(user_topic)
-        self.data.publish(self.topics.data(user_topic), data, getattr(self._parents, "ids", None))
+        self.data.publish(self.topics.data(user_topic), data, self.current_parents())
 
     def report_error(
         self,

@@ -42,14 +42,11 @@ class Session:
         self.supervisor = Supervisor(config, self.topics)
         self.recording = Recording(config, self.topics)
         url = broker_url or config.broker_url
-        self.embedded: EmbeddedBroker | None = None
-        self.login: tuple[str, str] | None = None  # when the embedded broker is reachable from outside
-        if not url:
-            if needs_credentials(listen):
-                self.access = Access()
-                self.login = self.access.session_login(config.session)
-            password_file = str(self.access.password_file) if self.login else None
-            self.embedded = EmbeddedBroker(listen, port, password_file)
+        # an embedded broker reachable from other machines requires logins; this run gets its own
+        self.access = Access() if not url and needs_credentials(listen) else None
+        self.login = self.access.session_login(config.session) if self.access else None
+        password_file = str(self.access.password_file) if self.access else None
+        self.embedded = None if url else EmbeddedBroker(listen, port, password_file)
         self.address: BrokerAddress | None = BrokerAddress.parse(url) if url else None
         self.bus: Bus | None = None
         self.registry: LiveRegistry | None = None
@@ -191,9 +188,8 @@ class Session:
         ``failure``: why the session could not start (its recording is sealed as failed)."""
         with self._lock:
             context.set_client(None)
-            self.recording.end(
-                self.supervisor, timeout, failure
-            )  # the drain barrier: nothing unsaved is left behind
+            # the drain barrier: nothing unsaved is left behind
+            self.recording.end(self.supervisor, timeout, failure)
             codes = self.supervisor.close(timeout) if self.bus else {}
             if self.bus:
                 status = self.topics.supervisor_status(self.name)
