@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "firmware_tests"))
 
 from harness import BOARDS, LIB, Board, micropython_executable  # noqa: E402
 
-from ether.broker import EmbeddedBroker  # noqa: E402
+from ether.transport.broker import EmbeddedBroker  # noqa: E402
 
 IN_FLIGHT = 8
 

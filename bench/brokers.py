@@ -17,7 +17,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ether.broker import BrokerAddress, EmbeddedBroker
+from ether.transport.broker import BrokerAddress, EmbeddedBroker
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -31,8 +31,8 @@ from pathlib import Path
 
 from brokers import brokers, close, paho_client, subscribe
 
-from ether.session import new_session
-from ether.wire import Stamper, encode
+from ether.contract.wire import Stamper, encode
+from ether.runtime.session import new_session
 
 TOPICS = ("bench/a", "bench/b", "bench/c", "bench/d")
 

@@ -24,10 +24,10 @@ sys.path.insert(0, str(HERE))
 
 from brokers import brokers, close, paho_client, percentile, subscribe  # noqa: E402
 
-from ether.broker import BrokerAddress  # noqa: E402
-from ether.bus import Bus  # noqa: E402
-from ether.session import new_session  # noqa: E402
-from ether.wire import decode  # noqa: E402
+from ether.contract.wire import decode  # noqa: E402
+from ether.runtime.session import new_session  # noqa: E402
+from ether.transport.broker import BrokerAddress  # noqa: E402
+from ether.transport.bus import Bus  # noqa: E402
 
 ORIGINAL_README = "original Ether (ZeroMQ) published no figures for this pipeline"
 

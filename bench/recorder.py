@@ -16,15 +16,15 @@ import threading
 import time
 from pathlib import Path
 
-from ether.broker import BrokerAddress, EmbeddedBroker
-from ether.bus import Bus
-from ether.outbox import DataPublisher
-from ether.recorder.process import RecorderProcess
-from ether.recorder.settings import RecorderSettings
-from ether.recorder.store import Row, Store
-from ether.requests import Requester
-from ether.topics import Topics
-from ether.wire import Stamper, decode, encode
+from ether.contract.topics import Topics
+from ether.contract.wire import Stamper, decode, encode
+from ether.data.outbox import DataPublisher
+from ether.data.recorder.process import RecorderProcess
+from ether.data.recorder.settings import RecorderSettings
+from ether.data.recorder.store import Row, Store
+from ether.transport.broker import BrokerAddress, EmbeddedBroker
+from ether.transport.bus import Bus
+from ether.transport.requests import Requester
 
 
 class Counter:

@@ -23,8 +23,8 @@ sys.path.insert(0, str(HERE))
 
 from brokers import brokers, close, paho_client, percentile, subscribe  # noqa: E402
 
-from ether.broker import BrokerAddress  # noqa: E402
-from ether.session import new_session  # noqa: E402
+from ether.runtime.session import new_session  # noqa: E402
+from ether.transport.broker import BrokerAddress  # noqa: E402
 
 CALLERS = 8
 

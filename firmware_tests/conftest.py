@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from harness import BOARDS, LIB, TARGETS, Board, Messages, compile_library, micropython_executable
 
-from ether.broker import EmbeddedBroker
+from ether.transport.broker import EmbeddedBroker
 
 
 @pytest.fixture(scope="session")

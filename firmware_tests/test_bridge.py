@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from harness import BOARDS, LIB, TIMEOUT, Board, micropython_executable
 
-from ether.bridge import take_packets
-from ether.broker import EmbeddedBroker
+from ether.boards.bridge import take_packets
+from ether.transport.broker import EmbeddedBroker
 
 SCHEMA = "ether/default/device/thermo1/schema"
 STATE = "ether/default/device/thermo1/state"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from ether.lite_bundle import BUNDLE_ID, BUNDLE_REPO, library_version
+from ether.boards.lite_bundle import BUNDLE_ID, BUNDLE_REPO, library_version
 
 ADAFRUIT_REPO = "adafruit/Adafruit_CircuitPython_Bundle"
 ADAFRUIT_TAG = "20250101"

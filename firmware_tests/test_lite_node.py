@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from harness import TIMEOUT, Messages
 
-from ether.broker import EmbeddedBroker
+from ether.transport.broker import EmbeddedBroker
 
 SCHEMA = "ether/default/device/thermo1/schema"
 STATE = "ether/default/device/thermo1/state"

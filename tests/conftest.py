@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ether.session import Session, new_session
+from ether.runtime.session import Session, new_session
 from support import Observer
 
 

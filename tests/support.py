@@ -8,9 +8,9 @@ import threading
 import uuid
 from pathlib import Path
 
-from ether.broker import BrokerAddress
-from ether.bus import Bus
-from ether.wire import decode
+from ether.contract.wire import decode
+from ether.transport.broker import BrokerAddress
+from ether.transport.bus import Bus
 
 REPO = Path(__file__).resolve().parent.parent
 PIPELINE = REPO / "examples" / "pipeline" / "config.yaml"

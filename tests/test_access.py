@@ -9,12 +9,12 @@ import sys
 
 import pytest
 
-import ether.session
-from ether.access import Access, needs_credentials
-from ether.broker import BrokerAddress, BrokerError, EmbeddedBroker
-from ether.broker import main as broker_main
-from ether.bus import Bus
-from ether.session import new_session
+import ether.runtime.session
+from ether.runtime.session import new_session
+from ether.transport.access import Access, needs_credentials
+from ether.transport.broker import BrokerAddress, BrokerError, EmbeddedBroker
+from ether.transport.broker import main as broker_main
+from ether.transport.bus import Bus
 
 
 @pytest.fixture
@@ -69,7 +69,7 @@ def test_a_broker_with_logins_accepts_only_them(access):
 
 def test_a_session_on_an_exposed_broker_logs_its_own_processes_in(access, monkeypatch):
     """Treat 127.0.0.1 as exposed (tests stay on loopback): the instances and the recorder must log in."""
-    monkeypatch.setattr(ether.session, "needs_credentials", lambda host: True)
+    monkeypatch.setattr(ether.runtime.session, "needs_credentials", lambda host: True)
     session = new_session({"instances": {"echo": {"class_path": "lab_classes.Echo"}}})
     session.open()
     try:

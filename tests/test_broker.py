@@ -8,9 +8,9 @@ import uuid
 
 import pytest
 
-from ether.broker import BrokerAddress, BrokerError, EmbeddedBroker
-from ether.bus import Bus
-from ether.topics import TopicError
+from ether.contract.topics import TopicError
+from ether.transport.broker import BrokerAddress, BrokerError, EmbeddedBroker
+from ether.transport.bus import Bus
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import signal
 
-from ether.recorder.store import connect, open_gaps, summary
-from ether.waiting import wait_until
+from ether.data.recorder.store import connect, open_gaps, summary
+from ether.transport.waiting import wait_until
 
 
 def config(tmp_path, **extra) -> dict:
@@ -125,7 +125,7 @@ def test_a_latest_stream_loses_samples_and_the_ledger_says_so(run_session, tmp_p
 
 
 def test_broker_killed_and_restarted_mid_stream(run_session, tmp_path):
-    from ether.broker import EmbeddedBroker
+    from ether.transport.broker import EmbeddedBroker
 
     session, observer = run_session(config(tmp_path))
     for i in range(1, 101):

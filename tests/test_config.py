@@ -6,8 +6,8 @@ import textwrap
 
 import pytest
 
-from ether.broker import BrokerAddress
 from ether.config import ConfigError, load
+from ether.transport.broker import BrokerAddress
 
 
 def write(tmp_path, text):

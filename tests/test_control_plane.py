@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 import ether
-from ether.broker import BrokerAddress, EmbeddedBroker
-from ether.bus import Bus
-from ether.session import new_session
+from ether.runtime.session import new_session
+from ether.transport.broker import BrokerAddress, EmbeddedBroker
+from ether.transport.bus import Bus
 from support import PIPELINE, REPO, Observer, ether_run, wait_until_running
 
 needs_mosquitto = pytest.mark.skipif(not shutil.which("mosquitto"), reason="mosquitto is not installed")

@@ -3,8 +3,8 @@
 import pytest
 
 from ether import ether_cleanup, ether_init, ether_pub, ether_start, ether_sub
-from ether.decorators import apply_registry, spec_of
-from ether.topics import TopicError
+from ether.contract.topics import TopicError
+from ether.runtime.decorators import apply_registry, spec_of
 
 
 class Plain:

@@ -15,10 +15,10 @@ import time
 import pytest
 
 import ether
-from ether.broker import BrokerAddress
-from ether.devices import check_arguments, view_of
-from ether.recorder.store import connect, read_manifest
-from ether.waiting import wait_until
+from ether.boards.devices import check_arguments, view_of
+from ether.data.recorder.store import connect, read_manifest
+from ether.transport.broker import BrokerAddress
+from ether.transport.waiting import wait_until
 from support import REPO, Observer, ether_run
 
 THERMOSTAT = REPO / "examples" / "thermostat" / "config.yaml"
@@ -28,7 +28,7 @@ LAB = {
     "session": "lab7",  # a named session: every data topic is prefixed lab7/, the boards' too
     "instances": {
         "bench": {
-            "class_path": "ether.simulator.SimulatedBoard",
+            "class_path": "ether.boards.simulator.SimulatedBoard",
             "kwargs": {"device": "bench1", "board": "device_classes.Bench"},
         },
         "taker": {"class_path": "device_classes.ReadingTaker"},
@@ -278,7 +278,7 @@ def test_thermostat_example_closes_the_loop(tmp_path):
 
 
 def test_simulated_board_names_what_is_wrong():
-    from ether.simulator import SimulatedBoard
+    from ether.boards.simulator import SimulatedBoard
 
     with pytest.raises(ImportError, match="board: module 'device_classes' has no class 'Nope'"):
         SimulatedBoard("bench9", "device_classes.Nope")
@@ -291,7 +291,7 @@ def test_simulated_board_names_what_is_wrong():
 
 
 def test_simulated_board_outside_a_session(lab, observer):
-    from ether.simulator import SimulatedBoard
+    from ether.boards.simulator import SimulatedBoard
 
     board = SimulatedBoard("solo1", "device_classes.Bench", broker=lab.address.url)  # plain Python
     assert board.board.set_heater(True) is True  # the board's own object, called directly
@@ -305,7 +305,7 @@ def test_simulated_board_outside_a_session(lab, observer):
 
 def test_graph_of_the_example_shows_the_board_feeding_the_controller():
     from ether.config import load
-    from ether.graph import TopicGraph
+    from ether.runtime.graph import TopicGraph
 
     graph = TopicGraph.of(load(THERMOSTAT))
     assert graph.edges() == [("room", "thermo1.temperature", "controller")]

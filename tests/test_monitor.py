@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from ether.contract.wire import Meta, encode
+from ether.data.recorder.store import connect, read_manifest
 from ether.monitor.app import MonitorApp
 from ether.monitor.commands import Commands
 from ether.monitor.formats import Format
@@ -36,9 +38,7 @@ from ether.monitor.widgets import (
     PlotLine,
     TopicsTable,
 )
-from ether.recorder.store import connect, read_manifest
-from ether.session import new_session
-from ether.wire import Meta, encode
+from ether.runtime.session import new_session
 from support import REPO, Observer
 
 SIZE = (130, 42)
@@ -48,7 +48,7 @@ LAB = {
         "store": {"class_path": "lab_classes.DataStore"},
         "later": {"class_path": "lab_classes.Echo", "autorun": False},
         "board": {
-            "class_path": "ether.simulator.SimulatedBoard",
+            "class_path": "ether.boards.simulator.SimulatedBoard",
             "kwargs": {"device": "bench1", "board": "device_classes.Bench"},
         },
     }
@@ -418,7 +418,7 @@ def start_run(
 
 def test_quit_waits_for_the_drain_and_a_forced_quit_is_recorded(tmp_path, monkeypatch):
     process, (url, name) = start_run(tmp_path, monkeypatch)
-    from ether.broker import BrokerAddress
+    from ether.transport.broker import BrokerAddress
 
     model = SessionModel(BrokerAddress.parse(url), name)
     model.connect()

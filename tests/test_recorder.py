@@ -9,9 +9,9 @@ import sqlite3
 import subprocess
 import sys
 
-from ether.recorder.ledger import Stream
-from ether.recorder.recording import seal_crashed
-from ether.recorder.store import CRASHED, RUNNING, Store, connect, open_gaps, summary
+from ether.data.recorder.ledger import Stream
+from ether.data.recorder.recording import seal_crashed
+from ether.data.recorder.store import CRASHED, RUNNING, Store, connect, open_gaps, summary
 
 
 def store_of(session) -> sqlite3.Connection:

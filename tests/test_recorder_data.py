@@ -90,8 +90,8 @@ def test_replay_reports_where_a_changed_pipeline_differs(tmp_path):
         )
         return str(path)
 
-    from ether.replay import replay
-    from ether.session import new_session
+    from ether.data.replay import replay
+    from ether.runtime.session import new_session
 
     original = new_session(lab("original", 2))
     original.open()
@@ -112,8 +112,8 @@ def test_replay_reports_where_a_changed_pipeline_differs(tmp_path):
 
 
 def test_last_is_not_a_run_that_joined_another_recorder(tmp_path):
-    from ether.data import find_session
-    from ether.recorder.store import Store
+    from ether.data.recorded import find_session
+    from ether.data.recorder.store import Store
 
     for run_id, extra in (
         ("20261123-101500-default-aaaaaa", {}),

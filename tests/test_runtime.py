@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from ether.topics import Topics
+from ether.contract.topics import Topics
 
 ERRORS = Topics().errors()
 

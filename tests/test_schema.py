@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from ether.schema import ArgumentError, MethodSchema
+from ether.runtime.schema import ArgumentError, MethodSchema
 
 
 class Reading(BaseModel):

@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from ether.recorder.store import connect, read_manifest
-from ether.supervisor import InstanceStartError
+from ether.data.recorder.store import connect, read_manifest
+from ether.runtime.supervisor import InstanceStartError
 
 
 def status_watch(observer, name):

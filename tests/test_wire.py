@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from ether.wire import Stamper, WireError, decode, encode
+from ether.contract.wire import Stamper, WireError, decode, encode
 
 
 def test_object_payload_keeps_fields_beside_metadata():

@@ -13,9 +13,10 @@ import sys
 import threading
 from typing import Any
 
-from ether import context
+from ether.boards.devices import Devices
 from ether.config import ConfigError
-from ether.decorators import (
+from ether.runtime import context
+from ether.runtime.decorators import (
     ether_cleanup,
     ether_get,
     ether_init,
@@ -26,8 +27,7 @@ from ether.decorators import (
     ether_start,
     ether_sub,
 )
-from ether.devices import Devices
-from ether.services import (
+from ether.runtime.services import (
     InvalidArguments,
     NotFound,
     ServiceError,
@@ -36,7 +36,7 @@ from ether.services import (
     UnknownService,
     service_name,
 )
-from ether.supervisor import InstanceStartError
+from ether.runtime.supervisor import InstanceStartError
 
 __version__ = "0.1.0"
 
@@ -70,7 +70,7 @@ def tap(
     ``broker``: join this broker instead of starting one; ``listen``: where the embedded broker listens
     (any address but loopback requires logins, see docs/operations.md)."""
     global _session
-    from ether.session import new_session
+    from ether.runtime.session import new_session
 
     if _session is not None:
         raise RuntimeError("this process already tapped a session; call ether.shutdown() first")
@@ -193,7 +193,7 @@ def shutdown(timeout: float = 10.0) -> None:
 
 def open_session(path: str | os.PathLike = "last"):
     """A recorded session (run folder, run id or ``last``): ``session["topic"]`` is a pandas DataFrame."""
-    from ether.data import open_session as _open
+    from ether.data.recorded import open_session as _open
 
     return _open(path)
 

@@ -7,7 +7,7 @@ import signal
 import sys
 import threading
 
-from ether.broker import BrokerError
+from ether.transport.broker import BrokerError
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -16,8 +16,8 @@ def run(args: argparse.Namespace) -> int:
     """Start the session of a YAML file, run ``@ether_start`` methods, stop cleanly on Ctrl-C."""
     import ether
     from ether.config import ConfigError
-    from ether.session import new_session
-    from ether.supervisor import InstanceStartError
+    from ether.runtime.session import new_session
+    from ether.runtime.supervisor import InstanceStartError
 
     if not args.headless and sys.stdin.isatty() and sys.stdout.isatty():
         from ether.monitor import run_on_terminal
@@ -63,8 +63,8 @@ def monitor(args: argparse.Namespace) -> int:
 
 def broker(args: argparse.Namespace) -> int:
     """Run the embedded broker in the foreground (for other machines' supervisors or boards)."""
-    from ether.access import Access, needs_credentials
-    from ether.broker import main as broker_main
+    from ether.transport.access import Access, needs_credentials
+    from ether.transport.broker import main as broker_main
 
     logins = ["--password-file", str(Access().password_file)] if needs_credentials(args.host) else []
     broker_main(["--host", args.host, "--port", str(args.port), *logins])
@@ -73,7 +73,7 @@ def broker(args: argparse.Namespace) -> int:
 
 def access(args: argparse.Namespace) -> int:
     """``ether access add|remove|list [NAME]``: logins for an exposed embedded broker."""
-    from ether.access import Access
+    from ether.transport.access import Access
 
     logins = Access()
     if args.action == "list":
@@ -101,7 +101,7 @@ def access(args: argparse.Namespace) -> int:
 def graph(args: argparse.Namespace) -> int:
     """Print the topic graph (mermaid) and warn about loose ends, without starting anything."""
     from ether.config import ConfigError, load
-    from ether.graph import TopicGraph
+    from ether.runtime.graph import TopicGraph
 
     try:
         topic_graph = TopicGraph.of(load(args.config))
@@ -119,11 +119,11 @@ def remote(args: argparse.Namespace) -> int:
     import os
     import socket
 
-    from ether.broker import BrokerAddress
-    from ether.bus import Bus
-    from ether.requests import Requester, RequestTimeout
-    from ether.topics import Topics
-    from ether.wire import Stamper, decode_object
+    from ether.contract.topics import Topics
+    from ether.contract.wire import Stamper, decode_object
+    from ether.transport.broker import BrokerAddress
+    from ether.transport.bus import Bus
+    from ether.transport.requests import Requester, RequestTimeout
 
     topics = Topics(args.session)
     name = f"cli-{socket.gethostname()}-{os.getpid()}"
@@ -171,7 +171,7 @@ def remote(args: argparse.Namespace) -> int:
 
 def lite_bundle(args: argparse.Namespace) -> int:
     """``ether lite bundle``: build the circup bundle zip of ether_lite and print its path."""
-    from ether.lite_bundle import BundleError, build_bundle
+    from ether.boards.lite_bundle import BundleError, build_bundle
 
     try:
         print(build_bundle(args.out))
@@ -184,8 +184,8 @@ def lite_bundle(args: argparse.Namespace) -> int:
 def bridge(args: argparse.Namespace) -> int:
     """``ether bridge PORT``: pipe a USB-serial board's MQTT bytes to the broker until Ctrl-C."""
     import ether
-    from ether.bridge import Bridge
-    from ether.broker import BrokerAddress
+    from ether.boards.bridge import Bridge
+    from ether.transport.broker import BrokerAddress
 
     try:
         address = BrokerAddress.parse(args.broker)
@@ -268,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="default mqtt://127.0.0.1:1883")
     p.add_argument("--baud", type=int, default=115200, help="for a UART (default 115200); USB ignores it")
     p.set_defaults(handler=bridge)
-    from ether.data import add_commands as add_data_commands
+    from ether.data.recorded import add_commands as add_data_commands
 
     add_data_commands(commands)  # sessions, lineage, export
     return parser

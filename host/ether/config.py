@@ -17,12 +17,12 @@ from typing import Any
 
 import yaml
 
-from ether.broker import BrokerAddress, BrokerError
-from ether.decorators import DECORATORS, apply_registry
-from ether.recorder.settings import RecorderSettings
-from ether.recorder.settings import parse as recorder_settings
-from ether.schema import ArgumentError, MethodSchema
-from ether.topics import DEFAULT_SESSION, TopicError
+from ether.contract.topics import DEFAULT_SESSION, TopicError
+from ether.data.recorder.settings import RecorderSettings
+from ether.data.recorder.settings import parse as recorder_settings
+from ether.runtime.decorators import DECORATORS, apply_registry
+from ether.runtime.schema import ArgumentError, MethodSchema
+from ether.transport.broker import BrokerAddress, BrokerError
 
 TOP_LEVEL_KEYS = ("session", "broker", "registry", "instances", "recorder", "streams")
 BROKER_KEYS = ("url", "username", "password")

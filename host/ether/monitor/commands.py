@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ether.contract.topics import TopicError, check_publish_topic
 from ether.monitor.model import SessionModel
-from ether.requests import RequestTimeout
-from ether.topics import TopicError, check_publish_topic
+from ether.transport.requests import RequestTimeout
 
 INSTANCE_COMMANDS = ("pause", "resume", "start", "save_all")
 SESSION_COMMANDS = ("stop", "restart", "launch", "shutdown")

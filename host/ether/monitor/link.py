@@ -18,9 +18,9 @@ import threading
 from collections import deque
 from pathlib import Path
 
-from ether.broker import BrokerAddress, BrokerError
 from ether.monitor.commands import Commands
 from ether.monitor.model import LIVE, SessionModel, Snapshot
+from ether.transport.broker import BrokerAddress, BrokerError
 
 READY = re.compile(r"Ether is running on (\S+) \(session '([^']*)'\)")
 
@@ -188,7 +188,7 @@ def _address(args: argparse.Namespace, url: str, session: str) -> BrokerAddress:
     """Where the monitor connects: the session's broker, with the login it needs if it has one."""
     if args.broker:
         return BrokerAddress.parse(args.broker)
-    from ether.access import access_folder, needs_credentials
+    from ether.transport.access import access_folder, needs_credentials
 
     if needs_credentials(args.listen):
         saved = Path(access_folder()) / f"{session}.url"

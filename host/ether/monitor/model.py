@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ether.broker import BrokerAddress
-from ether.bus import Bus
-from ether.outbox import LATEST_SUFFIX
-from ether.requests import Pending, Requester, RequestTimeout
-from ether.topics import SYSTEM_ROOT, Topics, matches
-from ether.wire import Stamper, WireError, decode, decode_object, encode
+from ether.contract.topics import SYSTEM_ROOT, Topics, matches
+from ether.contract.wire import Stamper, WireError, decode, decode_object, encode
+from ether.data.outbox import LATEST_SUFFIX
+from ether.transport.broker import BrokerAddress
+from ether.transport.bus import Bus
+from ether.transport.requests import Pending, Requester, RequestTimeout
 
 BEHIND_AFTER = 3.0  # s: a durable message not confirmed saved after this long means the recorder is behind
 BACKLOG_BEHIND = 10_000  # messages queued in the recorder, not yet written

@@ -13,9 +13,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from ether.bus import Bus
-from ether.topics import Topics
-from ether.wire import Meta, Stamper, WireError, decode, encode
+from ether.contract.topics import Topics
+from ether.contract.wire import Meta, Stamper, WireError, decode, encode
+from ether.transport.bus import Bus
 
 log = logging.getLogger("ether.requests")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from ether.bus import Bus
-from ether.topics import Topics
-from ether.wire import decode_object
+from ether.contract.topics import Topics
+from ether.contract.wire import decode_object
+from ether.transport.bus import Bus
 
 LIVE_STATES = ("starting", "ready", "restarting", "paused")
 

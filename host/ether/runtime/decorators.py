@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ether.topics import check_publish_topic, check_subscribe_filter, default_topic
+from ether.contract.topics import check_publish_topic, check_subscribe_filter, default_topic
 
 LIFECYCLE_EVENTS = ("init", "start", "save_all", "cleanup", "shutdown")
 ATTRIBUTE = "__ether__"

@@ -13,8 +13,8 @@ import json
 from collections import Counter
 from typing import Any
 
-from ether.data import RecordedSession, find_session, lineage
-from ether.recorder.store import connect, read_manifest
+from ether.data.recorded import RecordedSession, find_session, lineage
+from ether.data.recorder.store import connect, read_manifest
 
 MAX_ROUNDS = 100
 
@@ -47,7 +47,7 @@ def derived(db, rename: dict[str, str] | None = None) -> Counter:
 
 
 def replay(recorded_path: str, config_path: str, timeout: float = 30.0) -> dict[str, Any]:
-    from ether.session import new_session
+    from ether.runtime.session import new_session
 
     recorded = RecordedSession(recorded_path)
     session = new_session(config_path)
@@ -115,7 +115,7 @@ def _settle(session, timeout: float) -> None:
 
 def _topics_of(class_path: str, kind: str) -> set[str]:
     from ether.config import import_class
-    from ether.decorators import spec_of
+    from ether.runtime.decorators import spec_of
 
     cls = import_class(class_path)
     topics = set()

@@ -6,7 +6,7 @@ instance's process. To the rest of the lab it is a device like any other (docs/d
 
     instances:
       room:
-        class_path: ether.simulator.SimulatedBoard
+        class_path: ether.boards.simulator.SimulatedBoard
         kwargs: {device: thermo1, board: room.Room, board_kwargs: {start: 16.0}}
 """
 
@@ -16,10 +16,10 @@ import inspect
 import threading
 from typing import Any
 
-from ether import context
-from ether.broker import BrokerAddress
 from ether.config import import_class
-from ether.decorators import ether_init, ether_shutdown
+from ether.runtime import context
+from ether.runtime.decorators import ether_init, ether_shutdown
+from ether.transport.broker import BrokerAddress
 
 MAX_WAIT_MS = 50  # how long the board's loop waits for a message at most: how quickly it notices a stop
 

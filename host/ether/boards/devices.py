@@ -14,13 +14,13 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-from ether import context
-from ether.bus import Bus
-from ether.requests import Requester, RequestTimeout
-from ether.services import InvalidArguments, ServiceFailed, ServiceTimeout, UnknownService
-from ether.topics import Topics
-from ether.waiting import wait_until
-from ether.wire import WireError, decode, decode_object
+from ether.contract.topics import Topics
+from ether.contract.wire import WireError, decode, decode_object
+from ether.runtime import context
+from ether.runtime.services import InvalidArguments, ServiceFailed, ServiceTimeout, UnknownService
+from ether.transport.bus import Bus
+from ether.transport.requests import Requester, RequestTimeout
+from ether.transport.waiting import wait_until
 
 DEFAULT_TIMEOUT = 5.0
 

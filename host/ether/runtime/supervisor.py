@@ -14,14 +14,14 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from ether.broker import BrokerAddress
-from ether.bus import Bus
 from ether.config import Config, InstanceConfig
-from ether.requests import Pending, Requester, RequestTimeout
-from ether.runtime import EXIT_INIT_FAILED, EXIT_OK, LaunchSpec
-from ether.topics import Topics
-from ether.waiting import Deadline, wait_until
-from ether.wire import decode_object, encode
+from ether.contract.topics import Topics
+from ether.contract.wire import decode_object, encode
+from ether.runtime.instance import EXIT_INIT_FAILED, EXIT_OK, LaunchSpec
+from ether.transport.broker import BrokerAddress
+from ether.transport.bus import Bus
+from ether.transport.requests import Pending, Requester, RequestTimeout
+from ether.transport.waiting import Deadline, wait_until
 
 log = logging.getLogger("ether.supervisor")
 
@@ -106,7 +106,7 @@ class Supervisor:
 
     def _start_process(self, managed: Managed) -> None:
         managed.process = subprocess.Popen(
-            [sys.executable, "-c", "from ether.runtime import main; main()"],
+            [sys.executable, "-c", "from ether.runtime.instance import main; main()"],
             stdin=subprocess.PIPE,
             text=True,
             start_new_session=True,  # Ctrl-C reaches only us; we stop instances in order

@@ -21,19 +21,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ether import context
-from ether.broker import BrokerAddress, BrokerError
-from ether.bus import Bus, Will
 from ether.config import add_import_paths, import_class
-from ether.decorators import EtherSpec, apply_registry, bind, spec_of, unbind
-from ether.outbox import DataPublisher
-from ether.recorder.settings import RecorderSettings
-from ether.registry import LiveRegistry
-from ether.requests import Requester, answer
-from ether.schema import ArgumentError, MethodSchema
-from ether.services import InvalidArguments, NotFound, ServiceClient, ServiceFailed
-from ether.topics import Topics, check_publish_topic
-from ether.wire import Meta, Stamper, WireError, decode, encode
+from ether.contract.topics import Topics, check_publish_topic
+from ether.contract.wire import Meta, Stamper, WireError, decode, encode
+from ether.data.outbox import DataPublisher
+from ether.data.recorder.settings import RecorderSettings
+from ether.runtime import context
+from ether.runtime.decorators import EtherSpec, apply_registry, bind, spec_of, unbind
+from ether.runtime.registry import LiveRegistry
+from ether.runtime.schema import ArgumentError, MethodSchema
+from ether.runtime.services import InvalidArguments, NotFound, ServiceClient, ServiceFailed
+from ether.transport.broker import BrokerAddress, BrokerError
+from ether.transport.bus import Bus, Will
+from ether.transport.requests import Requester, answer
 
 log = logging.getLogger("ether.runtime")
 

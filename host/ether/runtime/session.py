@@ -12,18 +12,18 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
-from ether import context
-from ether.access import Access, needs_credentials
-from ether.broker import BrokerAddress, EmbeddedBroker
-from ether.bus import Bus, Will
 from ether.config import Config, InstanceConfig, load
-from ether.recorder.recording import Recording
-from ether.registry import LIVE_STATES, LiveRegistry
-from ether.requests import Requester, answer
-from ether.services import ServiceClient
-from ether.supervisor import Supervisor
-from ether.topics import Topics, check_publish_topic
-from ether.wire import Stamper, WireError, decode
+from ether.contract.topics import Topics, check_publish_topic
+from ether.contract.wire import Stamper, WireError, decode
+from ether.data.recorder.recording import Recording
+from ether.runtime import context
+from ether.runtime.registry import LIVE_STATES, LiveRegistry
+from ether.runtime.services import ServiceClient
+from ether.runtime.supervisor import Supervisor
+from ether.transport.access import Access, needs_credentials
+from ether.transport.broker import BrokerAddress, EmbeddedBroker
+from ether.transport.bus import Bus, Will
+from ether.transport.requests import Requester, answer
 
 log = logging.getLogger("ether")
 

@@ -19,7 +19,7 @@ import threading
 
 import serial
 
-from ether.broker import BrokerAddress
+from ether.transport.broker import BrokerAddress
 
 log = logging.getLogger("ether.bridge")
 

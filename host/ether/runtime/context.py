@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from ether.services import ServiceClient
+from ether.runtime.services import ServiceClient
 
 
 class Client(Protocol):

@@ -16,13 +16,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ether import provenance
-from ether.broker import BrokerAddress
-from ether.bus import Bus
 from ether.config import Config
-from ether.outbox import DataPublisher
-from ether.recorder.process import RecorderProcess
-from ether.recorder.store import (
+from ether.contract.topics import Topics
+from ether.contract.wire import Meta, Stamper, decode_object
+from ether.data import provenance
+from ether.data.outbox import DataPublisher
+from ether.data.recorder.process import RecorderProcess
+from ether.data.recorder.store import (
     COMPLETE,
     CRASHED,
     FAILED,
@@ -35,9 +35,9 @@ from ether.recorder.store import (
     find_stores,
     read_manifest,
 )
-from ether.requests import Requester, RequestTimeout
-from ether.topics import Topics
-from ether.wire import Meta, Stamper, decode_object
+from ether.transport.broker import BrokerAddress
+from ether.transport.bus import Bus
+from ether.transport.requests import Requester, RequestTimeout
 
 log = logging.getLogger("ether")
 

@@ -32,7 +32,7 @@ class BundleError(RuntimeError):
 
 def library_dir() -> Path:
     """lite/ether_lite in a source checkout (ether_lite is not installed on the host as a package)."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parent.parent
     for candidate in (here.parent.parent / "lite" / MODULE, here.parent / MODULE):
         if (candidate / "__init__.py").exists():
             return candidate

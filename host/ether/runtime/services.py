@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ether.registry import LiveRegistry
-from ether.requests import Requester, RequestTimeout
-from ether.topics import Topics
+from ether.contract.topics import Topics
+from ether.runtime.registry import LiveRegistry
+from ether.transport.requests import Requester, RequestTimeout
 
 
 class ServiceError(RuntimeError):

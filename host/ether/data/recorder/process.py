@@ -9,13 +9,13 @@ import sys
 import threading
 from dataclasses import asdict
 
-from ether.broker import BrokerAddress
-from ether.bus import Bus
-from ether.recorder.recorder import RecorderSpec
-from ether.requests import Requester
-from ether.topics import Topics
-from ether.waiting import wait_until
-from ether.wire import decode_object
+from ether.contract.topics import Topics
+from ether.contract.wire import decode_object
+from ether.data.recorder.recorder import RecorderSpec
+from ether.transport.broker import BrokerAddress
+from ether.transport.bus import Bus
+from ether.transport.requests import Requester
+from ether.transport.waiting import wait_until
 
 log = logging.getLogger("ether.recorder")
 
@@ -44,7 +44,7 @@ class RecorderProcess:
     def launch(self) -> None:
         """Start the process; it imports while the broker comes up and waits for its spec on stdin."""
         self.process = subprocess.Popen(
-            [sys.executable, "-c", "from ether.recorder.recorder import main; main()"],
+            [sys.executable, "-c", "from ether.data.recorder.recorder import main; main()"],
             stdin=subprocess.PIPE,
             text=True,
             start_new_session=True,  # Ctrl-C reaches only the session, which stops the recorder last

@@ -19,13 +19,13 @@ from typing import Any
 
 import pydantic_core
 
-from ether.broker import BrokerAddress, BrokerError
-from ether.bus import Bus, Will
-from ether.recorder.ledger import Ledger
-from ether.recorder.store import Row, Store
-from ether.requests import answer
-from ether.topics import Topics
-from ether.wire import Meta, Stamper, WireError, decode, decode_object, encode
+from ether.contract.topics import Topics
+from ether.contract.wire import Meta, Stamper, WireError, decode, decode_object, encode
+from ether.data.recorder.ledger import Ledger
+from ether.data.recorder.store import Row, Store
+from ether.transport.broker import BrokerAddress, BrokerError
+from ether.transport.bus import Bus, Will
+from ether.transport.requests import answer
 
 log = logging.getLogger("ether.recorder")
 
@@ -74,7 +74,7 @@ class Recorder:
 
     def _load(self) -> None:
         """Pick up where a killed recorder left off: streams and open gaps from the store."""
-        from ether.recorder.ledger import Gap
+        from ether.data.recorder.ledger import Gap
 
         db = self.store.db
         for r in db.execute("SELECT * FROM streams"):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ether.config import Config, import_class
-from ether.decorators import spec_of
-from ether.topics import matches
+from ether.contract.topics import matches
+from ether.runtime.decorators import spec_of
 
 
 @dataclass

@@ -12,7 +12,7 @@ import pydantic
 import pydantic_core
 from pydantic import ConfigDict, TypeAdapter
 
-from ether.wire import ROOT_KEY
+from ether.contract.wire import ROOT_KEY
 
 
 class ArgumentError(ValueError):

@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
 
-from ether.waiting import readline_with_timeout
+from ether.transport.waiting import readline_with_timeout
 
 DEFAULT_PORT = 1883
 READY_LINE = "ether-broker-ready"
@@ -84,7 +84,7 @@ class EmbeddedBroker:
             [
                 sys.executable,
                 "-c",
-                "from ether.broker import main; main()",
+                "from ether.transport.broker import main; main()",
                 "--host",
                 self.host,
                 "--port",
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--exit-with-stdin", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s broker %(levelname)s %(message)s")
-    from ether.access import needs_credentials
+    from ether.transport.access import needs_credentials
 
     if needs_credentials(args.host) and not args.password_file:
         print(

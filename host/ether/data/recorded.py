@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ether.recorder.settings import RecorderSettings
-from ether.recorder.store import (
+from ether.data.recorder.settings import RecorderSettings
+from ether.data.recorder.store import (
     FAILED,
     STORE_FILE,
     StoreError,
@@ -302,6 +302,6 @@ def add_commands(commands) -> None:
     p.add_argument("--out", help="output folder (default <run id>-<format>)")
     p.add_argument("--data", help="the data folder (default $ETHER_DATA or ./ether_data)")
     p.set_defaults(handler=cmd_export)
-    from ether.replay import add_command as add_replay
+    from ether.data.replay import add_command as add_replay
 
     add_replay(commands)

@@ -17,7 +17,7 @@ import secrets
 import socket
 from pathlib import Path
 
-from ether.broker import BrokerAddress
+from ether.transport.broker import BrokerAddress
 
 SESSION_USER_PREFIX = "session-"
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ether.topics import matches
+from ether.contract.topics import matches
 
 DURABLE, LATEST = "durable", "latest"
 RECORDER_KEYS = ("enabled", "path", "drain_timeout")

@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ether.bus import Bus
-from ether.recorder.settings import LATEST, RecorderSettings
-from ether.topics import Topics
-from ether.waiting import Deadline
-from ether.wire import Meta, Stamper, decode_object, encode
+from ether.contract.topics import Topics
+from ether.contract.wire import Meta, Stamper, decode_object, encode
+from ether.data.recorder.settings import LATEST, RecorderSettings
+from ether.transport.bus import Bus
+from ether.transport.waiting import Deadline
 
 log = logging.getLogger("ether.outbox")
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ether.broker import BrokerAddress, BrokerError
-from ether.topics import check_publish_topic, check_subscribe_filter
-from ether.waiting import wait_until
+from ether.contract.topics import check_publish_topic, check_subscribe_filter
+from ether.transport.broker import BrokerAddress, BrokerError
+from ether.transport.waiting import wait_until
 
 log = logging.getLogger("ether.bus")
 
