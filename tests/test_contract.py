@@ -112,7 +112,9 @@ def test_replies_have_one_error_shape():
 
 def test_commands_are_checked_where_they_are_built():
     schemas.check("session_control", SessionCommand(command="stop", instance="gen1").payload())
-    schemas.check("recorder_control", RecorderCommand(command="shutdown", forced_by="me", unconfirmed=3).payload())
+    schemas.check(
+        "recorder_control", RecorderCommand(command="shutdown", forced_by="me", unconfirmed=3).payload()
+    )
     with pytest.raises(ValueError, match="command"):
         InstanceCommand(command="explode")
 
