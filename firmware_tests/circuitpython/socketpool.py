@@ -13,6 +13,7 @@ class Socket:
         self._sock = sock
         self.settimeout = sock.settimeout
         self.send = sock.send
+        self.setsockopt = sock.setsockopt
         self.close = sock.close
 
     def connect(self, address):
@@ -28,6 +29,8 @@ class Socket:
 class SocketPool:
     AF_INET = socket.AF_INET
     SOCK_STREAM = socket.SOCK_STREAM
+    IPPROTO_TCP = 6
+    TCP_NODELAY = 1
 
     def __init__(self, radio):
         pass

@@ -46,6 +46,7 @@ class MiniMQTTClient:
             import wifi
 
             pool = socketpool.SocketPool(wifi.radio)
+        self.pool = pool
         self.keepalive = keepalive
         self.unacked = []
         self.tx = b""
@@ -99,6 +100,11 @@ class MiniMQTTClient:
         # minimqtt has no setting for this: a check waits READ_S at most
         m._socket_timeout = READ_S
         m._sock.settimeout(READ_S)
+        try:  # minimqtt sends a packet in pieces: Nagle would delay them
+            pool = self.pool
+            m._sock.setsockopt(pool.IPPROTO_TCP, pool.TCP_NODELAY, 1)
+        except (AttributeError, OSError):
+            pass
         self.connected = True
         self.last_rx = ticks_ms()
 
