@@ -26,7 +26,7 @@ from ether.data.recorder.store import connect, read_manifest
 from ether.monitor.app import MonitorApp
 from ether.monitor.commands import Commands
 from ether.monitor.formats import Format
-from ether.monitor.link import READY, Attached, RunProcess, launch
+from ether.monitor.link import Attached, RunProcess, launch
 from ether.monitor.model import SessionModel
 from ether.monitor.screens import CallScreen, ConfirmScreen, DrainScreen, FieldScreen, PublishScreen
 from ether.monitor.widgets import (
@@ -38,6 +38,7 @@ from ether.monitor.widgets import (
     PlotLine,
     TopicsTable,
 )
+from ether.processes import parse_ready
 from ether.runtime.session import new_session
 from support import REPO, Observer
 
@@ -408,11 +409,11 @@ def start_run(
     )
     monkeypatch.setenv("PYTHONPATH", str(REPO / "tests"))  # launch() passes our environment on
     args = argparse.Namespace(config=str(lab), port=0, listen="127.0.0.1", timeout=30.0, broker=None)
-    process = launch(args)
+    process = launch(args).process
     for line in process.stdout:
-        found = READY.search(line)
-        if found:
-            return process, (found.group(1), found.group(2))
+        ready = parse_ready(line, "session")
+        if ready is not None:
+            return process, (ready["url"], ready["session"])
     pytest.fail(f"ether run did not start (exit code {process.wait()})")
 
 
