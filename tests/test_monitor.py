@@ -407,7 +407,8 @@ def start_run(
         f"recorder: {{path: {tmp_path / 'data'}, drain_timeout: {drain_timeout}}}\n"
         "instances:\n  ticker: {class_path: lab_classes.Ticker}\n"
     )
-    monkeypatch.setenv("PYTHONPATH", str(REPO / "tests"))  # launch() passes our environment on
+    # launch() passes our environment on
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]))
     args = argparse.Namespace(config=str(lab), port=0, listen="127.0.0.1", timeout=30.0, broker=None)
     process = launch(args).process
     for line in process.stdout:

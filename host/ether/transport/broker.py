@@ -178,12 +178,14 @@ def serve(host: str, port: int, password_file: str | None = None, *, child: bool
             f"listening on {host} exposes the broker beyond this machine; it then requires logins:"
             " give --password-file (create logins with `ether access add NAME`)"
         )
-    import asyncio  # only the broker's own process needs it
+    import asyncio  # only the broker's own process needs these
+
+    from amqtt.errors import BrokerError as AmqttError
 
     setup_logging(logging.WARNING, whole_process=True)
     try:
         asyncio.run(_serve(host, port, password_file, child))
-    except OSError as exc:
+    except (OSError, AmqttError) as exc:  # amqtt wraps the OSError of a port already in use
         raise BrokerError(f"cannot listen on {host}:{port}: {exc}") from None
 
 
