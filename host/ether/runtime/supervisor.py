@@ -14,6 +14,7 @@ from typing import Any
 
 from ether import exits
 from ether.config import Config, InstanceConfig
+from ether.contract.messages import InstanceCommand, InstanceStatus, read_reply
 from ether.contract.topics import Topics
 from ether.contract.wire import decode_object, encode
 from ether.processes import Child, backoff
@@ -193,18 +194,20 @@ class Supervisor:
             return
         self._start_process(managed)
 
-    def _announce(self, managed: Managed, state: str, **extra: Any) -> None:
+    def _announce(self, managed: Managed, state: str, exit_code: int | None = None) -> None:
         if self.bus is None:
             return
-        status = {
-            "instance": managed.config.name,
-            "class": managed.config.class_path,
-            "state": state,
-            "pid": managed.pid,
-            "restarts": managed.restarts,
-            **extra,
-        }
-        self.bus.publish(self.topics.instance_status(managed.config.name), encode(status), retain=True)
+        status = InstanceStatus(
+            instance=managed.config.name,
+            class_path=managed.config.class_path,
+            state=state,
+            pid=managed.pid,
+            restarts=managed.restarts,
+            exit_code=exit_code,
+        )
+        self.bus.publish(
+            self.topics.instance_status(managed.config.name), encode(status.payload()), retain=True
+        )
 
     # -- commands -----------------------------------------------------------------------------
 
@@ -215,17 +218,18 @@ class Supervisor:
             return {}
         for name in names:
             if self.instances[name].state in ("ready", "paused"):
-                pending[name] = self.requester.send(self.topics.instance_control(name), {"command": command})
+                control = InstanceCommand(command=command)
+                pending[name] = self.requester.send(self.topics.instance_control(name), control)
         problems: dict[str, str] = {}
         deadline = Deadline(timeout)
         for name, request in pending.items():
             try:
-                reply = request.reply(deadline.remaining)
+                reply = read_reply(request.reply(deadline.remaining))
             except RequestTimeout:
                 problems[name] = f"no acknowledgement of '{command}' within {timeout:g} s"
                 continue
-            if not reply.get("ok"):
-                problems[name] = "; ".join(reply.get("errors") or [str(reply.get("error"))])
+            if not reply.ok:
+                problems[name] = reply.error.message
         for name, problem in problems.items():
             log.warning("instance '%s' %s: %s", name, command, problem)
         return problems

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from dataclasses import asdict
 
 from ether import exits
+from ether.contract.messages import RecorderStatus
 from ether.contract.topics import Topics
-from ether.contract.wire import decode_object
+from ether.contract.wire import decode_object, encode
 from ether.data.recorder.recorder import RecorderSpec
 from ether.processes import Child, backoff
 from ether.transport.broker import BrokerAddress
@@ -83,9 +83,9 @@ class RecorderProcess:
         if code == exits.OK:  # it was told to stop (a forced quit): a restart would undo that
             log.warning("the recorder was stopped by a shutdown command; the session is no longer recorded")
             if self.requester is not None:  # in case its own last word was lost (or its Last Will won):
-                stopped = {"state": "stopped", "pid": child.pid}  # publishers must stop waiting for it
+                stopped = RecorderStatus(state="stopped", pid=child.pid)  # publishers must stop waiting
                 topic = self.topics.recorder_status()
-                self.requester.bus.publish(topic, json.dumps(stopped).encode(), retain=True)
+                self.requester.bus.publish(topic, encode(stopped.payload()), retain=True)
             return
         self.restarts += 1
         delay = backoff(self.restarts, BACKOFF, MAX_BACKOFF)
