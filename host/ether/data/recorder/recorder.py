@@ -19,12 +19,15 @@ from typing import Any
 
 import pydantic_core
 
+from ether import exits
 from ether.contract.messages import RecorderAck, RecorderClosing, RecorderCommand, RecorderStatus, ok, refused
 from ether.contract.topics import Topic, Topics
 from ether.contract.wire import Meta, Stamper, WireError, decode, decode_object, encode
 from ether.data.recorder.clocks import DeviceClocks
 from ether.data.recorder.ledger import Ledger
 from ether.data.recorder.store import Row, Store
+from ether.logs import setup_logging
+from ether.processes import on_lifeline_cut, read_spec
 from ether.transport.broker import BrokerAddress, BrokerError
 from ether.transport.bus import Bus, Will
 from ether.transport.requests import answer
@@ -34,7 +37,6 @@ log = logging.getLogger("ether.recorder")
 BATCH = 5000
 ACK_INTERVAL = 0.02  # acknowledgements are coalesced: at most one per source per 20 ms
 RECORDED = ("data", "errors", "recorder_closing", "instance_status", "device_schema")  # topic kinds saved
-EXIT_OK, EXIT_FAILED, EXIT_NO_BROKER = 0, 1, 4
 
 
 @dataclass
@@ -343,7 +345,7 @@ def record(spec: RecorderSpec) -> int:
         bus.connect()
     except BrokerError as exc:
         log.error("recorder: %s", exc)
-        return EXIT_NO_BROKER
+        return exits.NO_BROKER
     store = Store(spec.run_dir)
     recorder = Recorder(spec, bus, store)
     store.db.execute("BEGIN")
@@ -360,28 +362,21 @@ def record(spec: RecorderSpec) -> int:
     recorder.announce("ready")
     log.info("recorder ready: saving session data to %s", spec.run_dir)
 
-    def parent_gone() -> None:  # our stdin is the session's pipe: it closes when the session dies
-        sys.stdin.read()
-        recorder.inbox.put(_Barrier(None, then_stop=True))
-
-    threading.Thread(target=parent_gone, name="ether-recorder-parent", daemon=True).start()
+    # the session's end (or death) is our signal to commit everything and stop
+    on_lifeline_cut(lambda: recorder.inbox.put(_Barrier(None, then_stop=True)))
     recorder.finished.wait()
     writer.join(10)
     recorder.announce("failed" if recorder.failed else "stopped")
     bus.close()
     store.close()
-    return EXIT_FAILED if recorder.failed else EXIT_OK
+    return exits.FAILED if recorder.failed else exits.OK
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s.%(msecs)03d - Ether:%(process)d - %(levelname)s - %(message)s",
-        datefmt="%Y-%m-%d %H:%M:%S",
-    )
-    line = sys.stdin.readline()
-    if not line:
-        sys.exit(EXIT_NO_BROKER)
-    code = record(RecorderSpec(**json.loads(line)))
+    setup_logging(whole_process=True)
+    spec = read_spec()
+    if spec is None:  # the session ended (or chose another recorder) before it sent our spec
+        sys.exit(exits.NO_BROKER)
+    code = record(RecorderSpec(**spec))
     sys.stdout.flush()
     os._exit(code)
