@@ -56,7 +56,7 @@ def main() -> None:
             "minimqtt": f"{LIB}:{adafruit}:{CIRCUITPYTHON_STANDINS}:.frozen",
         }
         broker = EmbeddedBroker()
-        broker.start()
+        broker.address = broker.start()
         try:
             for name, path in paths.items():
                 runs = [run(exe, path, broker, args.seconds, name == "minimqtt") for _ in range(args.runs)]

@@ -35,7 +35,7 @@ def adafruit_lib(tmp_path_factory) -> Path:
 @pytest.fixture
 def broker():
     embedded = EmbeddedBroker()
-    embedded.start()
+    embedded.address = embedded.start()  # the tests read broker.address
     yield embedded
     embedded.stop()
 

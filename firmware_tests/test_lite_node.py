@@ -147,7 +147,7 @@ def _restart_broker(broker, observer, board) -> EmbeddedBroker:
     board.process.send_signal(signal.SIGSTOP)
     try:
         again = EmbeddedBroker(port=broker.address.port)
-        again.start()
+        again.address = again.start()
         assert observer.connected.wait(TIMEOUT)
     finally:
         board.process.send_signal(signal.SIGCONT)
