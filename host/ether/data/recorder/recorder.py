@@ -23,6 +23,7 @@ from ether import exits
 from ether.contract.messages import RecorderAck, RecorderClosing, RecorderCommand, RecorderStatus, ok, refused
 from ether.contract.topics import Topic, Topics
 from ether.contract.wire import Meta, Stamper, WireError, decode, decode_object, encode
+from ether.data.recorder.clocks import DeviceClocks
 from ether.data.recorder.ledger import Ledger
 from ether.data.recorder.store import Row, Store
 from ether.logs import setup_logging
@@ -35,7 +36,6 @@ log = logging.getLogger("ether.recorder")
 
 BATCH = 5000
 ACK_INTERVAL = 0.02  # acknowledgements are coalesced: at most one per source per 20 ms
-CLOCK_STEP = 1.0  # a board's clock offset is recorded again when it shrinks by more than this (s)
 RECORDED = ("data", "errors", "recorder_closing", "instance_status", "device_schema")  # topic kinds saved
 
 
@@ -70,7 +70,7 @@ class Recorder:
         self.forcing = False
         self._seen_status: dict[str, tuple] = {}
         self._devices: set[str] = set()  # sources that announced a device schema: boards
-        self._clocks: dict[tuple[str, str], float] = {}  # (device, boot) -> clock offset recorded
+        self._clocks = DeviceClocks()
         self._acks: dict[str, dict[str, int]] = {}  # committed, not yet announced
         self._acked_at = 0.0
         self._load()
@@ -283,20 +283,10 @@ class Recorder:
         )
 
     def _clock(self, meta: Meta, now: float) -> None:
-        """A board stamps readings with its own clock: record host time minus board time per boot.
-
-        Recorded at a boot's first reading, and again whenever a reading shows an offset smaller by more
-        than CLOCK_STEP (the board's clock was set, or the first reading waited in the board's buffer).
-        """
-        offset = now - meta.t
-        key = (meta.src, meta.boot)
-        recorded = self._clocks.get(key)
-        if recorded is not None and offset >= recorded - CLOCK_STEP:
-            return
-        self._clocks[key] = offset
-        self.store.event(
-            "device_clock", meta.src, meta.boot, offset=offset, t_board=meta.t, t_host=now, seq=meta.seq
-        )
+        """A board stamps readings with its own clock: record its offset to this host's (see clocks)."""
+        detail = self._clocks.observe(meta.src, meta.boot, meta.t, now, meta.seq)
+        if detail is not None:
+            self.store.event("device_clock", meta.src, meta.boot, **detail)
 
     def _system(self, where: Topic, raw: bytes, now: float) -> None:
         payload = decode_object(raw)
