@@ -171,6 +171,7 @@ def remote(args: argparse.Namespace) -> int:
         bus.close()
         print(f"ether: {problem}", file=sys.stderr)
         return exits.FAILED
+    control: InstanceCommand | SessionCommand
     if args.command in ("pause", "resume"):
         topic, control = topics.instance_control(args.instance), InstanceCommand(command=args.command)
     else:

@@ -22,6 +22,7 @@ from ether.contract.messages import RecorderClosing
 from ether.contract.topics import Topics
 from ether.contract.wire import Meta, Stamper, decode_object, encode
 from ether.data.recorder.settings import LATEST, RecorderSettings
+from ether.processes import backoff
 from ether.transport.bus import Bus
 from ether.transport.waiting import Deadline
 
@@ -98,7 +99,7 @@ class DataPublisher:
         self._lock = threading.Lock()
         self._acked = threading.Condition(self._lock)
         self._progress = time.monotonic()
-        self._resend_wait = RESEND_AFTER
+        self._stalled_resends = 0
         self._closed = threading.Event()
         self._recorder_boot: str | None = None
         self._recorder_state: str | None = None  # 'stopped': it will not come back to confirm
@@ -147,7 +148,7 @@ class DataPublisher:
                     progressed = True
             if progressed:
                 self._progress = time.monotonic()
-                self._resend_wait = RESEND_AFTER
+                self._stalled_resends = 0
                 self._acked.notify_all()
 
     def _on_recorder_status(self, topic: str, raw: bytes) -> None:
@@ -160,7 +161,7 @@ class DataPublisher:
         if status.get("state") == "ready":
             boot, self._recorder_boot = self._recorder_boot, status.get("boot")
             if boot != self._recorder_boot and self.pending:  # a (re)started recorder: send again at once
-                self._resend_wait = RESEND_AFTER
+                self._stalled_resends = 0
                 threading.Thread(target=self.resend, daemon=True).start()
 
     def _watch_acks(self) -> None:
@@ -168,10 +169,13 @@ class DataPublisher:
         while resends bring nothing back, wait twice as long before the next one."""
         while not self._closed.wait(RESEND_AFTER / 2):
             with self._lock:
-                stalled = self.outbox.pending and time.monotonic() - self._progress > self._resend_wait
+                stalled = self.outbox.pending and time.monotonic() - self._progress > self._resend_wait()
             if stalled:
                 self.resend()
-                self._resend_wait = min(self._resend_wait * 2, RESEND_MAX_WAIT)
+                self._stalled_resends += 1
+
+    def _resend_wait(self) -> float:
+        return backoff(self._stalled_resends + 1, RESEND_AFTER, RESEND_MAX_WAIT)
 
     def resend(self) -> None:
         with self._lock:

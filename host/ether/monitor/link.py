@@ -62,7 +62,7 @@ class RunProcess:
         self._reader.start()
 
     def _read(self) -> None:
-        for line in self.process.stdout:
+        for line in self.process.stdout or ():
             with self._lock:
                 if self.echo:
                     sys.stderr.write(line)
@@ -170,7 +170,7 @@ def _startup(process: subprocess.Popen) -> tuple[str, str] | None:
 def _echo_until_exit(process: subprocess.Popen) -> None:
     while True:
         try:
-            for line in process.stdout:
+            for line in process.stdout or ():
                 sys.stderr.write(line)
             return
         except KeyboardInterrupt:

@@ -129,7 +129,7 @@ def _broker_class():
     class EtherBroker(Broker):
         """amqtt's broker with the retained-message leak fixed."""
 
-        async def _publish_retained_messages_for_subscription(self, subscription, session):  # type: ignore[override]
+        async def _publish_retained_messages_for_subscription(self, subscription, session):
             # amqtt calls this at connect time for *every* subscription in the broker; only the
             # session's own subscriptions should receive retained messages.
             topic_filter = subscription[0]
@@ -158,7 +158,11 @@ async def _serve(host: str, port: int, password_file: str | None, child: bool) -
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     if child:  # started by a session: it reads the port from our ready line, and its end is ours
-        on_lifeline_cut(lambda: loop.call_soon_threadsafe(stop.set))
+
+        def parent_gone() -> None:
+            loop.call_soon_threadsafe(stop.set)
+
+        on_lifeline_cut(parent_gone)
         announce_ready("broker", port=bound_port, pid=os.getpid())
     else:
         logins = "logins required" if password_file else "no login needed"
