@@ -182,6 +182,9 @@ class ErrorEvent(Message):
     method: str | None = None
     reason: str
     message_id: str | None = Field(None, description="the rejected message's id; null if it had none")
+    traceback: str | None = Field(
+        None, description="for an exception in user code: its traceback from the user's frame (file:line)"
+    )
 
 
 # -- commands --------------------------------------------------------------------------------------

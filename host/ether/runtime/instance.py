@@ -3,7 +3,7 @@
 User code runs on one worker thread, one call at a time, so a class need not be thread-safe. Paho's
 network thread only queues work and answers ``status``; a handler that blocks therefore never stops
 the instance from being seen and stopped. A bad message or an exception in user code becomes an
-error event (instance, topic, reason) and the next message is processed.
+error event (instance, topic, reason; for an exception its traceback) and the next message is processed.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from ether.transport.bus import Bus, Will
 from ether.transport.requests import Requester, answer
 
 log = logging.getLogger("ether.runtime")
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # host/ether
 
 
 @dataclass
@@ -202,7 +203,7 @@ class InstanceRuntime:
         try:
             return method.call(**kwargs), None
         except Exception as exc:
-            self.report_error(topic, _reason(exc), method, meta, traceback.format_exc())
+            self.report_error(topic, _reason(exc), method, meta, user_traceback(exc))
             return None, exc
         finally:
             self._parents.ids = []
@@ -264,15 +265,21 @@ class InstanceRuntime:
         trace: str | None = None,
     ) -> None:
         where = f" ({self.cls.__name__}.{method.name})" if method else ""
-        log.error("instance '%s' topic '%s'%s: %s", self.spec.name, topic, where, reason)
-        if trace:
-            log.debug(trace)
+        log.error(
+            "instance '%s' topic '%s'%s: %s%s",
+            self.spec.name,
+            topic,
+            where,
+            reason,
+            f"\n{trace}" if trace else "",
+        )
         event = ErrorEvent(
             instance=self.spec.name,
             topic=topic,
             method=method.name if method else None,
             reason=reason,
             message_id=(meta.id if meta else None) or None,  # a foreign client's message has no id
+            traceback=trace,
         )
         self.bus.publish(self.topics.errors(), encode(event.payload(), self.stamper.control()))
 
@@ -360,6 +367,14 @@ class InstanceRuntime:
 
 def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
+
+
+def user_traceback(exc: BaseException) -> str:
+    """The exception's traceback from the first frame outside Ether on (Ether's calling frames are noise)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(PACKAGE_DIR + os.sep):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
 
 
 def _command_of(payload: Any) -> Any:

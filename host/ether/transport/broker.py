@@ -1,7 +1,10 @@
 """The broker: where it is (:class:`BrokerAddress`) and the embedded amqtt broker run in its own process.
 
-The embedded broker listens on 127.0.0.1 (by default) and works around two amqtt 0.12.1 faults: retained
-messages sent at connect time to clients that never subscribed to them, and a 5 s wait at shutdown.
+The embedded broker listens on 127.0.0.1 (by default) and works around four amqtt 0.12.1 faults:
+retained messages sent at connect time to clients that never subscribed to them; a client's last
+messages dropped when it disconnects right after sending them (acknowledged, never delivered);
+keep-alive not enforced (a silent client stayed connected forever: now it is dropped after 1.5 x its
+keep-alive, so its Last Will tells everyone); and a 5 s wait at shutdown.
 """
 
 from __future__ import annotations
@@ -123,11 +126,40 @@ class EmbeddedBroker:
 # -- the broker process ------------------------------------------------------------------------
 
 
+KEEP_ALIVE_GRACE = 1.5  # MQTT 3.1.1 section 3.1.2.10: silent for 1.5 x keep-alive means gone
+
+
 def _broker_class():
+    import asyncio
+
     from amqtt.broker import Broker
+    from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+
+    def drop_silent_client(handler: BrokerProtocolHandler) -> None:
+        # amqtt reads with the keep-alive as timeout, then ignores the timeout: close the connection
+        # as abnormal, so the broker publishes the client's Last Will
+        asyncio.ensure_future(handler.handle_connection_closed())
+
+    BrokerProtocolHandler.handle_read_timeout = drop_silent_client  # this process runs only the broker
 
     class EtherBroker(Broker):
-        """amqtt's broker with the retained-message leak fixed."""
+        """amqtt's broker with the retained-message leak, the lost last messages and keep-alive fixed."""
+
+        async def _initialize_client_session(self, *args, **kwargs):  # type: ignore[override]
+            handler, session = await super()._initialize_client_session(*args, **kwargs)
+            session.keep_alive *= KEEP_ALIVE_GRACE  # the read timeout; 0 (no keep-alive) stays 0
+            return handler, session
+
+        async def _handle_disconnect(self, client_session, handler, disconnect_waiter):  # type: ignore[override]
+            # amqtt acknowledges a PUBLISH when it queues it, and stops reading that queue when the
+            # client disconnects: deliver what is still queued before the session ends (and its Will)
+            queue = client_session.delivered_message_queue
+            pending = [queue.get_nowait() for _ in range(queue.qsize())]
+            for message in pending:
+                delivered = asyncio.get_running_loop().create_future()
+                delivered.set_result(message)
+                await self._handle_message_delivery(client_session, handler, delivered)
+            await super()._handle_disconnect(client_session, handler, disconnect_waiter)
 
         async def _publish_retained_messages_for_subscription(self, subscription, session):
             # amqtt calls this at connect time for *every* subscription in the broker; only the
