@@ -9,7 +9,9 @@ user would leave it), then the monitor's CPU over a window, side by side:
               saves and acknowledges; a plain subscriber counts what the broker really delivered
 
 CPU is the monitor process's user+system time over the window (/proc/<pid>/stat), in % of one core;
-"key to screen" is the median time from typing `m` until the publish dialog is drawn (5 tries).
+"key to screen" is the median time from typing `m` until the publish dialog is drawn (5 tries), read
+from a terminal emulator (pyte) fed with what the monitor draws; "key right after the burst" is the
+same for one key typed the moment the publisher stops (a screen still busy with the burst shows here).
 
 Run: python bench/monitor.py [--rate 2000] [--seconds 10]
 """
@@ -29,6 +31,7 @@ import threading
 import time
 from pathlib import Path
 
+import pyte
 from brokers import brokers, close, paho_client, subscribe
 
 from ether.contract.wire import Stamper, encode
@@ -43,7 +46,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 class Terminal:
-    """`ether monitor` on a pseudo-terminal; what it draws is read (and kept) so it never blocks."""
+    """`ether monitor` on a pseudo-terminal, its output fed to a terminal emulator (pyte) so that a wait
+    is for text on the screen as a user sees it, not for bytes that a redraw may or may not repeat."""
 
     def __init__(self, url: str, columns: int = 120, lines: int = 40) -> None:
         self.master, slave = pty.openpty()
@@ -57,7 +61,8 @@ class Terminal:
             start_new_session=True,
         )
         os.close(slave)
-        self.screen = b""
+        self.screen = pyte.Screen(columns, lines)
+        self.stream = pyte.ByteStream(self.screen)
         self.changed = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -70,27 +75,29 @@ class Terminal:
             if not data:
                 return
             with self.changed:
-                self.screen = (self.screen + data)[-200_000:]
+                self.stream.feed(data)
                 self.changed.notify_all()
 
-    def wait_for(self, text: bytes, timeout: float = 30.0) -> None:
+    def shows(self, text: str) -> bool:
+        return any(text in line for line in self.screen.display)
+
+    def wait_for(self, text: str, timeout: float = 30.0, gone: bool = False) -> None:
+        """Until ``text`` is on the screen (or, with ``gone``, no longer is)."""
         with self.changed:
-            if not self.changed.wait_for(lambda: text in self.screen, timeout):
-                raise RuntimeError(f"the monitor never showed {text!r}")
+            if not self.changed.wait_for(lambda: self.shows(text) != gone, timeout):
+                raise RuntimeError(f"the monitor {'kept showing' if gone else 'never showed'} {text!r}")
 
     def keys(self, keys: str) -> None:
         os.write(self.master, keys.encode())
 
-    def response(self, keys: str, shows: bytes, undo: str) -> float:
-        """Seconds from typing ``keys`` until the screen shows ``shows`` (then ``undo``)."""
-        with self.changed:
-            self.screen = b""
+    def response(self, keys: str, shows: str, undo: str) -> float:
+        """Seconds from typing ``keys`` until the screen shows ``shows`` (then ``undo``, until it is gone)."""
         start = time.perf_counter()
         self.keys(keys)
         self.wait_for(shows)
         took = time.perf_counter() - start
         self.keys(undo)
-        self.wait_for(b"Instances")
+        self.wait_for(shows, gone=True)
         return took
 
     def close(self) -> None:
@@ -138,28 +145,38 @@ def run(label: str, address, rate: int, seconds: float) -> list[tuple[str, ...]]
     monitor = Terminal(address.url)
     rows = []
     try:
-        monitor.wait_for(b"Instances")
+        monitor.wait_for("Instances")
         cpu = measure(monitor, seconds)
-        keys = sorted(monitor.response("m", b"Publish a message", "\x1b") for _ in range(5))
-        rows.append((label, "idle", "0", f"{cpu:.1f} %", f"{1000 * keys[2]:.0f} ms"))
+        keys = sorted(monitor.response("m", "Publish a message", "\x1b") for _ in range(5))
+        rows.append((label, "idle", "0", f"{cpu:.1f} %", f"{1000 * keys[2]:.0f} ms", ""))
 
         stop, sent = threading.Event(), []
         source = threading.Thread(target=publish, args=(address, rate, stop, sent))
         source.start()
-        monitor.wait_for(b"bench/a")
+        monitor.wait_for("bench/a")
         monitor.keys("\t\t")  # to the topics table: its first topic's last message is shown
-        monitor.wait_for(b"Last message on 'bench/a'")
+        monitor.wait_for("Last message on 'bench/a'")
         monitor.keys("f")  # plot a field of it
-        monitor.wait_for(b"Plot a field")
+        monitor.wait_for("Plot a field")
         monitor.keys("\r")
         time.sleep(1.0)  # let the plot fill and the rates settle before measuring
         before, wall = delivered[0], time.perf_counter()
         cpu = measure(monitor, seconds)
         got = (delivered[0] - before) / (time.perf_counter() - wall)
-        keys = sorted(monitor.response("m", b"Publish a message", "\x1b") for _ in range(5))
+        keys = sorted(monitor.response("m", "Publish a message", "\x1b") for _ in range(5))
         stop.set()
         source.join()
-        rows.append((label, f"{rate} msg/s", f"{got:.0f}", f"{cpu:.1f} %", f"{1000 * keys[2]:.0f} ms"))
+        after = monitor.response("m", "Publish a message", "\x1b")  # a stall after the burst shows here
+        rows.append(
+            (
+                label,
+                f"{rate} msg/s",
+                f"{got:.0f}",
+                f"{cpu:.1f} %",
+                f"{1000 * keys[2]:.0f} ms",
+                f"{1000 * after:.0f} ms",
+            )
+        )
     finally:
         monitor.close()
         close(counter)
@@ -174,10 +191,19 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=2000, help="messages/s to publish (default 2000)")
     parser.add_argument("--seconds", type=float, default=10.0, help="measuring window (default 10 s)")
     args = parser.parse_args()
-    rows = [("broker", "traffic", "delivered msg/s", "monitor CPU (% of a core)", "key to screen (median)")]
+    rows = [
+        (
+            "broker",
+            "traffic",
+            "delivered msg/s",
+            "monitor CPU (% of a core)",
+            "key to screen (median)",
+            "key right after the burst",
+        )
+    ]
     for label, address in brokers():
         rows += run(label, address, args.rate, args.seconds)
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
 
