@@ -19,7 +19,9 @@ def run(args: argparse.Namespace) -> int:
     from ether.runtime.session import new_session
     from ether.runtime.supervisor import InstanceStartError
 
-    if not args.headless and sys.stdin.isatty() and sys.stdout.isatty():
+    from ether.monitor.link import on_terminal
+
+    if not args.headless and on_terminal():
         from ether.monitor import run_on_terminal
 
         return run_on_terminal(args)  # the same session, as a child process, behind the monitor
