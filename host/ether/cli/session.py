@@ -64,12 +64,13 @@ def run(args: argparse.Namespace) -> int:
     """Start the session of a YAML file, run ``@ether_start`` methods, stop cleanly on Ctrl-C."""
     from ether.config import ConfigError
     from ether.logs import setup_logging
+    from ether.monitor.link import on_terminal
     from ether.processes import announce_ready, on_lifeline_cut
     from ether.runtime.session import new_session
     from ether.runtime.supervisor import InstanceStartError
     from ether.transport.broker import BrokerError
 
-    if not args.headless and sys.stdin.isatty() and sys.stdout.isatty():
+    if not args.headless and on_terminal():  # Textual draws on stderr: a file there means headless
         from ether.monitor import run_on_terminal
 
         return run_on_terminal(args)  # the same session, as a child process, behind the monitor

@@ -10,6 +10,7 @@ and sealed the store, then prints how it ended.
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import subprocess
 import sys
@@ -17,10 +18,19 @@ import threading
 from collections import deque
 from pathlib import Path
 
+from ether.data.recorder.store import StoreError, connect, summary
 from ether.monitor.commands import Commands
 from ether.monitor.model import LIVE, SessionModel, Snapshot
 from ether.processes import Child, parse_ready
 from ether.transport.broker import BrokerAddress, BrokerError
+
+SEALED = re.compile(r"Session \S+ sealed \w+")
+
+
+def on_terminal() -> bool:
+    """Keys come from stdin, and Textual draws on stderr: both must be a terminal (and stdout, so that
+    `ether run > file` keeps plain log lines)."""
+    return all(stream.isatty() for stream in (sys.stdin, sys.stdout, sys.stderr))
 
 
 class Attached:
@@ -34,6 +44,24 @@ class Attached:
 
     def end(self) -> str:
         return self.commands.session("shutdown")
+
+    def seal(self, snapshot: Snapshot) -> str:
+        """How the store was sealed, read from it when it is on this machine ('' until it is sealed)."""
+        run_dir = snapshot.recorder.run_dir
+        try:
+            db = connect(run_dir, readonly=True) if run_dir and Path(run_dir).exists() else None
+        except StoreError:
+            return ""
+        if db is None:
+            return f"The session store is on the session's machine: {run_dir}" if run_dir else ""
+        try:
+            s = summary(db)
+        finally:
+            db.close()
+        if s["status"] in (None, "running"):
+            return ""
+        unsaved = f", {s['unsaved']} NOT saved" if s["unsaved"] else ""
+        return f"Session {Path(run_dir).name} sealed {s['status']}: {s['messages']} messages saved{unsaved} in {run_dir}"
 
     def finished(self, snapshot: Snapshot) -> bool:
         """Every supervisor stopped, no instance alive, the recorder not running."""
@@ -56,6 +84,8 @@ class RunProcess:
         self.last_lines: deque[str] = deque(maxlen=20)  # for an end nobody asked for here
         self.ending = False
         self.echo = False  # after the monitor closed: straight to the terminal
+        self.sealed = ""  # the session's seal line, once it printed it
+        self._last = ""  # the last line written to the terminal
         self._done = threading.Event()
         self._lock = threading.Lock()
         self._reader = threading.Thread(target=self._read, name="ether-run-output", daemon=True)
@@ -64,8 +94,11 @@ class RunProcess:
     def _read(self) -> None:
         for line in self.process.stdout or ():
             with self._lock:
+                if SEALED.search(line):
+                    self.sealed = line.strip()
                 if self.echo:
                     sys.stderr.write(line)
+                    self._last = line
                     continue
                 self.last_lines.append(line)
                 if self.ending:
@@ -79,6 +112,9 @@ class RunProcess:
             self.process.send_signal(signal.SIGINT)
         return "stopping: save_all -> cleanup -> exit, then the recorder's drain"
 
+    def seal(self, snapshot: Snapshot | None = None) -> str:
+        return self.sealed
+
     def finished(self, snapshot: Snapshot | None = None) -> bool:
         return self.process.poll() is not None and self._done.is_set()
 
@@ -87,15 +123,20 @@ class RunProcess:
         return self.process.returncode if self.process.returncode is not None else 1
 
     def close(self) -> int:
-        """After the monitor: make sure the session ended (as Ctrl-C would), show its last words."""
+        """After the monitor: make sure the session ended (as Ctrl-C would), show its last words, and
+        its seal line last, whatever the broker printed after it."""
         with self._lock:  # what was shown in the monitor's log, then the rest as it comes
             for line in self.ending_lines if self.ending else self.last_lines:
                 sys.stderr.write(line)
+                self._last = line
             self.echo = True
         if self.process.poll() is None:
             self.end()
         code = self.process.wait()
         self._reader.join(5)
+        with self._lock:
+            if self.sealed and self._last.strip() != self.sealed:
+                sys.stderr.write(f"{self.sealed}\n")
         return code
 
 
@@ -103,6 +144,12 @@ def attach(broker: str, session: str) -> int:
     """``ether monitor``: show a running session until the user quits."""
     from ether.monitor.app import MonitorApp
 
+    if not on_terminal():
+        print(
+            "ether monitor: needs a terminal (stdin, stdout and stderr); see `ether sessions`",
+            file=sys.stderr,
+        )
+        return 1
     try:
         model = SessionModel(BrokerAddress.parse(broker), session)
         model.connect()

@@ -32,6 +32,7 @@ BACKLOG_BEHIND = 10_000  # messages queued in the recorder, not yet written
 POLL_EVERY = 1.0  # s between recorder status requests
 NOT_ANSWERING_AFTER = 3.0  # s without an answer to a status request
 PLOT_POINTS = 120
+HISTORY = 50  # messages kept per topic for the payload view
 LOG_LINES = 2000
 LIVE = ("starting", "ready", "restarting", "paused", "draining")
 RUN_LOG = re.compile(r" - (?:Ether:\d+ - )?(DEBUG|INFO|WARNING|ERROR|CRITICAL) - ")
@@ -46,7 +47,7 @@ class InstanceRow:
     pid: int | None = None
     restarts: int = 0
     since: float | None = None  # wall clock when this process started
-    rate_in: float = 0.0
+    rate_in: float = 0.0  # what it is being delivered: its topics' rate while it is ready, else 0
     rate_out: float = 0.0
     error: str = ""
     services: dict[str, Any] = field(default_factory=dict)  # service -> {arg: {type, required}} or None
@@ -75,6 +76,9 @@ class TopicRow:
     recorded: str  # yes | NOT CONFIRMED (for more than BEHIND_AFTER) | NO (no recorder running)
     payload: Any
     source: str = ""
+    bytes_rate: float = 0.0
+    age: float = 0.0  # s since its last message
+    jitter: float | None = None  # s: standard deviation of the gaps between its messages, last tick
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,17 @@ class RecorderView:
     answering: bool = True
     unconfirmed: int = 0  # durable messages seen here that the recorder has not acknowledged
     oldest: float = 0.0  # age in s of the oldest of them
+
+    @property
+    def condition(self) -> str:
+        """Its state as a user must read it: ``ready`` only while it answers and keeps up."""
+        if self.state != "ready":
+            return self.state
+        if not self.answering:
+            return "NOT ANSWERING"
+        if self.oldest > BEHIND_AFTER or (self.backlog or 0) > BACKLOG_BEHIND:
+            return "BEHIND"
+        return "ready"
 
 
 @dataclass(frozen=True)
@@ -114,6 +129,10 @@ class Snapshot:
     problems: tuple[str, ...]  # what the banner says, most serious first
     plots: tuple[tuple[str, tuple[float, ...]], ...]  # ("topic field", values)
     log: tuple[LogLine, ...]  # new lines since the previous snapshot
+    history: tuple[str | None, tuple[tuple[float, Any], ...]] = (
+        None,
+        (),
+    )  # the watched topic's last messages
 
     def instance(self, name: str) -> InstanceRow | None:
         return next((i for i in self.instances if i.name == name), None)
@@ -152,11 +171,36 @@ class _Stream:
 class _Topic:
     def __init__(self) -> None:
         self.count = 0
+        self.bytes = 0
         self.payload: Any = None
+        self.history: deque[tuple[float, Any]] = deque(maxlen=HISTORY)  # (wall clock, payload)
         self.kind = "plain"
         self.stream: tuple[str, str] | None = None
         self.seq = 0
+        self.arrived = 0.0
+        self.gaps = [0, 0.0, 0.0]  # since the last snapshot: count, sum and sum of squares of the gaps
         self.plotted: list[str] = []
+
+    def arrive(self, payload: Any, size: int, now: float) -> None:
+        if self.count:
+            gap = now - self.arrived
+            self.gaps[0] += 1
+            self.gaps[1] += gap
+            self.gaps[2] += gap * gap
+        self.count += 1
+        self.bytes += size
+        self.payload = payload
+        self.history.append((time.time(), payload))
+        self.arrived = now
+
+    def jitter(self) -> float | None:
+        """The standard deviation of the gaps between messages since the last call (None: too few)."""
+        n, total, squares = self.gaps
+        self.gaps = [0, 0.0, 0.0]
+        if n < 2:
+            return None
+        mean = total / n
+        return max(0.0, squares / n - mean * mean) ** 0.5
 
 
 class SessionModel:
@@ -192,6 +236,7 @@ class SessionModel:
         self._polled_at = 0.0
         self._answered_at = time.monotonic()
         self._size: tuple[float, int | None] = (0.0, None)
+        self.watched: str | None = None  # the topic whose last messages each snapshot carries
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -244,8 +289,7 @@ class SessionModel:
             stats = self._topics.get(name)
             if stats is None:
                 stats = self._topics[name] = _Topic()
-            stats.count += 1
-            stats.payload = payload
+            stats.arrive(payload, len(raw), now)
             if meta is not None and meta.seq > 0 and meta.src and meta.boot:
                 key = (meta.src, meta.boot)
                 if meta.boot.endswith(LATEST_SUFFIX):
@@ -434,6 +478,8 @@ class SessionModel:
             supervisors = tuple(sorted((n, str(s.get("state"))) for n, s in self._supervisors.items()))
             plots = tuple((f"{t} {p}", tuple(v)) for (t, p), v in self._plots.items())
             log, self._new_log = tuple(self._new_log), []
+            watched = self._topics.get(self.watched) if self.watched else None
+            history = (self.watched, tuple(watched.history) if watched else ())
         problems = self._problems(recorder, topics)
         return Snapshot(
             self.topics.session,
@@ -447,6 +493,7 @@ class SessionModel:
             problems,
             plots,
             log,
+            history,
         )
 
     def _rate(self, key: str, count: int, dt: float) -> float:
@@ -475,7 +522,18 @@ class SessionModel:
             )
             recorded = "NOT CONFIRMED" if late else "yes"
         source = stats.stream[0] if stats.stream else ""
-        return TopicRow(name, stats.count, rate, stats.kind, recorded, stats.payload, source)
+        return TopicRow(
+            name,
+            stats.count,
+            rate,
+            stats.kind,
+            recorded,
+            stats.payload,
+            source,
+            self._rate(f"bytes:{name}", stats.bytes, dt),
+            now - stats.arrived,
+            stats.jitter(),
+        )
 
     def _instance_rows(self, rate_of: dict[str, float], sent: dict[str, float]) -> tuple[InstanceRow, ...]:
         configured = {
@@ -490,13 +548,14 @@ class SessionModel:
             if status is None:
                 rows.append(InstanceRow(name))
                 continue
-            subscribes = status.get("subscribes") or ()
-            rate_in = sum(
-                rate for topic, rate in rate_of.items() if any(self._match(f, topic) for f in subscribes)
-            )
             state = str(status.get("state", "?"))
             if state in LIVE and name in self._draining:
                 state = "draining"  # stopped working, waiting until the recorder has all its data
+            # what it is delivered: nothing while paused (held), stopped or ending
+            subscribes = (status.get("subscribes") or ()) if state == "ready" else ()
+            rate_in = sum(
+                rate for topic, rate in rate_of.items() if any(self._match(f, topic) for f in subscribes)
+            )
             rows.append(
                 InstanceRow(
                     name,
