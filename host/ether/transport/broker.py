@@ -179,6 +179,17 @@ async def _serve(host: str, port: int, exit_with_stdin: bool, password_file: str
     os._exit(0)
 
 
+def _run(serve) -> None:
+    """Run the broker on uvloop where it is installed (faster), else on asyncio's own loop. Both set
+    TCP_NODELAY on every accepted socket."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(serve)
+        return
+    uvloop.run(serve)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="ether broker", description="Run Ether's embedded MQTT broker.")
     parser.add_argument("--host", default="127.0.0.1")
@@ -197,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         sys.exit(2)
     try:
-        asyncio.run(_serve(args.host, args.port, args.exit_with_stdin, args.password_file))
+        _run(_serve(args.host, args.port, args.exit_with_stdin, args.password_file))
     except OSError as exc:
         print(f"ether broker: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         sys.exit(2)
