@@ -13,6 +13,7 @@ import json
 from collections import Counter
 from typing import Any
 
+from ether.contract.messages import InstanceCommand, RecorderCommand, read_reply
 from ether.data.recorded import RecordedSession, find_session, lineage
 from ether.data.recorder.store import connect, read_manifest
 
@@ -102,12 +103,16 @@ def _settle(session, timeout: float) -> None:
     for _ in range(MAX_ROUNDS):
         for name in names:
             session.supervisor.requester.request(
-                session.topics.instance_control(name), {"command": "sync"}, timeout
+                session.topics.instance_control(name), InstanceCommand(command="sync"), timeout
             )
-        reply = session.supervisor.requester.request(
-            session.topics.recorder_control(), {"command": "barrier"}, timeout
+        reply = read_reply(
+            session.supervisor.requester.request(
+                session.topics.recorder_control(), RecorderCommand(command="barrier"), timeout
+            )
         )
-        saved = reply["result"]["saved"]
+        if not reply.ok:
+            raise RuntimeError(f"the recorder refused a barrier: {reply.error.message}")
+        saved = reply.result["saved"]
         if saved == last:
             return
         last = saved
@@ -135,11 +140,3 @@ def cmd_replay(args) -> int:
         print(f"    recorded {d['recorded'][:3]}")
         print(f"    replayed {d['replayed'][:3]}")
     return 0 if not result["differ"] else 1
-
-
-def add_command(commands) -> None:
-    p = commands.add_parser("replay", help="feed a recorded session's sources through a pipeline and compare")
-    p.add_argument("session", help="a run folder, run id, or 'last'")
-    p.add_argument("--config", required=True, help="the (changed) session file to run")
-    p.add_argument("--data", help="the data folder (default $ETHER_DATA or ./ether_data)")
-    p.set_defaults(handler=cmd_replay)
