@@ -102,8 +102,13 @@ class RawProcess:
         self.process.stdin.flush()
 
     def stop(self) -> None:
+        """Closing stdin ends a client that finished; one that did not (messages lost) is killed."""
         self.process.stdin.close()
-        self.process.wait(10)
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 def free_port() -> int:

