@@ -1,15 +1,17 @@
-"""The ``ether`` command. Exit codes: 0 clean, 1 a session could not start or stop cleanly, 2 bad config."""
+"""The ``ether`` command. Exit codes (docs/operations.md): 0 clean (``ether run``: sealed complete),
+1 a session could not start or stop cleanly, 2 bad config, 3 sealed incomplete, 4 crashed."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
 
 from ether.transport.broker import BrokerError
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INCOMPLETE, EXIT_CRASHED = 0, 1, 2, 3, 4
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,12 +48,32 @@ def run(args: argparse.Namespace) -> int:
         threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
     stop.wait()
     print("Stopping: save_all -> cleanup -> exit ...", file=sys.stderr, flush=True)
-    codes = session.close(args.timeout)
+    try:
+        codes = session.close(args.timeout)
+    except Exception:
+        logging.getLogger("ether").exception("ether: the session crashed while stopping")
+        return _end_of_run(session, EXIT_CRASHED)
     bad = {name: code for name, code in codes.items() if code != 0}
     if bad:
         print(f"ether: instances did not stop cleanly: {bad}", file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK
+    return _end_of_run(session, EXIT_FAILED if bad else EXIT_OK)
+
+
+def _end_of_run(session, code: int) -> int:
+    """Print the seal line last (after every child's output) and exit with what the seal says."""
+    from ether.data.recorder.recording import seal, seal_line
+    from ether.data.recorder.store import COMPLETE, CRASHED, INCOMPLETE, RUNNING, connect, read_manifest
+
+    run_dir = session.recording.run_dir
+    if run_dir is None:  # not recorded
+        return code
+    db = connect(run_dir, readonly=True)
+    status = read_manifest(db).get("status")
+    db.close()
+    if status == RUNNING:  # the session crashed before it could seal
+        status = seal(run_dir, {}, CRASHED)
+    print(seal_line(run_dir), file=sys.stderr, flush=True)
+    return {COMPLETE: code, INCOMPLETE: EXIT_INCOMPLETE, CRASHED: EXIT_CRASHED}.get(status, EXIT_FAILED)
 
 
 def monitor(args: argparse.Namespace) -> int:
