@@ -182,6 +182,8 @@ class DataPublisher:
         if acks is None or self.outbox is None:
             return
         with self._acked:
+            if self._closed.is_set():  # a late acknowledgement after the outbox file was closed
+                return
             progressed = False
             for boot, seq in acks.items():
                 if isinstance(seq, int) and self.outbox.ack(boot, seq):
