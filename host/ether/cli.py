@@ -141,6 +141,7 @@ def remote(args: argparse.Namespace) -> int:
     import os
     import socket
 
+    from ether.contract.messages import InstanceCommand, SessionCommand, read_reply
     from ether.contract.topics import Topics
     from ether.contract.wire import Stamper, decode_object
     from ether.transport.broker import BrokerAddress
@@ -174,21 +175,22 @@ def remote(args: argparse.Namespace) -> int:
         print(f"ether: {problem}", file=sys.stderr)
         return EXIT_FAILED
     if args.command in ("pause", "resume"):
-        topic, payload = topics.instance_control(args.instance), {"command": args.command}
+        topic, control = topics.instance_control(args.instance), InstanceCommand(command=args.command)
     else:
-        topic, payload = (
-            topics.session_control(),
-            {"command": args.command, "instance": getattr(args, "instance", None)},
-        )
+        control = SessionCommand(command=args.command, instance=getattr(args, "instance", None))
+        topic = topics.session_control()
     try:
-        reply = requester.request(topic, payload, args.timeout)
+        reply = read_reply(requester.request(topic, control, args.timeout))
     except RequestTimeout:
         print(f"ether: nobody answered on {args.broker} (session '{args.session}')", file=sys.stderr)
         return EXIT_FAILED
     finally:
         bus.close()
-    print(reply.get("result") or reply.get("error") or reply)
-    return EXIT_OK if reply.get("ok") else EXIT_FAILED
+    if not reply.ok:
+        print(f"ether: {reply.error.message}", file=sys.stderr)
+        return EXIT_FAILED
+    print(reply.result if reply.result is not None else f"{args.command}: done")
+    return EXIT_OK
 
 
 def lite_bundle(args: argparse.Namespace) -> int:

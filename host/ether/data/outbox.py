@@ -11,7 +11,6 @@ so its losses show in the recorder's gap ledger without holding back the durable
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 import threading
@@ -21,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ether.contract.messages import RecorderClosing
 from ether.contract.topics import Topics
 from ether.contract.wire import Meta, Stamper, decode_object, encode
 from ether.data.processed import LATEST_SUFFIX, Processed, numbered
@@ -238,9 +238,9 @@ class DataPublisher:
         unsaved (they stay in the outbox file)."""
         with self._lock:
             last = {self.stamper.boot: self.last_durable, self.latest.boot: self.last_latest}
-        report = {"src": self.stamper.source, "boots": {b: s for b, s in last.items() if s}}
-        if closing and report["boots"] and self.settings.enabled:
-            self.bus.publish(self.topics.recorder_closing(), json.dumps(report).encode())  # after our data
+        report = RecorderClosing(src=self.stamper.source, boots={b: s for b, s in last.items() if s})
+        if closing and report.boots and self.settings.enabled:
+            self.bus.publish(self.topics.recorder_closing(), encode(report.payload()))  # after our data
         deadline = Deadline(timeout)
         announced = time.monotonic()
         with self._acked:

@@ -13,6 +13,7 @@ import json
 from collections import Counter
 from typing import Any
 
+from ether.contract.messages import InstanceCommand, RecorderCommand, read_reply
 from ether.data.recorded import RecordedSession, find_session, lineage
 from ether.data.recorder.store import connect, read_manifest
 
@@ -102,12 +103,16 @@ def _settle(session, timeout: float) -> None:
     for _ in range(MAX_ROUNDS):
         for name in names:
             session.supervisor.requester.request(
-                session.topics.instance_control(name), {"command": "sync"}, timeout
+                session.topics.instance_control(name), InstanceCommand(command="sync"), timeout
             )
-        reply = session.supervisor.requester.request(
-            session.topics.recorder_control(), {"command": "barrier"}, timeout
+        reply = read_reply(
+            session.supervisor.requester.request(
+                session.topics.recorder_control(), RecorderCommand(command="barrier"), timeout
+            )
         )
-        saved = reply["result"]["saved"]
+        if not reply.ok:
+            raise RuntimeError(f"the recorder refused a barrier: {reply.error.message}")
+        saved = reply.result["saved"]
         if saved == last:
             return
         last = saved

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ether.contract.topics import SYSTEM_ROOT, Topics, matches
+from ether.contract.messages import RecorderCommand, read_reply
+from ether.contract.topics import Topic, Topics, matches
 from ether.contract.wire import Stamper, WireError, decode, decode_object, encode
 from ether.data.outbox import LATEST_SUFFIX
 from ether.transport.broker import BrokerAddress
@@ -155,7 +156,6 @@ class _Topic:
         self.kind = "plain"
         self.stream: tuple[str, str] | None = None
         self.seq = 0
-        self.arrived = 0.0
         self.plotted: list[str] = []
 
 
@@ -225,12 +225,13 @@ class SessionModel:
     # -- network thread: remember, never block -------------------------------------------------
 
     def on_message(self, topic: str, raw: bytes) -> None:
-        if topic.startswith(f"{SYSTEM_ROOT}/"):
-            root = f"{self.topics.root}/"
-            if topic.startswith(root):
-                self._on_system(topic[len(root) :], raw)
-            return
-        self._on_data(topic, raw)
+        where = self.topics.parse(topic)
+        if where is None:
+            return  # another session's, or outside the layout
+        if where.kind == "data":
+            self._on_data(topic, raw)
+        else:
+            self._on_system(where, raw)
 
     def _on_data(self, topic: str, raw: bytes) -> None:
         now = time.monotonic()
@@ -245,7 +246,6 @@ class SessionModel:
                 stats = self._topics[name] = _Topic()
             stats.count += 1
             stats.payload = payload
-            stats.arrived = now
             if meta is not None and meta.seq > 0 and meta.src and meta.boot:
                 key = (meta.src, meta.boot)
                 if meta.boot.endswith(LATEST_SUFFIX):
@@ -267,29 +267,31 @@ class SessionModel:
                 if value is not None:
                     self._plots[(name, path)].append(value)
 
-    def _on_system(self, rest: str, raw: bytes) -> None:
-        kind, _, tail = rest.partition("/")
-        if kind == "recorder":
-            if tail.startswith("ack/"):
-                self._on_ack(tail[4:], raw)
-            elif tail == "status":
-                self._on_recorder_status(raw)
-            elif tail == "closing":
-                self._on_closing(raw)
-            return
-        payload = decode_object(raw)
-        if payload is None:
-            return
-        if kind == "errors":
-            self._on_error(payload)
-            return
-        name, _, leaf = tail.partition("/")
-        if kind == "instance" and leaf == "status":
-            self._on_instance(payload)
-        elif kind == "device" and leaf in ("schema", "state"):
-            self._on_device(name, leaf, payload)
-        elif kind == "supervisor" and leaf == "status":
-            self._on_supervisor(name, payload)
+    def _on_system(self, where: Topic, raw: bytes) -> None:
+        if where.kind == "recorder_ack":
+            self._on_ack(where.name, raw)
+        elif where.kind == "recorder_status":
+            self._on_recorder_status(raw)
+        elif where.kind == "recorder_closing":
+            self._on_closing(raw)
+        elif where.kind in (
+            "errors",
+            "instance_status",
+            "device_schema",
+            "device_state",
+            "supervisor_status",
+        ):
+            payload = decode_object(raw)
+            if payload is None:
+                return
+            if where.kind == "errors":
+                self._on_error(payload)
+            elif where.kind == "instance_status":
+                self._on_instance(payload)
+            elif where.kind == "supervisor_status":
+                self._on_supervisor(where.name, payload)
+            else:
+                self._on_device(where.name, where.kind.removeprefix("device_"), payload)
 
     def _on_ack(self, src: str, raw: bytes) -> None:
         acks = decode_object(raw)
@@ -568,10 +570,10 @@ class SessionModel:
             return
         poll = self._poll
         if poll is not None and poll.done():
-            reply = poll.reply(0)
-            if isinstance(reply, dict) and reply.get("ok") and isinstance(reply.get("result"), dict):
+            reply = read_reply(poll.reply(0))
+            if reply.ok and isinstance(reply.result, dict):
                 with self._lock:
-                    self._recorder_polled = {k: v for k, v in reply["result"].items() if k != "state"}
+                    self._recorder_polled = {k: v for k, v in reply.result.items() if k != "state"}
                     self._answered_at = now
             self._poll = poll = None
         elif poll is not None and now - self._polled_at > NOT_ANSWERING_AFTER:
@@ -582,7 +584,9 @@ class SessionModel:
             self._poll = poll = None
         if poll is None and now - self._polled_at >= POLL_EVERY:
             self._polled_at = now
-            self._poll = self.requester.send(self.topics.recorder_control(), {"command": "status"})
+            self._poll = self.requester.send(
+                self.topics.recorder_control(), RecorderCommand(command="status")
+            )
 
     def _problems(self, recorder: RecorderView, topics: tuple[TopicRow, ...]) -> tuple[str, ...]:
         """The banner: everything that threatens the data-saving guarantee, most serious first."""

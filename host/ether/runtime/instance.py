@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ether.config import add_import_paths, import_class
+from ether.contract.messages import ErrorEvent, InstanceCommand, InstanceStatus, ok, refused
 from ether.contract.topics import Topics, check_publish_topic, matches
 from ether.contract.wire import Meta, Stamper, WireError, decode, encode
 from ether.data import processed
@@ -104,27 +105,26 @@ class InstanceRuntime:
 
     # -- status -----------------------------------------------------------------------------
 
-    def status(self, state: str, **extra: Any) -> dict[str, Any]:
-        return {
-            "instance": self.spec.name,
-            "class": self.spec.class_path,
-            "state": state,
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "restarts": self.spec.restarts,
-            "publishes": sorted({t for t, _ in self.publishers.values()}),
-            "subscribes": sorted({m.spec.sub.topic for m in self.methods if m.spec.sub}),
-            "services": sorted(self.service_methods),
-            "service_args": {n: m.schema.argument_types() for n, m in sorted(self.service_methods.items())},
-            "started": self.started,
-            "t": time.time(),
-            **extra,
-        }
+    def status(self, state: str) -> InstanceStatus:
+        return InstanceStatus(
+            instance=self.spec.name,
+            class_path=self.spec.class_path,
+            state=state,
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            restarts=self.spec.restarts,
+            publishes=sorted({t for t, _ in self.publishers.values()}),
+            subscribes=sorted({m.spec.sub.topic for m in self.methods if m.spec.sub}),
+            services=sorted(self.service_methods),
+            service_args={n: m.schema.argument_types() for n, m in sorted(self.service_methods.items())},
+            started=self.started,
+            t=time.time(),
+        )
 
-    def announce(self, state: str, wait: bool = True, **extra: Any) -> None:
+    def announce(self, state: str, wait: bool = True) -> None:
         """Publish our retained status (``wait=False`` on the network thread, which cannot wait)."""
         self.state = state
-        payload = encode(self.status(state, **extra))
+        payload = encode(self.status(state).payload())
         if wait:
             self.bus.publish_and_wait(self.topics.instance_status(self.spec.name), payload, retain=True)
         else:
@@ -244,9 +244,7 @@ class InstanceRuntime:
         self.catch_up()
         unsaved = self.data.drain(timeout, closing=False)
         handled, self.handled = self.handled, 0
-        answer(
-            self.bus, self.stamper, request, {"ok": True, "result": {"handled": handled, "unsaved": unsaved}}
-        )
+        answer(self.bus, self.stamper, request, ok({"handled": handled, "unsaved": unsaved}))
 
     def invoke(
         self, method: BoundMethod, kwargs: dict[str, Any], topic: str, meta: Meta | None
@@ -266,7 +264,7 @@ class InstanceRuntime:
 
     def serve(self, topic: str, raw: bytes) -> None:
         """Answer one service request: the result, or an error whose kind the caller can tell apart."""
-        name = topic.rsplit("/", 1)[-1]
+        name = self.topics.parse(topic).detail
         try:
             params, meta = decode(raw)
         except WireError as exc:
@@ -284,14 +282,14 @@ class InstanceRuntime:
             return
         value, exc = self.invoke(method, kwargs, name, meta)
         if exc is None:
-            answer(self.bus, self.stamper, meta, {"ok": True, "result": value})
+            answer(self.bus, self.stamper, meta, ok(value))
         else:
             self._refuse(
                 meta, NotFound.kind if isinstance(exc, LookupError) else ServiceFailed.kind, _reason(exc)
             )
 
     def _refuse(self, request: Meta | None, kind: str, message: str) -> None:
-        answer(self.bus, self.stamper, request, {"ok": False, "error": {"kind": kind, "message": message}})
+        answer(self.bus, self.stamper, request, refused(kind, message))
 
     def current_parents(self) -> list[str] | None:
         """Ids of the message this thread is handling: the parents of what it publishes or requests."""
@@ -324,14 +322,14 @@ class InstanceRuntime:
         log.error("instance '%s' topic '%s'%s: %s", self.spec.name, topic, where, reason)
         if trace:
             log.debug(trace)
-        event = {
-            "instance": self.spec.name,
-            "topic": topic,
-            "method": method.name if method else None,
-            "reason": reason,
-            "message_id": (meta.id if meta else None) or None,  # a foreign client's message has no id
-        }
-        self.bus.publish(self.topics.errors(), encode(event, self.stamper.control()))
+        event = ErrorEvent(
+            instance=self.spec.name,
+            topic=topic,
+            method=method.name if method else None,
+            reason=reason,
+            message_id=(meta.id if meta else None) or None,  # a foreign client's message has no id
+        )
+        self.bus.publish(self.topics.errors(), encode(event.payload(), self.stamper.control()))
 
     # -- periodic publishers ----------------------------------------------------------------
 
@@ -367,23 +365,25 @@ class InstanceRuntime:
         """Runs on the network thread: answer status at once, queue lifecycle steps for the worker."""
         try:
             payload, meta = decode(raw)
-            command = payload.get("command") if isinstance(payload, dict) else None
         except WireError as exc:
             log.warning("instance '%s': bad control message: %s", self.spec.name, exc)
             return
+        control = InstanceCommand.read(payload)
+        command = control.command if control else None
         if command == "status":
-            answer(self.bus, self.stamper, meta, {"ok": True, "result": self.status(self.state)})
+            answer(self.bus, self.stamper, meta, ok(self.status(self.state).payload()))
         elif command in ("pause", "resume"):
             self.pause(command == "pause")
-            answer(self.bus, self.stamper, meta, {"ok": True})
+            answer(self.bus, self.stamper, meta, ok())
         elif command in ("init", "start", "save_all", "cleanup", "shutdown"):
             self.jobs.put(lambda: self.lifecycle(command, meta))
         elif command == "finish_inputs":
             self.jobs.put(lambda: self.finish_inputs(meta))
         elif command == "sync":  # answered after every message queued before it (used by ether replay)
-            self.jobs.put(lambda: answer(self.bus, self.stamper, meta, {"ok": True}))
+            self.jobs.put(lambda: answer(self.bus, self.stamper, meta, ok()))
         else:
-            answer(self.bus, self.stamper, meta, {"ok": False, "error": f"unknown command {command!r}"})
+            problem = f"unknown command {_command_of(payload)!r} (instance '{self.spec.name}')"
+            answer(self.bus, self.stamper, meta, refused("unknown_command", problem))
 
     def lifecycle(self, event: str, request: Meta | None) -> None:
         """Run every method marked for this step, in name order; report each failure."""
@@ -396,7 +396,7 @@ class InstanceRuntime:
             self.start_ticking()
         if event == "shutdown":  # before answering: the supervisor closes our stdin once answered
             self.shutting_down = True
-        answer(self.bus, self.stamper, request, {"ok": not errors, "errors": errors})
+        answer(self.bus, self.stamper, request, refused("exception", "; ".join(errors)) if errors else ok())
         if event == "shutdown":
             self.finished.set()
 
@@ -419,6 +419,10 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _command_of(payload: Any) -> Any:
+    return payload.get("command") if isinstance(payload, dict) else payload
+
+
 def _watch_parent(runtime: InstanceRuntime, grace: float = 30.0) -> None:
     """Our stdin is a pipe from the supervisor: when it closes, the supervisor is gone, so save and stop."""
     sys.stdin.read()
@@ -439,11 +443,11 @@ def host(spec: LaunchSpec) -> int:
         if p not in sys.path:
             sys.path.insert(0, p)
     topics = Topics(spec.session)
-    lost = {"instance": spec.name, "class": spec.class_path, "state": "dead", "pid": os.getpid()}
+    lost = InstanceStatus(instance=spec.name, class_path=spec.class_path, state="dead", pid=os.getpid())
     bus = Bus(
         BrokerAddress(**spec.broker),
         client_id=f"ether-{spec.session}-{spec.name}",
-        will=Will(topics.instance_status(spec.name), json.dumps(lost).encode()),
+        will=Will(topics.instance_status(spec.name), encode(lost.payload())),
     )
     try:
         bus.connect()
@@ -468,8 +472,10 @@ def host(spec: LaunchSpec) -> int:
             reason,
             traceback.format_exc(),
         )
-        failed = {**lost, "state": "failed", "error": reason, "traceback": traceback.format_exc()}
-        bus.publish_and_wait(topics.instance_status(spec.name), encode(failed), retain=True)
+        failed = lost.model_copy(
+            update={"state": "failed", "error": reason, "traceback": traceback.format_exc()}
+        )
+        bus.publish_and_wait(topics.instance_status(spec.name), encode(failed.payload()), retain=True)
         bus.close()
         return EXIT_INIT_FAILED
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ether.config import Config, InstanceConfig
+from ether.contract.messages import InstanceCommand, InstanceStatus, read_reply
 from ether.contract.topics import Topics
 from ether.contract.wire import decode_object, encode
 from ether.runtime.instance import EXIT_INIT_FAILED, EXIT_OK, LaunchSpec
@@ -198,18 +199,20 @@ class Supervisor:
             return
         self._start_process(managed)
 
-    def _announce(self, managed: Managed, state: str, **extra: Any) -> None:
+    def _announce(self, managed: Managed, state: str, exit_code: int | None = None) -> None:
         if self.bus is None:
             return
-        status = {
-            "instance": managed.config.name,
-            "class": managed.config.class_path,
-            "state": state,
-            "pid": managed.pid,
-            "restarts": managed.restarts,
-            **extra,
-        }
-        self.bus.publish(self.topics.instance_status(managed.config.name), encode(status), retain=True)
+        status = InstanceStatus(
+            instance=managed.config.name,
+            class_path=managed.config.class_path,
+            state=state,
+            pid=managed.pid,
+            restarts=managed.restarts,
+            exit_code=exit_code,
+        )
+        self.bus.publish(
+            self.topics.instance_status(managed.config.name), encode(status.payload()), retain=True
+        )
 
     # -- commands -----------------------------------------------------------------------------
 
@@ -220,17 +223,18 @@ class Supervisor:
             return {}
         for name in names:
             if self.instances[name].state in ("ready", "paused"):
-                pending[name] = self.requester.send(self.topics.instance_control(name), {"command": command})
+                control = InstanceCommand(command=command)
+                pending[name] = self.requester.send(self.topics.instance_control(name), control)
         problems: dict[str, str] = {}
         deadline = Deadline(timeout)
         for name, request in pending.items():
             try:
-                reply = request.reply(deadline.remaining)
+                reply = read_reply(request.reply(deadline.remaining))
             except RequestTimeout:
                 problems[name] = f"no acknowledgement of '{command}' within {timeout:g} s"
                 continue
-            if not reply.get("ok"):
-                problems[name] = "; ".join(reply.get("errors") or [str(reply.get("error"))])
+            if not reply.ok:
+                problems[name] = reply.error.message
         for name, problem in problems.items():
             log.warning("instance '%s' %s: %s", name, command, problem)
         return problems
@@ -242,16 +246,17 @@ class Supervisor:
         deadline = Deadline(timeout)
         total = 0
         while self.requester is not None and not deadline.expired:
+            command = InstanceCommand(command="finish_inputs")
             pending = {
-                n: self.requester.send(self.topics.instance_control(n), {"command": "finish_inputs"})
+                n: self.requester.send(self.topics.instance_control(n), command)
                 for n in names
                 if self.instances[n].state in ("ready", "paused")
             }
             handled = 0
             for name, request in pending.items():
                 try:
-                    handled += request.reply(deadline.remaining)["result"]["handled"]
-                except (RequestTimeout, KeyError, TypeError):
+                    handled += read_reply(request.reply(deadline.remaining)).result["handled"]
+                except (RequestTimeout, AttributeError, KeyError, TypeError):
                     log.warning("instance '%s' did not finish its inputs within %.0f s", name, timeout)
                     return None
             if not handled:

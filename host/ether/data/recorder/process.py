@@ -9,8 +9,9 @@ import sys
 import threading
 from dataclasses import asdict
 
+from ether.contract.messages import RecorderStatus
 from ether.contract.topics import Topics
-from ether.contract.wire import decode_object
+from ether.contract.wire import decode_object, encode
 from ether.data.recorder.recorder import RecorderSpec
 from ether.transport.broker import BrokerAddress
 from ether.transport.bus import Bus
@@ -92,9 +93,9 @@ class RecorderProcess:
         if code == 0:  # it was told to stop (a forced quit): a restart would undo that
             log.warning("the recorder was stopped by a shutdown command; the session is no longer recorded")
             if self.requester is not None:  # in case its own last word was lost (or its Last Will won):
-                stopped = {"state": "stopped", "pid": process.pid}  # publishers must stop waiting for it
+                stopped = RecorderStatus(state="stopped", pid=process.pid)  # publishers must stop waiting
                 topic = self.topics.recorder_status()
-                self.requester.bus.publish(topic, json.dumps(stopped).encode(), retain=True)
+                self.requester.bus.publish(topic, encode(stopped.payload()), retain=True)
             return
         self.restarts += 1
         delay = min(MAX_BACKOFF, 0.1 * 2 ** min(self.restarts, 5))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ether.config import Config
+from ether.contract.messages import RecorderCommand, read_reply
 from ether.contract.topics import Topics
 from ether.contract.wire import Meta, Stamper, decode_object
 from ether.data import processed, provenance
@@ -95,13 +96,15 @@ class Recording:
         self.data = DataPublisher(bus, self.topics, stamper, self.settings)
         if self.process is not None and shared_broker and self._recorder_announced(bus):
             try:  # a retained 'ready' may be stale (a killed recorder's Last Will comes late): ask it
-                other = requester.request(
-                    self.topics.recorder_control(), {"command": "status"}, PROBE_TIMEOUT
+                other = read_reply(
+                    requester.request(
+                        self.topics.recorder_control(), RecorderCommand(command="status"), PROBE_TIMEOUT
+                    )
                 )
             except RequestTimeout:
                 other = None
-            if other and other.get("ok"):
-                where = other["result"].get("run_dir")
+            if other is not None and other.ok:
+                where = other.result.get("run_dir")
                 log.info(
                     "Session '%s' is already recorded (to %s); joining that recorder",
                     self.topics.session,
@@ -110,7 +113,7 @@ class Recording:
                 self.process.abandon()
                 self.process = None
                 self.recorded = True
-                Store(self.run_dir).set_manifest(recorded_by=other["result"])
+                Store(self.run_dir).set_manifest(recorded_by=other.result)
         if self.process is not None:
             self.process.attach(address, bus, requester)
             self.process.wait_ready(timeout)

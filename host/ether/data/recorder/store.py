@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -230,12 +230,6 @@ def summary(db: sqlite3.Connection) -> dict[str, Any]:
         "missing": missing_count(db),
         "unsaved": manifest.get("unsaved", 0),
     }
-
-
-def iter_messages(db: sqlite3.Connection, topic: str | None = None) -> Iterator[sqlite3.Row]:
-    if topic is None:
-        return db.execute("SELECT * FROM messages ORDER BY row")
-    return db.execute("SELECT * FROM messages WHERE topic = ? ORDER BY row", (topic,))
 
 
 def find_stores(root: str | Path) -> list[Path]:
