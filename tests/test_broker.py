@@ -57,8 +57,8 @@ def test_stop_is_fast_even_with_connected_clients():
     address = b.start()
     c = client(address)
     c.publish_and_wait("x", json.dumps({"a": 1}).encode())
-    b.process.terminate()
-    assert b.process.wait(timeout=3) == 0  # amqtt's own shutdown waits 5 s
+    b.child.process.terminate()
+    assert b.child.process.wait(timeout=3) == 0  # amqtt's own shutdown waits 5 s
     c.close()
 
 

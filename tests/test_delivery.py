@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ether.cli import EXIT_INCOMPLETE, EXIT_OK
+from ether import exits
 from ether.data.recorder.store import connect, read_manifest
 from ether.runtime.session import new_session
 from ether.transport.broker import BrokerAddress
@@ -165,6 +165,6 @@ def test_ctrl_c_mid_stream_finishes_every_input_and_exits_0(broker, tmp_path, re
     name = request.node.callspec.params["broker"]
     row = tally(Path(last.rsplit(" in ", 1)[1]), "Ctrl-C mid-stream", name)
     assert f" sealed {row['seal']}: " in last
-    assert code == (EXIT_OK if row["seal"] == "complete" else EXIT_INCOMPLETE)
+    assert code == (exits.OK if row["seal"] == "complete" else exits.INCOMPLETE)
     if name == "mosquitto":
         assert row["seal"] == "complete"

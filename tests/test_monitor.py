@@ -26,7 +26,7 @@ from ether.data.recorder.store import connect, read_manifest
 from ether.monitor.app import MonitorApp
 from ether.monitor.commands import Commands
 from ether.monitor.formats import Format
-from ether.monitor.link import READY, Attached, RunProcess, launch
+from ether.monitor.link import Attached, RunProcess, launch
 from ether.monitor.model import SessionModel
 from ether.monitor.screens import CallScreen, ConfirmScreen, DrainScreen, FieldScreen, PublishScreen
 from ether.monitor.widgets import (
@@ -38,6 +38,7 @@ from ether.monitor.widgets import (
     PlotLine,
     TopicsTable,
 )
+from ether.processes import parse_ready
 from ether.runtime.session import new_session
 from support import REPO, Observer
 
@@ -406,13 +407,14 @@ def start_run(
         f"recorder: {{path: {tmp_path / 'data'}, drain_timeout: {drain_timeout}}}\n"
         "instances:\n  ticker: {class_path: lab_classes.Ticker}\n"
     )
-    monkeypatch.setenv("PYTHONPATH", str(REPO / "tests"))  # launch() passes our environment on
+    # launch() passes our environment on
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]))
     args = argparse.Namespace(config=str(lab), port=0, listen="127.0.0.1", timeout=30.0, broker=None)
-    process = launch(args)
+    process = launch(args).process
     for line in process.stdout:
-        found = READY.search(line)
-        if found:
-            return process, (found.group(1), found.group(2))
+        ready = parse_ready(line, "session")
+        if ready is not None:
+            return process, (ready["url"], ready["session"])
     pytest.fail(f"ether run did not start (exit code {process.wait()})")
 
 

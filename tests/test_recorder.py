@@ -109,7 +109,7 @@ def test_a_forced_end_that_loses_data_is_recorded(run_session, tmp_path):
     process = session.recording.process
     process._stopping.set()  # as if the recorder could not be brought back
     os.kill(process.pid, 9)
-    process.process.wait(10)
+    process.child.process.wait(10)
     for i in range(5):
         session.publish("lost", {"i": i})
     observer.wait_for("lost", 5)

@@ -284,24 +284,3 @@ def cmd_export(args) -> int:
 
 def open_session_in(name: str, root: str | None) -> RecordedSession:
     return RecordedSession(find_session(name, root))
-
-
-def add_commands(commands) -> None:
-    """``ether sessions | lineage | export | replay`` (called from ether.cli.build_parser)."""
-    p = commands.add_parser("sessions", help="list recorded sessions: status, duration, messages, gaps")
-    p.add_argument("--data", help="the data folder (default $ETHER_DATA or ./ether_data)")
-    p.set_defaults(handler=cmd_sessions)
-    p = commands.add_parser("lineage", help="trace a message back to the raw samples that produced it")
-    p.add_argument("message", help="a message id (_ether.id)")
-    p.add_argument("--session", help="the run to look in (default: search all, newest first)")
-    p.add_argument("--data", help="the data folder (default $ETHER_DATA or ./ether_data)")
-    p.set_defaults(handler=cmd_lineage)
-    p = commands.add_parser("export", help="export a recorded session, one file per topic")
-    p.add_argument("session", help="a run folder, run id, or 'last'")
-    p.add_argument("--format", choices=("csv", "parquet"), default="csv")
-    p.add_argument("--out", help="output folder (default <run id>-<format>)")
-    p.add_argument("--data", help="the data folder (default $ETHER_DATA or ./ether_data)")
-    p.set_defaults(handler=cmd_export)
-    from ether.data.replay import add_command as add_replay
-
-    add_replay(commands)

@@ -140,11 +140,3 @@ def cmd_replay(args) -> int:
         print(f"    recorded {d['recorded'][:3]}")
         print(f"    replayed {d['replayed'][:3]}")
     return 0 if not result["differ"] else 1
-
-
-def add_command(commands) -> None:
-    p = commands.add_parser("replay", help="feed a recorded session's sources through a pipeline and compare")
-    p.add_argument("session", help="a run folder, run id, or 'last'")
-    p.add_argument("--config", required=True, help="the (changed) session file to run")
-    p.add_argument("--data", help="the data folder (default $ETHER_DATA or ./ether_data)")
-    p.set_defaults(handler=cmd_replay)

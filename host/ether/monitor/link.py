@@ -10,7 +10,6 @@ and sealed the store, then prints how it ended.
 from __future__ import annotations
 
 import argparse
-import re
 import signal
 import subprocess
 import sys
@@ -20,9 +19,8 @@ from pathlib import Path
 
 from ether.monitor.commands import Commands
 from ether.monitor.model import LIVE, SessionModel, Snapshot
+from ether.processes import Child, parse_ready
 from ether.transport.broker import BrokerAddress, BrokerError
-
-READY = re.compile(r"Ether is running on (\S+) \(session '([^']*)'\)")
 
 
 class Attached:
@@ -123,7 +121,7 @@ def run_on_terminal(args: argparse.Namespace) -> int:
     """``ether run`` with a terminal: the session in a child process, the monitor in front of it."""
     from ether.monitor.app import MonitorApp
 
-    process = launch(args)
+    process = launch(args).process
     ready = _startup(process)
     if ready is None:
         return process.wait()
@@ -144,30 +142,25 @@ def run_on_terminal(args: argparse.Namespace) -> int:
     return code
 
 
-def launch(args: argparse.Namespace) -> subprocess.Popen:
-    """``ether run --headless`` with the same arguments, its output piped to us."""
-    command = [sys.executable, "-m", "ether", "run", args.config, "--headless", "--exit-with-stdin"]
+def launch(args: argparse.Namespace) -> Child:
+    """``ether run --headless`` with the same arguments, its output piped to us; its stdin is closed
+    when we die, and the session then ends as on Ctrl-C. Its own process group: the terminal's Ctrl-C
+    is a key for the monitor, not a signal for it."""
+    command = ["run", args.config, "--headless", "--exit-with-stdin"]
     command += ["--port", str(args.port), "--listen", args.listen, "--timeout", str(args.timeout)]
     command += ["--broker", args.broker] if args.broker else []
-    return subprocess.Popen(
-        command,
-        stdin=subprocess.PIPE,  # closed when we die: the session then ends as on Ctrl-C
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        bufsize=1,
-        start_new_session=True,  # the terminal's Ctrl-C is a key for the monitor, not a signal for it
-    )
+    return Child("session", "ether.cli", command, stdout=True, stderr=True)
 
 
 def _startup(process: subprocess.Popen) -> tuple[str, str] | None:
-    """Show the session's startup output until it is running; (url, session), or None if it ended."""
+    """Show the session's startup output until its ready line; (url, session), or None if it ended."""
+    assert process.stdout is not None
     try:
         for line in process.stdout:
+            ready = parse_ready(line, "session")
+            if ready is not None:
+                return ready["url"], ready["session"]
             sys.stderr.write(line)
-            found = READY.search(line)
-            if found:
-                return found.group(1), found.group(2)
     except KeyboardInterrupt:
         process.send_signal(signal.SIGINT)
         _echo_until_exit(process)
@@ -188,7 +181,8 @@ def _address(args: argparse.Namespace, url: str, session: str) -> BrokerAddress:
     """Where the monitor connects: the session's broker, with the login it needs if it has one."""
     if args.broker:
         return BrokerAddress.parse(args.broker)
-    from ether.transport.access import access_folder, needs_credentials
+    from ether.transport.access import access_folder
+    from ether.transport.broker import needs_credentials
 
     if needs_credentials(args.listen):
         saved = Path(access_folder()) / f"{session}.url"

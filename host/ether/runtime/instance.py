@@ -8,7 +8,6 @@ error event (instance, topic, reason) and the next message is processed.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ether import exits
 from ether.config import add_import_paths, import_class
 from ether.contract.messages import ErrorEvent, InstanceCommand, InstanceStatus, ok, refused
 from ether.contract.topics import Topics, check_publish_topic, matches
@@ -29,6 +29,8 @@ from ether.contract.wire import Meta, Stamper, WireError, decode, encode
 from ether.data import processed
 from ether.data.outbox import DataPublisher
 from ether.data.recorder.settings import RecorderSettings
+from ether.logs import setup_logging
+from ether.processes import on_lifeline_cut, read_spec
 from ether.runtime import context
 from ether.runtime.decorators import EtherSpec, apply_registry, bind, spec_of, unbind
 from ether.runtime.registry import LiveRegistry
@@ -39,11 +41,6 @@ from ether.transport.bus import Bus, Will
 from ether.transport.requests import Requester, answer
 
 log = logging.getLogger("ether.runtime")
-
-EXIT_OK = 0
-EXIT_INIT_FAILED = 3  # the user's class could not be imported or constructed
-EXIT_NO_BROKER = 4
-EXIT_UNRESPONSIVE = 5  # a lifecycle step did not finish in time
 
 
 @dataclass
@@ -88,7 +85,7 @@ class InstanceRuntime:
         self.finished = threading.Event()
         self.started = time.time()  # when this process began hosting the instance (for uptime)
         self.shutting_down = False  # the shutdown step has run (or the process is ending)
-        self.exit_code = EXIT_OK
+        self.exit_code = exits.OK
         self.methods: list[BoundMethod] = []
         self.publishers: dict[Callable, tuple[str, BoundMethod]] = {}
         self.service_methods: dict[str, BoundMethod] = {}
@@ -423,16 +420,15 @@ def _command_of(payload: Any) -> Any:
     return payload.get("command") if isinstance(payload, dict) else payload
 
 
-def _watch_parent(runtime: InstanceRuntime, grace: float = 30.0) -> None:
-    """Our stdin is a pipe from the supervisor: when it closes, the supervisor is gone, so save and stop."""
-    sys.stdin.read()
+def _supervisor_gone(runtime: InstanceRuntime, grace: float = 30.0) -> None:
+    """Our lifeline to the supervisor was cut: it is gone, so save and stop."""
     if runtime.shutting_down:
         return
     log.warning("instance '%s': supervisor gone; saving and stopping", runtime.spec.name)
     for step in ("save_all", "cleanup", "shutdown"):
         runtime.jobs.put(lambda step=step: runtime.lifecycle(step, None))
     if not runtime.finished.wait(grace):
-        runtime.exit_code = EXIT_UNRESPONSIVE
+        runtime.exit_code = exits.UNRESPONSIVE
         runtime.finished.set()
 
 
@@ -453,7 +449,7 @@ def host(spec: LaunchSpec) -> int:
         bus.connect()
     except BrokerError as exc:
         log.error("instance '%s': %s", spec.name, exc)
-        return EXIT_NO_BROKER
+        return exits.NO_BROKER
 
     runtime: InstanceRuntime | None = None
     try:
@@ -477,11 +473,11 @@ def host(spec: LaunchSpec) -> int:
         )
         bus.publish_and_wait(topics.instance_status(spec.name), encode(failed.payload()), retain=True)
         bus.close()
-        return EXIT_INIT_FAILED
+        return exits.INIT_FAILED
 
     worker = threading.Thread(target=runtime.work, name="ether-worker", daemon=True)
     worker.start()
-    threading.Thread(target=_watch_parent, args=(runtime,), name="ether-parent", daemon=True).start()
+    on_lifeline_cut(lambda: _supervisor_gone(runtime))
     runtime.subscribe()
     runtime.announce("ready")
     runtime.finished.wait()
@@ -495,15 +491,11 @@ def host(spec: LaunchSpec) -> int:
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s.%(msecs)03d - Ether:%(process)d - %(levelname)s - %(message)s",
-        datefmt="%Y-%m-%d %H:%M:%S",
-    )
-    sys.stdout.reconfigure(line_buffering=True)  # prints appear as they happen, even through a pipe
-    line = sys.stdin.readline()
-    if not line:
-        sys.exit(EXIT_INIT_FAILED)
-    code = host(LaunchSpec(**json.loads(line)))
+    setup_logging(whole_process=True)
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # prints appear at once
+    spec = read_spec()
+    if spec is None:  # the supervisor ended before it sent our spec
+        sys.exit(exits.INIT_FAILED)
+    code = host(LaunchSpec(**spec))
     sys.stdout.flush()
     os._exit(code)  # do not wait for a user thread that never ends

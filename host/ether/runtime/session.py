@@ -20,8 +20,8 @@ from ether.runtime import context
 from ether.runtime.registry import LIVE_STATES, LiveRegistry
 from ether.runtime.services import ServiceClient
 from ether.runtime.supervisor import Supervisor
-from ether.transport.access import Access, needs_credentials
-from ether.transport.broker import BrokerAddress, EmbeddedBroker
+from ether.transport.access import Access
+from ether.transport.broker import BrokerAddress, EmbeddedBroker, needs_credentials
 from ether.transport.bus import Bus, Will
 from ether.transport.requests import Requester, answer
 

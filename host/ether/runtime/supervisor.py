@@ -6,19 +6,19 @@ stale status left on an external broker is never mistaken for a fresh one.
 
 from __future__ import annotations
 
-import json
 import logging
-import subprocess
 import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ether import exits
 from ether.config import Config, InstanceConfig
 from ether.contract.messages import InstanceCommand, InstanceStatus, read_reply
 from ether.contract.topics import Topics
 from ether.contract.wire import decode_object, encode
-from ether.runtime.instance import EXIT_INIT_FAILED, EXIT_OK, LaunchSpec
+from ether.processes import Child, backoff
+from ether.runtime.instance import LaunchSpec
 from ether.transport.broker import BrokerAddress
 from ether.transport.bus import Bus
 from ether.transport.requests import Pending, Requester, RequestTimeout
@@ -38,7 +38,7 @@ class Managed:
     """One instance under supervision."""
 
     config: InstanceConfig
-    process: subprocess.Popen | None = None
+    child: Child | None = None
     restarts: int = 0
     status: dict[str, Any] = field(default_factory=dict)
     stopping: bool = False
@@ -46,16 +46,19 @@ class Managed:
 
     @property
     def pid(self) -> int | None:
-        return self.process.pid if self.process else None
+        return self.child.pid if self.child else None
+
+    def running(self) -> bool:
+        return self.child is not None and self.child.running()
 
     @property
     def state(self) -> str:
         """What the current process announced; if it has exited, what its exit means."""
         heard = self.status.get("state") if self.status.get("pid") == self.pid else None
-        if self.process is not None and self.process.poll() is not None:
+        if self.child is not None and not self.child.running():
             if heard in ("failed", "restarting", "stopped"):
                 return heard
-            return "stopped" if self.process.returncode == 0 else "dead"
+            return "stopped" if self.child.process.returncode == exits.OK else "dead"
         return heard or "starting"
 
 
@@ -78,7 +81,7 @@ class Supervisor:
         self.address, self.bus, self.requester = address, bus, requester
         bus.subscribe(self.topics.instance_status_all(), self._on_status)
         for managed in self.instances.values():
-            if managed.process and managed.process.poll() is None:
+            if managed.running():
                 self._send_spec(managed)
 
     def _on_status(self, topic: str, raw: bytes) -> None:
@@ -96,8 +99,7 @@ class Supervisor:
     def spawn(self, instance: InstanceConfig) -> Managed:
         """Start the process; it imports while the broker comes up, and waits for its launch spec."""
         if instance.name in self.instances and not self.instances[instance.name].gave_up:
-            managed = self.instances[instance.name]
-            if managed.process and managed.process.poll() is None:
+            if self.instances[instance.name].running():
                 raise ValueError(f"an instance named '{instance.name}' is already running")
         managed = self.instances.get(instance.name) or Managed(instance)
         managed.config, managed.stopping, managed.gave_up = instance, False, False
@@ -106,18 +108,16 @@ class Supervisor:
         return managed
 
     def _start_process(self, managed: Managed) -> None:
-        managed.process = subprocess.Popen(
-            [sys.executable, "-c", "from ether.runtime.instance import main; main()"],
-            stdin=subprocess.PIPE,
-            text=True,
-            start_new_session=True,  # Ctrl-C reaches only us; we stop instances in order
-        )
+        child = Child(f"instance '{managed.config.name}'", "ether.runtime.instance")
+        managed.child = child
         if self.address is not None:
             self._send_spec(managed)
-        threading.Thread(target=self._watch, args=(managed, managed.process), daemon=True).start()
+        child.on_exit(lambda code: self._watch(managed, child, code))
 
     def _send_spec(self, managed: Managed) -> None:
-        c = managed.config
+        c, child = managed.config, managed.child
+        if child is None or self.address is None:
+            return
         spec = LaunchSpec(
             name=c.name,
             class_path=c.class_path,
@@ -131,11 +131,7 @@ class Supervisor:
             restarts=managed.restarts,
             recording=self.config.recorder.for_instance(),
         )
-        try:
-            managed.process.stdin.write(json.dumps(spec.__dict__) + "\n")
-            managed.process.stdin.flush()
-        except (BrokenPipeError, OSError):
-            pass  # the process already died; _watch handles it
+        child.send(asdict(spec))  # if it died already, _watch handles it
 
     def wait_ready(self, names: list[str], timeout: float) -> None:
         """Return when every named instance is ready; raise InstanceStartError on failure or timeout."""
@@ -162,18 +158,17 @@ class Supervisor:
 
     # -- watching and restarting ---------------------------------------------------------------
 
-    def _watch(self, managed: Managed, process: subprocess.Popen) -> None:
-        code = process.wait()
-        if managed.process is not process:
+    def _watch(self, managed: Managed, child: Child, code: int) -> None:
+        if managed.child is not child:
             return
         with self._changed:
             self._changed.notify_all()
         if managed.stopping or self._closing.is_set():
             return
-        if code == EXIT_INIT_FAILED:  # its 'failed' status (with the reason) may still be on its way
+        if code == exits.INIT_FAILED:  # its 'failed' status (with the reason) may still be on its way
             wait_until(self._changed, lambda: managed.status.get("state") == "failed", 2.0)
         policy, name = managed.config.restart, managed.config.name
-        wanted = policy == "always" or (policy == "on-failure" and code != EXIT_OK)
+        wanted = policy == "always" or (policy == "on-failure" and code != exits.OK)
         if not wanted or managed.restarts >= managed.config.max_restarts:
             why = "its restart policy is 'no'" if policy == "no" else f"it restarted {managed.restarts} times"
             if wanted:
@@ -181,11 +176,11 @@ class Supervisor:
             else:
                 log.info("instance '%s' exited with code %s", name, code)
             with self._changed:
-                managed.gave_up = code != EXIT_OK
+                managed.gave_up = code != exits.OK
                 self._changed.notify_all()
             return
         managed.restarts += 1
-        delay = managed.config.backoff * (2 ** (managed.restarts - 1))
+        delay = backoff(managed.restarts, managed.config.backoff)
         log.warning(
             "instance '%s' exited with code %s; restart %d of %d in %.2g s",
             name,
@@ -273,7 +268,7 @@ class Supervisor:
         self.wait_ready([name], timeout)
 
     def running(self) -> list[str]:
-        return [n for n, m in self.instances.items() if m.process and m.process.poll() is None]
+        return [n for n, m in self.instances.items() if m.running()]
 
     def stop(self, names: list[str], timeout: float = 10.0) -> dict[str, int | None]:
         """save_all -> cleanup -> shutdown, each acknowledged; then terminate, then kill. Returns exit codes."""
@@ -284,14 +279,9 @@ class Supervisor:
         codes: dict[str, int | None] = {}
         deadline = Deadline(timeout)
         for name in names:
-            process = self.instances[name].process
-            if process is None:
-                continue
-            try:
-                process.stdin.close()  # an instance still waiting for its launch spec exits at once
-            except OSError:
-                pass
-            codes[name] = _end(process, deadline.remaining, name)
+            child = self.instances[name].child
+            if child is not None:  # an instance still waiting for its launch spec exits at once
+                codes[name] = child.stop(deadline.remaining)
         return codes
 
     def close(self, timeout: float = 10.0) -> dict[str, int | None]:
@@ -305,16 +295,3 @@ class Supervisor:
             return {
                 n: {**m.status, "state": m.state, "restarts": m.restarts} for n, m in self.instances.items()
             }
-
-
-def _end(process: subprocess.Popen, grace: float, name: str) -> int | None:
-    """Wait for a process to exit; terminate it, then kill it, if it does not."""
-    for action in (None, process.terminate, process.kill):
-        if action is not None:
-            log.warning("instance '%s' did not stop in time; %s", name, action.__name__)
-            action()
-        try:
-            return process.wait(grace if action is None else 5.0)
-        except subprocess.TimeoutExpired:
-            continue
-    return None

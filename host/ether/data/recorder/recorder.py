@@ -19,11 +19,15 @@ from typing import Any
 
 import pydantic_core
 
+from ether import exits
 from ether.contract.messages import RecorderAck, RecorderClosing, RecorderCommand, RecorderStatus, ok, refused
 from ether.contract.topics import Topic, Topics
 from ether.contract.wire import Meta, Stamper, WireError, decode, decode_object, encode
+from ether.data.recorder.clocks import DeviceClocks
 from ether.data.recorder.ledger import Ledger
 from ether.data.recorder.store import Row, Store
+from ether.logs import setup_logging
+from ether.processes import on_lifeline_cut, read_spec
 from ether.transport.broker import BrokerAddress, BrokerError
 from ether.transport.bus import Bus, Will
 from ether.transport.requests import answer
@@ -32,9 +36,7 @@ log = logging.getLogger("ether.recorder")
 
 BATCH = 5000
 ACK_INTERVAL = 0.02  # acknowledgements are coalesced: at most one per source per 20 ms
-CLOCK_STEP = 1.0  # a board's clock offset is recorded again when it shrinks by more than this (s)
 RECORDED = ("data", "errors", "recorder_closing", "instance_status", "device_schema")  # topic kinds saved
-EXIT_OK, EXIT_FAILED, EXIT_NO_BROKER = 0, 1, 4
 
 
 @dataclass
@@ -68,7 +70,7 @@ class Recorder:
         self.forcing = False
         self._seen_status: dict[str, tuple] = {}
         self._devices: set[str] = set()  # sources that announced a device schema: boards
-        self._clocks: dict[tuple[str, str], float] = {}  # (device, boot) -> clock offset recorded
+        self._clocks = DeviceClocks()
         self._acks: dict[str, dict[str, int]] = {}  # committed, not yet announced
         self._acked_at = 0.0
         self._load()
@@ -281,20 +283,10 @@ class Recorder:
         )
 
     def _clock(self, meta: Meta, now: float) -> None:
-        """A board stamps readings with its own clock: record host time minus board time per boot.
-
-        Recorded at a boot's first reading, and again whenever a reading shows an offset smaller by more
-        than CLOCK_STEP (the board's clock was set, or the first reading waited in the board's buffer).
-        """
-        offset = now - meta.t
-        key = (meta.src, meta.boot)
-        recorded = self._clocks.get(key)
-        if recorded is not None and offset >= recorded - CLOCK_STEP:
-            return
-        self._clocks[key] = offset
-        self.store.event(
-            "device_clock", meta.src, meta.boot, offset=offset, t_board=meta.t, t_host=now, seq=meta.seq
-        )
+        """A board stamps readings with its own clock: record its offset to this host's (see clocks)."""
+        detail = self._clocks.observe(meta.src, meta.boot, meta.t, now, meta.seq)
+        if detail is not None:
+            self.store.event("device_clock", meta.src, meta.boot, **detail)
 
     def _system(self, where: Topic, raw: bytes, now: float) -> None:
         payload = decode_object(raw)
@@ -353,7 +345,7 @@ def record(spec: RecorderSpec) -> int:
         bus.connect()
     except BrokerError as exc:
         log.error("recorder: %s", exc)
-        return EXIT_NO_BROKER
+        return exits.NO_BROKER
     store = Store(spec.run_dir)
     recorder = Recorder(spec, bus, store)
     store.db.execute("BEGIN")
@@ -370,28 +362,21 @@ def record(spec: RecorderSpec) -> int:
     recorder.announce("ready")
     log.info("recorder ready: saving session data to %s", spec.run_dir)
 
-    def parent_gone() -> None:  # our stdin is the session's pipe: it closes when the session dies
-        sys.stdin.read()
-        recorder.inbox.put(_Barrier(None, then_stop=True))
-
-    threading.Thread(target=parent_gone, name="ether-recorder-parent", daemon=True).start()
+    # the session's end (or death) is our signal to commit everything and stop
+    on_lifeline_cut(lambda: recorder.inbox.put(_Barrier(None, then_stop=True)))
     recorder.finished.wait()
     writer.join(10)
     recorder.announce("failed" if recorder.failed else "stopped")
     bus.close()
     store.close()
-    return EXIT_FAILED if recorder.failed else EXIT_OK
+    return exits.FAILED if recorder.failed else exits.OK
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s.%(msecs)03d - Ether:%(process)d - %(levelname)s - %(message)s",
-        datefmt="%Y-%m-%d %H:%M:%S",
-    )
-    line = sys.stdin.readline()
-    if not line:
-        sys.exit(EXIT_NO_BROKER)
-    code = record(RecorderSpec(**json.loads(line)))
+    setup_logging(whole_process=True)
+    spec = read_spec()
+    if spec is None:  # the session ended (or chose another recorder) before it sent our spec
+        sys.exit(exits.NO_BROKER)
+    code = record(RecorderSpec(**spec))
     sys.stdout.flush()
     os._exit(code)
