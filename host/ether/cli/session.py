@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
@@ -98,12 +99,32 @@ def run(args: argparse.Namespace) -> int:
         announce_ready("session", url=session.address.url, session=session.topics.session)
     stop.wait()
     print("Stopping: save_all -> cleanup -> exit ...", file=sys.stderr, flush=True)
-    codes = session.close(args.timeout)
+    try:
+        codes = session.close(args.timeout)
+    except Exception:
+        logging.getLogger("ether").exception("ether: the session crashed while stopping")
+        return _end_of_run(session, exits.CRASHED)
     bad = {name: code for name, code in codes.items() if code != 0}
     if bad:
         print(f"ether: instances did not stop cleanly: {bad}", file=sys.stderr)
-        return exits.FAILED
-    return exits.OK
+    return _end_of_run(session, exits.FAILED if bad else exits.OK)
+
+
+def _end_of_run(session, code: int) -> int:
+    """Print the seal line last (after every child's output) and exit with what the seal says."""
+    from ether.data.recorder.recording import seal, seal_line
+    from ether.data.recorder.store import COMPLETE, CRASHED, INCOMPLETE, RUNNING, connect, read_manifest
+
+    run_dir = session.recording.run_dir
+    if run_dir is None:  # not recorded
+        return code
+    db = connect(run_dir, readonly=True)
+    status = read_manifest(db).get("status")
+    db.close()
+    if status == RUNNING:  # the session crashed before it could seal
+        status = seal(run_dir, {}, CRASHED)
+    print(seal_line(run_dir), file=sys.stderr, flush=True)
+    return {COMPLETE: code, INCOMPLETE: exits.INCOMPLETE, CRASHED: exits.CRASHED}.get(status, exits.FAILED)
 
 
 def _stop_when(ended: threading.Event, stop: threading.Event) -> None:

@@ -190,7 +190,7 @@ class ErrorEvent(Message):
 # -- commands --------------------------------------------------------------------------------------
 
 InstanceCommandName = Literal[
-    "status", "init", "start", "pause", "resume", "save_all", "cleanup", "shutdown", "sync"
+    "status", "init", "start", "pause", "resume", "save_all", "cleanup", "shutdown", "sync", "finish_inputs"
 ]
 
 

@@ -15,13 +15,17 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from ether.contract.messages import RecorderClosing
 from ether.contract.topics import Topics
 from ether.contract.wire import Meta, Stamper, decode_object, encode
+from ether.data.processed import LATEST_SUFFIX, Processed, numbered
 from ether.data.recorder.settings import LATEST, RecorderSettings
+from ether.data.recorder.store import Transaction
 from ether.processes import backoff
 from ether.transport.bus import Bus
 from ether.transport.waiting import Deadline
@@ -31,7 +35,6 @@ log = logging.getLogger("ether.outbox")
 RESEND_AFTER = 1.0  # seconds without acknowledgement progress before unacknowledged messages are resent
 RESEND_MAX_WAIT = 30.0  # resends that bring no progress back off up to this
 RESEND_CHUNK = 20000
-LATEST_SUFFIX = "-latest"
 
 
 class Outbox:
@@ -53,6 +56,7 @@ class Outbox:
             self.acked[boot], self.last[boot] = low - 1, high
 
     def add(self, meta: Meta, topic: str, body: bytes) -> None:
+        """Keep one message until acknowledged (inside the caller's transaction, if any)."""
         self.db.execute(
             "INSERT OR REPLACE INTO outbox VALUES (?, ?, ?, ?)", (meta.boot, meta.seq, topic, body)
         )
@@ -81,6 +85,9 @@ class Outbox:
             ).fetchall()
         return rows
 
+    def transaction(self) -> Transaction:
+        return Transaction(self.db)
+
     def close(self) -> None:
         self.db.close()
 
@@ -93,10 +100,13 @@ class DataPublisher:
         self.latest = Stamper(stamper.source)
         self.latest.boot = stamper.boot + LATEST_SUFFIX
         self.outbox: Outbox | None = None
+        self.processed: Processed | None = None  # what this source handled, beside its outbox
         if settings.enabled and settings.run_dir:
             name = stamper.source.replace(":", "-").replace("/", "-")
             self.outbox = Outbox(Path(settings.run_dir) / "outbox" / f"{name}.sqlite")
+            self.processed = Processed(self.outbox.db)
         self._lock = threading.Lock()
+        self._held = threading.local()  # the messages a handler published, sent once it has returned
         self._acked = threading.Condition(self._lock)
         self._progress = time.monotonic()
         self._stalled_resends = 0
@@ -131,10 +141,41 @@ class DataPublisher:
             meta = self.stamper.stamp(parents)
             self.last_durable = meta.seq
             body = encode(payload, meta)
+            held = getattr(self._held, "messages", None)
+            if held is not None:
+                held.append((meta, topic, body))
+                return meta
             if self.outbox is not None:
                 self.outbox.add(meta, topic, body)
             self.bus.publish(topic, body)
         return meta
+
+    def seen(self, meta: Meta | None) -> bool:
+        """Whether this message was handled here before (by this process or an earlier one)."""
+        if self.processed is None or not numbered(meta):
+            return False
+        with self._lock:
+            return self.processed.seen(meta)
+
+    @contextmanager
+    def handling(self, meta: Meta | None) -> Iterator[None]:
+        """Handle one message as a transaction: what the handler publishes is held, then written to
+        the outbox together with the message's processed mark, then sent. A kill -9 in between keeps
+        all of it (sent again from the outbox) or none of it (the message is handled again)."""
+        self._held.messages = held = []
+        try:
+            yield
+        finally:
+            self._held.messages = None
+            with self._lock:
+                if self.outbox is not None and (held or numbered(meta)):
+                    with self.outbox.transaction():
+                        for m, topic, body in held:
+                            self.outbox.add(m, topic, body)
+                        if numbered(meta):
+                            self.processed.mark(meta)
+                for _, topic, body in held:
+                    self.bus.publish(topic, body)
 
     # -- acknowledgements ---------------------------------------------------------------------
     def _on_ack(self, topic: str, raw: bytes) -> None:
@@ -142,6 +183,8 @@ class DataPublisher:
         if acks is None or self.outbox is None:
             return
         with self._acked:
+            if self._closed.is_set():  # a late acknowledgement after the outbox file was closed
+                return
             progressed = False
             for boot, seq in acks.items():
                 if isinstance(seq, int) and self.outbox.ack(boot, seq):
@@ -193,13 +236,14 @@ class DataPublisher:
         with self._lock:
             return self.outbox.pending if self.outbox else 0
 
-    def drain(self, timeout: float) -> int:
-        """Tell the recorder our last seqs, then wait (logging progress) until every durable message is
-        acknowledged. Returns how many are still unsaved (they stay in the outbox file)."""
+    def drain(self, timeout: float, closing: bool = True) -> int:
+        """Tell the recorder our last seqs (when ``closing``: this source sends no more), then wait
+        (logging progress) until every durable message is acknowledged. Returns how many are still
+        unsaved (they stay in the outbox file)."""
         with self._lock:
             last = {self.stamper.boot: self.last_durable, self.latest.boot: self.last_latest}
         report = RecorderClosing(src=self.stamper.source, boots={b: s for b, s in last.items() if s})
-        if report.boots and self.settings.enabled:
+        if closing and report.boots and self.settings.enabled:
             self.bus.publish(self.topics.recorder_closing(), encode(report.payload()))  # after our data
         deadline = Deadline(timeout)
         announced = time.monotonic()

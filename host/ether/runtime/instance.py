@@ -18,13 +18,15 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ether import exits
 from ether.config import add_import_paths, import_class
 from ether.contract.messages import ErrorEvent, InstanceCommand, InstanceStatus, ok, refused
-from ether.contract.topics import Topics, check_publish_topic
+from ether.contract.topics import Topics, check_publish_topic, matches
 from ether.contract.wire import Meta, Stamper, WireError, decode, encode
+from ether.data import processed
 from ether.data.outbox import DataPublisher
 from ether.data.recorder.settings import RecorderSettings
 from ether.logs import setup_logging
@@ -92,6 +94,9 @@ class InstanceRuntime:
         self._parents = threading.local()
         self._ticking = threading.Event()
         self.state = "starting"
+        self.handlers: dict[str, list[BoundMethod]] = {}  # user topic filter -> its handlers
+        self.handled = 0  # messages handled since the last round of the session's end
+        self.quiet = False  # the session is ending: periodic publishers stop
         self.paused = False
         self._held: list[Callable[[], None]] = []
         self._pause_lock = threading.Lock()
@@ -151,15 +156,21 @@ class InstanceRuntime:
         bind(self.obj, self.publish_return)
 
     def subscribe(self) -> None:
-        """Subscribe every handler (waiting for the broker's acknowledgement) and the control topic."""
-        by_topic: dict[str, list[BoundMethod]] = {}
+        """Subscribe every handler (waiting for the broker's acknowledgement) and the control topic;
+        then catch up on what the session store holds for us and we have not processed."""
         for m in self.methods:
             if m.spec.sub:
-                by_topic.setdefault(self.topics.data(m.spec.sub.topic), []).append(m)
-        for topic, handlers in by_topic.items():
+                self.handlers.setdefault(m.spec.sub.topic, []).append(m)
+        subscribed = threading.Event()
+        self.jobs.put(lambda: (subscribed.wait(), self.catch_up()))  # before any live message
+        for user_filter in self.handlers:
             self.bus.subscribe(
-                topic, lambda t, raw, hs=handlers: self.jobs.put(lambda: self.deliver(hs, t, raw))
+                self.topics.data(user_filter),
+                lambda t, raw, f=user_filter: self.jobs.put(lambda: self.deliver(f, t, raw)),
             )
+        if self.data.processed is not None:
+            with self.data.outbox.transaction():
+                self.data.processed.subscribe(list(self.handlers))
         self.bus.subscribe(self.topics.instance_control(self.spec.name), self.on_control)
         self.bus.subscribe(
             self.topics.instance_calls(self.spec.name),
@@ -168,29 +179,70 @@ class InstanceRuntime:
         requester = Requester(self.bus, self.topics, self.stamper, self.current_parents)
         self.services = ServiceClient(requester, LiveRegistry(self.bus, self.topics), self.topics)
         self.data.attach()
+        subscribed.set()
         context.set_client(self)
 
     # -- data path ------------------------------------------------------------------------
 
-    def deliver(self, handlers: list[BoundMethod], topic: str, raw: bytes) -> None:
-        """Validate one message for each handler and call it; any failure becomes an error event."""
+    def deliver(self, user_filter: str, topic: str, raw: bytes) -> None:
+        """A live message from the subscription of one filter: handled once, by every matching handler."""
         with self._pause_lock:
             if self.paused:  # held, in order, until resume
-                self._held.append(lambda: self.deliver(handlers, topic, raw))
+                self._held.append(lambda: self.deliver(user_filter, topic, raw))
                 return
         user_topic = self.topics.user_topic(topic)
+        if next(f for f in self.handlers if matches(f, user_topic)) != user_filter:
+            return  # overlapping filters: the first one that matches delivers it
         try:
             payload, meta = decode(raw)
         except WireError as exc:
             self.report_error(user_topic, str(exc))
             return
-        for method in handlers:
-            try:
-                kwargs = method.schema.arguments(payload)
-            except ArgumentError as exc:
-                self.report_error(user_topic, str(exc), method, meta)
-                continue
-            self.invoke(method, kwargs, user_topic, meta)
+        self.handle(user_topic, payload, meta)
+
+    def handle(self, user_topic: str, payload: Any, meta: Meta | None) -> None:
+        """Validate one message for each handler and call it, unless it was handled before; any
+        failure becomes an error event. Its processed mark commits with what the handlers publish."""
+        if self.data.seen(meta):
+            return
+        self.handled += 1
+        with self.data.handling(meta):
+            for user_filter, methods in self.handlers.items():
+                if not matches(user_filter, user_topic):
+                    continue
+                for method in methods:
+                    try:
+                        kwargs = method.schema.arguments(payload)
+                    except ArgumentError as exc:
+                        self.report_error(user_topic, str(exc), method, meta)
+                        continue
+                    self.invoke(method, kwargs, user_topic, meta)
+
+    def catch_up(self) -> int:
+        """Handle the durable messages the session store holds on our topics that this instance (any of
+        its processes) has not processed: missed while it was dead, restarting or not yet started."""
+        if self.data.outbox is None or not self.handlers:
+            return 0
+        missed = processed.missed(Path(self.data.settings.run_dir), self.data.outbox.path)
+        if missed:
+            log.info("instance '%s': catching up on %d messages it missed", self.spec.name, len(missed))
+        for message in missed:
+            self.handle(message.topic, message.payload, message.meta)
+        return len(missed)
+
+    def finish_inputs(self, request: Meta | None) -> None:
+        """One round of the session's end: stop periodic publishers and hold no more messages, get our
+        results saved, catch up, get those saved; answer how many messages were handled since the last
+        round (the session repeats rounds until every instance answers 0)."""
+        self.quiet = True
+        if self.paused:
+            self.pause(False)
+        timeout = self.data.settings.drain_timeout
+        self.data.drain(timeout, closing=False)
+        self.catch_up()
+        unsaved = self.data.drain(timeout, closing=False)
+        handled, self.handled = self.handled, 0
+        answer(self.bus, self.stamper, request, ok({"handled": handled, "unsaved": unsaved}))
 
     def invoke(
         self, method: BoundMethod, kwargs: dict[str, Any], topic: str, meta: Meta | None
@@ -307,7 +359,7 @@ class InstanceRuntime:
 
     def _tick(self, method: BoundMethod) -> None:
         method.tick_pending = False
-        if self.paused:
+        if self.paused or self.quiet:
             return
         self.invoke(method, {}, method.spec.pub.topic if method.spec.pub else method.name, None)
 
@@ -329,6 +381,8 @@ class InstanceRuntime:
             answer(self.bus, self.stamper, meta, ok())
         elif command in ("init", "start", "save_all", "cleanup", "shutdown"):
             self.jobs.put(lambda: self.lifecycle(command, meta))
+        elif command == "finish_inputs":
+            self.jobs.put(lambda: self.finish_inputs(meta))
         elif command == "sync":  # answered after every message queued before it (used by ether replay)
             self.jobs.put(lambda: answer(self.bus, self.stamper, meta, ok()))
         else:

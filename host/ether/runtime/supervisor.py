@@ -234,6 +234,31 @@ class Supervisor:
             log.warning("instance '%s' %s: %s", name, command, problem)
         return problems
 
+    def finish_inputs(self, names: list[str], timeout: float) -> int | None:
+        """Before the session's end: rounds in which every instance stops its periodic publishers,
+        gets its results saved and catches up on what it missed, until a round in which no instance
+        handled anything. Returns how many messages were handled, or None if it did not settle in time."""
+        deadline = Deadline(timeout)
+        total = 0
+        while self.requester is not None and not deadline.expired:
+            command = InstanceCommand(command="finish_inputs")
+            pending = {
+                n: self.requester.send(self.topics.instance_control(n), command)
+                for n in names
+                if self.instances[n].state in ("ready", "paused")
+            }
+            handled = 0
+            for name, request in pending.items():
+                try:
+                    handled += read_reply(request.reply(deadline.remaining)).result["handled"]
+                except (RequestTimeout, AttributeError, KeyError, TypeError):
+                    log.warning("instance '%s' did not finish its inputs within %.0f s", name, timeout)
+                    return None
+            if not handled:
+                return total
+            total += handled
+        return None
+
     def restart(self, name: str, timeout: float = 10.0) -> None:
         """Stop one instance in order (save_all, cleanup, shutdown) and start it again."""
         managed = self.instances[name]

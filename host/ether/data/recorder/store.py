@@ -140,8 +140,8 @@ class Store:
         return read_manifest(self.db)
 
     # -- messages ---------------------------------------------------------------------------
-    def transaction(self) -> _Transaction:
-        return _Transaction(self.db)
+    def transaction(self) -> Transaction:
+        return Transaction(self.db)
 
     def insert(self, rows: Iterable[Row]) -> None:
         """Insert inside the caller's transaction; a row already saved (same src, boot, seq) is skipped."""
@@ -187,7 +187,7 @@ class Store:
         )
 
 
-class _Transaction:
+class Transaction:
     """``with store.transaction():`` BEGIN … COMMIT (ROLLBACK on error)."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
