@@ -237,11 +237,6 @@ def test_calls_during_readings_are_answered_once(broker, observer, start_board):
     assert len(observer.all("r/many")) == 20
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="amqtt 0.12 lets a keep-alive expire without closing the connection (handle_read_timeout"
-    " is a no-op): the broker fix of the delivery issue makes this pass",
-)
 @pytest.mark.parametrize("target", ["micropython", "micropython-minimqtt"])
 def test_frozen_board_is_shown_lost_by_keepalive(broker, observer, start_board, target):
     """A board that hangs (here: SIGSTOP) keeps its TCP connection open; the broker's keep-alive
