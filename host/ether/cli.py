@@ -29,6 +29,9 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"ether: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except BrokerError as exc:  # the url of --broker (one in the file is a ConfigError)
+        print(f"ether: --broker: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -12,7 +12,7 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
-from ether.config import Config, InstanceConfig, load
+from ether.config import Config, EtherConfig, EtherInstanceConfig, load
 from ether.contract.topics import Topics, check_publish_topic
 from ether.contract.wire import Stamper, WireError, decode
 from ether.data.recorder.recording import Recording
@@ -139,7 +139,7 @@ class Session:
                 elif command == "restart":
                     self.supervisor.restart(name)
                 else:
-                    spec = {k: v for k, v in self.config.instances[name].to_dict().items() if k != "name"}
+                    spec = self.config.instances[name].model_dump()
                     self.launch({name: spec | {"autorun": True}})
                 answer(self.bus, self.stamper, request, {"ok": True, "result": f"{command} {name}: done"})
             except Exception as exc:
@@ -155,9 +155,12 @@ class Session:
         check_publish_topic(topic)
         self.recording.publish(self.topics.data(topic), data)
 
-    def launch(self, instances: dict[str, dict[str, Any]], timeout: float = 30.0) -> list[str]:
+    def launch(
+        self, instances: dict[str, dict[str, Any] | EtherInstanceConfig], timeout: float = 30.0
+    ) -> list[str]:
         """Start more instances in the running session (same name twice is an error)."""
-        extra = load({"session": self.config.session, "instances": instances}).instances
+        given = {n: i.model_dump() if isinstance(i, EtherInstanceConfig) else i for n, i in instances.items()}
+        extra = load({"session": self.config.session, "instances": given}).instances
         for name in extra:
             if name in self.supervisor.running() or name in self.active_instances():
                 raise ValueError(f"an instance named '{name}' is already running in this session")
@@ -202,7 +205,7 @@ class Session:
 
 
 def new_session(
-    config: str | os.PathLike | dict | Config,
+    config: str | os.PathLike | dict | EtherConfig | Config,
     broker_url: str | None = None,
     port: int = 0,
     listen: str = "127.0.0.1",
@@ -210,4 +213,4 @@ def new_session(
     return Session(config if isinstance(config, Config) else load(config), broker_url, port, listen)
 
 
-__all__ = ["Session", "new_session", "InstanceConfig"]
+__all__ = ["Session", "new_session"]

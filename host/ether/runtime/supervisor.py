@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from ether.config import Config, InstanceConfig
+from ether.config import Config, EtherInstanceConfig
 from ether.contract.topics import Topics
 from ether.contract.wire import decode_object, encode
 from ether.runtime.instance import EXIT_INIT_FAILED, EXIT_OK, LaunchSpec
@@ -36,7 +36,7 @@ class InstanceStartError(RuntimeError):
 class Managed:
     """One instance under supervision."""
 
-    config: InstanceConfig
+    config: EtherInstanceConfig
     process: subprocess.Popen | None = None
     restarts: int = 0
     status: dict[str, Any] = field(default_factory=dict)
@@ -92,7 +92,7 @@ class Supervisor:
 
     # -- launching ---------------------------------------------------------------------------
 
-    def spawn(self, instance: InstanceConfig) -> Managed:
+    def spawn(self, instance: EtherInstanceConfig) -> Managed:
         """Start the process; it imports while the broker comes up, and waits for its launch spec."""
         if instance.name in self.instances and not self.instances[instance.name].gave_up:
             managed = self.instances[instance.name]
@@ -121,7 +121,7 @@ class Supervisor:
             name=c.name,
             class_path=c.class_path,
             args=c.args,
-            kwargs=c.kwargs,
+            kwargs=c.constructor_kwargs,
             registry=self.config.registry,
             broker=self.address.to_dict(),
             session=self.topics.session,
