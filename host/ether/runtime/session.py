@@ -149,7 +149,24 @@ class Session:
 
     def start(self, timeout: float = 30.0) -> None:
         """Run every ``@ether_start`` method (and begin periodic publishers); waits for each to finish."""
-        self.supervisor.command("start", self.supervisor.running(), timeout)
+        self.step("start", timeout)
+
+    def step(self, step: str, timeout: float = 30.0) -> None:
+        """Run one lifecycle step (start, save_all, cleanup) in every running instance; waits for each."""
+        self.supervisor.command(step, self.supervisor.running(), timeout)
+
+    def info(self) -> dict[str, Any]:
+        """What ``ether.session_info`` shows: which session, where, run by whom, recorded where."""
+        return {
+            "session": self.topics.session,
+            "broker": self.address.url if self.address else None,
+            "hosting": self.embedded is not None,
+            "supervisor": self.name,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": self.started_at,
+            "run_dir": self.config.recorder.run_dir or None,
+        }
 
     def publish(self, topic: str, data: Any) -> None:
         check_publish_topic(topic)
@@ -175,7 +192,7 @@ class Session:
     def active_instances(self) -> dict[str, dict[str, Any]]:
         """Live instances of the whole session (other supervisors' too); ours as our supervisor sees them."""
         everyone = {**(self.registry.active() if self.registry else {}), **self.supervisor.statuses()}
-        return {n: s for n, s in everyone.items() if s.get("state") in LIVE_STATES}
+        return {n: {**s, "name": n} for n, s in everyone.items() if s.get("state") in LIVE_STATES}
 
     def pause(self, paused: bool, names: list[str] | None = None, timeout: float = 10.0) -> None:
         """Hold (or release) data delivery to instances of the session (default: all of them)."""
