@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 import threading
 import time
 
@@ -52,6 +54,29 @@ class Sink:
         self.count += 1
         if self.count == self.n:
             ether.pub({"count": self.count, "t": time.time()}, "bench/done")
+
+
+class Listener:
+    """One of the fan-out subscribers: counts the source's messages directly."""
+
+    def __init__(self, n: int):
+        self.n, self.count = n, 0
+
+    @ether_sub(topic="bench/data")
+    def take(self, i: int, t: float) -> None:
+        self.count += 1
+        if self.count == self.n:
+            ether.pub({"count": self.count, "t": time.time()}, "bench/done")
+
+
+class Probe:
+    """What an idle instance process costs: its resident memory and the modules it imported."""
+
+    @ether_get
+    def footprint(self) -> dict:
+        with open(f"/proc/{os.getpid()}/status") as f:
+            rss_kb = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+        return {"rss_mb": rss_kb / 1024, "modules": sorted(sys.modules)}
 
 
 class Responder:

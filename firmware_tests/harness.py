@@ -7,6 +7,7 @@ with a timeout, never a fixed sleep.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import shutil
@@ -26,7 +27,22 @@ LIB = ROOT / "lite"
 BOARDS = Path(__file__).resolve().parent / "boards"
 TIMEOUT = 20.0  # generous: a loaded 2-core CI machine
 
-TARGETS = ["micropython", "micropython-mpy", "cpython", "cpython-minimqtt"]
+TARGETS = [
+    "micropython",
+    "micropython-mpy",
+    "micropython-minimqtt",
+    "micropython-minimqtt-mpy",
+    "cpython",
+    "cpython-minimqtt",
+]
+# What CircuitPython has built in, for adafruit_minimqtt under MicroPython
+CIRCUITPYTHON_STANDINS = Path(__file__).resolve().parent / "circuitpython"
+# adafruit_minimqtt and its dependencies: module -> PyPI distribution
+ADAFRUIT_MODULES = {
+    "adafruit_minimqtt": "adafruit-circuitpython-minimqtt",
+    "adafruit_connection_manager": "adafruit-circuitpython-connectionmanager",
+    "adafruit_ticks": "adafruit-circuitpython-ticks",
+}
 
 
 def micropython_executable() -> str | None:
@@ -61,6 +77,21 @@ def compile_library(out: Path) -> Path:
             [compiler, "-o", str(target), str(source)], check=True, capture_output=True, timeout=60
         )
     return out
+
+
+def copy_adafruit_modules(lib: Path) -> Path:
+    """The .py files of adafruit_minimqtt and its dependencies, as pip installed them, into `lib`."""
+    for module, dist in ADAFRUIT_MODULES.items():
+        try:
+            files = importlib.metadata.files(dist) or []
+        except importlib.metadata.PackageNotFoundError:
+            pytest.skip(f"{dist} is not installed (pip install {dist})")
+        for f in files:
+            if f.parts[0] in (module, f"{module}.py") and f.suffix == ".py":
+                target = lib / Path(f)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(f.locate(), target)
+    return lib
 
 
 class Messages:

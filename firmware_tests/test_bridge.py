@@ -136,7 +136,11 @@ def test_board_reconnects_through_the_bridge_after_a_broker_restart(broker, obse
     observer.wait_for("thermo1.temperature", count=3)
     port = broker.address.port
     observer.connected.clear()  # not left to the observer noticing the stop: it may do so late
+    # the board is paused while the broker closes: a reading it acknowledged after closing the
+    # observer's connection would reach nobody (the broker's loss, not the board's)
+    board.process.send_signal(signal.SIGSTOP)
     broker.stop()
+    board.process.send_signal(signal.SIGCONT)
     board.wait_line("connection lost (the serial bridge has no broker connection)")
     bridge.process.send_signal(signal.SIGSTOP)
     restarted = EmbeddedBroker(port=port)

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-CEILING = 25 * 1024  # bytes after import + connect, on the 64-bit unix port
+# bytes after import + connect, on the 64-bit unix port: 26.6 KB since poll() stopped blocking (connect
+# in stages, queued sends) and time is written from integers; the aim (20 KB here, 16 KB on a 32-bit
+# board, where it is 18.1-19.0 KB) is not reached yet
+CEILING = 27 * 1024
 
 
 @pytest.mark.parametrize("target", ["micropython", "micropython-mpy"])

@@ -1,8 +1,12 @@
 """The embedded broker: loopback only, fast stop, and amqtt's retained-message leak fixed."""
 
 import json
+import os
 import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import uuid
 
@@ -57,8 +61,8 @@ def test_stop_is_fast_even_with_connected_clients():
     address = b.start()
     c = client(address)
     c.publish_and_wait("x", json.dumps({"a": 1}).encode())
-    b.process.terminate()
-    assert b.process.wait(timeout=3) == 0  # amqtt's own shutdown waits 5 s
+    b.child.process.terminate()
+    assert b.child.process.wait(timeout=3) == 0  # amqtt's own shutdown waits 5 s
     c.close()
 
 
@@ -102,3 +106,33 @@ def test_ether_broker_says_where_it_listens_and_accepts_clients():
     finally:
         proc.terminate()
         assert proc.wait(10) == 0
+
+
+SILENT_CLIENT = """
+import sys
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="silent")
+c.will_set("status/silent", b"gone", qos=1)
+c.on_connect = lambda *a: print("connected", flush=True)
+c.connect("127.0.0.1", int(sys.argv[1]), keepalive=2)
+c.loop_forever()
+"""
+
+
+def test_a_client_that_goes_silent_is_dropped_and_its_will_published(broker):
+    """A SIGSTOPped client keeps its socket open: only keep-alive can tell it is gone (amqtt ignored it)."""
+    watcher = client(broker)
+    gone = threading.Event()
+    watcher.subscribe("status/silent", lambda t, p: gone.set())
+    silent = subprocess.Popen(
+        [sys.executable, "-c", SILENT_CLIENT, str(broker.port)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert silent.stdout.readline().strip() == "connected"
+        os.kill(silent.pid, signal.SIGSTOP)
+        assert gone.wait(30), "the broker never dropped a client that stopped answering"
+    finally:
+        silent.kill()
+        silent.wait()
+        watcher.close()

@@ -21,7 +21,7 @@ def kill_recorder(session) -> None:
     process = session.recording.process
     restarts = process.restarts
     os.kill(process.pid, signal.SIGKILL)
-    process.process.wait(10)
+    process.child.process.wait(10)
     return restarts
 
 
@@ -132,8 +132,8 @@ def test_broker_killed_and_restarted_mid_stream(run_session, tmp_path):
         session.publish("in", {"value": 1000 + i})
     observer.wait_for("out", 100)
     port = session.address.port
-    session.embedded.process.kill()  # kill -9: in-flight QoS 1 messages are gone with it
-    session.embedded.process.wait(10)
+    session.embedded.child.process.kill()  # kill -9: in-flight QoS 1 messages are gone with it
+    session.embedded.child.process.wait(10)
     for i in range(101, 201):  # published with no broker: only the outboxes have them
         session.publish("in", {"value": 1000 + i})
     replacement = EmbeddedBroker(port=port)
@@ -159,7 +159,7 @@ def test_a_killed_instance_resends_its_unsaved_messages_after_restart(run_sessio
     recorder = session.recording.process
     recorder._stopping.set()  # keep it down until we say so
     os.kill(recorder.pid, signal.SIGKILL)
-    recorder.process.wait(10)
+    recorder.child.process.wait(10)
     for i in range(1, 51):
         session.publish("in", {"value": 1000 + i})
     first = observer.wait_for("out", 50)  # sent, but nobody confirmed them: they wait in echo's outbox

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import os
 import shutil
@@ -20,24 +21,35 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from ether.contract.wire import Meta, encode
 from ether.data.recorder.store import connect, read_manifest
-from ether.monitor.app import MonitorApp
+from ether.monitor.app import PANELS, MonitorApp
 from ether.monitor.commands import Commands
 from ether.monitor.formats import Format
-from ether.monitor.link import READY, Attached, RunProcess, launch
+from ether.monitor.link import Attached, RunProcess, launch
 from ether.monitor.model import SessionModel
-from ether.monitor.screens import CallScreen, ConfirmScreen, DrainScreen, FieldScreen, PublishScreen
+from ether.monitor.screens import (
+    CallScreen,
+    ConfirmScreen,
+    DrainScreen,
+    FieldScreen,
+    HelpScreen,
+    PublishScreen,
+    TextScreen,
+)
 from ether.monitor.widgets import (
     Banner,
     DevicesTable,
     InstancesTable,
     LiveTable,
     LogPanel,
+    PayloadView,
     PlotLine,
     TopicsTable,
 )
+from ether.processes import parse_ready
 from ether.runtime.session import new_session
 from support import REPO, Observer
 
@@ -149,7 +161,7 @@ def test_shows_instances_devices_topics_and_the_recorder(lab):
             await until(pilot, lambda: column(app, DevicesTable, "bench1", "state") == "online", "bench1")
             assert "set_heater" in column(app, DevicesTable, "bench1", "methods")
             await until(pilot, lambda: "bench1.temperature" in cells(app, TopicsTable), "board readings")
-            kinds = {t: row[3] for t, row in cells(app, TopicsTable).items()}
+            kinds = {t: column(app, TopicsTable, t, "stream") for t in cells(app, TopicsTable)}
             assert (
                 kinds["in"] == "plain"
                 and kinds["out"] == "durable"
@@ -196,13 +208,20 @@ def test_keys_launch_restart_and_stop_an_instance(lab):
             assert app.query_one(InstancesTable).selected == "later"
             await pilot.press("l")
             await until(pilot, lambda: column(app, InstancesTable, "later", "state") == "ready", "launched")
-            await pilot.press("r")
+            await pilot.press("r")  # asks first
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
+            assert app.screen.question.startswith("Restart instance 'later'?")
+            await pilot.press("y")
             await until(
                 pilot,
                 lambda: cells(app, InstancesTable)["later"][1:4:2] == ("ready", "1"),
                 "restarted once",
             )
             await pilot.press("x")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
+            await pilot.press("n")  # no: nothing happens
+            await until(pilot, lambda: not isinstance(app.screen, ConfirmScreen), "the question to close")
+            await pilot.press("x", "y")
             await until(pilot, lambda: column(app, InstancesTable, "later", "state") == "stopped", "stopped")
 
     run(scenario)
@@ -292,6 +311,7 @@ def test_errors_show_in_the_log_and_the_filter_keeps_matching_lines(lab):
             log = app.query_one(LogPanel)
             await until(pilot, lambda: any("unlucky" in line for line in log.shown_lines()), "the error")
             assert column(app, InstancesTable, "echo", "last error") == "ValueError: unlucky number"
+            await pilot.click("#log-lines")  # / filters what has focus: here the log
             await pilot.press("slash", *"UNLUCKY")
             await until(pilot, lambda: log.filter == "UNLUCKY", "the filter")
             shown = log.shown_lines()
@@ -301,6 +321,166 @@ def test_errors_show_in_the_log_and_the_filter_keeps_matching_lines(lab):
             assert app.focused is app.query_one(InstancesTable)
 
     run(scenario)
+
+
+def test_keys_act_only_on_the_focused_table_and_it_says_on_what(lab):
+    session, observer = lab
+
+    async def scenario():
+        async with monitor(session) as (app, pilot):
+            instances = app.query_one(InstancesTable)
+            await select(app, pilot, InstancesTable, "echo")
+            assert instances.border_subtitle == "keys act on: echo"
+            assert app.screen.active_bindings["p"].enabled
+            await select(app, pilot, TopicsTable, "bench1.temperature")
+            assert instances.border_subtitle == ""  # not focused: the keys do not act on it
+            assert app.query_one(TopicsTable).border_subtitle == "keys act on: bench1.temperature"
+            bindings = app.screen.active_bindings
+            assert not any(key in bindings for key in "psarxlc") and bindings["f"].enabled  # footer too
+            await pilot.press("p")  # the Topics table has focus: nothing to pause
+            assert not isinstance(app.screen, ConfirmScreen)
+            assert column(app, InstancesTable, "echo", "state") == "ready"
+
+    run(scenario)
+
+
+def test_help_shows_the_keys_and_what_the_colours_mean(lab):
+    session, _ = lab
+
+    async def scenario():
+        async with monitor(session) as (app, pilot):
+            await pilot.press("question_mark")
+            await until(pilot, lambda: isinstance(app.screen, HelpScreen), "the help")
+            console = Console(file=io.StringIO(), width=120, record=True)
+            console.print(app.screen.help)
+            text = console.export_text()
+            assert "pause, or resume" in text and "red: stopped, or data at risk" in text
+            assert "NOT CONFIRMED" in text and "stream durable" in text
+            await pilot.press("escape")
+            await until(pilot, lambda: not isinstance(app.screen, HelpScreen), "the help to close")
+
+    run(scenario)
+
+
+def test_in_is_what_an_instance_is_delivered_nothing_while_paused(lab):
+    session, observer = lab
+
+    async def scenario():
+        async with monitor(session, stable=False) as (app, pilot):
+            await select(app, pilot, InstancesTable, "echo")
+            await pilot.press("p")
+            await until(pilot, lambda: column(app, InstancesTable, "echo", "state") == "paused", "paused")
+            for value in range(30):
+                observer.publish("in", json.dumps({"value": value + 100}))
+            await until(pilot, lambda: app.snapshot.topic("in") and app.snapshot.topic("in").rate, "a rate")
+            snapshot = app.snapshot  # one snapshot: its topic has a rate, the paused instance gets none
+            assert snapshot.topic("in").rate > 0 and snapshot.instance("echo").rate_in == 0.0
+            await pilot.press("p")
+            await until(pilot, lambda: column(app, InstancesTable, "echo", "state") == "ready", "resumed")
+
+    run(scenario)
+
+
+def test_filter_and_sort_a_table_and_open_an_error_in_full(lab):
+    session, observer = lab
+
+    async def scenario():
+        async with monitor(session) as (app, pilot):
+            observer.publish("in", '{"value": 13}')  # echo: ValueError: unlucky number
+            await until(pilot, lambda: column(app, InstancesTable, "echo", "last error"), "echo's error")
+            await until(pilot, lambda: "bench1.temperature" in cells(app, TopicsTable), "board readings")
+            topics = app.query_one(TopicsTable)
+            await select(app, pilot, TopicsTable, "in")
+            await pilot.press("slash", *"bench")
+            await until(pilot, lambda: list(cells(app, TopicsTable)) == ["bench1.temperature"], "filtered")
+            await pilot.press("escape")
+            assert app.focused is topics and "filter: bench (1 of" in topics.border_subtitle
+            await pilot.press("slash", *["backspace"] * 5, "enter")
+            await until(pilot, lambda: len(cells(app, TopicsTable)) > 1, "every topic again")
+            await pilot.press("O")  # by name, reversed
+            names = list(cells(app, TopicsTable))
+            assert names == sorted(names, reverse=True) and "sorted by topic ↓" in topics.border_subtitle
+
+            await select(app, pilot, InstancesTable, "echo")
+            await pilot.press("enter")
+            await until(pilot, lambda: isinstance(app.screen, TextScreen), "the error in full")
+            assert "ValueError: unlucky number" in str(app.screen.query_one("#full-text").render())
+            await pilot.press("escape")
+
+    run(scenario)
+
+
+def test_the_last_message_view_pauses_and_steps_through_history(lab):
+    session, observer = lab
+
+    async def scenario():
+        async with monitor(session) as (app, pilot):
+            await until(pilot, lambda: app.snapshot.synced, "the session's state")
+            for value in (1, 2, 3):
+                observer.publish("in", json.dumps({"value": value}))
+            await select(app, pilot, TopicsTable, "in")
+            view = app.query_one(PayloadView)
+            await until(pilot, lambda: view.payload == {"value": 3} and len(view.history) == 3, "history")
+            await pilot.press("enter")  # on a topic: to its messages
+            assert app.focused is view
+            await pilot.press("space", "left")
+            assert view.paused and view.payload == {"value": 2} and "message 2 of 3" in view.border_title
+            observer.publish("in", '{"value": 4}')
+            await until(pilot, lambda: app.snapshot.topic("in").payload == {"value": 4}, "a new message")
+            await pilot.pause()
+            assert view.payload == {"value": 2}  # paused: the view stays
+            await pilot.press("left", "left")  # no older than the first
+            assert view.payload == {"value": 1} and "message 1 of 3" in view.border_title
+            await pilot.press("space")
+            await until(pilot, lambda: view.payload == {"value": 4}, "live again")
+
+    run(scenario)
+
+
+def test_the_log_is_written_to_a_file(lab, tmp_path, monkeypatch):
+    session, observer = lab
+    monkeypatch.chdir(tmp_path)
+
+    async def scenario():
+        async with monitor(session) as (app, pilot):
+            await until(pilot, lambda: app.query_one(LogPanel).lines, "log lines")
+            await pilot.press("w")
+            await until(pilot, lambda: list(tmp_path.glob("ether-monitor-*.log")), "the file")
+            text = next(tmp_path.glob("ether-monitor-*.log")).read_text()
+            assert "instance 'echo'" in text
+
+    run(scenario)
+
+
+def test_a_small_terminal_shows_one_panel_at_a_time(lab):
+    session, _ = lab
+    model, app = monitor_app(session)
+
+    def shown() -> list[str]:
+        return [name for name in PANELS if app.query_one(f"#{name}").region.area]
+
+    async def scenario():
+        async with app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda: "echo" in cells(app, InstancesTable), "instances")
+            await pilot.pause()
+            assert app.compact and shown() == ["instances"]
+            await pilot.press("tab")
+            await pilot.pause()
+            assert shown() == ["devices"] and app.focused is app.query_one(DevicesTable)
+            await pilot.press("tab")
+            await pilot.pause()
+            assert shown() == ["topics"] and app.query_one(PayloadView).region.area
+            await pilot.press("shift+tab", "shift+tab", "shift+tab")
+            await pilot.pause()
+            assert shown() == ["log"]
+            await pilot.resize_terminal(160, 45)
+            await pilot.pause()
+            assert not app.compact and shown() == list(PANELS)
+
+    try:
+        run(scenario)
+    finally:
+        model.close()
 
 
 # -- the banner: the data-saving guarantee ------------------------------------------------------------
@@ -406,13 +586,14 @@ def start_run(
         f"recorder: {{path: {tmp_path / 'data'}, drain_timeout: {drain_timeout}}}\n"
         "instances:\n  ticker: {class_path: lab_classes.Ticker}\n"
     )
-    monkeypatch.setenv("PYTHONPATH", str(REPO / "tests"))  # launch() passes our environment on
+    # launch() passes our environment on
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]))
     args = argparse.Namespace(config=str(lab), port=0, listen="127.0.0.1", timeout=30.0, broker=None)
-    process = launch(args)
+    process = launch(args).process
     for line in process.stdout:
-        found = READY.search(line)
-        if found:
-            return process, (found.group(1), found.group(2))
+        ready = parse_ready(line, "session")
+        if ready is not None:
+            return process, (ready["url"], ready["session"])
     pytest.fail(f"ether run did not start (exit code {process.wait()})")
 
 
@@ -493,7 +674,8 @@ def quiet_lab():
     session.close()
 
 
-def test_snapshot_of_the_main_screen(quiet_lab, snap_compare):
+@pytest.mark.parametrize("size", [(80, 24), (160, 45)], ids=["80x24", "160x45"])
+def test_snapshot_of_the_main_screen(quiet_lab, snap_compare, size):
     session, observer = quiet_lab
     model, app = monitor_app(session)
 
@@ -502,12 +684,15 @@ def test_snapshot_of_the_main_screen(quiet_lab, snap_compare):
         observer.publish("in", '{"value": 13}')
         await until(pilot, lambda: column(app, TopicsTable, "out", "msgs") == "1", "out")
         await until(pilot, lambda: app.snapshot.recorder.saved == 8, "the recorder's count")
+        if app.compact:
+            return  # one panel: the instances (the log, whose lines come in any order, is not shown)
+        await pilot.click("#log-lines")
         await pilot.press("slash", *"error")  # only the error lines: status lines come in any order
         await until(pilot, lambda: len(app.query_one(LogPanel).shown_lines()) == 1, "the filtered log")
         await pilot.press("escape")
 
     try:
-        assert snap_compare(app, terminal_size=SIZE, run_before=settle)
+        assert snap_compare(app, terminal_size=size, run_before=settle)
     finally:
         model.close()
 
@@ -518,6 +703,7 @@ def test_snapshot_of_the_call_form(quiet_lab, snap_compare):
 
     async def open_form(pilot):
         await until(pilot, lambda: app.snapshot.recorder.saved == 4, "the recorder's count")
+        await pilot.click("#log-lines")
         await pilot.press("slash", *"error", "escape")  # the log shows pids and arrives in any order
         await select(app, pilot, InstancesTable, "store")
         await pilot.press("c")

@@ -8,7 +8,9 @@ import socket
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
+import lab_classes
 from ether.data.recorder.ledger import Stream
 from ether.data.recorder.recording import seal_crashed
 from ether.data.recorder.store import CRASHED, RUNNING, Store, connect, open_gaps, summary
@@ -78,7 +80,12 @@ def test_errors_and_restart_events_are_data(run_session, tmp_path):
     session.close()
     db = store_of(session)
     errors = db.execute("SELECT payload FROM messages WHERE topic = 'ether/default/errors'").fetchall()
-    assert "unlucky number" in errors[0]["payload"]
+    error = json.loads(errors[0]["payload"])
+    assert error["reason"] == "ValueError: unlucky number"
+    source = Path(lab_classes.__file__).read_text().splitlines()
+    raised_at = source.index('            raise ValueError("unlucky number")') + 1
+    assert f'lab_classes.py", line {raised_at}, in echo' in error["traceback"]
+    assert "ether/runtime" not in error["traceback"]  # Ether's calling frames are left out
     kinds = [r["kind"] for r in db.execute("SELECT kind FROM events")]
     assert "instance_ready" in kinds and "instance_stopped" in kinds and kinds[-1] == "sealed"
 
@@ -109,7 +116,7 @@ def test_a_forced_end_that_loses_data_is_recorded(run_session, tmp_path):
     process = session.recording.process
     process._stopping.set()  # as if the recorder could not be brought back
     os.kill(process.pid, 9)
-    process.process.wait(10)
+    process.child.process.wait(10)
     for i in range(5):
         session.publish("lost", {"i": i})
     observer.wait_for("lost", 5)

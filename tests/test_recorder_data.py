@@ -5,10 +5,14 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 import ether
+from ether.data.recorded import META_COLUMNS, lineage
+from ether.data.recorder.store import Row, Store, connect
+from ether.data.replay import sources_of
 from support import REPO
 
 
@@ -41,8 +45,8 @@ def test_open_session_gives_dataframes_per_topic(recorded_pipeline):
     assert set(recorded.topics) >= {"data", "result"}
     frame = recorded["result"]
     assert sorted(frame["result"]) == [2, 4, 6]
-    assert {"msg_id", "src", "boot", "seq", "parents", "t_sent", "t_recorded"} <= set(frame.columns)
-    assert set(frame["src"]) == {"processor2x"} and recorded.gaps == []
+    assert {f"_ether.{c}" for c in META_COLUMNS} <= set(frame.columns)
+    assert set(frame["_ether.src"]) == {"processor2x"} and recorded.gaps == []
     assert recorded.manifest["status"] == "complete"
     with pytest.raises(KeyError, match="no topic 'nope'"):
         recorded["nope"]
@@ -64,7 +68,7 @@ def test_lineage_sessions_and_export_commands(recorded_pipeline, tmp_path):
     assert done.returncode == 0, done.stderr
     with (target / "result.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert sorted(int(r["result"]) for r in rows) == [2, 4, 6] and rows[0]["src"] == "processor2x"
+    assert sorted(int(r["result"]) for r in rows) == [2, 4, 6] and rows[0]["_ether.src"] == "processor2x"
 
     parquet = ether_cli(
         "export", "last", "--format", "parquet", "--out", str(tmp_path / "pq"), "--data", str(root)
@@ -121,3 +125,83 @@ def test_last_is_not_a_run_that_joined_another_recorder(tmp_path):
     ):
         Store(tmp_path / run_id).set_manifest(run_id=run_id, **extra)
     assert find_session("last", tmp_path).name == "20261123-101500-default-aaaaaa"
+
+
+def store_of_rows(folder, rows: list[tuple[str, list[str]]]) -> Path:
+    """A real session store holding messages (msg_id, parents) on topic 'step'."""
+    store = Store(folder)
+    store.set_manifest(status="complete")
+    with store.transaction():
+        store.insert(
+            Row("step", f'{{"i": {i}}}', mid, "src", "b", i, parents, 0.0, 0.0)
+            for i, (mid, parents) in enumerate(rows, 1)
+        )
+    store.close()
+    return folder
+
+
+def test_payload_fields_named_like_metadata_are_never_shadowed(run_session, tmp_path):
+    session, observer = run_session({"recorder": {"path": str(tmp_path)}})
+    mine = {"src": "my probe", "seq": -7, "boot": "cold", "msg_id": "m1", "parents": "none", "t_sent": 3}
+    session.publish("readings", mine)
+    observer.wait_for("readings", 1)
+    session.close()
+    recorded = ether.open_session(session.recording.run_dir)
+    (record,) = recorded.records("readings")
+    assert {k: record[k] for k in mine} == mine
+    assert record["_ether.src"].startswith("main:") and record["_ether.seq"] == 1
+    frame = recorded["readings"]
+    assert frame["src"][0] == "my probe" and frame["_ether.seq"][0] == 1
+    target = tmp_path / "csv"
+    done = ether_cli("export", str(session.recording.run_dir), "--out", str(target))
+    assert done.returncode == 0, done.stderr
+    with (target / "readings.csv").open() as f:
+        (row,) = list(csv.DictReader(f))
+    assert (row["src"], row["seq"], row["_ether.seq"]) == ("my probe", "-7", "1")
+
+
+def test_lineage_of_a_long_chain_is_not_recursive(tmp_path):
+    n = 20_000  # the recursive walk failed at ~3,000 steps (bench/analysis.py times 100k)
+    folder = store_of_rows(
+        tmp_path / "run", [(f"b.{i}", [f"b.{i - 1}"] if i > 1 else []) for i in range(1, n + 1)]
+    )
+    db = connect(folder, readonly=True)
+    chain = lineage(db, {}, f"b.{n}")
+    assert [(depth, e["msg_id"]) for depth, e in chain[:2]] == [(0, f"b.{n}"), (1, f"b.{n - 1}")]
+    assert len(chain) == n and (chain[-1][0], chain[-1][1]["msg_id"]) == (n - 1, "b.1")
+    assert sources_of(db)[f"b.{n}"] == {"b.1"}
+    out = ether_cli("lineage", f"b.{n}", "--session", str(folder))
+    assert out.returncode == 0 and "b.1  step  from src" in out.stdout, out.stderr[-500:]
+
+
+def test_sources_of_joins_branches_and_survives_hostile_parents(tmp_path):
+    folder = store_of_rows(
+        tmp_path / "run",
+        [
+            ("a", []),
+            ("b", []),
+            ("left", ["a"]),
+            ("right", ["a", "b"]),
+            ("join", ["left", "right"]),
+            ("orphan", ["never-recorded"]),
+            ("loop1", ["loop2", "a"]),  # claims a descendant as parent: must not loop forever
+            ("loop2", ["loop1"]),
+        ],
+    )
+    sources = sources_of(connect(folder, readonly=True))
+    assert sources["join"] == {"a", "b"} and sources["left"] == {"a"} and sources["a"] == {"a"}
+    assert sources["orphan"] == frozenset() and sources["loop1"] == {"a"}
+
+
+def test_open_session_without_pandas_names_the_extra(recorded_pipeline):
+    _, session, _ = recorded_pipeline
+    script = (
+        "import sys; sys.modules['pandas'] = None  # as if pandas were not installed\n"
+        "import ether\n"
+        f"run = ether.open_session({str(session.recording.run_dir)!r})\n"
+        "print(sorted(r['result'] for r in run.records('result')))\n"
+        "try:\n    run['result']\nexcept ImportError as exc:\n    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0] == "[2, 4, 6]" and "pip install 'ether-lab[analysis]'" in out.stdout

@@ -45,7 +45,12 @@ buffer = int(sys.argv[4]) if len(sys.argv) > 4 else 32
 transport = sys.argv[5] if len(sys.argv) > 5 else "mqtt"
 pool = serial = None
 if transport == "minimqtt":
-    import socket as pool  # CPython's socket module serves as adafruit_minimqtt's socket pool
+    try:  # CircuitPython's socketpool (under MicroPython: a stand-in)
+        import socketpool
+
+        pool = socketpool.SocketPool(None)
+    except ImportError:  # CPython: its socket module serves as the pool
+        import socket as pool
 elif transport.startswith("fd:"):
     serial = open(int(transport[3:]), "r+b", buffering=0)
 

@@ -11,53 +11,69 @@ import logging
 import os
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ether.boards.devices import Devices
-from ether.config import ConfigError, EtherConfig
-from ether.runtime import context
-from ether.runtime.decorators import (
-    ether_cleanup,
-    ether_get,
-    ether_init,
-    ether_pub,
-    ether_save,
-    ether_save_all,
-    ether_shutdown,
-    ether_start,
-    ether_sub,
-)
-from ether.runtime.services import (
-    InvalidArguments,
-    NotFound,
-    ServiceError,
-    ServiceFailed,
-    ServiceTimeout,
-    UnknownService,
-    service_name,
-)
-from ether.runtime.supervisor import InstanceStartError
+if TYPE_CHECKING:
+    from ether.boards.devices import Devices
+    from ether.config import EtherConfig
+    from ether.runtime.session import Session
 
 __version__ = "0.1.0"
 
-_session = None  # the Session this process tapped, if any
+# The package face is lazy: ``import ether.contract.topics`` must not load pydantic, paho and yaml.
+# These names are imported on first use (module ``__getattr__``), then kept here like any other.
+_LAZY = {
+    "ConfigError": "ether.config",
+    "InstanceStartError": "ether.runtime.supervisor",
+    **dict.fromkeys(
+        (
+            "ether_cleanup",
+            "ether_get",
+            "ether_init",
+            "ether_pub",
+            "ether_save",
+            "ether_save_all",
+            "ether_shutdown",
+            "ether_start",
+            "ether_sub",
+        ),
+        "ether.runtime.decorators",
+    ),
+    **dict.fromkeys(
+        ("InvalidArguments", "NotFound", "ServiceError", "ServiceFailed", "ServiceTimeout", "UnknownService"),
+        "ether.runtime.services",
+    ),
+}
+
+_session: Session | None = None  # the Session this process tapped, if any
 # what ``ether.session_info`` shows of it: session, broker, supervisor, host, pid, started, run_dir
 session_info: dict[str, Any] | None = None
+_first_use = threading.Lock()
 
 
-def _configure_logging() -> None:
-    root = logging.getLogger("ether")
-    if not root.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(
-            logging.Formatter(
-                "%(asctime)s.%(msecs)03d - Ether:%(process)d - %(levelname)s - %(message)s",
-                "%Y-%m-%d %H:%M:%S",
-            )
-        )
-        root.addHandler(handler)
-        root.setLevel(logging.INFO)
-        root.propagate = False
+def __getattr__(name: str) -> Any:
+    with _first_use:
+        if name not in globals():
+            globals()[name] = _load(name)
+    return globals()[name]
+
+
+def _load(name: str) -> Any:
+    if name == "devices":  # ``ether.devices["thermo1"].set_heater(on=True)``: one object per process
+        from ether.boards.devices import Devices
+
+        value: Any = Devices()
+    elif name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    else:
+        raise AttributeError(f"module 'ether' has no attribute {name!r}")
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 
 def tap(
@@ -79,6 +95,7 @@ def tap(
     ``listen``: where the embedded broker listens (any address but loopback requires logins, see
     docs/operations.md)."""
     global _session, session_info
+    from ether.logs import setup_logging
     from ether.runtime.session import new_session
 
     if _session is not None and restart:
@@ -87,7 +104,7 @@ def tap(
         raise RuntimeError(
             "this process already tapped a session; call ether.shutdown() first (or restart=True)"
         )
-    _configure_logging()
+    setup_logging()
     session = new_session(
         config if config is not None else {"instances": {}}, broker_url=broker, listen=listen
     )
@@ -109,14 +126,14 @@ def _shutdown_at_exit() -> None:
         shutdown()
 
 
-def _end_on_request(session) -> None:
+def _end_on_request(session: Session) -> None:
     """``ether shutdown`` from a terminal ends a tapped session as ``ether.shutdown()`` would."""
     session.end_requested.wait()
     if _session is session:
         shutdown()
 
 
-def _current():
+def _current() -> Session:
     if _session is None:
         raise RuntimeError("no Ether session in this process: call ether.tap(config) first")
     return _session
@@ -129,6 +146,8 @@ def start(timeout: float = 30.0) -> None:
 
 def pub(data: Any, topic: str) -> None:
     """Publish ``data`` (a dict or any JSON value) to ``topic``, from a script or from inside an instance."""
+    from ether.runtime import context
+
     context.current().publish(topic, data)
 
 
@@ -146,6 +165,9 @@ def request(
     ServiceTimeout. ``None`` is a legitimate result. ``instance`` names the instance to ask; without it
     the instances of the class share the load.
     """
+    from ether.runtime import context
+    from ether.runtime.services import service_name
+
     return context.current().services.call(service_name(service, method), params, instance, timeout)
 
 
@@ -162,6 +184,9 @@ def save(
 ) -> dict:
     """Like :func:`request`, but never raises: ``{"status": "success", "result": ...}`` or
     ``{"status": "error", "error": "...", "kind": "..."}`` (the original Ether's envelope)."""
+    from ether.runtime import context
+    from ether.runtime.services import service_name
+
     return context.current().services.save(service_name(service, method), params, instance, timeout)
 
 
@@ -171,19 +196,14 @@ def launch_instances(instances: dict[str, dict[str, Any]], timeout: float = 30.0
 
 
 def get_active_instances() -> dict[str, dict[str, Any]]:
-    """Every live instance of the session, by name, with its status (name, state, pid, host, topics,
-    restarts; docs/migrating.md maps the original Ether's keys)."""
+    """Every live instance of the session, by name, with its status (state, pid, host, topics, restarts)."""
     return _current().active_instances()
-
-
-# ``ether.devices["thermo1"].set_heater(on=True)``. This object takes the place of the submodule's name
-# on the package: import the module's contents with ``from ether.devices import ...``.
-devices = Devices()
 
 
 def get_active_devices() -> dict[str, dict[str, Any]]:
     """Every online ``ether_lite`` board of the session, by name: state, boot, last seen, clock offset,
     firmware and methods (see docs/devices.md)."""
+    devices: Devices = __getattr__("devices")
     return devices.active()
 
 

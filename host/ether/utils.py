@@ -16,9 +16,9 @@ def get_ether_logger(
 
     Unlike the original it writes no files under ./logs: what a session did is in its session store
     (docs/data.md). ``run_id`` and ``file_level`` are accepted for the original's callers."""
-    from ether import _configure_logging
+    from ether.logs import setup_logging
 
-    _configure_logging()
+    setup_logging()
     logger = logging.getLogger(".".join(["ether", process_name, *([instance_name] if instance_name else [])]))
     logger.setLevel(console_level)
     return logger

@@ -1,4 +1,5 @@
-"""ether_lite: a microcontroller board as a peer in an Ether lab (CircuitPython, MicroPython, CPython).
+"""ether_lite: a microcontroller board as a peer in an Ether lab
+(CircuitPython, MicroPython, CPython).
 
     from ether_lite import Node, sensor, actuator
 
@@ -15,7 +16,7 @@
 """
 
 __version__ = "0.1.0"
-__repo__ = "ether-lab"  # the project (its pip name); it has no public repository yet
+__repo__ = "ether-lab"  # the project (its pip name); no public repository
 
 from .methods import actuator, sensor  # noqa: E402
 from .node import Node  # noqa: E402

@@ -1,17 +1,21 @@
-"""Sensors and actuators: the marks a user puts on methods, and the check of a call's arguments.
+"""Sensors and actuators: the marks a user puts on methods, and the check
+of a call's arguments.
 
-MicroPython functions cannot carry attributes and have no annotations to read, so the marks live in a
-table keyed by the function, and argument types can be given in the decorator: @actuator(on=bool).
+MicroPython functions cannot carry attributes and have no annotations to
+read, so the marks live in a table keyed by the function, and argument
+types can be given in the decorator: @actuator(on=bool).
 """
 
-# function -> Method. The decorators return the function itself: a direct call is unchanged.
+# function -> Method. The decorators return the function itself: a
+# direct call is unchanged.
 marks = {}
 
 TYPE_NAMES = {int: "int", float: "float", bool: "bool", str: "str"}
 
 
 class Method:
-    """One marked method: its kind, declared arguments (name -> type name), unit and period."""
+    """One marked method: its kind, declared arguments (name -> type
+    name), unit and period."""
 
     def __init__(self, kind, args, unit=None, period=None, optional=()):
         self.kind = kind
@@ -21,35 +25,44 @@ class Method:
         self.optional = optional
 
     def describe(self):
-        """This method's entry in the device schema (arguments with a default are listed as optional)."""
-        d = {"kind": self.kind, "args": self.args, "unit": self.unit, "period": self.period}
+        """This method's entry in the device schema (arguments with a
+        default are listed as optional)."""
+        d = {"kind": self.kind, "args": self.args, "unit": self.unit,
+             "period": self.period}
         if self.optional:
             d["optional"] = list(self.optional)
         return d
 
     def check(self, fields):
-        """The keyword arguments for a call with these JSON fields; ValueError names the bad field."""
+        """The keyword arguments for a call with these JSON fields;
+        ValueError names the bad field."""
         if not isinstance(fields, dict):
-            raise ValueError("arguments must be a JSON object of name: value, got %s" % _json_type(fields))
-        # A plain value (sent as {"root": value}) fills a method's only argument.
-        if len(self.args) == 1 and len(fields) == 1 and "root" in fields and "root" not in self.args:
-            for name in self.args:
+            raise ValueError("arguments must be a JSON object of name: "
+                             "value, got %s" % _json_type(fields))
+        args = self.args
+        # A plain value (sent as {"root": value}) fills a method's only
+        # argument.
+        if (len(args) == 1 and len(fields) == 1 and "root" in fields
+                and "root" not in args):
+            for name in args:
                 fields = {name: fields["root"]}
         for name in fields:
-            if name not in self.args:
-                declared = ", ".join(self.args) or "none"
-                raise ValueError("unknown argument '%s' (declared: %s)" % (name, declared))
+            if name not in args:
+                raise ValueError("unknown argument '%s' (declared: %s)"
+                                 % (name, ", ".join(args) or "none"))
         kwargs = {}
-        for name in self.args:
+        for name in args:
             if name in fields:
-                kwargs[name] = convert(name, self.args[name], fields[name])
+                kwargs[name] = convert(name, args[name], fields[name])
             elif name not in self.optional:
-                raise ValueError("missing argument '%s' (%s)" % (name, self.args[name]))
+                raise ValueError("missing argument '%s' (%s)"
+                                 % (name, args[name]))
         return kwargs
 
 
 def convert(name, type_name, value):
-    """The value as the declared type, or ValueError naming the argument (JSON ints pass as floats)."""
+    """The value as the declared type, or ValueError naming the argument
+    (JSON ints pass as floats)."""
     is_bool = isinstance(value, bool)
     if type_name == "any":
         return value
@@ -57,11 +70,13 @@ def convert(name, type_name, value):
         return value
     if type_name == "int" and isinstance(value, int) and not is_bool:
         return value
-    if type_name == "float" and isinstance(value, (int, float)) and not is_bool:
+    if (type_name == "float" and isinstance(value, (int, float))
+            and not is_bool):
         return float(value)
     if type_name == "str" and isinstance(value, str):
         return value
-    raise ValueError("argument '%s': expected %s, got %s %r" % (name, type_name, _json_type(value), value))
+    raise ValueError("argument '%s': expected %s, got %s %r"
+                     % (name, type_name, _json_type(value), value))
 
 
 def _json_type(value):
@@ -77,21 +92,23 @@ def _type_name(name, t):
         return t
     if t is None or t is object:
         return "any"
-    raise TypeError("argument '%s': type must be int, float, bool, str or 'any', got %r" % (name, t))
+    raise TypeError("argument '%s': type must be int, float, bool, str or "
+                    "'any', got %r" % (name, t))
 
 
 def _from_signature(func):
-    """Argument types from annotations where the interpreter keeps them (CPython); else nothing."""
+    """Argument types from annotations where the interpreter keeps them
+    (CPython); else nothing."""
     code = getattr(func, "__code__", None)
-    if code is None:  # MicroPython, CircuitPython: declare types in the decorator
+    if code is None:  # MicroPython, CircuitPython: types in the decorator
         return {}, ()
-    names = code.co_varnames[1 : code.co_argcount]  # skip self
+    names = code.co_varnames[1:code.co_argcount]  # skip self
     notes = getattr(func, "__annotations__", {})
     args = {}
     for name in names:
         args[name] = _type_name(name, notes.get(name))
     defaults = getattr(func, "__defaults__", None) or ()
-    return args, names[len(names) - len(defaults) :] if defaults else ()
+    return args, names[len(names) - len(defaults):] if defaults else ()
 
 
 def _mark(func, kind, types, unit=None, period=None):
@@ -107,18 +124,22 @@ def _mark(func, kind, types, unit=None, period=None):
 
 
 def sensor(func=None, period=None, unit=None, **types):
-    """Mark a method as a sensor: read every `period` seconds (or only on request) and published.
+    """Mark a method as a sensor: read every `period` seconds (or only on
+    request) and published.
 
     @sensor                      read on request only
     @sensor(period=1.0, unit="C")
     """
     if callable(func):
         return _mark(func, "sensor", types)
-    return lambda f: _mark(f, "sensor", types, unit, None if period is None else float(period))
+    if period is not None:
+        period = float(period)
+    return lambda f: _mark(f, "sensor", types, unit, period)
 
 
 def actuator(func=None, **types):
-    """Mark a method as an actuator: called with a message's fields as keyword arguments.
+    """Mark a method as an actuator: called with a message's fields as
+    keyword arguments.
 
     @actuator(on=bool)           types in the decorator: works everywhere
     @actuator                    types from annotations: CPython only

@@ -1,24 +1,60 @@
-"""The network on CircuitPython: adafruit_minimqtt behind the same few methods as ether_lite.mqtt.
+"""The network on CircuitPython: adafruit_minimqtt behind the few methods
+of ether_lite.mqtt.
 
-minimqtt waits for each QoS 1 PUBACK inside publish(), so `unacked` stays empty here; its own errors
-(MMQTTException) are turned into OSError, the one error the node catches.
+minimqtt waits inside its calls (connect for CONNACK, a QoS 1 publish for
+its PUBACK, its own ping for the answer), so this wrapper keeps what it
+can short: it reads with a 1 ms socket timeout, pings by itself without
+waiting, and holds the messages that arrive inside a minimqtt call until
+that call is over (a handler that publishes would re-enter minimqtt).
+Its errors (MMQTTException) become OSError, the one error the node
+catches. `unacked` stays empty: publish() returns once acknowledged.
 """
-
-import time
 
 from adafruit_minimqtt.adafruit_minimqtt import MQTT, MMQTTException
 
+try:
+    from time import ticks_diff, ticks_ms
+except ImportError:  # CPython, CircuitPython
+    from adafruit_ticks import ticks_diff, ticks_ms
+
+READ_S = 0.001  # how long a check may wait for a byte that is not there
+
+
+class _MQTT(MQTT):
+    """minimqtt that skips an incoming message over `limit` bytes as it
+    arrives (reading it whole would raise MemoryError on a board)."""
+
+    limit = 2048
+    too_big = False
+
+    def _sock_exact_recv(self, size, timeout=None):
+        if size <= self.limit:
+            return super()._sock_exact_recv(size, timeout)
+        self.too_big = True
+        while size:
+            n = min(size, 256)
+            super()._sock_exact_recv(n, timeout)
+            size -= n
+        return b""
+
 
 class MiniMQTTClient:
-    def __init__(self, client_id, server, port, user, password, keepalive, pool):
+    def __init__(self, client_id, server, port, user, password, keepalive,
+                 pool, max_packet=2048):
         if pool is None:
             import socketpool
             import wifi
 
             pool = socketpool.SocketPool(wifi.radio)
+        self.pool = pool
+        self.keepalive = keepalive
         self.unacked = []
+        self.tx = b""
+        self.connected = False
         self.cb = None
-        self.mqtt = MQTT(
+        self.inbox = []  # (topic, msg) arrived inside a minimqtt call
+        self.last_rx = 0
+        self.mqtt = _MQTT(
             broker=server,
             port=port,
             username=user,
@@ -27,18 +63,25 @@ class MiniMQTTClient:
             is_ssl=False,
             keep_alive=keepalive,
             socket_pool=pool,
-            socket_timeout=0.01,  # loop() may block this long: poll() stays quick
-            recv_timeout=5,
+            socket_timeout=1,  # to connect; then READ_S
+            recv_timeout=2,  # for a CONNACK, PUBACK, or the rest of a packet
             connect_retries=1,  # the node does the backing off
         )
-        self.mqtt.on_message = lambda client, topic, msg: self.cb(topic, msg)
+        self.mqtt.limit = max_packet
+        self.mqtt.on_message = self._arrived
+
+    def _arrived(self, client, topic, msg):
+        if client.too_big:
+            client.too_big = False
+            msg = None
+        self.inbox.append((topic, msg))
 
     def set_callback(self, cb):
         self.cb = cb
 
     def set_last_will(self, topic, msg, retain=False, qos=0):
-        if not self.mqtt.is_connected():
-            self.mqtt.will_set(topic, msg, qos, retain)
+        if not self.connected:
+            self.mqtt.will_set(topic, msg, retain=retain, qos=qos)
 
     def _do(self, action, *args):
         try:
@@ -51,28 +94,64 @@ class MiniMQTTClient:
             raise
 
     def connect(self):
-        self._do(self.mqtt.connect)
+        m = self.mqtt
+        m._socket_timeout = 1
+        self._do(m.connect)
+        # minimqtt has no setting for this: a check waits READ_S at most
+        m._socket_timeout = READ_S
+        m._sock.settimeout(READ_S)
+        try:  # minimqtt sends a packet in pieces: Nagle would delay them
+            pool = self.pool
+            m._sock.setsockopt(pool.IPPROTO_TCP, pool.TCP_NODELAY, 1)
+        except (AttributeError, OSError):
+            pass
+        self.connected = True
+        self.last_rx = ticks_ms()
 
     def publish(self, topic, msg, retain=False, qos=0):
+        if not self.connected:
+            raise OSError("not connected")
         self._do(self.mqtt.publish, topic, msg, retain, qos)
+        if qos:
+            self.last_rx = ticks_ms()  # its PUBACK came
 
     def subscribe(self, topic, qos=0):
         self._do(self.mqtt.subscribe, topic, qos)
 
     def check_msg(self):
-        self._do(self.mqtt.loop, 0.01)
+        m = self.mqtt
+        now = ticks_ms()
+        if ticks_diff(now, self.last_rx) > self.keepalive * 1500:
+            self.close()
+            raise OSError("no answer from the broker for %d s"
+                          % (self.keepalive * 3 // 2))
+        # ping before minimqtt would: its ping() waits for the answer
+        sent = m._last_msg_sent_timestamp
+        if ticks_diff(now, sent) >= self.keepalive * 500:
+            self._do(m._send_bytes, b"\xc0\x00")
+            m._last_msg_sent_timestamp = now
+        if self._do(m.loop, READ_S):
+            self.last_rx = ticks_ms()
+        while self.inbox:  # now a handler may publish
+            topic, msg = self.inbox.pop(0)
+            self.cb(topic, msg)
 
     def wait(self, ms):
+        import time
+
         time.sleep(min(ms, 20) / 1000)
 
     def disconnect(self):
         try:
             self.mqtt.disconnect()
         except (MMQTTException, OSError, RuntimeError):
-            self.close()
+            pass
+        self.close()
 
     def close(self):
-        # minimqtt has no public "forget a dead socket": this is what its reconnect() does inside.
+        # minimqtt cannot forget a dead socket: as its reconnect() does
         self.mqtt._close_socket()
         self.mqtt._is_connected = False
         self.mqtt._subscribed_topics = []
+        self.connected = False
+        self.inbox = []

@@ -1,10 +1,14 @@
-"""A small MQTT 3.1.1 client for MicroPython and CPython, in the manner of umqtt.simple.
+"""A small MQTT 3.1.1 client for MicroPython and CPython, after umqtt.simple.
 
-One class, one method per packet type. Unlike umqtt.simple it never blocks once connected:
-check_msg() reads only what has arrived, keeps partial packets for later, and answers keep-alive.
-Every failure raises OSError, so the caller has one thing to catch and then reconnects.
-The connection is a TCP socket, touched only by _open, _send, _recv, wait and close: ether_lite.serial
-overrides four of them to speak over a serial port instead.
+One class, one method per packet type. Unlike umqtt.simple it never
+blocks: connect() only starts connecting, and check_msg() does what can
+be done now (finish connecting, send what is queued, read what has
+arrived, ping). A packet over `max_packet` bytes is dropped as it
+arrives and reported as cb(topic, None). Every failure raises OSError,
+the one thing the caller catches before it connects again.
+
+The link is a TCP socket, touched only by _open, _send, _recv, wait and
+close: ether_lite.serial overrides them to use a serial port instead.
 """
 
 import struct
@@ -26,28 +30,36 @@ try:
 except ImportError:
     select = None
 
-NOT_READY = (11, 35, 115, 116)  # EAGAIN (Linux, lwIP), EAGAIN (BSD), EINPROGRESS, ETIMEDOUT
+# EAGAIN (Linux, lwIP), EAGAIN (BSD), EINPROGRESS, ETIMEDOUT
+NOT_READY = (11, 35, 115, 116)
+POLLIN, POLLOUT, POLLFAIL = 1, 4, 8 | 16  # POLLERR | POLLHUP
 
 
 class MQTTClient:
-    """One connection to a broker: connect, publish (QoS 0/1), subscribe, check_msg, ping, disconnect."""
+    """One connection to a broker: QoS 0/1 publish, subscribe, ping."""
 
-    def __init__(self, client_id, server, port=1883, user=None, password=None, keepalive=30, timeout=5):
+    def __init__(self, client_id, server, port=1883, user=None,
+                 password=None, keepalive=30, timeout=5, max_packet=2048):
         self.client_id = client_id
         self.server = server
         self.port = port
         self.user = user
         self.password = password
         self.keepalive = keepalive  # seconds; 0 turns keep-alive off
-        self.timeout = timeout  # seconds a blocking step (connect, send) may take
+        self.timeout = timeout  # seconds to connect
+        self.max_packet = max_packet
         self.sock = None
         self.poller = None
-        self.cb = None  # cb(topic: bytes, msg: bytes) for each PUBLISH received
+        self.up = False  # the link is open (TCP connected)
+        self.connected = False  # and the broker sent CONNACK
+        self.cb = None  # cb(topic, msg) per PUBLISH; msg None: too big
         self.pid = 0
-        self.unacked = []  # [(pid, topic, msg, retain)] QoS 1 publishes still waiting for PUBACK
-        self.rx = b""  # bytes received but not yet a whole packet
+        self.unacked = []  # [(pid, topic, msg, retain)] awaiting PUBACK
+        self.tx = b""  # bytes the socket did not take yet
+        self.rx = b""  # bytes received, not yet a whole packet
+        self.skip = 0  # bytes of a too-big packet still to drop
         self.lw = None
-        self.last_rx = self.last_ping = 0
+        self.started = self.last_rx = self.last_ping = 0
 
     def set_callback(self, cb):
         self.cb = cb
@@ -55,56 +67,62 @@ class MQTTClient:
     def set_last_will(self, topic, msg, retain=False, qos=0):
         self.lw = (topic, msg, retain, qos)
 
-    # -- the connection ---------------------------------------------------------------------
+    # -- the link -------------------------------------------------------
 
     def _open(self):
-        """Open the TCP connection to the broker."""
-        import socket  # not at the top: CircuitPython has no socket module, and serial boards need none
+        """Start the TCP connection; check_msg() sees it come up."""
+        import socket  # CircuitPython has none; a serial board needs none
 
-        addr = socket.getaddrinfo(self.server, self.port, 0, socket.SOCK_STREAM)[0][-1]
+        addr = socket.getaddrinfo(
+            self.server, self.port, 0, socket.SOCK_STREAM)[0][-1]
         sock = socket.socket()
         self.sock = sock
-        try:
-            # Nagle's algorithm would hold each small packet back ~10 ms; not every port has the option.
-            sock.setsockopt(getattr(socket, "IPPROTO_TCP", 6), getattr(socket, "TCP_NODELAY", 1), 1)
+        try:  # Nagle would hold each small packet back ~10 ms
+            sock.setsockopt(getattr(socket, "IPPROTO_TCP", 6),
+                            getattr(socket, "TCP_NODELAY", 1), 1)
         except (OSError, AttributeError):
             pass
-        try:
+        if not select:  # cannot watch it come up: wait for it here
             sock.settimeout(self.timeout)
-            sock.connect(addr)
-        except OSError:
+            self._try(sock.connect, addr)
+            sock.settimeout(0)
+            self.up = True
+            return
+        sock.setblocking(False)
+        self._try(sock.connect, addr)
+        self.poller = select.poll()
+        self.poller.register(sock, POLLIN | POLLOUT)
+
+    def _try(self, action, arg):
+        """action(arg) on the socket; None if it would have to wait."""
+        try:
+            return action(arg)
+        except OSError as e:
+            if e.args and e.args[0] in NOT_READY:
+                return None
             self.close()
             raise
-        if select:
-            self.poller = select.poll()
-            self.poller.register(sock, select.POLLIN)
 
     def _send(self, data):
-        self.sock.settimeout(self.timeout)
-        try:
-            self.sock.sendall(data)
-        except OSError:
-            self.close()
-            raise
+        self.tx += data
+        if self.up:
+            n = self._try(self.sock.send, self.tx)
+            if n:
+                self.tx = self.tx[n:]
 
     def _recv(self):
-        """The bytes that have arrived, or None; OSError if the connection is closed."""
-        self.sock.settimeout(0)
-        try:
-            data = self.sock.recv(512)
-        except OSError as e:
-            if e.args and e.args[0] not in NOT_READY:
-                self.close()
-                raise
-            return None
-        if not data:
+        """The bytes that have arrived, or None."""
+        data = self._try(self.sock.recv, 512)
+        if data == b"":
             self.close()
             raise OSError("broker closed the connection")
         return data
 
     def wait(self, ms):
-        """Sleep until data arrives or `ms` pass (for a blocking run loop)."""
+        """Sleep until data arrives or `ms` pass (for a run loop)."""
         if self.poller:
+            out = POLLOUT if self.tx or not self.up else 0
+            self.poller.modify(self.sock, POLLIN | out)
             self.poller.poll(ms)
         else:
             import time
@@ -117,15 +135,15 @@ class MQTTClient:
                 self.sock.close()
             except OSError:
                 pass
-        self.sock = None
-        self.poller = None
+        self.sock = self.poller = None
+        self.up = self.connected = False
 
-    # -- packets out ------------------------------------------------------------------------
+    # -- packets out ----------------------------------------------------
 
     def _packet(self, first, body):
         n = len(body)
         head = bytearray([first])
-        while True:  # remaining length: 7 bits per byte, high bit = more
+        while True:  # remaining length: 7 bits a byte, high bit = more
             byte = n & 0x7F
             n >>= 7
             head.append(byte | 0x80 if n else byte)
@@ -140,11 +158,12 @@ class MQTTClient:
         return struct.pack("!H", len(s)) + s
 
     def connect(self, clean_session=True):
-        """Open the connection, send CONNECT and wait (up to `timeout` s) for CONNACK."""
+        """Start connecting; check_msg() sets `connected` at CONNACK."""
         self.close()
-        self._open()
-        self.rx = b""
+        self.tx = self.rx = b""
+        self.skip = 0
         self.unacked = []
+        self._open()
         flags = 0x02 if clean_session else 0
         body = self._str(self.client_id)
         if self.lw:
@@ -157,23 +176,9 @@ class MQTTClient:
             if self.password is not None:
                 flags |= 0x40
                 body += self._str(self.password)
-        self._packet(0x10, b"\x00\x04MQTT\x04" + bytes([flags]) + struct.pack("!H", self.keepalive) + body)
-        start = ticks_ms()
-        while True:
-            packet = self._read_packet()
-            if packet and packet[0] == 0x20:
-                break
-            # (Another packet can only be the tail of an earlier connection over a serial link: skip it.)
-            if ticks_diff(ticks_ms(), start) > self.timeout * 1000:
-                self.close()
-                raise OSError("no CONNACK within %d s" % self.timeout)
-            if not packet:
-                self.wait(50)
-        body = packet[1]
-        if len(body) != 2 or body[1] != 0:
-            self.close()
-            raise OSError("broker refused the connection (CONNACK %r)" % body)
-        self.last_rx = self.last_ping = ticks_ms()
+        head = b"\x00\x04MQTT\x04" + bytes([flags])
+        self._packet(0x10, head + struct.pack("!H", self.keepalive) + body)
+        self.started = ticks_ms()
 
     def disconnect(self):
         """Say goodbye (the broker then drops the Last Will) and close."""
@@ -188,8 +193,8 @@ class MQTTClient:
         self.last_ping = ticks_ms()
 
     def publish(self, topic, msg, retain=False, qos=0):
-        """Send a PUBLISH. A QoS 1 message stays in `unacked` until the broker's PUBACK arrives."""
-        if self.sock is None:
+        """Send a PUBLISH; at QoS 1 it stays in `unacked` until PUBACK."""
+        if not self.connected:
             raise OSError("not connected")
         if isinstance(msg, str):
             msg = msg.encode()
@@ -202,23 +207,30 @@ class MQTTClient:
             self.unacked.append((self.pid, topic, msg, retain))
 
     def subscribe(self, topic, qos=0):
-        """Send a SUBSCRIBE; the SUBACK is read (and ignored) by check_msg."""
+        """Send a SUBSCRIBE; check_msg() reads (and ignores) the SUBACK."""
         self.pid = self.pid % 65535 + 1
-        self._packet(0x82, struct.pack("!H", self.pid) + self._str(topic) + bytes([qos]))
+        body = struct.pack("!H", self.pid) + self._str(topic)
+        self._packet(0x82, body + bytes([qos]))
 
-    # -- packets in -------------------------------------------------------------------------
+    # -- packets in -----------------------------------------------------
 
     def _read_packet(self):
-        """One whole packet (first byte, body) from what has arrived, or None; never blocks."""
-        if self.sock is None:
-            raise OSError("not connected")
+        """(first byte, body, whole) of a packet that has arrived, or None.
+
+        A packet over max_packet is not kept: its body is only the topic
+        (and packet id) and `whole` is False; the rest is skipped.
+        """
         data = self._recv()
         if data:
+            if self.skip:
+                n = min(self.skip, len(data))
+                self.skip -= n
+                data = data[n:]
             self.rx += data
         rx = self.rx
         n = shift = 0
         i = 1
-        while True:  # decode the remaining length, if enough bytes are here
+        while True:  # decode the remaining length, if its bytes are here
             if i >= len(rx):
                 return None
             n |= (rx[i] & 0x7F) << shift
@@ -226,40 +238,72 @@ class MQTTClient:
             i += 1
             if not rx[i - 1] & 0x80:
                 break
+        if n > self.max_packet:
+            if len(rx) < i + 2:
+                return None
+            end = i + 4 + (rx[i] << 8 | rx[i + 1])  # topic and packet id
+            if len(rx) < end <= 512:
+                return None
+            self.skip = i + n - len(rx)
+            self.rx = b""
+            return rx[0], rx[i:end], False
         if len(rx) < i + n:
             return None
-        self.rx = rx[i + n :]
+        self.rx = rx[i + n:]
         self.last_rx = ticks_ms()
-        if rx[0] == 0xE0:  # DISCONNECT: only `ether bridge` sends one, when it has no broker connection
+        if rx[0] == 0xE0:  # DISCONNECT: the serial bridge has no broker
             self.close()
             raise OSError("the serial bridge has no broker connection")
-        return rx[0], rx[i : i + n]
+        return rx[0], rx[i:i + n], True
 
     def check_msg(self):
-        """Handle every packet that has arrived, then ping if due. Raises OSError if the link is dead."""
+        """Do what can be done now: come up, send, handle what arrived,
+        ping. Raises OSError when the link is dead."""
+        now = ticks_ms()
+        if not self.connected and ticks_diff(
+                now, self.started) > self.timeout * 1000:
+            self.close()
+            raise OSError("no CONNACK within %d s" % self.timeout)
+        if not self.up:
+            for _, event in self.poller.poll(0):
+                if event & POLLFAIL:
+                    self.close()
+                    raise OSError("cannot reach the broker")
+                self.up = True
+            if not self.up:
+                return
+        if self.tx:
+            self._send(b"")
         while True:
             packet = self._read_packet()
             if not packet:
                 break
-            first, body = packet
+            first, body, whole = packet
             kind = first & 0xF0
-            if kind == 0x30:  # PUBLISH
+            if kind == 0x20:  # CONNACK
+                if len(body) != 2 or body[1]:
+                    self.close()
+                    raise OSError("broker refused the connection (%r)"
+                                  % body)
+                self.connected = True
+                self.last_rx = self.last_ping = ticks_ms()
+            elif not self.connected:
+                pass  # the tail of an earlier connection (serial link)
+            elif kind == 0x30:  # PUBLISH
                 n = body[0] << 8 | body[1]
-                topic = body[2 : 2 + n]
                 pos = 2 + n
-                if first & 0x06:  # QoS 1: acknowledge
-                    pid = body[pos : pos + 2]
+                if first & 0x06 and len(body) >= pos + 2:  # QoS 1: ack
+                    self._send(b"\x40\x02" + body[pos:pos + 2])
                     pos += 2
-                    self._send(b"\x40\x02" + pid)
                 if self.cb:
-                    self.cb(topic, body[pos:])
+                    self.cb(body[2:2 + n], body[pos:] if whole else None)
             elif kind == 0x40:  # PUBACK
                 pid = body[0] << 8 | body[1]
                 self.unacked = [m for m in self.unacked if m[0] != pid]
-        if self.keepalive:
-            now = ticks_ms()
+        if self.connected and self.keepalive:
             if ticks_diff(now, self.last_rx) > self.keepalive * 1500:
                 self.close()
-                raise OSError("no answer from the broker for %d s" % (self.keepalive * 3 // 2))
+                raise OSError("no answer from the broker for %d s"
+                              % (self.keepalive * 3 // 2))
             if ticks_diff(now, self.last_ping) >= self.keepalive * 500:
                 self.ping()

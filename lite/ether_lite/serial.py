@@ -1,33 +1,39 @@
-"""MQTT over a serial port, for a board without network: `ether bridge` on the host carries it to the broker.
+"""MQTT over a serial port, for a board without network: `ether bridge` on
+the host carries it to the broker.
 
-The port is usb_cdc.data (CircuitPython), a machine.UART (MicroPython) or a tty opened as a file
-(unix MicroPython, CPython). It stays open from one MQTT connection to the next: the bridge opens a
-broker connection for each CONNECT, and answers DISCONNECT when it has none (see mqtt._read_packet).
+The port is usb_cdc.data (CircuitPython), a machine.UART (MicroPython) or
+a tty opened as a file (unix MicroPython, CPython). It stays open from one
+MQTT connection to the next: the bridge opens a broker connection for
+each CONNECT, and answers DISCONNECT when it has none.
 """
 
-from .mqtt import MQTTClient, select  # select is None where the port has no select module
+from .mqtt import MQTTClient, select  # select: None if the port has none
 
 
 class SerialClient(MQTTClient):
-    """MQTTClient whose connection is a serial port instead of a TCP socket."""
+    """MQTTClient whose link is a serial port instead of a TCP socket."""
 
-    def __init__(self, port, client_id, user=None, password=None, keepalive=30, timeout=5):
-        super().__init__(client_id, "serial", 0, user, password, keepalive, timeout)
+    def __init__(self, port, client_id, user=None, password=None,
+                 keepalive=30, timeout=5, max_packet=2048):
+        super().__init__(client_id, "serial", 0, user, password, keepalive,
+                         timeout, max_packet)
         self.serial = port
         try:
             self.poller = select.poll()
             self.poller.register(port, select.POLLIN)
-        except (AttributeError, OSError, TypeError):  # no select module, or a port it cannot watch
+        except (AttributeError, OSError, TypeError):  # cannot watch it
             self.poller = None
 
     def _open(self):
-        """Nothing to open; what is still waiting on the port belongs to an earlier connection: drop it."""
+        """Nothing to open; bytes still waiting on the port belong to an
+        earlier connection: drop them."""
         while self._recv():
             pass
         self.sock = self.serial
+        self.up = True
 
     def _send(self, data):
-        if self.serial.write(data) != len(data):
+        if data and self.serial.write(data) != len(data):
             self.close()
             raise OSError("serial port: write timed out")
 
@@ -45,7 +51,8 @@ class SerialClient(MQTTClient):
         return data or None
 
     def _waiting(self):
-        """How many bytes can be read without blocking (a file cannot tell: 1 while poll says more)."""
+        """How many bytes can be read now (a file cannot tell: 1 while
+        poll says more)."""
         port = self.serial
         if hasattr(port, "any"):  # machine.UART
             return port.any()
@@ -53,5 +60,14 @@ class SerialClient(MQTTClient):
             return port.in_waiting
         return 1 if self.poller.poll(0) else 0
 
+    def wait(self, ms):
+        if self.poller:
+            self.poller.poll(ms)
+        else:
+            import time
+
+            time.sleep(ms / 1000)
+
     def close(self):
-        self.sock = None  # the port itself stays open for the next connection
+        self.sock = None  # the port stays open for the next connection
+        self.up = self.connected = False

@@ -14,6 +14,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
+from ether.contract.messages import DeviceCall, read_reply
 from ether.contract.topics import Topics
 from ether.contract.wire import WireError, decode, decode_object
 from ether.runtime import context
@@ -75,7 +76,7 @@ class DeviceView:
     # -- what the boards say (network thread) ---------------------------------------------------
 
     def _device(self, topic: str) -> Device:
-        name = topic.split("/")[-2]
+        name = self.topics.parse(topic).name
         return self.devices.setdefault(name, Device(name))
 
     def _on_schema(self, topic: str, raw: bytes) -> None:
@@ -179,18 +180,17 @@ class DeviceView:
         if spec.get("kind") == "actuator":  # on its own topic, so the command is recorded like data
             topic, body = self.topics.device_method(name, method), args
         else:  # a sensor: read now; the board also publishes the reading on its topic
-            topic, body = self.topics.device_call(name), {"method": method, "args": args}
+            topic, body = self.topics.device_call(name), DeviceCall(method=method, args=args)
         try:
-            reply = self.requester.request(topic, body, timeout)
+            reply = read_reply(self.requester.request(topic, body, timeout))
         except RequestTimeout:
             raise ServiceTimeout(
                 f"device '{name}' did not answer '{method}' within {timeout:g} s"
                 f" (state {device.state}{_ago(device.last_seen)})"
             ) from None
-        if isinstance(reply, dict) and reply.get("ok"):
-            return reply.get("result")
-        error = reply.get("error") if isinstance(reply, dict) else reply
-        raise ServiceFailed(f"device '{name}' method '{method}': {error}")
+        if reply.ok:
+            return reply.result
+        raise ServiceFailed(f"device '{name}' method '{method}': {reply.error.message}")
 
 
 def check_arguments(device: str, method: str, spec: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,3 @@
-"""The contract with every MQTT client: the message format (``wire``) and the topic layout (``topics``).
-
-Everything Ether sends or accepts is defined here; the rest of the package produces or consumes it.
-"""
+"""The contract with every MQTT client: the envelope (``wire``), the topic layout built and parsed
+(``topics``), the typed model of every message (``messages``) and their JSON Schemas (``schemas``).
+Everything Ether sends or accepts is defined here; the rest of the package produces or consumes it."""

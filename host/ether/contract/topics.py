@@ -7,6 +7,8 @@ them under ``<session>/`` so several sessions can share one broker. Ether's own 
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 DEFAULT_SESSION = "default"
 SYSTEM_ROOT = "ether"
 
@@ -60,6 +62,35 @@ def matches(topic_filter: str, topic: str) -> bool:
     return len(f_levels) == len(t_levels)
 
 
+class Topic(NamedTuple):
+    """What a topic of the session is (:meth:`Topics.parse`): its ``kind``, the ``name`` of the
+    instance, supervisor, device, client or source it is about, and a ``detail``: the service of a
+    call, the user topic of a data message, the original broker topic of a resend."""
+
+    kind: str
+    name: str = ""
+    detail: str = ""
+
+
+# system topics under ether/<session>/, as levels; "*" is a name, the kind is the joined fixed levels
+_LAYOUT = {
+    ("errors",): "errors",
+    ("control",): "session_control",
+    ("instance", "*", "status"): "instance_status",
+    ("instance", "*", "control"): "instance_control",
+    ("instance", "*", "call", "*"): "instance_call",
+    ("supervisor", "*", "status"): "supervisor_status",
+    ("recorder", "status"): "recorder_status",
+    ("recorder", "control"): "recorder_control",
+    ("recorder", "closing"): "recorder_closing",
+    ("recorder", "ack", "*"): "recorder_ack",
+    ("device", "*", "schema"): "device_schema",
+    ("device", "*", "state"): "device_state",
+    ("device", "*", "call"): "device_call",
+}
+KINDS = ("data", "reply", "recorder_resend", *_LAYOUT.values())  # every kind parse() can return
+
+
 class Topics:
     """Every topic of one session: data topics are mapped through :meth:`data`, system topics are methods."""
 
@@ -80,6 +111,28 @@ class Topics:
         if self.session != DEFAULT_SESSION and broker_topic.startswith(prefix):
             return broker_topic[len(prefix) :]
         return broker_topic
+
+    def parse(self, broker_topic: str) -> Topic | None:
+        """What a broker topic is in this session (the inverse of the builders below); None for a topic
+        of another session or one outside the layout."""
+        if self.is_data(broker_topic):
+            if self.session != DEFAULT_SESSION and not broker_topic.startswith(f"{self.session}/"):
+                return None
+            return Topic("data", detail=self.user_topic(broker_topic))
+        if not broker_topic.startswith(f"{self.root}/"):
+            return None
+        levels = broker_topic[len(self.root) + 1 :].split("/")
+        if levels[0] == "reply" and len(levels) >= 2:  # reply/<client>, and a client's own sub-topics
+            return Topic("reply", levels[1], "/".join(levels[2:]))
+        if levels[:2] == ["recorder", "resend"] and len(levels) > 2:
+            return Topic("recorder_resend", detail="/".join(levels[2:]))
+        for pattern, kind in _LAYOUT.items():
+            if len(pattern) != len(levels):
+                continue
+            pairs = list(zip(pattern, levels, strict=True))
+            if all(p == level or (p == "*" and level) for p, level in pairs):
+                return Topic(kind, *(level for p, level in pairs if p == "*"))
+        return None
 
     # instances ------------------------------------------------------------
     def instance_status(self, instance: str) -> str:
@@ -146,18 +199,12 @@ class Topics:
         return f"{self.root}/recorder/closing"
 
     # devices (ether_lite boards) -------------------------------------------
-    def device_schema(self, device: str) -> str:
-        """Retained description of a board's methods, versions and boot id."""
-        return f"{self.root}/device/{device}/schema"
-
-    def device_state(self, device: str) -> str:
-        """Retained state of a board (online / lost by Last Will)."""
-        return f"{self.root}/device/{device}/state"
-
     def device_schema_all(self) -> str:
+        """Retained descriptions of the boards' methods, versions and boot ids (``device/<name>/schema``)."""
         return f"{self.root}/device/+/schema"
 
     def device_state_all(self) -> str:
+        """Retained states of the boards (online, offline, lost by Last Will; ``device/<name>/state``)."""
         return f"{self.root}/device/+/state"
 
     def device_call(self, device: str) -> str:

@@ -11,17 +11,22 @@ so its losses show in the recorder's gap ledger without holding back the durable
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ether.contract.messages import RecorderClosing
 from ether.contract.topics import Topics
 from ether.contract.wire import Meta, Stamper, decode_object, encode
+from ether.data.processed import LATEST_SUFFIX, Processed, numbered
 from ether.data.recorder.settings import LATEST, RecorderSettings
+from ether.data.recorder.store import Transaction
+from ether.processes import backoff
 from ether.transport.bus import Bus
 from ether.transport.waiting import Deadline
 
@@ -30,7 +35,6 @@ log = logging.getLogger("ether.outbox")
 RESEND_AFTER = 1.0  # seconds without acknowledgement progress before unacknowledged messages are resent
 RESEND_MAX_WAIT = 30.0  # resends that bring no progress back off up to this
 RESEND_CHUNK = 20000
-LATEST_SUFFIX = "-latest"
 
 
 class Outbox:
@@ -52,6 +56,7 @@ class Outbox:
             self.acked[boot], self.last[boot] = low - 1, high
 
     def add(self, meta: Meta, topic: str, body: bytes) -> None:
+        """Keep one message until acknowledged (inside the caller's transaction, if any)."""
         self.db.execute(
             "INSERT OR REPLACE INTO outbox VALUES (?, ?, ?, ?)", (meta.boot, meta.seq, topic, body)
         )
@@ -80,6 +85,9 @@ class Outbox:
             ).fetchall()
         return rows
 
+    def transaction(self) -> Transaction:
+        return Transaction(self.db)
+
     def close(self) -> None:
         self.db.close()
 
@@ -92,13 +100,16 @@ class DataPublisher:
         self.latest = Stamper(stamper.source)
         self.latest.boot = stamper.boot + LATEST_SUFFIX
         self.outbox: Outbox | None = None
+        self.processed: Processed | None = None  # what this source handled, beside its outbox
         if settings.enabled and settings.run_dir:
             name = stamper.source.replace(":", "-").replace("/", "-")
             self.outbox = Outbox(Path(settings.run_dir) / "outbox" / f"{name}.sqlite")
+            self.processed = Processed(self.outbox.db)
         self._lock = threading.Lock()
+        self._held = threading.local()  # the messages a handler published, sent once it has returned
         self._acked = threading.Condition(self._lock)
         self._progress = time.monotonic()
-        self._resend_wait = RESEND_AFTER
+        self._stalled_resends = 0
         self._closed = threading.Event()
         self._recorder_boot: str | None = None
         self._recorder_state: str | None = None  # 'stopped': it will not come back to confirm
@@ -130,10 +141,41 @@ class DataPublisher:
             meta = self.stamper.stamp(parents)
             self.last_durable = meta.seq
             body = encode(payload, meta)
+            held = getattr(self._held, "messages", None)
+            if held is not None:
+                held.append((meta, topic, body))
+                return meta
             if self.outbox is not None:
                 self.outbox.add(meta, topic, body)
             self.bus.publish(topic, body)
         return meta
+
+    def seen(self, meta: Meta | None) -> bool:
+        """Whether this message was handled here before (by this process or an earlier one)."""
+        if self.processed is None or not numbered(meta):
+            return False
+        with self._lock:
+            return self.processed.seen(meta)
+
+    @contextmanager
+    def handling(self, meta: Meta | None) -> Iterator[None]:
+        """Handle one message as a transaction: what the handler publishes is held, then written to
+        the outbox together with the message's processed mark, then sent. A kill -9 in between keeps
+        all of it (sent again from the outbox) or none of it (the message is handled again)."""
+        self._held.messages = held = []
+        try:
+            yield
+        finally:
+            self._held.messages = None
+            with self._lock:
+                if self.outbox is not None and (held or numbered(meta)):
+                    with self.outbox.transaction():
+                        for m, topic, body in held:
+                            self.outbox.add(m, topic, body)
+                        if numbered(meta):
+                            self.processed.mark(meta)
+                for _, topic, body in held:
+                    self.bus.publish(topic, body)
 
     # -- acknowledgements ---------------------------------------------------------------------
     def _on_ack(self, topic: str, raw: bytes) -> None:
@@ -141,13 +183,15 @@ class DataPublisher:
         if acks is None or self.outbox is None:
             return
         with self._acked:
+            if self._closed.is_set():  # a late acknowledgement after the outbox file was closed
+                return
             progressed = False
             for boot, seq in acks.items():
                 if isinstance(seq, int) and self.outbox.ack(boot, seq):
                     progressed = True
             if progressed:
                 self._progress = time.monotonic()
-                self._resend_wait = RESEND_AFTER
+                self._stalled_resends = 0
                 self._acked.notify_all()
 
     def _on_recorder_status(self, topic: str, raw: bytes) -> None:
@@ -160,7 +204,7 @@ class DataPublisher:
         if status.get("state") == "ready":
             boot, self._recorder_boot = self._recorder_boot, status.get("boot")
             if boot != self._recorder_boot and self.pending:  # a (re)started recorder: send again at once
-                self._resend_wait = RESEND_AFTER
+                self._stalled_resends = 0
                 threading.Thread(target=self.resend, daemon=True).start()
 
     def _watch_acks(self) -> None:
@@ -168,10 +212,13 @@ class DataPublisher:
         while resends bring nothing back, wait twice as long before the next one."""
         while not self._closed.wait(RESEND_AFTER / 2):
             with self._lock:
-                stalled = self.outbox.pending and time.monotonic() - self._progress > self._resend_wait
+                stalled = self.outbox.pending and time.monotonic() - self._progress > self._resend_wait()
             if stalled:
                 self.resend()
-                self._resend_wait = min(self._resend_wait * 2, RESEND_MAX_WAIT)
+                self._stalled_resends += 1
+
+    def _resend_wait(self) -> float:
+        return backoff(self._stalled_resends + 1, RESEND_AFTER, RESEND_MAX_WAIT)
 
     def resend(self) -> None:
         with self._lock:
@@ -189,14 +236,15 @@ class DataPublisher:
         with self._lock:
             return self.outbox.pending if self.outbox else 0
 
-    def drain(self, timeout: float) -> int:
-        """Tell the recorder our last seqs, then wait (logging progress) until every durable message is
-        acknowledged. Returns how many are still unsaved (they stay in the outbox file)."""
+    def drain(self, timeout: float, closing: bool = True) -> int:
+        """Tell the recorder our last seqs (when ``closing``: this source sends no more), then wait
+        (logging progress) until every durable message is acknowledged. Returns how many are still
+        unsaved (they stay in the outbox file)."""
         with self._lock:
             last = {self.stamper.boot: self.last_durable, self.latest.boot: self.last_latest}
-        report = {"src": self.stamper.source, "boots": {b: s for b, s in last.items() if s}}
-        if report["boots"] and self.settings.enabled:
-            self.bus.publish(self.topics.recorder_closing(), json.dumps(report).encode())  # after our data
+        report = RecorderClosing(src=self.stamper.source, boots={b: s for b, s in last.items() if s})
+        if closing and report.boots and self.settings.enabled:
+            self.bus.publish(self.topics.recorder_closing(), encode(report.payload()))  # after our data
         deadline = Deadline(timeout)
         announced = time.monotonic()
         with self._acked:

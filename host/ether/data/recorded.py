@@ -27,6 +27,8 @@ from ether.data.recorder.store import (
 )
 
 META_COLUMNS = ("msg_id", "src", "boot", "seq", "parents", "t_sent", "t_recorded")
+META_PREFIX = "_ether."  # metadata columns are named like the wire's reserved key: never a payload field
+ANALYSIS_EXTRA = "pip install 'ether-lab[analysis]'"
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
@@ -91,21 +93,26 @@ class RecordedSession:
         ]
 
     def records(self, topic: str) -> list[dict[str, Any]]:
-        """Each message as a dict: its fields, then the metadata columns."""
+        """Each message as a dict: its fields as sent, then the metadata as ``_ether.<column>``."""
         out = []
         for r in self.db.execute("SELECT * FROM messages WHERE topic = ? ORDER BY row", (topic,)):
             payload = json.loads(r["payload"])
-            fields = payload if isinstance(payload, dict) else {"root": payload}
-            out.append({**fields, **{c: r[c] for c in META_COLUMNS}, "parents": json.loads(r["parents"])})
+            record = dict(payload) if isinstance(payload, dict) else {"root": payload}
+            for column in META_COLUMNS:
+                record[META_PREFIX + column] = json.loads(r[column]) if column == "parents" else r[column]
+            out.append(record)
         return out
 
     def dataframe(self, topic: str):
         try:
             import pandas as pd
         except ImportError:
-            raise ImportError("open_session needs pandas: pip install pandas") from None
+            raise ImportError(
+                f"session[topic] gives a pandas DataFrame: {ANALYSIS_EXTRA} (or pip install pandas);"
+                " without pandas, session.records(topic) gives the same rows as dicts"
+            ) from None
         frame = pd.DataFrame.from_records(self.records(topic))
-        for column in ("t_sent", "t_recorded"):
+        for column in (META_PREFIX + "t_sent", META_PREFIX + "t_recorded"):
             if column in frame:
                 frame[column] = pd.to_datetime(frame[column], unit="s", utc=True)
         return frame
@@ -133,20 +140,24 @@ def open_session(path: str | os.PathLike = "last") -> RecordedSession:
 
 
 def lineage(db: sqlite3.Connection, manifest: dict, msg_id: str) -> list[tuple[int, dict[str, Any]]]:
-    """The message and its ancestors, depth first: [(depth, {msg_id, topic, src, code, payload, ...})]."""
+    """The message and its ancestors, depth first: [(depth, {msg_id, topic, src, code, payload, ...})].
+
+    Iterative (an explicit stack), so a chain of any length is traced without recursion limits.
+    """
     instances = (manifest.get("config_resolved") or {}).get("instances", {})
     code = manifest.get("code") or {}
     chain: list[tuple[int, dict[str, Any]]] = []
     seen: set[str] = set()
-
-    def visit(mid: str, depth: int) -> None:
+    stack = [(msg_id, 0)]
+    while stack:
+        mid, depth = stack.pop()
         if mid in seen:
-            return
+            continue
         seen.add(mid)
         row = db.execute("SELECT * FROM messages WHERE msg_id = ?", (mid,)).fetchone()
         if row is None:
             chain.append((depth, {"msg_id": mid, "missing": True}))
-            return
+            continue
         class_path = instances.get(row["src"], {}).get("class_path")
         entry = {
             "msg_id": mid,
@@ -159,10 +170,7 @@ def lineage(db: sqlite3.Connection, manifest: dict, msg_id: str) -> list[tuple[i
             "payload": json.loads(row["payload"]),
         }
         chain.append((depth, entry))
-        for parent in json.loads(row["parents"]):
-            visit(parent, depth + 1)
-
-    visit(msg_id, 0)
+        stack.extend((parent, depth + 1) for parent in reversed(json.loads(row["parents"])))
     return chain
 
 
@@ -173,7 +181,7 @@ def export(session: RecordedSession, out: Path, fmt: str, progress=None) -> list
             import pyarrow  # noqa: F401
         except ImportError:
             raise ImportError(
-                "--format parquet needs pyarrow: pip install pyarrow (or use --format csv)"
+                f"--format parquet needs pyarrow: {ANALYSIS_EXTRA} (or use --format csv)"
             ) from None
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -284,24 +292,3 @@ def cmd_export(args) -> int:
 
 def open_session_in(name: str, root: str | None) -> RecordedSession:
     return RecordedSession(find_session(name, root))
-
-
-def add_commands(commands) -> None:
-    """``ether sessions | lineage | export | replay`` (called from ether.cli.build_parser)."""
-    p = commands.add_parser("sessions", help="list recorded sessions: status, duration, messages, gaps")
-    p.add_argument("--data", help="the data folder (default $ETHER_DATA or ./ether_data)")
-    p.set_defaults(handler=cmd_sessions)
-    p = commands.add_parser("lineage", help="trace a message back to the raw samples that produced it")
-    p.add_argument("message", help="a message id (_ether.id)")
-    p.add_argument("--session", help="the run to look in (default: search all, newest first)")
-    p.add_argument("--data", help="the data folder (default $ETHER_DATA or ./ether_data)")
-    p.set_defaults(handler=cmd_lineage)
-    p = commands.add_parser("export", help="export a recorded session, one file per topic")
-    p.add_argument("session", help="a run folder, run id, or 'last'")
-    p.add_argument("--format", choices=("csv", "parquet"), default="csv")
-    p.add_argument("--out", help="output folder (default <run id>-<format>)")
-    p.add_argument("--data", help="the data folder (default $ETHER_DATA or ./ether_data)")
-    p.set_defaults(handler=cmd_export)
-    from ether.data.replay import add_command as add_replay
-
-    add_replay(commands)

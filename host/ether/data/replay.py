@@ -13,36 +13,59 @@ import json
 from collections import Counter
 from typing import Any
 
-from ether.data.recorded import RecordedSession, find_session, lineage
-from ether.data.recorder.store import connect, read_manifest
+from ether.contract.messages import InstanceCommand, RecorderCommand, read_reply
+from ether.data.recorded import RecordedSession, find_session
+from ether.data.recorder.store import connect
 
 MAX_ROUNDS = 100
 
 
-def _roots(db, manifest, msg_id: str) -> tuple[str, ...]:
-    return tuple(
-        sorted(
-            e["msg_id"]
-            for _, e in lineage(db, manifest, msg_id)
-            if not e.get("missing") and _is_root(db, e["msg_id"])
-        )
-    )
+def sources_of(db) -> dict[str, frozenset[str]]:
+    """For every recorded message, the recorded source messages (no parents) it descends from.
+
+    One pass over the store with memoised, iterative walks: linear in the messages and their parents.
+    A parent that is not in the store contributes nothing; a message naming its own descendant as a
+    parent (hostile input) cannot loop.
+    """
+    parents = {
+        mid: json.loads(p)
+        for mid, p in db.execute("SELECT msg_id, parents FROM messages WHERE msg_id IS NOT NULL")
+    }
+    memo: dict[str, frozenset[str]] = {}
+    nothing: frozenset[str] = frozenset()
+    for start in parents:
+        stack, visiting = [start], set()
+        while stack:
+            mid = stack[-1]
+            own = parents.get(mid)
+            if mid in memo or own is None:
+                memo.setdefault(mid, nothing)
+                stack.pop()
+                continue
+            if not own:
+                memo[mid] = frozenset((mid,))
+                stack.pop()
+                continue
+            todo = [p for p in own if p not in memo and p not in visiting]
+            if todo and mid not in visiting:
+                visiting.add(mid)
+                stack.extend(todo)
+                continue
+            known = [memo.get(p, nothing) for p in own]
+            memo[mid] = known[0] if len(known) == 1 else frozenset().union(*known)
+            stack.pop()
+    return memo
 
 
-def _is_root(db, msg_id: str) -> bool:
-    row = db.execute("SELECT parents FROM messages WHERE msg_id = ?", (msg_id,)).fetchone()
-    return row is not None and json.loads(row[0]) == []
-
-
-def derived(db, rename: dict[str, str] | None = None) -> Counter:
-    """(topic, sources, payload) of every message that has parents, sources renamed to recorded ids."""
-    manifest = read_manifest(db)
-    out: Counter = Counter()
+def derived(db, rename: dict[str, str] | None = None) -> dict[tuple[str, tuple[str, ...]], Counter]:
+    """Payloads of every message that has parents, per (topic, sources); sources renamed to recorded ids."""
+    sources = sources_of(db)
+    out: dict[tuple[str, tuple[str, ...]], Counter] = {}
     for row in db.execute("SELECT msg_id, topic, payload FROM messages WHERE parents != '[]'"):
-        roots = _roots(db, manifest, row["msg_id"])
+        roots = sources.get(row["msg_id"], frozenset())
         if rename is not None:
-            roots = tuple(sorted(rename.get(r, r) for r in roots))
-        out[(row["topic"], roots, row["payload"])] += 1
+            roots = (rename.get(r, r) for r in roots)
+        out.setdefault((row["topic"], tuple(sorted(roots))), Counter())[row["payload"]] += 1
     return out
 
 
@@ -71,16 +94,14 @@ def replay(recorded_path: str, config_path: str, timeout: float = 30.0) -> dict[
         session.close(timeout)
     db = connect(session.recording.run_dir, readonly=True)
     before, after = derived(recorded.db), derived(db, rename)
-    keys = {(t, roots) for t, roots, _ in before} | {(t, roots) for t, roots, _ in after}
     result: dict[str, Any] = {
         "sources": len(sources),
         "same": 0,
         "differ": [],
         "run": str(session.recording.run_dir),
     }
-    for topic, roots in sorted(keys):
-        old = Counter({p: n for (t, r, p), n in before.items() if (t, r) == (topic, roots)})
-        new = Counter({p: n for (t, r, p), n in after.items() if (t, r) == (topic, roots)})
+    for topic, roots in sorted(before.keys() | after.keys()):
+        old, new = before.get((topic, roots), Counter()), after.get((topic, roots), Counter())
         if old == new:
             result["same"] += 1
         else:
@@ -102,12 +123,16 @@ def _settle(session, timeout: float) -> None:
     for _ in range(MAX_ROUNDS):
         for name in names:
             session.supervisor.requester.request(
-                session.topics.instance_control(name), {"command": "sync"}, timeout
+                session.topics.instance_control(name), InstanceCommand(command="sync"), timeout
             )
-        reply = session.supervisor.requester.request(
-            session.topics.recorder_control(), {"command": "barrier"}, timeout
+        reply = read_reply(
+            session.supervisor.requester.request(
+                session.topics.recorder_control(), RecorderCommand(command="barrier"), timeout
+            )
         )
-        saved = reply["result"]["saved"]
+        if not reply.ok:
+            raise RuntimeError(f"the recorder refused a barrier: {reply.error.message}")
+        saved = reply.result["saved"]
         if saved == last:
             return
         last = saved
@@ -135,11 +160,3 @@ def cmd_replay(args) -> int:
         print(f"    recorded {d['recorded'][:3]}")
         print(f"    replayed {d['replayed'][:3]}")
     return 0 if not result["differ"] else 1
-
-
-def add_command(commands) -> None:
-    p = commands.add_parser("replay", help="feed a recorded session's sources through a pipeline and compare")
-    p.add_argument("session", help="a run folder, run id, or 'last'")
-    p.add_argument("--config", required=True, help="the (changed) session file to run")
-    p.add_argument("--data", help="the data folder (default $ETHER_DATA or ./ether_data)")
-    p.set_defaults(handler=cmd_replay)

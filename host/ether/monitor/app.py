@@ -9,20 +9,31 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from textual import work
+from rich.text import Text
+from textual import events, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.geometry import Size
 from textual.reactive import reactive
 from textual.screen import ModalScreen
-from textual.widgets import Footer, Header, Input
+from textual.widgets import DataTable, Footer, Header, Input, RichLog, Static
 
 from ether.monitor.commands import CommandFailed, Commands
 from ether.monitor.formats import Format
 from ether.monitor.model import SessionModel, Snapshot, numeric_fields
-from ether.monitor.screens import CallScreen, ConfirmScreen, DrainScreen, FieldScreen, PublishScreen
+from ether.monitor.screens import (
+    CallScreen,
+    ConfirmScreen,
+    DrainScreen,
+    FieldScreen,
+    HelpScreen,
+    PublishScreen,
+    TextScreen,
+)
 from ether.monitor.widgets import (
     Banner,
     DevicesTable,
@@ -37,6 +48,8 @@ from ether.monitor.widgets import (
 
 REFRESH = 0.5  # s between snapshots: the screen's pace, whatever the message rate
 INSTANCE_ACTIONS = ("pause", "start", "save_all", "restart", "stop", "launch")
+COMPACT_BELOW = Size(110, 30)  # a terminal narrower or shorter than this shows one panel at a time
+PANELS = ("instances", "devices", "topics", "plots", "log")  # in that order on Tab
 
 
 class MonitorApp(App[int]):
@@ -46,7 +59,10 @@ class MonitorApp(App[int]):
     BINDINGS = [
         Binding("q", "quit_monitor", "Quit"),
         Binding("ctrl+c", "quit_monitor", "Quit", show=False, priority=True),
-        Binding("p", "pause", "Pause/resume"),
+        Binding("question_mark", "help", "Help"),
+        Binding("tab", "panel(1)", "Next panel", show=False, priority=True),
+        Binding("shift+tab", "panel(-1)", "Previous panel", show=False, priority=True),
+        Binding("p", "pause", "Pause"),
         Binding("s", "start", "Start"),
         Binding("a", "save_all", "Save all"),
         Binding("r", "restart", "Restart"),
@@ -55,8 +71,11 @@ class MonitorApp(App[int]):
         Binding("c", "call", "Call"),
         Binding("m", "publish", "Publish"),
         Binding("f", "plot", "Plot"),
-        Binding("slash", "filter", "Filter log"),
-        Binding("e", "end_session", "End session"),
+        Binding("slash", "filter", "Filter"),
+        Binding("o", "sort", "Sort", show=False),
+        Binding("O", "sort_reverse", "Reverse", show=False),
+        Binding("w", "write_log", "Write log", show=False),
+        Binding("e", "end_session", "End"),
     ]
 
     snapshot: reactive[Snapshot | None] = reactive(None, always_update=True)
@@ -75,15 +94,19 @@ class MonitorApp(App[int]):
         self.fmt = fmt or Format()
         self.refresh_every = refresh_every
         self.subtitle = subtitle
-        self.target: tuple[str, str] | None = None  # ("instance" | "device", name) the keys act on
-        self.topic: str | None = None
+        self.topic: str | None = None  # the last topic highlighted: the payload view shows it
         self.ending = False
         self.forced = False
+        self.compact = False
+        self.panel = 0  # index in PANELS of the one shown on a small terminal
+        self.composed = False  # a resize can come before the widgets are there
+        self.filtering: LiveTable | None = None  # the table the filter line is typed for
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield Banner(id="banner")
         yield RecorderPanel(self.fmt, id="recorder")
+        yield Static(id="panels")
         with Horizontal(id="main"):
             with Vertical(id="left"):
                 yield InstancesTable(self.fmt, id="instances")
@@ -91,8 +114,9 @@ class MonitorApp(App[int]):
                 yield Plots(id="plots")
             with Vertical(id="right"):
                 yield TopicsTable(self.fmt, id="topics")
-                yield PayloadView(id="payload")
+                yield PayloadView(self.fmt, id="payload")
         yield LogPanel(self.fmt, id="log")
+        yield Input(placeholder="filter rows (Enter or Esc to leave)", id="table-filter")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -107,6 +131,10 @@ class MonitorApp(App[int]):
         ):
             self.query_one(f"#{widget_id}").border_title = title
         self.payload_view = self.query_one(PayloadView)  # the main screen's, whatever screen is on top
+        self.main_screen = self.screen
+        self.query_one("#table-filter").display = False
+        self.composed = True
+        self._layout(self.size)
         self.query_one(InstancesTable).focus()
         self.tick()
         self.set_interval(self.refresh_every, self.tick)
@@ -119,18 +147,74 @@ class MonitorApp(App[int]):
             self.exit(self.link.returncode)  # drained and sealed (or it ended on its own)
         elif self.ending and self.link.finished(snapshot) and isinstance(self.screen, DrainScreen):
             self.screen.done = True
+            if not self.screen.sealed:
+                self.screen.sealed = self.link.seal(snapshot)
             if self.forced:
                 self.exit(0)
+
+    # -- the layout: every panel side by side, or one at a time on a small terminal ----------------
+
+    def on_resize(self, event: events.Resize) -> None:
+        if self.composed:
+            self._layout(event.size)
+
+    def _layout(self, size: Size) -> None:
+        self.compact = size.width < COMPACT_BELOW.width or size.height < COMPACT_BELOW.height
+        self.main_screen.set_class(self.compact, "-compact")
+        self.query_one(Footer).compact = self.compact
+        self._show_panel()
+
+    def _show_panel(self) -> None:
+        shown = PANELS[self.panel]
+        for name in PANELS:
+            self.query_one(f"#{name}").set_class(self.compact and name != shown, "-away")
+        on_left = shown in ("instances", "devices", "plots")
+        self.query_one("#left").set_class(self.compact and not on_left, "-away")
+        self.query_one("#right").set_class(self.compact and (on_left or shown == "log"), "-away")
+        self.query_one("#main").set_class(self.compact and shown == "log", "-away")
+        bar = Text(" ")
+        for i, name in enumerate(PANELS):
+            bar.append(f" {name.capitalize()} ", "reverse bold" if i == self.panel else "")
+        bar.append("   Tab: next panel · ?: help", "dim")
+        self.query_one("#panels", Static).update(bar)
+
+    def action_panel(self, step: int) -> None:
+        """On a small terminal, Tab shows the next panel (and focuses its table)."""
+        self.panel = (self.panel + step) % len(PANELS)
+        self._show_panel()
+        focus = {"instances": InstancesTable, "devices": DevicesTable, "topics": TopicsTable, "log": RichLog}
+        kind = focus.get(PANELS[self.panel])
+        self.set_focus(self.query_one(kind) if kind else None)
+
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        """Whatever brought the focus somewhere (a key, the mouse), its panel is the one shown."""
+        for node in event.widget.ancestors_with_self:
+            if node.id in PANELS and self.compact and PANELS.index(node.id) != self.panel:
+                self.panel = PANELS.index(node.id)
+                self._show_panel()
+                return
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
 
     # -- what the user picked ---------------------------------------------------------------------
 
     def on_live_table_highlighted(self, event: LiveTable.Highlighted) -> None:
         if event.kind == "topic":
-            self.topic = event.name
+            self.topic = self.model.watched = event.name
             self.payload_view.topic = event.name
-        else:
-            self.target = (event.kind, event.name)
-        self.refresh_bindings()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        """Enter on a row: an instance's or a board's last error in full; on a topic, its messages."""
+        table, name = event.data_table, event.row_key.value
+        if not isinstance(table, LiveTable) or name is None or self.snapshot is None:
+            return
+        if table.kind == "topic":
+            self.payload_view.focus()
+            return
+        row = self.snapshot.instance(name) if table.kind == "instance" else self.snapshot.device(name)
+        error = row.error if row is not None else ""
+        self.push_screen(TextScreen(f"Last error of {table.kind} '{name}'", error or "(no error so far)"))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Keys that make no sense now are hidden from the footer (and do nothing)."""
@@ -138,6 +222,8 @@ class MonitorApp(App[int]):
             return True
         if self.ending or isinstance(self.screen, ModalScreen):
             return False
+        if action == "panel":
+            return self.compact
         target = self._target()
         kind = target[0] if target else None
         if action in INSTANCE_ACTIONS:
@@ -145,7 +231,9 @@ class MonitorApp(App[int]):
         if action == "call":
             return kind in ("instance", "device")
         if action == "plot":
-            return self._topic() is not None
+            return kind == "topic"
+        if action in ("sort", "sort_reverse"):
+            return isinstance(self.focused, LiveTable)
         return True
 
     # -- instance actions ----------------------------------------------------------------------
@@ -155,11 +243,11 @@ class MonitorApp(App[int]):
         return target[1] if target and target[0] == "instance" else None
 
     def _target(self) -> tuple[str, str] | None:
-        """What the keys act on: the row under the cursor of the focused table, else the last one."""
+        """What the keys act on: the row under the cursor of the focused table, and nothing else."""
         table = self.focused
-        if isinstance(table, LiveTable) and table.kind != "topic" and table.selected is not None:
+        if isinstance(table, LiveTable) and table.selected is not None:
             return table.kind, table.selected
-        return self.target
+        return None
 
     def action_pause(self) -> None:
         name = self._instance()
@@ -180,19 +268,29 @@ class MonitorApp(App[int]):
             self.send(f"{command} {name}", lambda: self.commands.instance(name, command))
 
     def action_restart(self) -> None:
-        self._session_command("restart")
+        self._session_command("restart", "It saves, cleans up and stops, then starts in a new process.")
 
     def action_stop(self) -> None:
-        self._session_command("stop")
+        self._session_command("stop", "It saves, cleans up and stops; l launches it again.")
 
     def action_launch(self) -> None:
         self._session_command("launch")
 
-    def _session_command(self, command: str) -> None:
+    def _session_command(self, command: str, ask: str = "") -> None:
+        """Send a session command for the focused instance; a destructive one asks first."""
         name = self._instance()
-        if name:
-            self.notify(f"{command} '{name}'…", timeout=2)
-            self.send(f"{command} {name}", lambda: self.commands.session(command, name))
+        if not name:
+            return
+
+        def go(yes: bool | None = True) -> None:
+            if yes:
+                self.notify(f"{command} '{name}'…", timeout=2)
+                self.send(f"{command} {name}", lambda: self.commands.session(command, name))
+
+        if ask:
+            self.push_screen(ConfirmScreen(f"{command.capitalize()} instance '{name}'? {ask}", command), go)
+        else:
+            go()
 
     @work(thread=True, group="commands")
     def send(self, what: str, command: Callable[[], str]) -> None:
@@ -242,10 +340,8 @@ class MonitorApp(App[int]):
         self.call_from_thread(screen.post_message, answer)
 
     def _topic(self) -> str | None:
-        table = self.focused
-        if isinstance(table, LiveTable) and table.kind == "topic" and table.selected is not None:
-            return table.selected
-        return self.topic
+        target = self._target()
+        return target[1] if target and target[0] == "topic" else None
 
     def action_publish(self) -> None:
         topic, payload = self._topic() or "", ""
@@ -275,11 +371,56 @@ class MonitorApp(App[int]):
         self.push_screen(FieldScreen(topic, fields), plot)
 
     def action_filter(self) -> None:
-        self.query_one("#log-filter", Input).focus()
+        """``/`` filters the focused table's rows, or else the log."""
+        table = self.focused
+        if not isinstance(table, LiveTable):
+            self.query_one("#log-filter", Input).focus()
+            return
+        self.filtering = table
+        line = self.query_one("#table-filter", Input)
+        line.placeholder = f"filter the {table.border_title} (Enter or Esc to leave)"
+        line.value = table.filter
+        line.display = True
+        line.focus()
 
-    def on_key(self, event) -> None:
-        if event.key == "escape" and isinstance(self.focused, Input) and self.focused.id == "log-filter":
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "table-filter" and self.filtering is not None:
+            self.filtering.filter = event.value
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "table-filter":
+            self._leave_filter()
+
+    def _leave_filter(self) -> None:
+        line = self.query_one("#table-filter", Input)
+        line.display = False
+        if self.filtering is not None:
+            self.filtering.focus()
+        self.filtering = None
+
+    def on_key(self, event: events.Key) -> None:
+        if event.key != "escape" or not isinstance(self.focused, Input):
+            return
+        if self.focused.id == "log-filter":
             self.query_one(InstancesTable).focus()
+        elif self.focused.id == "table-filter":
+            self._leave_filter()
+
+    def action_sort(self) -> None:
+        if isinstance(self.focused, LiveTable):
+            self.focused.sort_next()
+
+    def action_sort_reverse(self) -> None:
+        if isinstance(self.focused, LiveTable):
+            self.focused.sort_reverse()
+
+    def action_write_log(self) -> None:
+        try:
+            path = self.query_one(LogPanel).export(Path.cwd(), self.model.topics.session)
+        except OSError as exc:
+            self.notify(f"cannot write the log: {exc}", severity="error")
+        else:
+            self.notify(f"the log is in {path}", title="log written", timeout=6)
 
     # -- the end: drain, or a forced quit that is recorded ------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ether.contract.messages import DeviceCall, InstanceCommand, RecorderCommand, SessionCommand, read_reply
 from ether.contract.topics import TopicError, check_publish_topic
 from ether.monitor.model import SessionModel
 from ether.transport.requests import RequestTimeout
@@ -28,47 +29,43 @@ class Commands:
         self.model, self.timeout = model, timeout
         self.topics = model.topics
 
-    def _ask(self, topic: str, payload: Any, what: str, timeout: float | None = None) -> dict[str, Any]:
+    def _ask(self, topic: str, payload: Any, what: str, timeout: float | None = None) -> Any:
+        """Send a request and return the result of its reply; CommandFailed if it was refused."""
         timeout = timeout or self.timeout
         try:
-            reply = self.model.request(topic, payload, timeout)
+            reply = read_reply(self.model.request(topic, payload, timeout))
         except RequestTimeout:
             raise CommandFailed(f"{what}: no answer within {timeout:g} s") from None
-        if not isinstance(reply, dict):
-            raise CommandFailed(f"{what}: unexpected reply {reply!r}")
-        if not reply.get("ok"):
-            error = reply.get("error") or "; ".join(reply.get("errors") or []) or reply
-            if isinstance(error, dict):
-                error = f"{error.get('kind')}: {error.get('message')}"
-            raise CommandFailed(f"{what}: {error}")
-        return reply
+        if not reply.ok:
+            kind = "" if reply.error.kind == "error" else f"{reply.error.kind}: "
+            raise CommandFailed(f"{what}: {kind}{reply.error.message}")
+        return reply.result
 
     def instance(self, name: str, command: str) -> str:
         """pause | resume | start | save_all one instance (its control topic)."""
         assert command in INSTANCE_COMMANDS
-        reply = self._ask(self.topics.instance_control(name), {"command": command}, f"{command} '{name}'")
-        problems = reply.get("errors") or []
-        return f"{command} '{name}': done" + (f" ({'; '.join(problems)})" if problems else "")
+        self._ask(self.topics.instance_control(name), InstanceCommand(command=command), f"{command} '{name}'")
+        return f"{command} '{name}': done"
 
     def session(self, command: str, instance: str | None = None) -> str:
         """stop | restart | launch an instance, or shutdown the session (the session control topic)."""
         assert command in SESSION_COMMANDS
         what = f"{command} '{instance}'" if instance else command
-        reply = self._ask(self.topics.session_control(), {"command": command, "instance": instance}, what)
-        return str(reply.get("result") or f"{what}: done")
+        result = self._ask(
+            self.topics.session_control(), SessionCommand(command=command, instance=instance), what
+        )
+        return str(result or f"{what}: done")
 
     def call_service(self, instance: str, service: str, args: dict[str, Any], timeout: float = 10.0) -> Any:
         """An ``@ether_get``/``@ether_save`` service of one instance; returns its result."""
-        reply = self._ask(
+        return self._ask(
             self.topics.instance_call(instance, service), args, f"{service} on '{instance}'", timeout
         )
-        return reply.get("result")
 
     def call_device(self, device: str, method: str, args: dict[str, Any], timeout: float = 10.0) -> Any:
         """A board's actuator (or sensor) through its call topic; returns what the method returned."""
         topic = self.topics.device_call(device)
-        reply = self._ask(topic, {"method": method, "args": args}, f"{device}.{method}", timeout)
-        return reply.get("result")
+        return self._ask(topic, DeviceCall(method=method, args=args), f"{device}.{method}", timeout)
 
     def publish(self, topic: str, text: str) -> str:
         """Publish JSON typed by the user to a data topic."""
@@ -86,7 +83,9 @@ class Commands:
     def force_end(self, unconfirmed: int, timeout: float = 10.0) -> str:
         """Stop the recorder now, recording a forced quit: publishers waiting for confirmations give up,
         their unsaved messages stay in the outbox files and the session is sealed with their count."""
-        payload = {"command": "shutdown", "forced_by": self.model.stamper.source, "unconfirmed": unconfirmed}
-        reply = self._ask(self.topics.recorder_control(), payload, "force the end", timeout)
-        saved = (reply.get("result") or {}).get("saved")
+        command = RecorderCommand(
+            command="shutdown", forced_by=self.model.stamper.source, unconfirmed=unconfirmed
+        )
+        result = self._ask(self.topics.recorder_control(), command, "force the end", timeout)
+        saved = (result or {}).get("saved")
         return f"recorder stopped ({saved} messages saved); the forced quit is recorded in the session store"

@@ -17,6 +17,26 @@ class Format:
             return f"{per_second / 1000:.1f}k/s"
         return f"{per_second:.1f}/s" if per_second else "0/s"
 
+    def bytes_rate(self, per_second: float) -> str:
+        if self.stable:
+            return "· B/s"
+        return f"{self.size(int(per_second))}/s" if per_second else "0 B/s"
+
+    def age(self, seconds: float) -> str:
+        """How long ago: ``0.3s``, ``12s``, ``4m``, ``2h``."""
+        if self.stable:
+            return "·s"
+        if seconds < 10:
+            return f"{seconds:.1f}s"
+        if seconds < 120:
+            return f"{seconds:.0f}s"
+        return f"{seconds / 60:.0f}m" if seconds < 7200 else f"{seconds / 3600:.0f}h"
+
+    def jitter(self, seconds: float | None) -> str:
+        if seconds is None:
+            return "-"
+        return "·ms" if self.stable else f"{1000 * seconds:.1f}ms"
+
     def uptime(self, since: float | None) -> str:
         if since is None:
             return "-"

@@ -18,11 +18,19 @@ import threading
 from collections import deque
 from pathlib import Path
 
+from ether.data.recorder.store import StoreError, connect, summary
 from ether.monitor.commands import Commands
 from ether.monitor.model import LIVE, SessionModel, Snapshot
+from ether.processes import Child, parse_ready
 from ether.transport.broker import BrokerAddress, BrokerError
 
-READY = re.compile(r"Ether is running on (\S+) \(session '([^']*)'\)")
+SEALED = re.compile(r"Session \S+ sealed \w+")
+
+
+def on_terminal() -> bool:
+    """Keys come from stdin, and Textual draws on stderr: both must be a terminal (and stdout, so that
+    `ether run > file` keeps plain log lines)."""
+    return all(stream.isatty() for stream in (sys.stdin, sys.stdout, sys.stderr))
 
 
 class Attached:
@@ -36,6 +44,24 @@ class Attached:
 
     def end(self) -> str:
         return self.commands.session("shutdown")
+
+    def seal(self, snapshot: Snapshot) -> str:
+        """How the store was sealed, read from it when it is on this machine ('' until it is sealed)."""
+        run_dir = snapshot.recorder.run_dir
+        try:
+            db = connect(run_dir, readonly=True) if run_dir and Path(run_dir).exists() else None
+        except StoreError:
+            return ""
+        if db is None:
+            return f"The session store is on the session's machine: {run_dir}" if run_dir else ""
+        try:
+            s = summary(db)
+        finally:
+            db.close()
+        if s["status"] in (None, "running"):
+            return ""
+        unsaved = f", {s['unsaved']} NOT saved" if s["unsaved"] else ""
+        return f"Session {Path(run_dir).name} sealed {s['status']}: {s['messages']} messages saved{unsaved} in {run_dir}"
 
     def finished(self, snapshot: Snapshot) -> bool:
         """Every supervisor stopped, no instance alive, the recorder not running."""
@@ -58,16 +84,21 @@ class RunProcess:
         self.last_lines: deque[str] = deque(maxlen=20)  # for an end nobody asked for here
         self.ending = False
         self.echo = False  # after the monitor closed: straight to the terminal
+        self.sealed = ""  # the session's seal line, once it printed it
+        self._last = ""  # the last line written to the terminal
         self._done = threading.Event()
         self._lock = threading.Lock()
         self._reader = threading.Thread(target=self._read, name="ether-run-output", daemon=True)
         self._reader.start()
 
     def _read(self) -> None:
-        for line in self.process.stdout:
+        for line in self.process.stdout or ():
             with self._lock:
+                if SEALED.search(line):
+                    self.sealed = line.strip()
                 if self.echo:
                     sys.stderr.write(line)
+                    self._last = line
                     continue
                 self.last_lines.append(line)
                 if self.ending:
@@ -81,6 +112,9 @@ class RunProcess:
             self.process.send_signal(signal.SIGINT)
         return "stopping: save_all -> cleanup -> exit, then the recorder's drain"
 
+    def seal(self, snapshot: Snapshot | None = None) -> str:
+        return self.sealed
+
     def finished(self, snapshot: Snapshot | None = None) -> bool:
         return self.process.poll() is not None and self._done.is_set()
 
@@ -89,15 +123,20 @@ class RunProcess:
         return self.process.returncode if self.process.returncode is not None else 1
 
     def close(self) -> int:
-        """After the monitor: make sure the session ended (as Ctrl-C would), show its last words."""
+        """After the monitor: make sure the session ended (as Ctrl-C would), show its last words, and
+        its seal line last, whatever the broker printed after it."""
         with self._lock:  # what was shown in the monitor's log, then the rest as it comes
             for line in self.ending_lines if self.ending else self.last_lines:
                 sys.stderr.write(line)
+                self._last = line
             self.echo = True
         if self.process.poll() is None:
             self.end()
         code = self.process.wait()
         self._reader.join(5)
+        with self._lock:
+            if self.sealed and self._last.strip() != self.sealed:
+                sys.stderr.write(f"{self.sealed}\n")
         return code
 
 
@@ -105,6 +144,12 @@ def attach(broker: str, session: str) -> int:
     """``ether monitor``: show a running session until the user quits."""
     from ether.monitor.app import MonitorApp
 
+    if not on_terminal():
+        print(
+            "ether monitor: needs a terminal (stdin, stdout and stderr); see `ether sessions`",
+            file=sys.stderr,
+        )
+        return 1
     try:
         model = SessionModel(BrokerAddress.parse(broker), session)
         model.connect()
@@ -123,7 +168,7 @@ def run_on_terminal(args: argparse.Namespace) -> int:
     """``ether run`` with a terminal: the session in a child process, the monitor in front of it."""
     from ether.monitor.app import MonitorApp
 
-    process = launch(args)
+    process = launch(args).process
     ready = _startup(process)
     if ready is None:
         return process.wait()
@@ -144,30 +189,25 @@ def run_on_terminal(args: argparse.Namespace) -> int:
     return code
 
 
-def launch(args: argparse.Namespace) -> subprocess.Popen:
-    """``ether run --headless`` with the same arguments, its output piped to us."""
-    command = [sys.executable, "-m", "ether", "run", args.config, "--headless", "--exit-with-stdin"]
+def launch(args: argparse.Namespace) -> Child:
+    """``ether run --headless`` with the same arguments, its output piped to us; its stdin is closed
+    when we die, and the session then ends as on Ctrl-C. Its own process group: the terminal's Ctrl-C
+    is a key for the monitor, not a signal for it."""
+    command = ["run", args.config, "--headless", "--exit-with-stdin"]
     command += ["--port", str(args.port), "--listen", args.listen, "--timeout", str(args.timeout)]
     command += ["--broker", args.broker] if args.broker else []
-    return subprocess.Popen(
-        command,
-        stdin=subprocess.PIPE,  # closed when we die: the session then ends as on Ctrl-C
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        bufsize=1,
-        start_new_session=True,  # the terminal's Ctrl-C is a key for the monitor, not a signal for it
-    )
+    return Child("session", "ether.cli", command, stdout=True, stderr=True)
 
 
 def _startup(process: subprocess.Popen) -> tuple[str, str] | None:
-    """Show the session's startup output until it is running; (url, session), or None if it ended."""
+    """Show the session's startup output until its ready line; (url, session), or None if it ended."""
+    assert process.stdout is not None
     try:
         for line in process.stdout:
+            ready = parse_ready(line, "session")
+            if ready is not None:
+                return ready["url"], ready["session"]
             sys.stderr.write(line)
-            found = READY.search(line)
-            if found:
-                return found.group(1), found.group(2)
     except KeyboardInterrupt:
         process.send_signal(signal.SIGINT)
         _echo_until_exit(process)
@@ -177,7 +217,7 @@ def _startup(process: subprocess.Popen) -> tuple[str, str] | None:
 def _echo_until_exit(process: subprocess.Popen) -> None:
     while True:
         try:
-            for line in process.stdout:
+            for line in process.stdout or ():
                 sys.stderr.write(line)
             return
         except KeyboardInterrupt:
@@ -188,7 +228,8 @@ def _address(args: argparse.Namespace, url: str, session: str) -> BrokerAddress:
     """Where the monitor connects: the session's broker, with the login it needs if it has one."""
     if args.broker:
         return BrokerAddress.parse(args.broker)
-    from ether.transport.access import access_folder, needs_credentials
+    from ether.transport.access import access_folder
+    from ether.transport.broker import needs_credentials
 
     if needs_credentials(args.listen):
         saved = Path(access_folder()) / f"{session}.url"

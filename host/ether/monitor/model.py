@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ether.contract.topics import SYSTEM_ROOT, Topics, matches
+from ether.contract.messages import RecorderCommand, read_reply
+from ether.contract.topics import Topic, Topics, matches
 from ether.contract.wire import Stamper, WireError, decode, decode_object, encode
 from ether.data.outbox import LATEST_SUFFIX
 from ether.transport.broker import BrokerAddress
@@ -31,6 +32,7 @@ BACKLOG_BEHIND = 10_000  # messages queued in the recorder, not yet written
 POLL_EVERY = 1.0  # s between recorder status requests
 NOT_ANSWERING_AFTER = 3.0  # s without an answer to a status request
 PLOT_POINTS = 120
+HISTORY = 50  # messages kept per topic for the payload view
 LOG_LINES = 2000
 LIVE = ("starting", "ready", "restarting", "paused", "draining")
 RUN_LOG = re.compile(r" - (?:Ether:\d+ - )?(DEBUG|INFO|WARNING|ERROR|CRITICAL) - ")
@@ -45,7 +47,7 @@ class InstanceRow:
     pid: int | None = None
     restarts: int = 0
     since: float | None = None  # wall clock when this process started
-    rate_in: float = 0.0
+    rate_in: float = 0.0  # what it is being delivered: its topics' rate while it is ready, else 0
     rate_out: float = 0.0
     error: str = ""
     services: dict[str, Any] = field(default_factory=dict)  # service -> {arg: {type, required}} or None
@@ -74,6 +76,9 @@ class TopicRow:
     recorded: str  # yes | NOT CONFIRMED (for more than BEHIND_AFTER) | NO (no recorder running)
     payload: Any
     source: str = ""
+    bytes_rate: float = 0.0
+    age: float = 0.0  # s since its last message
+    jitter: float | None = None  # s: standard deviation of the gaps between its messages, last tick
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,17 @@ class RecorderView:
     answering: bool = True
     unconfirmed: int = 0  # durable messages seen here that the recorder has not acknowledged
     oldest: float = 0.0  # age in s of the oldest of them
+
+    @property
+    def condition(self) -> str:
+        """Its state as a user must read it: ``ready`` only while it answers and keeps up."""
+        if self.state != "ready":
+            return self.state
+        if not self.answering:
+            return "NOT ANSWERING"
+        if self.oldest > BEHIND_AFTER or (self.backlog or 0) > BACKLOG_BEHIND:
+            return "BEHIND"
+        return "ready"
 
 
 @dataclass(frozen=True)
@@ -113,6 +129,10 @@ class Snapshot:
     problems: tuple[str, ...]  # what the banner says, most serious first
     plots: tuple[tuple[str, tuple[float, ...]], ...]  # ("topic field", values)
     log: tuple[LogLine, ...]  # new lines since the previous snapshot
+    history: tuple[str | None, tuple[tuple[float, Any], ...]] = (
+        None,
+        (),
+    )  # the watched topic's last messages
 
     def instance(self, name: str) -> InstanceRow | None:
         return next((i for i in self.instances if i.name == name), None)
@@ -151,12 +171,36 @@ class _Stream:
 class _Topic:
     def __init__(self) -> None:
         self.count = 0
+        self.bytes = 0
         self.payload: Any = None
+        self.history: deque[tuple[float, Any]] = deque(maxlen=HISTORY)  # (wall clock, payload)
         self.kind = "plain"
         self.stream: tuple[str, str] | None = None
         self.seq = 0
         self.arrived = 0.0
+        self.gaps = [0, 0.0, 0.0]  # since the last snapshot: count, sum and sum of squares of the gaps
         self.plotted: list[str] = []
+
+    def arrive(self, payload: Any, size: int, now: float) -> None:
+        if self.count:
+            gap = now - self.arrived
+            self.gaps[0] += 1
+            self.gaps[1] += gap
+            self.gaps[2] += gap * gap
+        self.count += 1
+        self.bytes += size
+        self.payload = payload
+        self.history.append((time.time(), payload))
+        self.arrived = now
+
+    def jitter(self) -> float | None:
+        """The standard deviation of the gaps between messages since the last call (None: too few)."""
+        n, total, squares = self.gaps
+        self.gaps = [0, 0.0, 0.0]
+        if n < 2:
+            return None
+        mean = total / n
+        return max(0.0, squares / n - mean * mean) ** 0.5
 
 
 class SessionModel:
@@ -192,6 +236,7 @@ class SessionModel:
         self._polled_at = 0.0
         self._answered_at = time.monotonic()
         self._size: tuple[float, int | None] = (0.0, None)
+        self.watched: str | None = None  # the topic whose last messages each snapshot carries
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -225,12 +270,13 @@ class SessionModel:
     # -- network thread: remember, never block -------------------------------------------------
 
     def on_message(self, topic: str, raw: bytes) -> None:
-        if topic.startswith(f"{SYSTEM_ROOT}/"):
-            root = f"{self.topics.root}/"
-            if topic.startswith(root):
-                self._on_system(topic[len(root) :], raw)
-            return
-        self._on_data(topic, raw)
+        where = self.topics.parse(topic)
+        if where is None:
+            return  # another session's, or outside the layout
+        if where.kind == "data":
+            self._on_data(topic, raw)
+        else:
+            self._on_system(where, raw)
 
     def _on_data(self, topic: str, raw: bytes) -> None:
         now = time.monotonic()
@@ -243,9 +289,7 @@ class SessionModel:
             stats = self._topics.get(name)
             if stats is None:
                 stats = self._topics[name] = _Topic()
-            stats.count += 1
-            stats.payload = payload
-            stats.arrived = now
+            stats.arrive(payload, len(raw), now)
             if meta is not None and meta.seq > 0 and meta.src and meta.boot:
                 key = (meta.src, meta.boot)
                 if meta.boot.endswith(LATEST_SUFFIX):
@@ -267,29 +311,31 @@ class SessionModel:
                 if value is not None:
                     self._plots[(name, path)].append(value)
 
-    def _on_system(self, rest: str, raw: bytes) -> None:
-        kind, _, tail = rest.partition("/")
-        if kind == "recorder":
-            if tail.startswith("ack/"):
-                self._on_ack(tail[4:], raw)
-            elif tail == "status":
-                self._on_recorder_status(raw)
-            elif tail == "closing":
-                self._on_closing(raw)
-            return
-        payload = decode_object(raw)
-        if payload is None:
-            return
-        if kind == "errors":
-            self._on_error(payload)
-            return
-        name, _, leaf = tail.partition("/")
-        if kind == "instance" and leaf == "status":
-            self._on_instance(payload)
-        elif kind == "device" and leaf in ("schema", "state"):
-            self._on_device(name, leaf, payload)
-        elif kind == "supervisor" and leaf == "status":
-            self._on_supervisor(name, payload)
+    def _on_system(self, where: Topic, raw: bytes) -> None:
+        if where.kind == "recorder_ack":
+            self._on_ack(where.name, raw)
+        elif where.kind == "recorder_status":
+            self._on_recorder_status(raw)
+        elif where.kind == "recorder_closing":
+            self._on_closing(raw)
+        elif where.kind in (
+            "errors",
+            "instance_status",
+            "device_schema",
+            "device_state",
+            "supervisor_status",
+        ):
+            payload = decode_object(raw)
+            if payload is None:
+                return
+            if where.kind == "errors":
+                self._on_error(payload)
+            elif where.kind == "instance_status":
+                self._on_instance(payload)
+            elif where.kind == "supervisor_status":
+                self._on_supervisor(where.name, payload)
+            else:
+                self._on_device(where.name, where.kind.removeprefix("device_"), payload)
 
     def _on_ack(self, src: str, raw: bytes) -> None:
         acks = decode_object(raw)
@@ -432,6 +478,8 @@ class SessionModel:
             supervisors = tuple(sorted((n, str(s.get("state"))) for n, s in self._supervisors.items()))
             plots = tuple((f"{t} {p}", tuple(v)) for (t, p), v in self._plots.items())
             log, self._new_log = tuple(self._new_log), []
+            watched = self._topics.get(self.watched) if self.watched else None
+            history = (self.watched, tuple(watched.history) if watched else ())
         problems = self._problems(recorder, topics)
         return Snapshot(
             self.topics.session,
@@ -445,6 +493,7 @@ class SessionModel:
             problems,
             plots,
             log,
+            history,
         )
 
     def _rate(self, key: str, count: int, dt: float) -> float:
@@ -473,7 +522,18 @@ class SessionModel:
             )
             recorded = "NOT CONFIRMED" if late else "yes"
         source = stats.stream[0] if stats.stream else ""
-        return TopicRow(name, stats.count, rate, stats.kind, recorded, stats.payload, source)
+        return TopicRow(
+            name,
+            stats.count,
+            rate,
+            stats.kind,
+            recorded,
+            stats.payload,
+            source,
+            self._rate(f"bytes:{name}", stats.bytes, dt),
+            now - stats.arrived,
+            stats.jitter(),
+        )
 
     def _instance_rows(self, rate_of: dict[str, float], sent: dict[str, float]) -> tuple[InstanceRow, ...]:
         configured = {
@@ -488,13 +548,14 @@ class SessionModel:
             if status is None:
                 rows.append(InstanceRow(name))
                 continue
-            subscribes = status.get("subscribes") or ()
-            rate_in = sum(
-                rate for topic, rate in rate_of.items() if any(self._match(f, topic) for f in subscribes)
-            )
             state = str(status.get("state", "?"))
             if state in LIVE and name in self._draining:
                 state = "draining"  # stopped working, waiting until the recorder has all its data
+            # what it is delivered: nothing while paused (held), stopped or ending
+            subscribes = (status.get("subscribes") or ()) if state == "ready" else ()
+            rate_in = sum(
+                rate for topic, rate in rate_of.items() if any(self._match(f, topic) for f in subscribes)
+            )
             rows.append(
                 InstanceRow(
                     name,
@@ -568,10 +629,10 @@ class SessionModel:
             return
         poll = self._poll
         if poll is not None and poll.done():
-            reply = poll.reply(0)
-            if isinstance(reply, dict) and reply.get("ok") and isinstance(reply.get("result"), dict):
+            reply = read_reply(poll.reply(0))
+            if reply.ok and isinstance(reply.result, dict):
                 with self._lock:
-                    self._recorder_polled = {k: v for k, v in reply["result"].items() if k != "state"}
+                    self._recorder_polled = {k: v for k, v in reply.result.items() if k != "state"}
                     self._answered_at = now
             self._poll = poll = None
         elif poll is not None and now - self._polled_at > NOT_ANSWERING_AFTER:
@@ -582,7 +643,9 @@ class SessionModel:
             self._poll = poll = None
         if poll is None and now - self._polled_at >= POLL_EVERY:
             self._polled_at = now
-            self._poll = self.requester.send(self.topics.recorder_control(), {"command": "status"})
+            self._poll = self.requester.send(
+                self.topics.recorder_control(), RecorderCommand(command="status")
+            )
 
     def _problems(self, recorder: RecorderView, topics: tuple[TopicRow, ...]) -> tuple[str, ...]:
         """The banner: everything that threatens the data-saving guarantee, most serious first."""

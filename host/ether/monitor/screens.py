@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from rich.console import Group
+from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import ModalScreen, Screen
@@ -16,6 +18,47 @@ from textual.widgets import Button, Footer, Input, Label, OptionList, ProgressBa
 
 from ether.monitor.formats import Format
 from ether.monitor.model import LIVE, Snapshot
+from ether.monitor.widgets import Banner
+
+KEYS = (  # (key, what it acts on, what it does): the help screen and docs/monitor.md say the same
+    ("Tab / Shift-Tab", "", "next / previous table (on a small terminal: the next panel)"),
+    ("?", "", "this help and what the colours mean"),
+    ("p", "instance", "pause, or resume, data delivery (held messages are delivered on resume)"),
+    ("s", "instance", "run its @ether_start methods"),
+    ("a", "instance", "run its @ether_save_all methods"),
+    ("r", "instance", "restart it in order (asks first)"),
+    ("x", "instance", "stop it in order (asks first)"),
+    ("l", "instance", "launch one of the YAML that is not running"),
+    ("c", "instance, device", "call a service, or a board's method, with a form"),
+    ("Enter", "instance, device", "its last error in full"),
+    ("m", "", "publish a message (the focused topic's, if any)"),
+    ("f", "topic", "plot one of its numeric fields (again to stop)"),
+    ("space", "last message", "pause the view; then left / right step through the last 50 messages"),
+    ("/", "table or log", "filter its rows (Esc leaves the filter, Esc on an empty one clears it)"),
+    ("o / O", "table", "sort by the next column / reverse the order (or click a column's name)"),
+    ("w", "", "write the log to a file in the current folder"),
+    ("e", "", "end the session (ether monitor asks first)"),
+    ("q, Ctrl-C", "", "quit: under ether run, ends the session and waits for its data to be saved"),
+)
+LEGEND = (  # (state class, what it says)
+    ("state--ok", "green: running and recorded (ready, online, yes)"),
+    ("state--warn", "yellow: in between (starting, paused, restarting, draining, not started)"),
+    (
+        "state--bad",
+        "red: stopped, or data at risk (dead, failed, lost, offline, stopped, NO, NOT CONFIRMED, "
+        "NOT ANSWERING, BEHIND)",
+    ),
+)
+TERMS = (
+    ("stream durable", "kept in its publisher's outbox until the recorder confirms it"),
+    ("stream latest", "may lose samples; a loss goes to the gap ledger"),
+    ("stream device", "a board's readings (numbered per boot)"),
+    ("stream plain", "no sequence number (a foreign client, an actuator command): a loss cannot be seen"),
+    ("recorded", "yes; NOT CONFIRMED (no confirmation for 3 s); NO (no recorder is running)"),
+    ("in / out", "messages/s delivered to an instance (0 while paused or stopped) / that it sent"),
+    ("last / jitter", "time since a topic's last message / spread of the gaps between its messages"),
+    ("banner (red)", "the data-saving guarantee is at risk: it says why (docs/monitor.md)"),
+)
 
 
 def parse_argument(text: str, type_name: str) -> Any:
@@ -213,11 +256,60 @@ class ConfirmScreen(ModalScreen[bool]):
         self.dismiss(event.button.id == "yes")
 
 
+class HelpScreen(ModalScreen[None]):
+    """The keys, what they act on, and what the colours and columns mean."""
+
+    COMPONENT_CLASSES = {"state--ok", "state--warn", "state--bad"}
+    BINDINGS = [
+        Binding("escape", "dismiss", "Close"),
+        Binding("question_mark", "dismiss", "Close"),
+        Binding("q", "dismiss", "Close", show=False),
+    ]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="dialog", classes="help"):
+            yield Label("Keys act on the row under the cursor of the focused table", classes="dialog-title")
+            yield Static(id="help-text")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        keys = Table(box=None, show_header=True, padding=(0, 1), expand=True)
+        for name in ("key", "on", "what it does"):
+            keys.add_column(name, no_wrap=name != "what it does")
+        for row in KEYS:
+            keys.add_row(*row)
+        legend = [Text(text, self.get_component_rich_style(style)) for style, text in LEGEND]
+        terms = Table(box=None, show_header=False, padding=(0, 1), expand=True)
+        terms.add_column(no_wrap=True)
+        terms.add_column()
+        for row in TERMS:
+            terms.add_row(*row)
+        self.help = Group(keys, Text(""), *legend, Text(""), terms)
+        self.query_one("#help-text", Static).update(self.help)
+
+
+class TextScreen(ModalScreen[None]):
+    """A long text in full (an instance's last error), wrapped and scrollable."""
+
+    BINDINGS = [Binding("escape", "dismiss", "Close"), Binding("enter", "dismiss", "Close", show=False)]
+
+    def __init__(self, title: str, text: str) -> None:
+        super().__init__()
+        self.title_text, self.text = title, text
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="dialog"):
+            yield Label(self.title_text, classes="dialog-title")
+            yield Static(Text(self.text), id="full-text")
+        yield Footer()
+
+
 class DrainScreen(Screen):
     """The end of a session: instances stop, the recorder confirms every message, then the store is sealed."""
 
     done: reactive[bool] = reactive(False)
     status: reactive[tuple[str, ...]] = reactive(())
+    sealed: reactive[str] = reactive("")  # how the store was sealed, once it is known
 
     def __init__(self, fmt: Format, session: str) -> None:
         super().__init__()
@@ -226,6 +318,7 @@ class DrainScreen(Screen):
         self.most_unconfirmed = 0
 
     def compose(self) -> ComposeResult:
+        yield Banner(id="banner")  # what threatens the data stays in sight until the end
         with Vertical(id="drain"):
             yield Label(
                 f"Ending session '{self.session}': saving every message before exit", id="drain-title"
@@ -254,7 +347,7 @@ class DrainScreen(Screen):
             + (f" (still running: {', '.join(sorted(live - draining))})" if live - draining else "")
             + (f" (saving their data: {', '.join(sorted(draining))})" if draining else ""),
             f"messages waiting for the recorder's confirmation: {r.unconfirmed}",
-            f"recorder: {r.state} · saved {self.fmt.count(r.saved)} · backlog {self.fmt.count(r.backlog)}"
+            f"recorder: {r.condition} · saved {self.fmt.count(r.saved)} · backlog {self.fmt.count(r.backlog)}"
             f" · gaps {self.fmt.count(r.missing)}",
         )
         self.status = lines
@@ -269,8 +362,12 @@ class DrainScreen(Screen):
             if self.done
             else "Press q to force quit (asks first: what is not saved is recorded as lost)."
         )
-        self.query_one("#drain-status", Static).update(Text("\n".join((*lines, "", end))))
+        sealed = (self.sealed,) if self.sealed else ()
+        self.query_one("#drain-status", Static).update(Text("\n".join((*lines, "", *sealed, end))))
 
     def watch_done(self, done: bool) -> None:
         self.set_class(done, "-done")
+        self.watch_status(self.status)
+
+    def watch_sealed(self) -> None:
         self.watch_status(self.status)

@@ -3,12 +3,16 @@ reactive state, and posts a message when the user picks something; colours are i
 
 from __future__ import annotations
 
+import re
+import time
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 from rich.json import JSON
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 from textual.reactive import reactive
@@ -17,8 +21,24 @@ from textual.widgets import DataTable, Input, Label, RichLog, Sparkline, Static
 from ether.monitor.formats import Format
 from ether.monitor.model import LOG_LINES, LogLine, Snapshot
 
-BAD_STATES = ("dead", "failed", "lost", "NO", "NOT CONFIRMED", "absent", "stopped", "offline")
+BAD_STATES = (
+    "dead",
+    "failed",
+    "lost",
+    "NO",
+    "NOT CONFIRMED",
+    "NOT ANSWERING",
+    "BEHIND",
+    "absent",
+    "stopped",
+    "offline",
+)
 WARN_STATES = ("paused", "starting", "restarting", "draining", "not started", "?")
+ERROR_CELL = 40  # characters of an error shown in a table; Enter opens it in full
+NEW_LINES_SHOWN = (
+    200  # log lines drawn per snapshot: a flood is kept (for the filter, the export) but not drawn
+)
+NUMBER = re.compile(r"-?[\d,]*\.?\d+")
 
 
 def state_class(state: str) -> str:
@@ -66,7 +86,7 @@ class RecorderPanel(Static):
             return
         r, f = snapshot.recorder, self.fmt
         self.line = (
-            r.state,
+            r.condition,
             f"saved {f.count(r.saved)}",
             f"backlog {f.count(r.backlog)}",
             f"unconfirmed {f.count(r.unconfirmed)}",
@@ -84,14 +104,28 @@ class RecorderPanel(Static):
         self.update(text)
 
 
+def sort_key(cell: str) -> tuple[int, float, str]:
+    """Numbers by value (``1.2k/s``, ``1,234``), then everything else by name."""
+    found = NUMBER.match(cell)
+    if found is None:
+        return (1, 0.0, cell.lower())
+    value = float(found.group().replace(",", "") or 0)
+    return (0, value * 1000 if cell[found.end() :].startswith("k") else value, cell)
+
+
 class LiveTable(DataTable):
-    """A table of named rows kept in step with the snapshot: cells change in place, the cursor stays."""
+    """A table of named rows kept in step with the snapshot: cells change in place, the cursor stays.
+
+    Rows can be filtered (``/``) and sorted (``o``, or a click on a column's header); the border says
+    which row the keys act on while the table has focus."""
 
     COMPONENT_CLASSES = DataTable.COMPONENT_CLASSES | {"state--ok", "state--warn", "state--bad"}
     kind = ""
     columns_shown: tuple[str, ...] = ()
     state_columns: tuple[int, ...] = ()
     contents: reactive[tuple[tuple[str, tuple[str, ...]], ...]] = reactive(())
+    filter: reactive[str] = reactive("")
+    sorting: reactive[tuple[int, bool]] = reactive((0, False))  # (column, descending)
 
     class Highlighted(Message):
         """The user moved to a row: which kind of thing (instance, device, topic) and its name."""
@@ -105,6 +139,7 @@ class LiveTable(DataTable):
         self.fmt = fmt
         self._shown: dict[str, tuple[str, ...]] = {}
         self._widths: tuple[int, ...] = ()
+        self._all: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def on_mount(self) -> None:
         for label in self.columns_shown:
@@ -114,7 +149,38 @@ class LiveTable(DataTable):
 
     def _take(self, snapshot: Snapshot | None) -> None:
         if snapshot is not None:
-            self.contents = self.cells_of(snapshot)
+            self._all = self.cells_of(snapshot)
+            self._arrange()
+
+    def _arrange(self) -> None:
+        """The rows the filter lets through, in the chosen order."""
+        words = self.filter.lower().split()
+        rows = [r for r in self._all if all(w in " ".join(r[1]).lower() for w in words)]
+        column, descending = self.sorting
+        if column or descending:
+            rows.sort(key=lambda r: sort_key(r[1][column]), reverse=descending)
+        self.contents = tuple(rows)
+
+    def watch_filter(self) -> None:
+        self._arrange()
+        self._describe()
+
+    def watch_sorting(self) -> None:
+        self._arrange()
+        self._describe()
+
+    def sort_next(self) -> None:
+        """Sort by the next column (after the last one: back to names)."""
+        column, _ = self.sorting
+        self.sorting = ((column + 1) % len(self.columns_shown), False)
+
+    def sort_reverse(self) -> None:
+        column, descending = self.sorting
+        self.sorting = (column, not descending)
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        column, descending = self.sorting
+        self.sorting = (event.column_index, not descending if column == event.column_index else False)
 
     def cells_of(self, snapshot: Snapshot) -> tuple[tuple[str, tuple[str, ...]], ...]:
         raise NotImplementedError
@@ -146,6 +212,7 @@ class LiveTable(DataTable):
                     if old != value:
                         self.update_cell(key, self.columns_shown[i], self._cell(i, value))
         self._shown = new
+        self._describe()
 
     @property
     def selected(self) -> str | None:
@@ -157,13 +224,33 @@ class LiveTable(DataTable):
         except Exception:  # the cursor is outside the rows while they are rebuilt
             return None
 
+    def _describe(self, focused: bool | None = None) -> None:
+        """The border's subtitle: what the keys act on (while focused), the filter and the order."""
+        parts = []
+        if (self.has_focus if focused is None else focused) and self.selected is not None:
+            parts.append(f"keys act on: {self.selected}")
+        if self.filter:
+            parts.append(f"filter: {self.filter} ({len(self.contents)} of {len(self._all)})")
+        column, descending = self.sorting
+        if column or descending:
+            parts.append(f"sorted by {self.columns_shown[column]} {'↓' if descending else '↑'}")
+        self.border_subtitle = " · ".join(parts)
+
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.row_key.value is not None:
             self.post_message(self.Highlighted(self.kind, event.row_key.value))
+        self._describe()
+        # Which keys apply depends on the row; this screen's, not the app's current one: rows are
+        # also rebuilt while the app closes, when it has no screen left (ScreenStackError).
+        self.refresh_bindings()
 
     def on_focus(self) -> None:
         if self.selected is not None:
             self.post_message(self.Highlighted(self.kind, self.selected))
+        self._describe(focused=True)
+
+    def on_blur(self) -> None:
+        self._describe(focused=False)
 
 
 class InstancesTable(LiveTable):
@@ -184,7 +271,7 @@ class InstancesTable(LiveTable):
                     f.rate(i.rate_in),
                     f.rate(i.rate_out),
                     f.uptime(i.since),
-                    i.error[:60],
+                    _short(i.error),
                 ),
             )
             for i in snapshot.instances
@@ -208,7 +295,7 @@ class DevicesTable(LiveTable):
                     str(d.dropped),
                     self.fmt.uptime(d.since),
                     ", ".join(d.methods),
-                    d.error[:60],
+                    _short(d.error),
                 ),
             )
             for d in snapshot.devices
@@ -217,21 +304,53 @@ class DevicesTable(LiveTable):
 
 class TopicsTable(LiveTable):
     kind = "topic"
-    columns_shown = ("topic", "rate", "msgs", "stream", "recorded")
-    state_columns = (4,)
+    columns_shown = ("topic", "rate", "recorded", "msgs", "bytes/s", "last", "jitter", "stream")
+    state_columns = (2,)
 
     def cells_of(self, snapshot: Snapshot) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        f = self.fmt
         return tuple(
-            (t.topic, (t.topic, self.fmt.rate(t.rate), f"{t.count:,}", t.kind, t.recorded))
+            (
+                t.topic,
+                (
+                    t.topic,
+                    f.rate(t.rate),
+                    t.recorded,
+                    f"{t.count:,}",
+                    f.bytes_rate(t.bytes_rate),
+                    f.age(t.age),
+                    f.jitter(t.jitter),
+                    t.kind,
+                ),
+            )
             for t in snapshot.topics
         )
 
 
-class PayloadView(VerticalScroll):
-    """The last payload of the chosen topic, as pretty JSON."""
+def _short(error: str) -> str:
+    """An error as a table cell: its first line, cut (Enter on the row shows it in full)."""
+    line = error.splitlines()[0] if error else ""
+    return line if len(line) <= ERROR_CELL and "\n" not in error else line[: ERROR_CELL - 1] + "…"
 
+
+class PayloadView(VerticalScroll):
+    """The last payload of the chosen topic, as pretty JSON; paused (space), it steps through the topic's
+    last messages (left/right)."""
+
+    BINDINGS = [
+        Binding("space", "pause_view", "Pause view"),
+        Binding("left", "step(1)", "Older", show=False),
+        Binding("right", "step(-1)", "Newer", show=False),
+    ]
     topic: reactive[str | None] = reactive(None)
     payload: reactive[Any] = reactive(None)
+    history: reactive[tuple[tuple[float, Any], ...]] = reactive(())
+    paused: reactive[bool] = reactive(False)
+    back: reactive[int] = reactive(0)  # messages back from the newest
+
+    def __init__(self, fmt: Format, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.fmt = fmt
 
     def compose(self) -> ComposeResult:
         yield Static("Pick a topic to see its last message.", id="payload-json")
@@ -241,13 +360,44 @@ class PayloadView(VerticalScroll):
         self.watch_payload(self.payload)  # a topic picked before we were mounted
 
     def _take(self, snapshot: Snapshot | None) -> None:
-        row = snapshot.topic(self.topic) if snapshot and self.topic else None
+        if snapshot is None or self.paused or self.topic is None:
+            return
+        row = snapshot.topic(self.topic)
         if row is not None:
             self.payload = row.payload
+        if snapshot.history[0] == self.topic:
+            self.history = snapshot.history[1]
 
     def watch_topic(self, topic: str | None) -> None:
-        self.border_title = f"Last message on '{topic}'" if topic else "Last message"
+        self.paused, self.back, self.history = False, 0, ()
         self._take(self.app.snapshot)
+        self._title()
+
+    def action_pause_view(self) -> None:
+        self.paused = not self.paused
+        self.back = 0
+        self._title()
+        if not self.paused:
+            self._take(self.app.snapshot)
+
+    def action_step(self, older: int) -> None:
+        if not self.history:
+            return
+        self.paused = True
+        self.back = min(max(self.back + older, 0), len(self.history) - 1)
+        self.payload = self.history[-1 - self.back][1]
+        self._title()
+
+    def _title(self) -> None:
+        if self.topic is None:
+            self.border_title = "Last message"
+        elif not self.paused:
+            self.border_title = f"Last message on '{self.topic}'"
+        else:
+            n = len(self.history)
+            at = f" at {self.fmt.clock(self.history[-1 - self.back][0])}" if self.history else ""
+            self.border_title = f"'{self.topic}': message {n - self.back} of {n}{at}"
+        self.border_subtitle = "paused: ← → step, space resumes" if self.paused else "space pauses"
 
     def watch_payload(self, payload: Any) -> None:
         shown_in = self.query("#payload-json")  # empty before our children are mounted (or after)
@@ -303,8 +453,9 @@ class PlotLine(Vertical):
         yield Sparkline(list(self.values))
 
     def _title(self) -> str:
-        last = f"{self.values[-1]:g}" if self.values else "-"
-        return f"{self.name}: {last}"
+        if not self.values:
+            return f"{self.name}: -"
+        return f"{self.name}: {self.values[-1]:g}  (min {min(self.values):g}, max {max(self.values):g})"
 
     def watch_values(self, values: tuple[float, ...]) -> None:
         if self.is_mounted:
@@ -335,9 +486,12 @@ class LogPanel(Vertical):
             return
         self.lines.extend(snapshot.log)
         log = self.query_one(RichLog)
-        for line in snapshot.log:
-            if self._shown(line):
-                log.write(self._text(line))
+        shown = [line for line in snapshot.log if self._shown(line)]
+        if len(shown) > NEW_LINES_SHOWN:
+            hidden = len(shown) - NEW_LINES_SHOWN
+            log.write(Text(f"… {hidden} more lines (w writes the whole log to a file)", "italic"))
+        for line in shown[-NEW_LINES_SHOWN:]:
+            log.write(self._text(line))
 
     def _shown(self, line: LogLine) -> bool:
         words = self.filter.lower().split()
@@ -358,6 +512,17 @@ class LogPanel(Vertical):
         for line in self.lines:
             if self._shown(line):
                 log.write(self._text(line))
+
+    def export(self, folder: Path, session: str) -> Path:
+        """Write the lines the monitor keeps (the last LOG_LINES) to a text file; returns its path."""
+        path = folder / f"ether-monitor-{session}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+        path.write_text(
+            "".join(
+                f"{time.strftime('%H:%M:%S', time.localtime(line.t))} {line.level:7} {line.source:7} {line.text}\n"
+                for line in self.lines
+            )
+        )
+        return path
 
     def shown_lines(self) -> list[str]:
         """The lines the filter lets through (what the user sees), as plain text."""

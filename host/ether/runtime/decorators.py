@@ -14,7 +14,6 @@ from typing import Any
 
 from ether.contract.topics import check_publish_topic, check_subscribe_filter, default_topic
 
-LIFECYCLE_EVENTS = ("init", "start", "save_all", "cleanup", "shutdown")
 ATTRIBUTE = "__ether__"
 
 

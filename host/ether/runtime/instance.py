@@ -3,12 +3,11 @@
 User code runs on one worker thread, one call at a time, so a class need not be thread-safe. Paho's
 network thread only queues work and answers ``status``; a handler that blocks therefore never stops
 the instance from being seen and stopped. A bad message or an exception in user code becomes an
-error event (instance, topic, reason) and the next message is processed.
+error event (instance, topic, reason; for an exception its traceback) and the next message is processed.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -19,13 +18,19 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from ether import exits
 from ether.config import add_import_paths, import_class
-from ether.contract.topics import Topics, check_publish_topic
+from ether.contract.messages import ErrorEvent, InstanceCommand, InstanceStatus, ok, refused
+from ether.contract.topics import Topics, check_publish_topic, matches
 from ether.contract.wire import Meta, Stamper, WireError, decode, encode
+from ether.data import processed
 from ether.data.outbox import DataPublisher
 from ether.data.recorder.settings import RecorderSettings
+from ether.logs import setup_logging
+from ether.processes import on_lifeline_cut, read_spec
 from ether.runtime import context
 from ether.runtime.decorators import EtherSpec, apply_registry, bind, spec_of, unbind
 from ether.runtime.registry import LiveRegistry
@@ -36,11 +41,7 @@ from ether.transport.bus import Bus, Will
 from ether.transport.requests import Requester, answer
 
 log = logging.getLogger("ether.runtime")
-
-EXIT_OK = 0
-EXIT_INIT_FAILED = 3  # the user's class could not be imported or constructed
-EXIT_NO_BROKER = 4
-EXIT_UNRESPONSIVE = 5  # a lifecycle step did not finish in time
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # host/ether
 
 
 @dataclass
@@ -85,7 +86,7 @@ class InstanceRuntime:
         self.finished = threading.Event()
         self.started = time.time()  # when this process began hosting the instance (for uptime)
         self.shutting_down = False  # the shutdown step has run (or the process is ending)
-        self.exit_code = EXIT_OK
+        self.exit_code = exits.OK
         self.methods: list[BoundMethod] = []
         self.publishers: dict[Callable, tuple[str, BoundMethod]] = {}
         self.service_methods: dict[str, BoundMethod] = {}
@@ -93,33 +94,35 @@ class InstanceRuntime:
         self._parents = threading.local()
         self._ticking = threading.Event()
         self.state = "starting"
+        self.handlers: dict[str, list[BoundMethod]] = {}  # user topic filter -> its handlers
+        self.handled = 0  # messages handled since the last round of the session's end
+        self.quiet = False  # the session is ending: periodic publishers stop
         self.paused = False
         self._held: list[Callable[[], None]] = []
         self._pause_lock = threading.Lock()
 
     # -- status -----------------------------------------------------------------------------
 
-    def status(self, state: str, **extra: Any) -> dict[str, Any]:
-        return {
-            "instance": self.spec.name,
-            "class": self.spec.class_path,
-            "state": state,
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "restarts": self.spec.restarts,
-            "publishes": sorted({t for t, _ in self.publishers.values()}),
-            "subscribes": sorted({m.spec.sub.topic for m in self.methods if m.spec.sub}),
-            "services": sorted(self.service_methods),
-            "service_args": {n: m.schema.argument_types() for n, m in sorted(self.service_methods.items())},
-            "started": self.started,
-            "t": time.time(),
-            **extra,
-        }
+    def status(self, state: str) -> InstanceStatus:
+        return InstanceStatus(
+            instance=self.spec.name,
+            class_path=self.spec.class_path,
+            state=state,
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            restarts=self.spec.restarts,
+            publishes=sorted({t for t, _ in self.publishers.values()}),
+            subscribes=sorted({m.spec.sub.topic for m in self.methods if m.spec.sub}),
+            services=sorted(self.service_methods),
+            service_args={n: m.schema.argument_types() for n, m in sorted(self.service_methods.items())},
+            started=self.started,
+            t=time.time(),
+        )
 
-    def announce(self, state: str, wait: bool = True, **extra: Any) -> None:
+    def announce(self, state: str, wait: bool = True) -> None:
         """Publish our retained status (``wait=False`` on the network thread, which cannot wait)."""
         self.state = state
-        payload = encode(self.status(state, **extra))
+        payload = encode(self.status(state).payload())
         if wait:
             self.bus.publish_and_wait(self.topics.instance_status(self.spec.name), payload, retain=True)
         else:
@@ -153,15 +156,21 @@ class InstanceRuntime:
         bind(self.obj, self.publish_return)
 
     def subscribe(self) -> None:
-        """Subscribe every handler (waiting for the broker's acknowledgement) and the control topic."""
-        by_topic: dict[str, list[BoundMethod]] = {}
+        """Subscribe every handler (waiting for the broker's acknowledgement) and the control topic;
+        then catch up on what the session store holds for us and we have not processed."""
         for m in self.methods:
             if m.spec.sub:
-                by_topic.setdefault(self.topics.data(m.spec.sub.topic), []).append(m)
-        for topic, handlers in by_topic.items():
+                self.handlers.setdefault(m.spec.sub.topic, []).append(m)
+        subscribed = threading.Event()
+        self.jobs.put(lambda: (subscribed.wait(), self.catch_up()))  # before any live message
+        for user_filter in self.handlers:
             self.bus.subscribe(
-                topic, lambda t, raw, hs=handlers: self.jobs.put(lambda: self.deliver(hs, t, raw))
+                self.topics.data(user_filter),
+                lambda t, raw, f=user_filter: self.jobs.put(lambda: self.deliver(f, t, raw)),
             )
+        if self.data.processed is not None:
+            with self.data.outbox.transaction():
+                self.data.processed.subscribe(list(self.handlers))
         self.bus.subscribe(self.topics.instance_control(self.spec.name), self.on_control)
         self.bus.subscribe(
             self.topics.instance_calls(self.spec.name),
@@ -170,29 +179,70 @@ class InstanceRuntime:
         requester = Requester(self.bus, self.topics, self.stamper, self.current_parents)
         self.services = ServiceClient(requester, LiveRegistry(self.bus, self.topics), self.topics)
         self.data.attach()
+        subscribed.set()
         context.set_client(self)
 
     # -- data path ------------------------------------------------------------------------
 
-    def deliver(self, handlers: list[BoundMethod], topic: str, raw: bytes) -> None:
-        """Validate one message for each handler and call it; any failure becomes an error event."""
+    def deliver(self, user_filter: str, topic: str, raw: bytes) -> None:
+        """A live message from the subscription of one filter: handled once, by every matching handler."""
         with self._pause_lock:
             if self.paused:  # held, in order, until resume
-                self._held.append(lambda: self.deliver(handlers, topic, raw))
+                self._held.append(lambda: self.deliver(user_filter, topic, raw))
                 return
         user_topic = self.topics.user_topic(topic)
+        if next(f for f in self.handlers if matches(f, user_topic)) != user_filter:
+            return  # overlapping filters: the first one that matches delivers it
         try:
             payload, meta = decode(raw)
         except WireError as exc:
             self.report_error(user_topic, str(exc))
             return
-        for method in handlers:
-            try:
-                kwargs = method.schema.arguments(payload)
-            except ArgumentError as exc:
-                self.report_error(user_topic, str(exc), method, meta)
-                continue
-            self.invoke(method, kwargs, user_topic, meta)
+        self.handle(user_topic, payload, meta)
+
+    def handle(self, user_topic: str, payload: Any, meta: Meta | None) -> None:
+        """Validate one message for each handler and call it, unless it was handled before; any
+        failure becomes an error event. Its processed mark commits with what the handlers publish."""
+        if self.data.seen(meta):
+            return
+        self.handled += 1
+        with self.data.handling(meta):
+            for user_filter, methods in self.handlers.items():
+                if not matches(user_filter, user_topic):
+                    continue
+                for method in methods:
+                    try:
+                        kwargs = method.schema.arguments(payload)
+                    except ArgumentError as exc:
+                        self.report_error(user_topic, str(exc), method, meta)
+                        continue
+                    self.invoke(method, kwargs, user_topic, meta)
+
+    def catch_up(self) -> int:
+        """Handle the durable messages the session store holds on our topics that this instance (any of
+        its processes) has not processed: missed while it was dead, restarting or not yet started."""
+        if self.data.outbox is None or not self.handlers:
+            return 0
+        missed = processed.missed(Path(self.data.settings.run_dir), self.data.outbox.path)
+        if missed:
+            log.info("instance '%s': catching up on %d messages it missed", self.spec.name, len(missed))
+        for message in missed:
+            self.handle(message.topic, message.payload, message.meta)
+        return len(missed)
+
+    def finish_inputs(self, request: Meta | None) -> None:
+        """One round of the session's end: stop periodic publishers and hold no more messages, get our
+        results saved, catch up, get those saved; answer how many messages were handled since the last
+        round (the session repeats rounds until every instance answers 0)."""
+        self.quiet = True
+        if self.paused:
+            self.pause(False)
+        timeout = self.data.settings.drain_timeout
+        self.data.drain(timeout, closing=False)
+        self.catch_up()
+        unsaved = self.data.drain(timeout, closing=False)
+        handled, self.handled = self.handled, 0
+        answer(self.bus, self.stamper, request, ok({"handled": handled, "unsaved": unsaved}))
 
     def invoke(
         self, method: BoundMethod, kwargs: dict[str, Any], topic: str, meta: Meta | None
@@ -205,14 +255,14 @@ class InstanceRuntime:
         try:
             return method.call(**kwargs), None
         except Exception as exc:
-            self.report_error(topic, _reason(exc), method, meta, traceback.format_exc())
+            self.report_error(topic, _reason(exc), method, meta, user_traceback(exc))
             return None, exc
         finally:
             self._parents.ids = []
 
     def serve(self, topic: str, raw: bytes) -> None:
         """Answer one service request: the result, or an error whose kind the caller can tell apart."""
-        name = topic.rsplit("/", 1)[-1]
+        name = self.topics.parse(topic).detail
         try:
             params, meta = decode(raw)
         except WireError as exc:
@@ -230,14 +280,14 @@ class InstanceRuntime:
             return
         value, exc = self.invoke(method, kwargs, name, meta)
         if exc is None:
-            answer(self.bus, self.stamper, meta, {"ok": True, "result": value})
+            answer(self.bus, self.stamper, meta, ok(value))
         else:
             self._refuse(
                 meta, NotFound.kind if isinstance(exc, LookupError) else ServiceFailed.kind, _reason(exc)
             )
 
     def _refuse(self, request: Meta | None, kind: str, message: str) -> None:
-        answer(self.bus, self.stamper, request, {"ok": False, "error": {"kind": kind, "message": message}})
+        answer(self.bus, self.stamper, request, refused(kind, message))
 
     def current_parents(self) -> list[str] | None:
         """Ids of the message this thread is handling: the parents of what it publishes or requests."""
@@ -267,17 +317,23 @@ class InstanceRuntime:
         trace: str | None = None,
     ) -> None:
         where = f" ({self.cls.__name__}.{method.name})" if method else ""
-        log.error("instance '%s' topic '%s'%s: %s", self.spec.name, topic, where, reason)
-        if trace:
-            log.debug(trace)
-        event = {
-            "instance": self.spec.name,
-            "topic": topic,
-            "method": method.name if method else None,
-            "reason": reason,
-            "message_id": (meta.id if meta else None) or None,  # a foreign client's message has no id
-        }
-        self.bus.publish(self.topics.errors(), encode(event, self.stamper.control()))
+        log.error(
+            "instance '%s' topic '%s'%s: %s%s",
+            self.spec.name,
+            topic,
+            where,
+            reason,
+            f"\n{trace}" if trace else "",
+        )
+        event = ErrorEvent(
+            instance=self.spec.name,
+            topic=topic,
+            method=method.name if method else None,
+            reason=reason,
+            message_id=(meta.id if meta else None) or None,  # a foreign client's message has no id
+            traceback=trace,
+        )
+        self.bus.publish(self.topics.errors(), encode(event.payload(), self.stamper.control()))
 
     # -- periodic publishers ----------------------------------------------------------------
 
@@ -303,7 +359,7 @@ class InstanceRuntime:
 
     def _tick(self, method: BoundMethod) -> None:
         method.tick_pending = False
-        if self.paused:
+        if self.paused or self.quiet:
             return
         self.invoke(method, {}, method.spec.pub.topic if method.spec.pub else method.name, None)
 
@@ -313,21 +369,25 @@ class InstanceRuntime:
         """Runs on the network thread: answer status at once, queue lifecycle steps for the worker."""
         try:
             payload, meta = decode(raw)
-            command = payload.get("command") if isinstance(payload, dict) else None
         except WireError as exc:
             log.warning("instance '%s': bad control message: %s", self.spec.name, exc)
             return
+        control = InstanceCommand.read(payload)
+        command = control.command if control else None
         if command == "status":
-            answer(self.bus, self.stamper, meta, {"ok": True, "result": self.status(self.state)})
+            answer(self.bus, self.stamper, meta, ok(self.status(self.state).payload()))
         elif command in ("pause", "resume"):
             self.pause(command == "pause")
-            answer(self.bus, self.stamper, meta, {"ok": True})
+            answer(self.bus, self.stamper, meta, ok())
         elif command in ("init", "start", "save_all", "cleanup", "shutdown"):
             self.jobs.put(lambda: self.lifecycle(command, meta))
+        elif command == "finish_inputs":
+            self.jobs.put(lambda: self.finish_inputs(meta))
         elif command == "sync":  # answered after every message queued before it (used by ether replay)
-            self.jobs.put(lambda: answer(self.bus, self.stamper, meta, {"ok": True}))
+            self.jobs.put(lambda: answer(self.bus, self.stamper, meta, ok()))
         else:
-            answer(self.bus, self.stamper, meta, {"ok": False, "error": f"unknown command {command!r}"})
+            problem = f"unknown command {_command_of(payload)!r} (instance '{self.spec.name}')"
+            answer(self.bus, self.stamper, meta, refused("unknown_command", problem))
 
     def lifecycle(self, event: str, request: Meta | None) -> None:
         """Run every method marked for this step, in name order; report each failure."""
@@ -340,7 +400,7 @@ class InstanceRuntime:
             self.start_ticking()
         if event == "shutdown":  # before answering: the supervisor closes our stdin once answered
             self.shutting_down = True
-        answer(self.bus, self.stamper, request, {"ok": not errors, "errors": errors})
+        answer(self.bus, self.stamper, request, refused("exception", "; ".join(errors)) if errors else ok())
         if event == "shutdown":
             self.finished.set()
 
@@ -363,16 +423,27 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _watch_parent(runtime: InstanceRuntime, grace: float = 30.0) -> None:
-    """Our stdin is a pipe from the supervisor: when it closes, the supervisor is gone, so save and stop."""
-    sys.stdin.read()
+def user_traceback(exc: BaseException) -> str:
+    """The exception's traceback from the first frame outside Ether on (Ether's calling frames are noise)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(PACKAGE_DIR + os.sep):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
+
+
+def _command_of(payload: Any) -> Any:
+    return payload.get("command") if isinstance(payload, dict) else payload
+
+
+def _supervisor_gone(runtime: InstanceRuntime, grace: float = 30.0) -> None:
+    """Our lifeline to the supervisor was cut: it is gone, so save and stop."""
     if runtime.shutting_down:
         return
     log.warning("instance '%s': supervisor gone; saving and stopping", runtime.spec.name)
     for step in ("save_all", "cleanup", "shutdown"):
         runtime.jobs.put(lambda step=step: runtime.lifecycle(step, None))
     if not runtime.finished.wait(grace):
-        runtime.exit_code = EXIT_UNRESPONSIVE
+        runtime.exit_code = exits.UNRESPONSIVE
         runtime.finished.set()
 
 
@@ -383,17 +454,17 @@ def host(spec: LaunchSpec) -> int:
         if p not in sys.path:
             sys.path.insert(0, p)
     topics = Topics(spec.session)
-    lost = {"instance": spec.name, "class": spec.class_path, "state": "dead", "pid": os.getpid()}
+    lost = InstanceStatus(instance=spec.name, class_path=spec.class_path, state="dead", pid=os.getpid())
     bus = Bus(
         BrokerAddress(**spec.broker),
         client_id=f"ether-{spec.session}-{spec.name}",
-        will=Will(topics.instance_status(spec.name), json.dumps(lost).encode()),
+        will=Will(topics.instance_status(spec.name), encode(lost.payload())),
     )
     try:
         bus.connect()
     except BrokerError as exc:
         log.error("instance '%s': %s", spec.name, exc)
-        return EXIT_NO_BROKER
+        return exits.NO_BROKER
 
     runtime: InstanceRuntime | None = None
     try:
@@ -412,14 +483,16 @@ def host(spec: LaunchSpec) -> int:
             reason,
             traceback.format_exc(),
         )
-        failed = {**lost, "state": "failed", "error": reason, "traceback": traceback.format_exc()}
-        bus.publish_and_wait(topics.instance_status(spec.name), encode(failed), retain=True)
+        failed = lost.model_copy(
+            update={"state": "failed", "error": reason, "traceback": traceback.format_exc()}
+        )
+        bus.publish_and_wait(topics.instance_status(spec.name), encode(failed.payload()), retain=True)
         bus.close()
-        return EXIT_INIT_FAILED
+        return exits.INIT_FAILED
 
     worker = threading.Thread(target=runtime.work, name="ether-worker", daemon=True)
     worker.start()
-    threading.Thread(target=_watch_parent, args=(runtime,), name="ether-parent", daemon=True).start()
+    on_lifeline_cut(lambda: _supervisor_gone(runtime))
     runtime.subscribe()
     runtime.announce("ready")
     runtime.finished.wait()
@@ -433,15 +506,11 @@ def host(spec: LaunchSpec) -> int:
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s.%(msecs)03d - Ether:%(process)d - %(levelname)s - %(message)s",
-        datefmt="%Y-%m-%d %H:%M:%S",
-    )
-    sys.stdout.reconfigure(line_buffering=True)  # prints appear as they happen, even through a pipe
-    line = sys.stdin.readline()
-    if not line:
-        sys.exit(EXIT_INIT_FAILED)
-    code = host(LaunchSpec(**json.loads(line)))
+    setup_logging(whole_process=True)
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # prints appear at once
+    spec = read_spec()
+    if spec is None:  # the supervisor ended before it sent our spec
+        sys.exit(exits.INIT_FAILED)
+    code = host(LaunchSpec(**spec))
     sys.stdout.flush()
     os._exit(code)  # do not wait for a user thread that never ends

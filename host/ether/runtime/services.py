@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ether.contract.messages import read_reply
 from ether.contract.topics import Topics
 from ether.runtime.registry import LiveRegistry
 from ether.transport.requests import Requester, RequestTimeout
@@ -80,17 +81,14 @@ class ServiceClient:
             raise UnknownService(f"no ready instance serves '{service}'")
         topic = self.topics.instance_call(target, service)
         try:
-            reply = self.requester.request(topic, params or {}, timeout)
+            reply = read_reply(self.requester.request(topic, params or {}, timeout))
         except RequestTimeout:
             raise ServiceTimeout(
                 f"'{service}' on instance '{target}' did not reply within {timeout:g} s"
             ) from None
-        if reply.get("ok"):
-            return reply.get("result")
-        error = reply.get("error") or {}
-        raise ERRORS.get(error.get("kind"), ServiceError)(
-            f"'{service}' on '{target}': {error.get('message')}"
-        )
+        if reply.ok:
+            return reply.result
+        raise ERRORS.get(reply.error.kind, ServiceError)(f"'{service}' on '{target}': {reply.error.message}")
 
     def save(self, service: str, params: dict[str, Any] | None, instance: str | None, timeout: float) -> dict:
         """The original envelope: ``{"status": "success", "result": ...}`` or ``{"status": "error", ...}``."""

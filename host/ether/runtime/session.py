@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -13,15 +12,16 @@ from dataclasses import replace
 from typing import Any
 
 from ether.config import Config, EtherConfig, EtherInstanceConfig, load
+from ether.contract.messages import InstanceCommand, SessionCommand, SupervisorStatus, ok, read_reply, refused
 from ether.contract.topics import Topics, check_publish_topic
-from ether.contract.wire import Stamper, WireError, decode
+from ether.contract.wire import Stamper, WireError, decode, encode
 from ether.data.recorder.recording import Recording
 from ether.runtime import context
 from ether.runtime.registry import LIVE_STATES, LiveRegistry
 from ether.runtime.services import ServiceClient
 from ether.runtime.supervisor import Supervisor
-from ether.transport.access import Access, needs_credentials
-from ether.transport.broker import BrokerAddress, EmbeddedBroker
+from ether.transport.access import Access
+from ether.transport.broker import BrokerAddress, EmbeddedBroker, needs_credentials
 from ether.transport.bus import Bus, Will
 from ether.transport.requests import Requester, answer
 
@@ -105,15 +105,15 @@ class Session:
 
     def _status(self, state: str) -> bytes:
         """This supervisor's retained status: running, stopped, or dead (its Last Will)."""
-        status = {
-            "name": self.name,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "state": state,
-            "instances": sorted(self.config.instances),
-            "since": self.started_at,
-        }
-        return json.dumps(status).encode()
+        status = SupervisorStatus(
+            name=self.name,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            state=state,
+            instances=sorted(self.config.instances),
+            since=self.started_at,
+        )
+        return encode(status.payload())
 
     def _on_session_control(self, topic: str, raw: bytes) -> None:
         """``ether shutdown`` / ``ether stop|restart|launch NAME`` from anywhere (network thread: hand off)."""
@@ -121,16 +121,16 @@ class Session:
             payload, request = decode(raw)
         except WireError:
             return
-        command = payload.get("command") if isinstance(payload, dict) else None
-        name = payload.get("instance") if isinstance(payload, dict) else None
+        control = SessionCommand.read(payload)
+        if control is None:
+            return  # not a command of the contract: another supervisor may know it
+        command, name = control.command, control.instance
         if command == "shutdown":
-            answer(
-                self.bus, self.stamper, request, {"ok": True, "result": f"supervisor {self.name} is stopping"}
-            )
+            answer(self.bus, self.stamper, request, ok(f"supervisor {self.name} is stopping"))
             self.end_requested.set()
             return
-        if command not in ("stop", "restart", "launch") or name not in self.config.instances:
-            return  # another supervisor's instance, or not a command for us
+        if name not in self.config.instances:
+            return  # another supervisor's instance
 
         def act() -> None:
             try:
@@ -141,9 +141,9 @@ class Session:
                 else:
                     spec = self.config.instances[name].model_dump()
                     self.launch({name: spec | {"autorun": True}})
-                answer(self.bus, self.stamper, request, {"ok": True, "result": f"{command} {name}: done"})
+                answer(self.bus, self.stamper, request, ok(f"{command} {name}: done"))
             except Exception as exc:
-                answer(self.bus, self.stamper, request, {"ok": False, "error": f"{command} {name}: {exc}"})
+                answer(self.bus, self.stamper, request, refused("failed", f"{command} {name}: {exc}"))
 
         threading.Thread(target=act, name=f"ether-{command}-{name}", daemon=True).start()
 
@@ -197,11 +197,12 @@ class Session:
     def pause(self, paused: bool, names: list[str] | None = None, timeout: float = 10.0) -> None:
         """Hold (or release) data delivery to instances of the session (default: all of them)."""
         for name in names or list(self.active_instances()):
-            reply = self.supervisor.requester.request(
-                self.topics.instance_control(name), {"command": "pause" if paused else "resume"}, timeout
+            control = InstanceCommand(command="pause" if paused else "resume")
+            reply = read_reply(
+                self.supervisor.requester.request(self.topics.instance_control(name), control, timeout)
             )
-            if not reply.get("ok"):
-                raise RuntimeError(f"instance '{name}' did not {'pause' if paused else 'resume'}: {reply}")
+            if not reply.ok:
+                raise RuntimeError(f"instance '{name}' did not {control.command}: {reply.error.message}")
 
     def close(self, timeout: float = 10.0, failure: str | None = None) -> dict[str, int | None]:
         """save_all -> cleanup -> exit for every instance, then the broker. Returns instance exit codes.

@@ -6,18 +6,19 @@ stale status left on an external broker is never mistaken for a fresh one.
 
 from __future__ import annotations
 
-import json
 import logging
-import subprocess
 import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ether import exits
 from ether.config import Config, EtherInstanceConfig
+from ether.contract.messages import InstanceCommand, InstanceStatus, read_reply
 from ether.contract.topics import Topics
 from ether.contract.wire import decode_object, encode
-from ether.runtime.instance import EXIT_INIT_FAILED, EXIT_OK, LaunchSpec
+from ether.processes import Child, backoff
+from ether.runtime.instance import LaunchSpec
 from ether.transport.broker import BrokerAddress
 from ether.transport.bus import Bus
 from ether.transport.requests import Pending, Requester, RequestTimeout
@@ -37,7 +38,7 @@ class Managed:
     """One instance under supervision."""
 
     config: EtherInstanceConfig
-    process: subprocess.Popen | None = None
+    child: Child | None = None
     restarts: int = 0
     status: dict[str, Any] = field(default_factory=dict)
     stopping: bool = False
@@ -45,16 +46,19 @@ class Managed:
 
     @property
     def pid(self) -> int | None:
-        return self.process.pid if self.process else None
+        return self.child.pid if self.child else None
+
+    def running(self) -> bool:
+        return self.child is not None and self.child.running()
 
     @property
     def state(self) -> str:
         """What the current process announced; if it has exited, what its exit means."""
         heard = self.status.get("state") if self.status.get("pid") == self.pid else None
-        if self.process is not None and self.process.poll() is not None:
+        if self.child is not None and not self.child.running():
             if heard in ("failed", "restarting", "stopped"):
                 return heard
-            return "stopped" if self.process.returncode == 0 else "dead"
+            return "stopped" if self.child.process.returncode == exits.OK else "dead"
         return heard or "starting"
 
 
@@ -77,7 +81,7 @@ class Supervisor:
         self.address, self.bus, self.requester = address, bus, requester
         bus.subscribe(self.topics.instance_status_all(), self._on_status)
         for managed in self.instances.values():
-            if managed.process and managed.process.poll() is None:
+            if managed.running():
                 self._send_spec(managed)
 
     def _on_status(self, topic: str, raw: bytes) -> None:
@@ -95,8 +99,7 @@ class Supervisor:
     def spawn(self, instance: EtherInstanceConfig) -> Managed:
         """Start the process; it imports while the broker comes up, and waits for its launch spec."""
         if instance.name in self.instances and not self.instances[instance.name].gave_up:
-            managed = self.instances[instance.name]
-            if managed.process and managed.process.poll() is None:
+            if self.instances[instance.name].running():
                 raise ValueError(f"an instance named '{instance.name}' is already running")
         managed = self.instances.get(instance.name) or Managed(instance)
         managed.config, managed.stopping, managed.gave_up = instance, False, False
@@ -105,18 +108,16 @@ class Supervisor:
         return managed
 
     def _start_process(self, managed: Managed) -> None:
-        managed.process = subprocess.Popen(
-            [sys.executable, "-c", "from ether.runtime.instance import main; main()"],
-            stdin=subprocess.PIPE,
-            text=True,
-            start_new_session=True,  # Ctrl-C reaches only us; we stop instances in order
-        )
+        child = Child(f"instance '{managed.config.name}'", "ether.runtime.instance")
+        managed.child = child
         if self.address is not None:
             self._send_spec(managed)
-        threading.Thread(target=self._watch, args=(managed, managed.process), daemon=True).start()
+        child.on_exit(lambda code: self._watch(managed, child, code))
 
     def _send_spec(self, managed: Managed) -> None:
-        c = managed.config
+        c, child = managed.config, managed.child
+        if child is None or self.address is None:
+            return
         spec = LaunchSpec(
             name=c.name,
             class_path=c.class_path,
@@ -130,11 +131,7 @@ class Supervisor:
             restarts=managed.restarts,
             recording=self.config.recorder.for_instance(),
         )
-        try:
-            managed.process.stdin.write(json.dumps(spec.__dict__) + "\n")
-            managed.process.stdin.flush()
-        except (BrokenPipeError, OSError):
-            pass  # the process already died; _watch handles it
+        child.send(asdict(spec))  # if it died already, _watch handles it
 
     def wait_ready(self, names: list[str], timeout: float) -> None:
         """Return when every named instance is ready; raise InstanceStartError on failure or timeout."""
@@ -161,18 +158,17 @@ class Supervisor:
 
     # -- watching and restarting ---------------------------------------------------------------
 
-    def _watch(self, managed: Managed, process: subprocess.Popen) -> None:
-        code = process.wait()
-        if managed.process is not process:
+    def _watch(self, managed: Managed, child: Child, code: int) -> None:
+        if managed.child is not child:
             return
         with self._changed:
             self._changed.notify_all()
         if managed.stopping or self._closing.is_set():
             return
-        if code == EXIT_INIT_FAILED:  # its 'failed' status (with the reason) may still be on its way
+        if code == exits.INIT_FAILED:  # its 'failed' status (with the reason) may still be on its way
             wait_until(self._changed, lambda: managed.status.get("state") == "failed", 2.0)
         policy, name = managed.config.restart, managed.config.name
-        wanted = policy == "always" or (policy == "on-failure" and code != EXIT_OK)
+        wanted = policy == "always" or (policy == "on-failure" and code != exits.OK)
         if not wanted or managed.restarts >= managed.config.max_restarts:
             why = "its restart policy is 'no'" if policy == "no" else f"it restarted {managed.restarts} times"
             if wanted:
@@ -180,11 +176,11 @@ class Supervisor:
             else:
                 log.info("instance '%s' exited with code %s", name, code)
             with self._changed:
-                managed.gave_up = code != EXIT_OK
+                managed.gave_up = code != exits.OK
                 self._changed.notify_all()
             return
         managed.restarts += 1
-        delay = managed.config.backoff * (2 ** (managed.restarts - 1))
+        delay = backoff(managed.restarts, managed.config.backoff)
         log.warning(
             "instance '%s' exited with code %s; restart %d of %d in %.2g s",
             name,
@@ -198,18 +194,20 @@ class Supervisor:
             return
         self._start_process(managed)
 
-    def _announce(self, managed: Managed, state: str, **extra: Any) -> None:
+    def _announce(self, managed: Managed, state: str, exit_code: int | None = None) -> None:
         if self.bus is None:
             return
-        status = {
-            "instance": managed.config.name,
-            "class": managed.config.class_path,
-            "state": state,
-            "pid": managed.pid,
-            "restarts": managed.restarts,
-            **extra,
-        }
-        self.bus.publish(self.topics.instance_status(managed.config.name), encode(status), retain=True)
+        status = InstanceStatus(
+            instance=managed.config.name,
+            class_path=managed.config.class_path,
+            state=state,
+            pid=managed.pid,
+            restarts=managed.restarts,
+            exit_code=exit_code,
+        )
+        self.bus.publish(
+            self.topics.instance_status(managed.config.name), encode(status.payload()), retain=True
+        )
 
     # -- commands -----------------------------------------------------------------------------
 
@@ -220,20 +218,46 @@ class Supervisor:
             return {}
         for name in names:
             if self.instances[name].state in ("ready", "paused"):
-                pending[name] = self.requester.send(self.topics.instance_control(name), {"command": command})
+                control = InstanceCommand(command=command)
+                pending[name] = self.requester.send(self.topics.instance_control(name), control)
         problems: dict[str, str] = {}
         deadline = Deadline(timeout)
         for name, request in pending.items():
             try:
-                reply = request.reply(deadline.remaining)
+                reply = read_reply(request.reply(deadline.remaining))
             except RequestTimeout:
                 problems[name] = f"no acknowledgement of '{command}' within {timeout:g} s"
                 continue
-            if not reply.get("ok"):
-                problems[name] = "; ".join(reply.get("errors") or [str(reply.get("error"))])
+            if not reply.ok:
+                problems[name] = reply.error.message
         for name, problem in problems.items():
             log.warning("instance '%s' %s: %s", name, command, problem)
         return problems
+
+    def finish_inputs(self, names: list[str], timeout: float) -> int | None:
+        """Before the session's end: rounds in which every instance stops its periodic publishers,
+        gets its results saved and catches up on what it missed, until a round in which no instance
+        handled anything. Returns how many messages were handled, or None if it did not settle in time."""
+        deadline = Deadline(timeout)
+        total = 0
+        while self.requester is not None and not deadline.expired:
+            command = InstanceCommand(command="finish_inputs")
+            pending = {
+                n: self.requester.send(self.topics.instance_control(n), command)
+                for n in names
+                if self.instances[n].state in ("ready", "paused")
+            }
+            handled = 0
+            for name, request in pending.items():
+                try:
+                    handled += read_reply(request.reply(deadline.remaining)).result["handled"]
+                except (RequestTimeout, AttributeError, KeyError, TypeError):
+                    log.warning("instance '%s' did not finish its inputs within %.0f s", name, timeout)
+                    return None
+            if not handled:
+                return total
+            total += handled
+        return None
 
     def restart(self, name: str, timeout: float = 10.0) -> None:
         """Stop one instance in order (save_all, cleanup, shutdown) and start it again."""
@@ -244,7 +268,7 @@ class Supervisor:
         self.wait_ready([name], timeout)
 
     def running(self) -> list[str]:
-        return [n for n, m in self.instances.items() if m.process and m.process.poll() is None]
+        return [n for n, m in self.instances.items() if m.running()]
 
     def stop(self, names: list[str], timeout: float = 10.0) -> dict[str, int | None]:
         """save_all -> cleanup -> shutdown, each acknowledged; then terminate, then kill. Returns exit codes."""
@@ -255,14 +279,9 @@ class Supervisor:
         codes: dict[str, int | None] = {}
         deadline = Deadline(timeout)
         for name in names:
-            process = self.instances[name].process
-            if process is None:
-                continue
-            try:
-                process.stdin.close()  # an instance still waiting for its launch spec exits at once
-            except OSError:
-                pass
-            codes[name] = _end(process, deadline.remaining, name)
+            child = self.instances[name].child
+            if child is not None:  # an instance still waiting for its launch spec exits at once
+                codes[name] = child.stop(deadline.remaining)
         return codes
 
     def close(self, timeout: float = 10.0) -> dict[str, int | None]:
@@ -276,16 +295,3 @@ class Supervisor:
             return {
                 n: {**m.status, "state": m.state, "restarts": m.restarts} for n, m in self.instances.items()
             }
-
-
-def _end(process: subprocess.Popen, grace: float, name: str) -> int | None:
-    """Wait for a process to exit; terminate it, then kill it, if it does not."""
-    for action in (None, process.terminate, process.kill):
-        if action is not None:
-            log.warning("instance '%s' did not stop in time; %s", name, action.__name__)
-            action()
-        try:
-            return process.wait(grace if action is None else 5.0)
-        except subprocess.TimeoutExpired:
-            continue
-    return None

@@ -11,7 +11,6 @@ readable by its owner only (``~/.ether/access``, or ``$ETHER_HOME/access``):
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import secrets
 import socket
@@ -20,16 +19,6 @@ from pathlib import Path
 from ether.transport.broker import BrokerAddress
 
 SESSION_USER_PREFIX = "session-"
-
-
-def needs_credentials(host: str) -> bool:
-    """True unless ``host`` only accepts connections from this machine."""
-    if host == "localhost":
-        return False
-    try:
-        return not ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a host name: it may resolve to anything
-        return True
 
 
 def access_folder() -> Path:

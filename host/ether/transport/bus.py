@@ -52,7 +52,8 @@ class Bus:
             client.username_pw_set(address.username, address.password)
         if will:
             client.will_set(will.topic, will.payload, qos=1, retain=will.retain)
-        client.max_inflight_messages_set(1000)
+        # no in-flight cap: with one, paho 2.2 scans every in-flight message on each PUBACK
+        client.max_inflight_messages_set(0)
         client.max_queued_messages_set(0)
         client.reconnect_delay_set(min_delay=0.05, max_delay=2)
         client.on_socket_open = _no_delay

@@ -1,8 +1,8 @@
 """Request/reply over MQTT: a correlation id per request and one reply topic per client.
 
-A request is a normal message whose ``_ether`` metadata names ``reply_to`` and ``corr``; the reply is
-``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "..."}`` sent to ``reply_to`` with the same
-``corr``. A reply that arrives after its request timed out is dropped, never handed to a later call.
+A request is a normal message whose ``_ether`` metadata names ``reply_to`` and ``corr``; the reply (an
+``OkReply`` or ``ErrorReply`` of the contract, read with ``read_reply``) is sent to ``reply_to`` with the
+same ``corr``. A reply that arrives after its request timed out is dropped, never handed to a later call.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from ether.contract.messages import ErrorReply, Message, OkReply
 from ether.contract.topics import Topics
 from ether.contract.wire import Meta, Stamper, WireError, decode, encode
 from ether.transport.bus import Bus
@@ -65,7 +66,10 @@ class Requester:
         self._lock = threading.Lock()
         bus.subscribe(self.reply_topic, self._on_reply)
 
-    def send(self, topic: str, payload: Any) -> Pending:
+    def send(self, topic: str, payload: Message | Any) -> Pending:
+        """Send a request (a command of the contract, or a service's arguments); wait with ``reply()``."""
+        if isinstance(payload, Message):
+            payload = payload.payload()
         corr = uuid.uuid4().hex
         pending = Pending(topic, lambda: self._forget(corr))
         with self._lock:
@@ -75,7 +79,7 @@ class Requester:
         self.bus.publish(topic, encode(payload, meta))
         return pending
 
-    def request(self, topic: str, payload: Any, timeout: float) -> Any:
+    def request(self, topic: str, payload: Message | Any, timeout: float) -> Any:
         return self.send(topic, payload).reply(timeout)
 
     def _forget(self, corr: str) -> None:
@@ -97,10 +101,10 @@ class Requester:
         pending._resolve(payload)
 
 
-def answer(bus: Bus, stamper: Stamper, request: Meta | None, reply: dict[str, Any]) -> None:
+def answer(bus: Bus, stamper: Stamper, request: Meta | None, reply: OkReply | ErrorReply) -> None:
     """Send ``reply`` to whoever asked (no-op for a request without ``reply_to``)."""
     if request is None or not request.reply_to:
         return
     meta = stamper.control(parents=[request.id] if request.id else None)
     meta.corr = request.corr
-    bus.publish(request.reply_to, encode(reply, meta))
+    bus.publish(request.reply_to, encode(reply.payload(), meta))

@@ -19,10 +19,15 @@ from typing import Any
 
 import pydantic_core
 
-from ether.contract.topics import Topics
+from ether import exits
+from ether.contract.messages import RecorderAck, RecorderClosing, RecorderCommand, RecorderStatus, ok, refused
+from ether.contract.topics import Topic, Topics
 from ether.contract.wire import Meta, Stamper, WireError, decode, decode_object, encode
+from ether.data.recorder.clocks import DeviceClocks
 from ether.data.recorder.ledger import Ledger
 from ether.data.recorder.store import Row, Store
+from ether.logs import setup_logging
+from ether.processes import on_lifeline_cut, read_spec
 from ether.transport.broker import BrokerAddress, BrokerError
 from ether.transport.bus import Bus, Will
 from ether.transport.requests import answer
@@ -31,8 +36,7 @@ log = logging.getLogger("ether.recorder")
 
 BATCH = 5000
 ACK_INTERVAL = 0.02  # acknowledgements are coalesced: at most one per source per 20 ms
-CLOCK_STEP = 1.0  # a board's clock offset is recorded again when it shrinks by more than this (s)
-EXIT_OK, EXIT_FAILED, EXIT_NO_BROKER = 0, 1, 4
+RECORDED = ("data", "errors", "recorder_closing", "instance_status", "device_schema")  # topic kinds saved
 
 
 @dataclass
@@ -66,10 +70,9 @@ class Recorder:
         self.forcing = False
         self._seen_status: dict[str, tuple] = {}
         self._devices: set[str] = set()  # sources that announced a device schema: boards
-        self._clocks: dict[tuple[str, str], float] = {}  # (device, boot) -> clock offset recorded
+        self._clocks = DeviceClocks()
         self._acks: dict[str, dict[str, int]] = {}  # committed, not yet announced
         self._acked_at = 0.0
-        self._resend = self.topics.recorder_resend("")
         self._load()
 
     def _load(self) -> None:
@@ -92,50 +95,55 @@ class Recorder:
 
     # -- network thread: queue only --------------------------------------------------------
     def on_message(self, topic: str, raw: bytes) -> None:
-        t = self.topics
-        if topic.startswith(self._resend):  # a publisher's resend: saved under its original topic
-            topic = topic[len(self._resend) :]
-        if topic == t.recorder_control():
-            self.on_control(topic, raw)
-        elif (
-            t.is_data(topic)
-            or topic in (t.errors(), t.recorder_closing())
-            or (topic.startswith(f"{t.root}/instance/") and topic.endswith("/status"))
-            or (topic.startswith(f"{t.root}/device/") and topic.endswith("/schema"))
-        ):
+        where = self.topics.parse(topic)
+        if where is not None and where.kind == "recorder_resend":  # saved under its original topic
+            topic = where.detail
+            where = self.topics.parse(topic)
+        if where is None:
+            return
+        if where.kind == "recorder_control":
+            self.on_control(raw)
+        elif where.kind in RECORDED:
             self.inbox.put((topic, raw, time.time()))
 
-    def on_control(self, topic: str, raw: bytes) -> None:
+    def on_control(self, raw: bytes) -> None:
         try:
             payload, meta = decode(raw)
         except WireError:
             return
-        command = payload.get("command") if isinstance(payload, dict) else None
-        if command == "status":
-            answer(self.bus, self.stamper, meta, {"ok": True, "result": self.status("ready")})
-        elif command in ("barrier", "shutdown"):
+        control = RecorderCommand.read(payload)
+        if control is None:
+            what = payload.get("command") if isinstance(payload, dict) else payload
+            answer(
+                self.bus,
+                self.stamper,
+                meta,
+                refused("unknown_command", f"recorder: unknown command {what!r}"),
+            )
+        elif control.command == "status":
+            answer(self.bus, self.stamper, meta, ok(self.status("ready")))
+        else:
             forced = None
-            if command == "shutdown" and payload.get("forced_by"):  # a forced quit (the monitor's): at once
-                forced = {"by": str(payload["forced_by"]), "unconfirmed": payload.get("unconfirmed")}
-            self.inbox.put(_Barrier(meta, then_stop=command == "shutdown", forced=forced))
+            if control.command == "shutdown" and control.forced_by:  # a forced quit (the monitor's): at once
+                forced = {"by": control.forced_by, "unconfirmed": control.unconfirmed}
+            self.inbox.put(_Barrier(meta, then_stop=control.command == "shutdown", forced=forced))
             if forced:
                 self.forcing = True  # after the put: the writer then finds this request in its queue
-        else:
-            answer(self.bus, self.stamper, meta, {"ok": False, "error": f"unknown command {command!r}"})
 
     def status(self, state: str) -> dict[str, Any]:
-        return {
-            "state": state,
-            "pid": os.getpid(),
-            "boot": self.stamper.boot,
-            "run_dir": self.spec.run_dir,
-            "saved": self.saved,
-            "backlog": self.inbox.qsize(),
-            "missing": self.missing,
-            "gaps": self.gaps,
-            "restarts": self.spec.restarts,
-            "t": time.time(),
-        }
+        """The recorder's status now, as a JSON object (announced, and the result of status requests)."""
+        return RecorderStatus(
+            state=state,
+            pid=os.getpid(),
+            boot=self.stamper.boot,
+            run_dir=self.spec.run_dir,
+            saved=self.saved,
+            backlog=self.inbox.qsize(),
+            missing=self.missing,
+            gaps=self.gaps,
+            restarts=self.spec.restarts,
+            t=time.time(),
+        ).payload()
 
     def announce(self, state: str) -> None:
         if not self.bus.publish_and_wait(
@@ -170,7 +178,7 @@ class Recorder:
                 return
             self.send_acks(force=bool(barriers))
             for barrier in barriers:
-                answer(self.bus, self.stamper, barrier.request, {"ok": True, "result": self.status("ready")})
+                answer(self.bus, self.stamper, barrier.request, ok(self.status("ready")))
                 if barrier.then_stop:
                     self.finished.set()
 
@@ -194,7 +202,7 @@ class Recorder:
             "recorder: stopping now (a forced quit); %d messages received were not written", not_written
         )
         for barrier in barriers:
-            answer(self.bus, self.stamper, barrier.request, {"ok": True, "result": self.status("stopped")})
+            answer(self.bus, self.stamper, barrier.request, ok(self.status("stopped")))
         self.finished.set()
 
     def commit(self, items: list[tuple[str, bytes, float]]) -> None:
@@ -202,12 +210,13 @@ class Recorder:
         touched: dict[str, dict[str, int]] = {}
         with self.store.transaction():
             for topic, raw, now in items:
-                if topic == self.topics.errors() or self.topics.is_data(topic):
+                where = self.topics.parse(topic)
+                if where.kind in ("data", "errors"):
                     row = self._row(topic, raw, now, touched)
                     if row is not None:
                         rows.append(row)
                 else:
-                    self._system(topic, raw, now)
+                    self._system(where, raw, now)
             self.store.insert(rows)
             for src, boots in touched.items():
                 for boot in boots:
@@ -229,7 +238,7 @@ class Recorder:
             return
         acks, self._acks, self._acked_at = self._acks, {}, now
         for src, boots in acks.items():
-            self.bus.publish(self.topics.recorder_ack(src), json.dumps(boots).encode())
+            self.bus.publish(self.topics.recorder_ack(src), encode(RecorderAck(boots).payload()))
 
     def _row(self, topic: str, raw: bytes, now: float, touched: dict[str, dict[str, int]]) -> Row | None:
         user_topic = self.topics.user_topic(topic) if self.topics.is_data(topic) else topic
@@ -274,30 +283,24 @@ class Recorder:
         )
 
     def _clock(self, meta: Meta, now: float) -> None:
-        """A board stamps readings with its own clock: record host time minus board time per boot.
+        """A board stamps readings with its own clock: record its offset to this host's (see clocks)."""
+        detail = self._clocks.observe(meta.src, meta.boot, meta.t, now, meta.seq)
+        if detail is not None:
+            self.store.event("device_clock", meta.src, meta.boot, **detail)
 
-        Recorded at a boot's first reading, and again whenever a reading shows an offset smaller by more
-        than CLOCK_STEP (the board's clock was set, or the first reading waited in the board's buffer).
-        """
-        offset = now - meta.t
-        key = (meta.src, meta.boot)
-        recorded = self._clocks.get(key)
-        if recorded is not None and offset >= recorded - CLOCK_STEP:
-            return
-        self._clocks[key] = offset
-        self.store.event(
-            "device_clock", meta.src, meta.boot, offset=offset, t_board=meta.t, t_host=now, seq=meta.seq
-        )
-
-    def _system(self, topic: str, raw: bytes, now: float) -> None:
+    def _system(self, where: Topic, raw: bytes, now: float) -> None:
         payload = decode_object(raw)
         if payload is None:
             return
-        if topic == self.topics.recorder_closing():
-            src = str(payload.get("src", ""))
-            for boot, last in (payload.get("boots") or {}).items():
+        if where.kind == "recorder_closing":
+            closing = RecorderClosing.read(payload)
+            if closing is None:
+                log.warning("recorder: ignoring a malformed closing report %r", payload)
+                return
+            src = closing.src
+            for boot, last in closing.boots.items():
                 stream, _ = self.ledger.stream(src, boot, now)
-                gap = stream.expect_until(int(last), now)
+                gap = stream.expect_until(last, now)
                 if gap is not None:
                     log.warning("recorder: %s (boot %s) lost its last %d messages", src, boot, gap.size)
                     self.store.event(
@@ -309,12 +312,12 @@ class Recorder:
                     self.store.save_gaps(
                         src, boot, [(g.first, g.last, g.detected_at, g.cause) for g in stream.gaps]
                     )
-            self.store.event("closing", src, None, boots=payload.get("boots"))
-        elif "/device/" in topic:
-            device = payload.get("device") or topic.split("/")[-2]
+            self.store.event("closing", src, None, boots=closing.boots)
+        elif where.kind == "device_schema":
+            device = payload.get("device") or where.name
             self._devices.add(device)
             self.store.event("device_schema", device, payload.get("boot"), schema=payload)
-        elif "instance" in payload:  # an instance status: restarts and deaths are data
+        elif where.kind == "instance_status" and "instance" in payload:  # restarts and deaths are data
             name, state = str(payload["instance"]), payload.get("state")
             key = (state, payload.get("pid"), payload.get("restarts"))
             if (
@@ -332,7 +335,7 @@ class Recorder:
 
 def record(spec: RecorderSpec) -> int:
     topics = Topics(spec.session)
-    dead = json.dumps({"state": "dead", "pid": os.getpid()}).encode()
+    dead = encode(RecorderStatus(state="dead", pid=os.getpid()).payload())
     bus = Bus(
         BrokerAddress(**spec.broker),
         client_id=f"ether-{spec.session}-recorder-{os.getpid()}",
@@ -342,7 +345,7 @@ def record(spec: RecorderSpec) -> int:
         bus.connect()
     except BrokerError as exc:
         log.error("recorder: %s", exc)
-        return EXIT_NO_BROKER
+        return exits.NO_BROKER
     store = Store(spec.run_dir)
     recorder = Recorder(spec, bus, store)
     store.db.execute("BEGIN")
@@ -352,35 +355,28 @@ def record(spec: RecorderSpec) -> int:
     writer.start()
     filters = [topics.data_all()]
     if filters != ["#"]:  # '#' already covers the rest; overlapping filters would deliver twice
-        filters += [topics.errors(), topics.instance_status_all(), f"{topics.root}/device/+/schema"]
+        filters += [topics.errors(), topics.instance_status_all(), topics.device_schema_all()]
         filters += [topics.recorder_closing(), topics.recorder_control(), topics.recorder_resend()]
     for topic_filter in filters:
         bus.subscribe(topic_filter, recorder.on_message)
     recorder.announce("ready")
     log.info("recorder ready: saving session data to %s", spec.run_dir)
 
-    def parent_gone() -> None:  # our stdin is the session's pipe: it closes when the session dies
-        sys.stdin.read()
-        recorder.inbox.put(_Barrier(None, then_stop=True))
-
-    threading.Thread(target=parent_gone, name="ether-recorder-parent", daemon=True).start()
+    # the session's end (or death) is our signal to commit everything and stop
+    on_lifeline_cut(lambda: recorder.inbox.put(_Barrier(None, then_stop=True)))
     recorder.finished.wait()
     writer.join(10)
     recorder.announce("failed" if recorder.failed else "stopped")
     bus.close()
     store.close()
-    return EXIT_FAILED if recorder.failed else EXIT_OK
+    return exits.FAILED if recorder.failed else exits.OK
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s.%(msecs)03d - Ether:%(process)d - %(levelname)s - %(message)s",
-        datefmt="%Y-%m-%d %H:%M:%S",
-    )
-    line = sys.stdin.readline()
-    if not line:
-        sys.exit(EXIT_NO_BROKER)
-    code = record(RecorderSpec(**json.loads(line)))
+    setup_logging(whole_process=True)
+    spec = read_spec()
+    if spec is None:  # the session ended (or chose another recorder) before it sent our spec
+        sys.exit(exits.NO_BROKER)
+    code = record(RecorderSpec(**spec))
     sys.stdout.flush()
     os._exit(code)

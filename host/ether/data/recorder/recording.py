@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from ether.config import Config
+from ether.contract.messages import RecorderCommand, read_reply
 from ether.contract.topics import Topics
 from ether.contract.wire import Meta, Stamper, decode_object
-from ether.data import provenance
+from ether.data import processed, provenance
 from ether.data.outbox import DataPublisher
 from ether.data.recorder.process import RecorderProcess
 from ether.data.recorder.store import (
@@ -95,13 +96,15 @@ class Recording:
         self.data = DataPublisher(bus, self.topics, stamper, self.settings)
         if self.process is not None and shared_broker and self._recorder_announced(bus):
             try:  # a retained 'ready' may be stale (a killed recorder's Last Will comes late): ask it
-                other = requester.request(
-                    self.topics.recorder_control(), {"command": "status"}, PROBE_TIMEOUT
+                other = read_reply(
+                    requester.request(
+                        self.topics.recorder_control(), RecorderCommand(command="status"), PROBE_TIMEOUT
+                    )
                 )
             except RequestTimeout:
                 other = None
-            if other and other.get("ok"):
-                where = other["result"].get("run_dir")
+            if other is not None and other.ok:
+                where = other.result.get("run_dir")
                 log.info(
                     "Session '%s' is already recorded (to %s); joining that recorder",
                     self.topics.session,
@@ -110,7 +113,7 @@ class Recording:
                 self.process.abandon()
                 self.process = None
                 self.recorded = True
-                Store(self.run_dir).set_manifest(recorded_by=other["result"])
+                Store(self.run_dir).set_manifest(recorded_by=other.result)
         if self.process is not None:
             self.process.attach(address, bus, requester)
             self.process.wait_ready(timeout)
@@ -148,13 +151,17 @@ class Recording:
             return {}
         self.ended = True
         codes: dict[str, int | None] = {}
-        if supervisor.bus is not None:
-            log.info("Stopping instances: save_all -> cleanup -> exit, each waits until its data is saved")
-            codes = supervisor.stop(supervisor.running(), timeout)
-        if self.data is not None:
+        if self.data is not None:  # first, so that instances can catch up on the script's messages
             if self.data.pending:
                 log.info("Waiting for the recorder to save %d messages of this script", self.data.pending)
             self.data.drain(self.settings.drain_timeout if self.recorded else 0)
+        if supervisor.bus is not None:
+            running = supervisor.running()
+            if self.recorded and not failure:
+                log.info("Letting every instance finish the messages published to it")
+                supervisor.finish_inputs(running, self.settings.drain_timeout)
+            log.info("Stopping instances: save_all -> cleanup -> exit, each waits until its data is saved")
+            codes = supervisor.stop(running, timeout)
         if self.process is not None:
             self.process.stop(timeout)
         if self.data is not None:
@@ -188,13 +195,21 @@ def unsaved_in_outboxes(run_dir: Path) -> dict[str, int]:
 def seal(
     run_dir: Path, codes: dict[str, int | None], status: str | None = None, error: str | None = None
 ) -> str:
-    """Write stop time, status (and why it failed) and any unsaved count into the manifest; returns the status."""
+    """Write stop time, status (and why it failed) and what is missing into the manifest; returns the
+    status. ``complete`` only when nothing is unsaved, no durable message is missing from the store,
+    and every subscriber instance processed every durable message on its topics."""
+    left_unprocessed = processed.account(run_dir)  # before the outboxes that hold the ledgers go
     left = unsaved_in_outboxes(run_dir)
     unsaved = sum(left.values())
+    unprocessed = {name: u.durable for name, u in left_unprocessed.items() if u.durable}
     store = Store(run_dir)
     try:
         last = store.db.execute("SELECT MAX(t_recorded) FROM messages").fetchone()[0]
-        status = status or (COMPLETE if not unsaved else INCOMPLETE)
+        missing = store.db.execute(
+            "SELECT COALESCE(SUM(last_seq - first_seq + 1), 0) FROM gaps WHERE boot NOT LIKE ?",
+            (f"%{processed.LATEST_SUFFIX}",),
+        ).fetchone()[0]
+        status = status or (COMPLETE if not (unsaved or missing or unprocessed) else INCOMPLETE)
         with store.transaction():
             if unsaved:
                 store.event("forced_end", None, None, unsaved=unsaved, by_source=left)
@@ -204,20 +219,59 @@ def seal(
                     run_dir,
                     left,
                 )
+            for name, u in left_unprocessed.items():
+                store.event("unprocessed", name, None, durable=u.durable, latest=u.latest, ranges=u.ranges)
+                if u.durable:
+                    log.error(
+                        "Instance '%s' never processed %d saved messages: %s", name, u.durable, u.ranges
+                    )
+            _note_stopped(store, codes)
             store.event("sealed", None, None, status=status, **({"error": error} if error else {}))
         saved = store.db.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
-        log.info("Session %s sealed %s: %d messages saved in %s", run_dir.name, status, saved, run_dir)
         store.set_manifest(
             status=status,
             stopped_at=time.time() if status != CRASHED else (last or store.manifest().get("started_at")),
             last_saved_at=last,
+            saved=saved,
             unsaved=unsaved,
+            missing=missing,
+            unprocessed=unprocessed,
             instance_exit_codes=codes,
             **({"error": error} if error else {}),
         )
     finally:
         store.close()
+    log.info("%s", seal_line(run_dir))
     return status
+
+
+def _note_stopped(store: Store, codes: dict[str, int | None]) -> None:
+    """An instance's own 'stopped' status can reach the broker after the recorder stopped listening:
+    the supervisor, which saw it exit, records the stop instead."""
+    for name, code in codes.items():
+        row = store.db.execute(
+            "SELECT kind FROM events WHERE src = ? AND kind LIKE 'instance_%' ORDER BY rowid DESC LIMIT 1",
+            (name,),
+        ).fetchone()
+        if row is None or row[0] != "instance_stopped":
+            store.event("instance_stopped", name, None, exit_code=code, noted_by="supervisor")
+
+
+def seal_line(run_dir: Path) -> str:
+    """The one line a person reads at the end: how the session was sealed and what is missing."""
+    db = connect(run_dir, readonly=True)
+    try:
+        m = read_manifest(db)
+    finally:
+        db.close()
+    problems = [
+        f"{m[key]} {what}"
+        for key, what in (("unsaved", "unsaved"), ("missing", "missing from the store"))
+        if m.get(key)
+    ]
+    problems += [f"{n} not processed by {name}" for name, n in (m.get("unprocessed") or {}).items()]
+    detail = f" ({'; '.join(problems)})" if problems else ""
+    return f"Session {m.get('run_id')} sealed {m.get('status')}: {m.get('saved', 0)} messages saved{detail} in {run_dir}"
 
 
 def seal_crashed(root: Path) -> list[Path]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,8 +140,8 @@ class Store:
         return read_manifest(self.db)
 
     # -- messages ---------------------------------------------------------------------------
-    def transaction(self) -> _Transaction:
-        return _Transaction(self.db)
+    def transaction(self) -> Transaction:
+        return Transaction(self.db)
 
     def insert(self, rows: Iterable[Row]) -> None:
         """Insert inside the caller's transaction; a row already saved (same src, boot, seq) is skipped."""
@@ -187,7 +187,7 @@ class Store:
         )
 
 
-class _Transaction:
+class Transaction:
     """``with store.transaction():`` BEGIN … COMMIT (ROLLBACK on error)."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
@@ -230,12 +230,6 @@ def summary(db: sqlite3.Connection) -> dict[str, Any]:
         "missing": missing_count(db),
         "unsaved": manifest.get("unsaved", 0),
     }
-
-
-def iter_messages(db: sqlite3.Connection, topic: str | None = None) -> Iterator[sqlite3.Row]:
-    if topic is None:
-        return db.execute("SELECT * FROM messages ORDER BY row")
-    return db.execute("SELECT * FROM messages WHERE topic = ? ORDER BY row", (topic,))
 
 
 def find_stores(root: str | Path) -> list[Path]:

@@ -1,0 +1,4 @@
+"""The type names adafruit_connection_manager imports (unused)."""
+
+CircuitPythonSocketType = InterfaceType = SocketpoolModuleType = object
+SocketType = SSLContextType = object

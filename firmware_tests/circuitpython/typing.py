@@ -1,0 +1,3 @@
+"""The names adafruit_connection_manager imports from typing (unused)."""
+
+List = Optional = Tuple = Type = Union = object

@@ -1,0 +1,33 @@
+"""``ether sessions | lineage | export | replay``: reading recorded sessions (the commands live in
+``ether.data.recorded`` and ``ether.data.replay``; they are imported only when run)."""
+
+from __future__ import annotations
+
+import argparse
+
+DATA_HELP = "the data folder (default $ETHER_DATA or ./ether_data)"
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("sessions", help="list recorded sessions: status, duration, messages, gaps")
+    p.add_argument("--data", help=DATA_HELP)
+    p.set_defaults(handler="ether.data.recorded:cmd_sessions")
+
+    p = commands.add_parser("lineage", help="trace a message back to the raw samples that produced it")
+    p.add_argument("message", help="a message id (_ether.id)")
+    p.add_argument("--session", help="the run to look in (default: search all, newest first)")
+    p.add_argument("--data", help=DATA_HELP)
+    p.set_defaults(handler="ether.data.recorded:cmd_lineage")
+
+    p = commands.add_parser("export", help="export a recorded session, one file per topic")
+    p.add_argument("session", help="a run folder, run id, or 'last'")
+    p.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    p.add_argument("--out", help="output folder (default <run id>-<format>)")
+    p.add_argument("--data", help=DATA_HELP)
+    p.set_defaults(handler="ether.data.recorded:cmd_export")
+
+    p = commands.add_parser("replay", help="feed a recorded session's sources through a pipeline and compare")
+    p.add_argument("session", help="a run folder, run id, or 'last'")
+    p.add_argument("--config", required=True, help="the (changed) session file to run")
+    p.add_argument("--data", help=DATA_HELP)
+    p.set_defaults(handler="ether.data.replay:cmd_replay")

@@ -1,0 +1,313 @@
+"""Every message Ether sends, as a typed model: statuses, replies, errors, commands, acks, device messages.
+
+Senders build a model and publish ``model.payload()``; receivers that act on a message read it with
+``Model.read(payload)``. Unknown fields are kept on input and allowed in the schemas, so a newer sender
+(or a foreign client) never breaks an older reader. ``python -m ether.contract.schemas`` writes the JSON
+Schemas of these models to docs/schemas/. Data payloads are the user's own; only their ``_ether`` block
+(:class:`EtherMeta`) is Ether's, and the data path checks it with the cheaper ``wire.Meta.from_dict``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, field_validator
+
+
+class Message(BaseModel):
+    """A message Ether sends: fields as documented; fields it does not know are kept, never refused."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    keep_null: ClassVar[frozenset[str]] = frozenset()  # fields sent as ``null`` rather than left out
+
+    def payload(self) -> dict[str, Any]:
+        """The message as a JSON object (``wire.encode`` it): unset optional fields are left out."""
+        body = self.model_dump(by_alias=True)
+        return {k: v for k, v in body.items() if v is not None or k in self.keep_null}
+
+    @classmethod
+    def read(cls, payload: Any) -> Message | None:
+        """The message, or None if the payload does not fit the contract (a foreign or broken sender)."""
+        try:
+            return cls.model_validate(payload)
+        except ValidationError:
+            return None
+
+
+# -- the data envelope ----------------------------------------------------------------------------
+
+
+class EtherMeta(Message):
+    """The ``_ether`` block of every message Ether publishes (docs/topics.md#payloads)."""
+
+    id: str = Field(description="<boot>.<seq> for data, <boot>.c<n> for replies and events")
+    src: str = Field(description="the sending instance, board, script (main:<host>-<pid>) or recorder")
+    boot: str = Field(description="random id of the sending process's start: a new boot is a restart")
+    seq: int = Field(description="per-source sequence of data messages from 1, without gaps; 0 otherwise")
+    t: float = Field(description="send time, seconds since the epoch, sender's clock")
+    parents: list[str] = Field(default_factory=list, description="ids of the messages that caused this one")
+    reply_to: str | None = Field(None, description="on a request: the topic to reply to")
+    corr: str | None = Field(None, description="on a request and its reply: the correlation id")
+    dropped: int | None = Field(None, description="on a board's reading: readings dropped this boot")
+
+
+class DataMessage(Message):
+    """A data message: the user's fields (a non-object value as ``root``) and Ether's metadata."""
+
+    ether: EtherMeta | None = Field(None, alias="_ether", description="optional on input")
+
+
+# -- statuses (retained) -----------------------------------------------------------------------------
+
+InstanceState = Literal["starting", "ready", "paused", "restarting", "stopped", "failed", "dead"]
+
+
+class ServiceArgument(Message):
+    type: str = Field(description="a short type name: int, float, str, list[float], ...")
+    required: bool
+
+
+class InstanceStatus(Message):
+    """``instance/<name>/status``: the full status while the process runs; a short one from its Last
+    Will (dead), a failed start, or the supervisor (restarting)."""
+
+    instance: str
+    class_path: str = Field(alias="class", description="module:Class of the hosted object")
+    state: InstanceState
+    pid: int | None = None
+    host: str | None = None
+    restarts: int | None = None
+    publishes: list[str] | None = None
+    subscribes: list[str] | None = None
+    services: list[str] | None = None
+    service_args: dict[str, dict[str, ServiceArgument]] | None = None
+    started: float | None = Field(None, description="when this process began hosting the instance")
+    t: float | None = None
+    error: str | None = Field(None, description="why it failed")
+    traceback: str | None = None
+    exit_code: int | None = Field(None, description="the exit code of the process that is restarted")
+
+
+class SupervisorStatus(Message):
+    """``supervisor/<name>/status``: a process that supervises instances of the session."""
+
+    name: str
+    host: str
+    pid: int
+    state: Literal["running", "stopped", "dead"]
+    instances: list[str]
+    since: float
+
+
+class RecorderStatus(Message):
+    """``recorder/status`` (and the result of its ``status`` and ``barrier`` requests); the Last Will
+    carries only state and pid."""
+
+    state: Literal["ready", "stopped", "failed", "dead"]
+    pid: int
+    boot: str | None = None
+    run_dir: str | None = None
+    saved: int | None = Field(None, description="messages in the session store")
+    backlog: int | None = Field(None, description="messages received, not yet written")
+    missing: int | None = Field(None, description="messages in the gap ledger")
+    gaps: int | None = Field(None, description="ranges in the gap ledger")
+    restarts: int | None = None
+    t: float | None = None
+
+
+# -- requests and replies ----------------------------------------------------------------------------
+
+ErrorKind = Literal[
+    "validation",  # the arguments do not fit
+    "not_found",  # the service looked for an item that is not there
+    "exception",  # the method (or a lifecycle step) raised
+    "unknown_service",  # no such service or method
+    "unknown_command",  # a control message with a command the receiver does not have
+    "failed",  # a session command that could not be carried out
+    "error",  # a foreign sender's error without a kind
+]
+
+
+class ErrorInfo(Message):
+    kind: ErrorKind
+    message: str
+
+
+class OkReply(Message):
+    """A request's answer: its result (``null`` is a result, not an error)."""
+
+    keep_null: ClassVar[frozenset[str]] = frozenset({"result"})
+    ok: Literal[True]
+    result: Any = None
+
+
+class ErrorReply(Message):
+    """A refused request: the one error shape, ``{"ok": false, "error": {"kind", "message"}}``."""
+
+    ok: Literal[False]
+    error: ErrorInfo
+
+    @field_validator("error", mode="before")
+    @classmethod
+    def _plain_text(cls, error: Any) -> Any:
+        """A foreign sender may give the error as text: read it as kind ``error``."""
+        return {"kind": "error", "message": error} if isinstance(error, str) else error
+
+
+Reply = RootModel[OkReply | ErrorReply]
+
+
+def ok(result: Any = None) -> OkReply:
+    return OkReply(ok=True, result=result)
+
+
+def refused(kind: ErrorKind, message: str) -> ErrorReply:
+    return ErrorReply(ok=False, error=ErrorInfo(kind=kind, message=message))
+
+
+def read_reply(payload: Any) -> OkReply | ErrorReply:
+    """A reply as the contract reads it; one that fits neither shape is an error naming what came."""
+    try:
+        return Reply.model_validate(payload).root
+    except ValidationError:
+        return refused("error", f"unexpected reply {payload!r}")
+
+
+class ErrorEvent(Message):
+    """``errors``: a rejected message or an exception in user code (on a host or a board)."""
+
+    keep_null: ClassVar[frozenset[str]] = frozenset({"method", "message_id"})
+    instance: str = Field(description="the instance or board that rejected the message")
+    topic: str
+    method: str | None = None
+    reason: str
+    message_id: str | None = Field(None, description="the rejected message's id; null if it had none")
+    traceback: str | None = Field(
+        None, description="for an exception in user code: its traceback from the user's frame (file:line)"
+    )
+
+
+# -- commands --------------------------------------------------------------------------------------
+
+InstanceCommandName = Literal[
+    "status", "init", "start", "pause", "resume", "save_all", "cleanup", "shutdown", "sync", "finish_inputs"
+]
+
+
+class InstanceCommand(Message):
+    """``instance/<name>/control``; ``sync`` is answered after every message queued before it."""
+
+    command: InstanceCommandName
+
+
+class SessionCommand(Message):
+    """``control``: to every supervisor of the session; the one owning ``instance`` answers."""
+
+    command: Literal["shutdown", "stop", "restart", "launch"]
+    instance: str | None = None
+
+
+class RecorderCommand(Message):
+    """``recorder/control``; a ``shutdown`` with ``forced_by`` stops at once (a forced quit)."""
+
+    command: Literal["status", "barrier", "shutdown"]
+    forced_by: str | None = None
+    unconfirmed: int | None = Field(None, description="on a forced quit: messages not confirmed saved")
+
+
+class DeviceCall(Message):
+    """``device/<name>/call``: call any method of a board, sensors too."""
+
+    method: str
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+# -- recorder acknowledgements ---------------------------------------------------------------------
+
+
+class RecorderAck(RootModel[dict[str, int]]):
+    """``recorder/ack/<src>``: ``{boot: seq}``, every data message of src up to seq is on disk."""
+
+    def payload(self) -> dict[str, int]:
+        return dict(self.root)
+
+
+class RecorderClosing(Message):
+    """``recorder/closing``: a publisher's last seq per boot at its end."""
+
+    src: str
+    boots: dict[str, int]
+
+
+# -- boards (ether_lite) ----------------------------------------------------------------------------
+
+
+class DeviceMethod(Message):
+    kind: Literal["sensor", "actuator"]
+    args: dict[str, str] = Field(description="argument name -> int, float, bool, str or any")
+    unit: str | None = None
+    period: float | None = Field(None, description="a sensor's reading period in seconds")
+    optional: list[str] | None = Field(None, description="arguments that have a default")
+
+
+class DeviceSchema(Message):
+    """``device/<name>/schema`` (retained): what a board has."""
+
+    keep_null: ClassVar[frozenset[str]] = frozenset({"firmware"})
+    device: str
+    kind: Literal["ether_lite"]
+    lib_version: str
+    platform: str
+    implementation: str
+    firmware: str | None = None
+    boot: str
+    methods: dict[str, DeviceMethod]
+
+
+class DeviceState(Message):
+    """``device/<name>/state`` (retained): online, offline (a clean stop) or lost (its Last Will)."""
+
+    device: str
+    state: Literal["online", "offline", "lost"]
+    boot: str
+    dropped: int | None = Field(None, description="readings dropped this boot (buffer full)")
+
+
+MODELS: tuple[type[BaseModel], ...] = (
+    EtherMeta,
+    DataMessage,
+    InstanceStatus,
+    SupervisorStatus,
+    RecorderStatus,
+    OkReply,
+    ErrorReply,
+    ErrorEvent,
+    InstanceCommand,
+    SessionCommand,
+    RecorderCommand,
+    DeviceCall,
+    RecorderAck,
+    RecorderClosing,
+    DeviceSchema,
+    DeviceState,
+)
+
+# what travels on each kind of topic (``Topics.parse(topic).kind``); a reply is either of its two shapes
+ON_TOPIC: dict[str, tuple[type[BaseModel], ...]] = {
+    "data": (DataMessage,),
+    "instance_status": (InstanceStatus,),
+    "instance_control": (InstanceCommand,),
+    "instance_call": (DataMessage,),  # the service's arguments
+    "errors": (ErrorEvent,),
+    "session_control": (SessionCommand,),
+    "supervisor_status": (SupervisorStatus,),
+    "reply": (OkReply, ErrorReply),
+    "recorder_status": (RecorderStatus,),
+    "recorder_control": (RecorderCommand,),
+    "recorder_ack": (RecorderAck,),
+    "recorder_resend": (DataMessage,),
+    "recorder_closing": (RecorderClosing,),
+    "device_schema": (DeviceSchema,),
+    "device_state": (DeviceState,),
+    "device_call": (DeviceCall,),
+}

@@ -1,0 +1,64 @@
+"""Child processes: one backoff formula, capped; a child stops when its lifeline is cut; the ready line."""
+
+from __future__ import annotations
+
+import pytest
+
+from ether import exits
+from ether.processes import MAX_BACKOFF, Child, backoff, parse_ready
+from ether.runtime.session import new_session
+from ether.transport.broker import BrokerAddress, EmbeddedBroker, local_host
+from ether.transport.bus import Bus
+
+
+def test_backoff_doubles_and_is_capped():
+    assert [backoff(n, 0.5) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
+    assert backoff(31, 0.5) == MAX_BACKOFF  # was 0.5 * 2**30 s: 17 years
+    assert backoff(10_000, 0.5) == MAX_BACKOFF  # no overflow
+    assert backoff(3, 0.2, cap=0.5) == 0.5 and backoff(5, 0.0) == 0.0
+
+
+def test_ready_lines_are_parsed_by_name_only():
+    assert parse_ready('ether-ready broker {"port": 1883}\n', "broker") == {"port": 1883}
+    assert parse_ready('ether-ready broker {"port": 1883}\n', "session") is None
+    assert parse_ready("Ether is running on mqtt://127.0.0.1:1883 (session 'x')", "session") is None
+    assert parse_ready("ether-ready session [1, 2]", "session") is None
+    assert parse_ready("ether-ready session {broken", "session") is None
+
+
+def test_a_child_waiting_for_its_spec_exits_when_its_lifeline_is_cut():
+    child = Child("the recorder", "ether.data.recorder.recorder")
+    assert child.stop(30) == exits.NO_BROKER  # closed stdin before the spec: it leaves at once
+
+
+def test_a_broker_child_that_cannot_listen_says_why_and_is_a_clear_error():
+    broker = EmbeddedBroker()
+    address = broker.start()
+    try:
+        taken = EmbeddedBroker(port=address.port)
+        with pytest.raises(Exception, match="did not start"):
+            taken.start()
+        assert taken.child is not None and taken.child.process.wait(30) == exits.CONFIG
+    finally:
+        broker.stop()
+
+
+@pytest.mark.parametrize(
+    ("listen", "dialled"), [("0.0.0.0", "127.0.0.1"), ("::", "::1"), ("127.0.0.2", "127.0.0.2")]
+)
+def test_local_processes_dial_where_the_broker_listens(listen, dialled):
+    assert local_host(listen) == dialled
+
+
+def test_a_session_listening_on_another_loopback_address_reaches_it(run_session):
+    session = new_session({"instances": {"echo": {"class_path": "lab_classes.Echo"}}}, listen="127.0.0.2")
+    session.open()
+    try:
+        assert session.address is not None and session.address.host == "127.0.0.2"
+        assert session.active_instances()["echo"]["state"] == "ready"
+        assert session.recording.process is not None and session.recording.process.ready()
+        bus = Bus(BrokerAddress("127.0.0.2", session.address.port), client_id="visitor")
+        bus.connect()
+        bus.close()
+    finally:
+        assert session.close() == {"echo": 0}
