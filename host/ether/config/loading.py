@@ -162,10 +162,11 @@ def check_arguments(doc: Located, key: str, cls: type, instance: EtherInstanceCo
         if not unknown and instance.args and "positional" in str(exc):
             at = (*where, "args")
         raise doc.error(f"{cls.__name__}{signature}: {exc}", *at) from None
-    if cls.__init__ is object.__init__:
+    init = cls.__init__  # type: ignore[misc]  # the class's own constructor, not an instance's
+    if init is object.__init__:
         return
     try:
-        MethodSchema(cls.__init__).arguments(
+        MethodSchema(init).arguments(
             {k: v for k, v in bound.arguments.items() if signature.parameters[k].kind not in _VARIADIC}
         )
     except ArgumentError as exc:

@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -173,7 +174,7 @@ class Session:
         self.recording.publish(self.topics.data(topic), data)
 
     def launch(
-        self, instances: dict[str, dict[str, Any] | EtherInstanceConfig], timeout: float = 30.0
+        self, instances: Mapping[str, dict[str, Any] | EtherInstanceConfig], timeout: float = 30.0
     ) -> list[str]:
         """Start more instances in the running session (same name twice is an error)."""
         given = {n: i.model_dump() if isinstance(i, EtherInstanceConfig) else i for n, i in instances.items()}
