@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ether.boards.devices import Devices
+    from ether.config import EtherConfig
     from ether.runtime.session import Session
 
 __version__ = "0.1.0"
@@ -45,6 +46,8 @@ _LAZY = {
 }
 
 _session: Session | None = None  # the Session this process tapped, if any
+# what ``ether.session_info`` shows of it: session, broker, supervisor, host, pid, started, run_dir
+session_info: dict[str, Any] | None = None
 _first_use = threading.Lock()
 
 
@@ -74,28 +77,44 @@ def __dir__() -> list[str]:
 
 
 def tap(
-    config: str | os.PathLike | dict | None = None,
+    config: str | os.PathLike | dict | EtherConfig | None = None,
+    restart: bool = False,
+    allow_host: bool = True,
+    ether_run: bool = False,
     *,
     broker: str | None = None,
     listen: str = "127.0.0.1",
     timeout: float = 30.0,
 ) -> None:
-    """Start (or join) a session from a YAML file or dict; returns when every autorun instance is ready.
+    """Start (or join) a session from a YAML file, a dict or an EtherConfig; returns when every
+    autorun instance is ready.
 
-    ``broker``: join this broker instead of starting one; ``listen``: where the embedded broker listens
-    (any address but loopback requires logins, see docs/operations.md)."""
-    global _session
+    ``restart``: shut down this process's session first; ``allow_host=False``: never start a broker,
+    only join one (``broker`` or the config's ``broker:``); ``ether_run`` is the original Ether's
+    internal flag and changes nothing. ``broker``: join this broker instead of starting one;
+    ``listen``: where the embedded broker listens (any address but loopback requires logins, see
+    docs/operations.md)."""
+    global _session, session_info
     from ether.logs import setup_logging
     from ether.runtime.session import new_session
 
+    if _session is not None and restart:
+        shutdown()
     if _session is not None:
-        raise RuntimeError("this process already tapped a session; call ether.shutdown() first")
+        raise RuntimeError(
+            "this process already tapped a session; call ether.shutdown() first (or restart=True)"
+        )
     setup_logging()
     session = new_session(
         config if config is not None else {"instances": {}}, broker_url=broker, listen=listen
     )
+    if session.embedded and not allow_host:
+        raise ValueError(
+            "allow_host=False joins a running broker: give broker='mqtt://HOST:PORT' or 'broker:'"
+        )
     session.open(timeout)
     _session = session
+    session_info = session.info()
     atexit.register(_shutdown_at_exit)
     threading.Thread(target=_end_on_request, args=(session,), name="ether-end-request", daemon=True).start()
 
@@ -198,13 +217,23 @@ def resume(*instances: str) -> None:
     _current().pause(False, list(instances) or None)
 
 
+def save_all(timeout: float = 30.0) -> None:
+    """Call every ``@ether_save_all`` method of the running instances now (shutdown does it too)."""
+    _current().step("save_all", timeout)
+
+
+def cleanup(timeout: float = 30.0) -> None:
+    """Call every ``@ether_cleanup`` method of the running instances now (shutdown does it too)."""
+    _current().step("cleanup", timeout)
+
+
 def shutdown(timeout: float = 10.0) -> None:
     """save_all -> cleanup -> exit for the instances this process started, then its broker, if it
     started one. A process that joined someone else's session leaves their instances running."""
-    global _session
+    global _session, session_info
     if _session is None:
         return
-    session, _session = _session, None
+    session, _session, session_info = _session, None, None
     atexit.unregister(_shutdown_at_exit)
     session.close(timeout)
     session.end_requested.set()
@@ -245,6 +274,9 @@ __all__ = [
     "devices",
     "get_active_devices",
     "get_active_instances",
+    "cleanup",
+    "save_all",
+    "session_info",
     "launch_instances",
     "open_session",
     "pause",

@@ -81,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"ether: {exc}", file=sys.stderr)
         return exits.CONFIG
+    except BrokerError as exc:  # the url of --broker (one in the file is a ConfigError)
+        print(f"ether: --broker: {exc}", file=sys.stderr)
+        return exits.CONFIG
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -72,7 +72,7 @@ def resolved_config(config: Config) -> dict[str, Any]:
         "session": config.session,
         "broker": config.broker_url,
         "registry": config.registry,
-        "instances": {n: i.to_dict() for n, i in config.instances.items()},
+        "instances": {n: i.model_dump() for n, i in config.instances.items()},
         "recorder": {k: v for k, v in config.recorder.to_dict().items() if k != "run_dir"},
     }
 

@@ -8,10 +8,11 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from ether.config import Config, InstanceConfig, load
+from ether.config import Config, EtherConfig, EtherInstanceConfig, load
 from ether.contract.messages import InstanceCommand, SessionCommand, SupervisorStatus, ok, read_reply, refused
 from ether.contract.topics import Topics, check_publish_topic
 from ether.contract.wire import Stamper, WireError, decode, encode
@@ -139,7 +140,7 @@ class Session:
                 elif command == "restart":
                     self.supervisor.restart(name)
                 else:
-                    spec = {k: v for k, v in self.config.instances[name].to_dict().items() if k != "name"}
+                    spec = self.config.instances[name].model_dump()
                     self.launch({name: spec | {"autorun": True}})
                 answer(self.bus, self.stamper, request, ok(f"{command} {name}: done"))
             except Exception as exc:
@@ -149,15 +150,35 @@ class Session:
 
     def start(self, timeout: float = 30.0) -> None:
         """Run every ``@ether_start`` method (and begin periodic publishers); waits for each to finish."""
-        self.supervisor.command("start", self.supervisor.running(), timeout)
+        self.step("start", timeout)
+
+    def step(self, step: str, timeout: float = 30.0) -> None:
+        """Run one lifecycle step (start, save_all, cleanup) in every running instance; waits for each."""
+        self.supervisor.command(step, self.supervisor.running(), timeout)
+
+    def info(self) -> dict[str, Any]:
+        """What ``ether.session_info`` shows: which session, where, run by whom, recorded where."""
+        return {
+            "session": self.topics.session,
+            "broker": self.address.url if self.address else None,
+            "hosting": self.embedded is not None,
+            "supervisor": self.name,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": self.started_at,
+            "run_dir": self.config.recorder.run_dir or None,
+        }
 
     def publish(self, topic: str, data: Any) -> None:
         check_publish_topic(topic)
         self.recording.publish(self.topics.data(topic), data)
 
-    def launch(self, instances: dict[str, dict[str, Any]], timeout: float = 30.0) -> list[str]:
+    def launch(
+        self, instances: Mapping[str, dict[str, Any] | EtherInstanceConfig], timeout: float = 30.0
+    ) -> list[str]:
         """Start more instances in the running session (same name twice is an error)."""
-        extra = load({"session": self.config.session, "instances": instances}).instances
+        given = {n: i.model_dump() if isinstance(i, EtherInstanceConfig) else i for n, i in instances.items()}
+        extra = load({"session": self.config.session, "instances": given}).instances
         for name in extra:
             if name in self.supervisor.running() or name in self.active_instances():
                 raise ValueError(f"an instance named '{name}' is already running in this session")
@@ -172,7 +193,7 @@ class Session:
     def active_instances(self) -> dict[str, dict[str, Any]]:
         """Live instances of the whole session (other supervisors' too); ours as our supervisor sees them."""
         everyone = {**(self.registry.active() if self.registry else {}), **self.supervisor.statuses()}
-        return {n: s for n, s in everyone.items() if s.get("state") in LIVE_STATES}
+        return {n: {**s, "name": n} for n, s in everyone.items() if s.get("state") in LIVE_STATES}
 
     def pause(self, paused: bool, names: list[str] | None = None, timeout: float = 10.0) -> None:
         """Hold (or release) data delivery to instances of the session (default: all of them)."""
@@ -203,7 +224,7 @@ class Session:
 
 
 def new_session(
-    config: str | os.PathLike | dict | Config,
+    config: str | os.PathLike | dict | EtherConfig | Config,
     broker_url: str | None = None,
     port: int = 0,
     listen: str = "127.0.0.1",
@@ -211,4 +232,4 @@ def new_session(
     return Session(config if isinstance(config, Config) else load(config), broker_url, port, listen)
 
 
-__all__ = ["Session", "new_session", "InstanceConfig"]
+__all__ = ["Session", "new_session"]

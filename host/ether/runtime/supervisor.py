@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ether import exits
-from ether.config import Config, InstanceConfig
+from ether.config import Config, EtherInstanceConfig
 from ether.contract.messages import InstanceCommand, InstanceStatus, read_reply
 from ether.contract.topics import Topics
 from ether.contract.wire import decode_object, encode
@@ -37,7 +37,7 @@ class InstanceStartError(RuntimeError):
 class Managed:
     """One instance under supervision."""
 
-    config: InstanceConfig
+    config: EtherInstanceConfig
     child: Child | None = None
     restarts: int = 0
     status: dict[str, Any] = field(default_factory=dict)
@@ -96,7 +96,7 @@ class Supervisor:
 
     # -- launching ---------------------------------------------------------------------------
 
-    def spawn(self, instance: InstanceConfig) -> Managed:
+    def spawn(self, instance: EtherInstanceConfig) -> Managed:
         """Start the process; it imports while the broker comes up, and waits for its launch spec."""
         if instance.name in self.instances and not self.instances[instance.name].gave_up:
             if self.instances[instance.name].running():
@@ -122,7 +122,7 @@ class Supervisor:
             name=c.name,
             class_path=c.class_path,
             args=c.args,
-            kwargs=c.kwargs,
+            kwargs=c.constructor_kwargs,
             registry=self.config.registry,
             broker=self.address.to_dict(),
             session=self.topics.session,

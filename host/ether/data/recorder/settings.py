@@ -1,4 +1,4 @@
-"""The ``recorder:`` and ``streams:`` sections of a session file (docs/data.md).
+"""The recorder settings a session runs with, from the ``recorder:`` and ``streams:`` sections (docs/data.md).
 
 ```yaml
 recorder: {enabled: true, path: ./ether_data}   # the default; ETHER_DATA overrides the default path
@@ -8,7 +8,6 @@ streams: {camera_preview: latest}               # every other data topic is dura
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,6 @@ from typing import Any
 from ether.contract.topics import matches
 
 DURABLE, LATEST = "durable", "latest"
-RECORDER_KEYS = ("enabled", "path", "drain_timeout")
 
 
 @dataclass
@@ -63,36 +61,3 @@ class RecorderSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-def parse(doc: Any, data: dict[str, Any], directory: str) -> RecorderSettings:
-    """Read ``recorder:`` and ``streams:``; ``doc.error(message, *key_path)`` locates mistakes."""
-    settings = RecorderSettings()
-    raw = data.get("recorder")
-    if raw is False:
-        raw = {"enabled": False}
-    raw = raw or {}
-    if not isinstance(raw, dict):
-        raise doc.error("expected a mapping like {enabled: true, path: ./ether_data}", "recorder")
-    for key in raw:
-        if key not in RECORDER_KEYS:
-            close = difflib.get_close_matches(str(key), RECORDER_KEYS, n=1)
-            hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(RECORDER_KEYS)}"
-            raise doc.error(f"unknown key '{key}' ({hint})", "recorder", key)
-    settings.enabled = raw.get("enabled", True)
-    if not isinstance(settings.enabled, bool):
-        raise doc.error("must be true or false", "recorder", "enabled")
-    if "path" in raw:
-        path = Path(str(raw["path"])).expanduser()
-        settings.path = str(path if path.is_absolute() else Path(directory) / path)
-    settings.drain_timeout = raw.get("drain_timeout", settings.drain_timeout)
-    if not isinstance(settings.drain_timeout, (int, float)) or settings.drain_timeout < 0:
-        raise doc.error("must be a number of seconds >= 0", "recorder", "drain_timeout")
-    streams = data.get("streams") or {}
-    if not isinstance(streams, dict):
-        raise doc.error("expected a mapping of topic: durable | latest", "streams")
-    for topic, policy in streams.items():
-        if policy not in (DURABLE, LATEST):
-            raise doc.error(f"must be '{DURABLE}' or '{LATEST}', got {policy!r}", "streams", topic)
-        settings.streams[str(topic)] = policy
-    return settings

@@ -1,0 +1,278 @@
+"""What a session file may say, as pydantic models: the schema of ``lab.yaml`` and of scripts' configs.
+
+The names are the original Ether's (``EtherConfig``, ``EtherInstanceConfig``, ``EtherSessionConfig``);
+``docs/schemas/config.schema.json`` is generated from :class:`EtherConfig` (``python -m
+ether.config``). Checks that need the user's classes (imports, constructor arguments,
+registry methods) are in :mod:`ether.config.loading`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
+
+from ether.config.located import Located
+from ether.contract.topics import DEFAULT_SESSION
+from ether.transport.broker import BrokerAddress, BrokerError
+
+
+def check_word(what: str, value: Any) -> str:
+    """Names that become topic levels: no wildcards, separators or spaces."""
+    if (
+        not isinstance(value, str)
+        or not value
+        or any(c in value for c in "/+#$")
+        or any(c.isspace() for c in value)
+    ):
+        raise ValueError(f"{what} must be a word without '/', '+', '#', '$' or spaces")
+    return value
+
+
+def _word(what: str) -> AfterValidator:
+    return AfterValidator(lambda value: check_word(what, value))
+
+
+SessionName = Annotated[str, _word("the session name")]
+InstanceName = Annotated[str, _word("an instance name")]
+
+
+class Section(BaseModel):
+    """A mapping of a session file: unknown keys are mistakes, not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+    # keys of the original Ether that mean nothing here, with what to write instead
+    retired_keys: ClassVar[dict[str, str]] = {}
+
+
+_ZMQ = "the original Ether's ZMQ/Redis setting; this Ether runs over one MQTT broker: use 'broker: mqtt://HOST:PORT'"
+
+
+class EtherSessionConfig(Section):
+    """``session:``: which session of the broker this is; its name isolates its topics."""
+
+    name: SessionName = DEFAULT_SESSION
+    retired_keys: ClassVar[dict[str, str]] = {
+        key: _ZMQ
+        for key in (
+            "allow_host",
+            "host",
+            "session_discovery_port",
+            "session_query_port",
+            "pubsub_frontend_port",
+            "pubsub_backend_port",
+            "reqrep_frontend_port",
+            "reqrep_backend_port",
+            "redis_host",
+            "redis_port",
+        )
+    }
+
+
+class BrokerConfig(Section):
+    """``broker:``: join this broker instead of starting the embedded one."""
+
+    url: str = Field(description="mqtt://[user:password@]host[:port]", examples=["mqtt://127.0.0.1:1883"])
+    username: str | None = None
+    password: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _parses(cls, url: str) -> str:
+        try:
+            BrokerAddress.parse(url)
+        except BrokerError as exc:
+            raise ValueError(str(exc)) from None
+        return url
+
+    @property
+    def login_url(self) -> str:
+        address = BrokerAddress.parse(self.url)
+        if self.username is not None:
+            address = BrokerAddress(address.host, address.port, self.username, self.password)
+        return address.login_url
+
+
+class RecorderConfig(Section):
+    """``recorder:``: where and whether the session is recorded (``recorder: false`` turns it off)."""
+
+    enabled: bool = True
+    path: str | None = Field(
+        None, description="relative to the config file; default $ETHER_DATA or ./ether_data"
+    )
+    drain_timeout: float = Field(
+        8.0, ge=0, description="seconds each publisher waits at its end for its data"
+    )
+
+
+class PubOptions(Section):
+    topic: str | None = Field(None, description="default ClassName.method")
+    subtopic: str | None = Field(None, description="ClassName.<subtopic>")
+    interval: float | None = Field(None, gt=0, description="call the method every this many seconds")
+
+
+class SubOptions(Section):
+    topic: str | None = Field(None, description="topic filter; default ClassName.method")
+    subtopic: str | None = None
+
+
+class ServiceOptions(Section):
+    name: str | None = Field(None, description="service name; default ClassName.method")
+
+
+class StepOptions(Section):
+    """A lifecycle step (init, start, save_all, cleanup, shutdown) takes no options."""
+
+
+class EtherMethodConfig(Section):
+    """The decorators to put on one method; ``ether_sub:`` with nothing after it means default options."""
+
+    ether_pub: PubOptions | None = None
+    ether_sub: SubOptions | None = None
+    ether_get: ServiceOptions | None = None
+    ether_save: ServiceOptions | None = None
+    ether_init: StepOptions | None = None
+    ether_start: StepOptions | None = None
+    ether_save_all: StepOptions | None = None
+    ether_cleanup: StepOptions | None = None
+    ether_shutdown: StepOptions | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_means_defaults(cls, data: Any) -> Any:
+        return {k: {} if v is None else v for k, v in data.items()} if isinstance(data, dict) else data
+
+    def decorators(self) -> dict[str, dict[str, Any]]:
+        """``{decorator: options}`` for the decorators it names, in the order written."""
+        return {
+            name: getattr(self, name).model_dump(exclude_none=True)
+            for name in type(self).model_fields
+            if getattr(self, name) is not None
+        }
+
+
+class EtherClassConfig(Section):
+    """``registry: {package.module.Class: {methods: ...}}``: decorate a class you cannot edit."""
+
+    methods: dict[str, EtherMethodConfig] = {}
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+
+RestartPolicy = Literal["no", "on-failure", "always"]
+
+
+class EtherInstanceConfig(Section):
+    """One instance: a class, its constructor arguments and how it is kept alive."""
+
+    class_path: str = Field(
+        description="package.module.ClassName", examples=["mypackage.sensors.Thermometer"]
+    )
+    args: list[Any] = Field(default_factory=list, description="positional arguments for the constructor")
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="keyword arguments; 'ether_name' names the instance (original Ether)",
+    )
+    autorun: bool = Field(True, description="false: start it later with ether.launch_instances")
+    restart: RestartPolicy = "on-failure"
+    max_restarts: int = Field(5, ge=0)
+    backoff: float = Field(0.5, ge=0, description="seconds before the first restart; doubles each time")
+    retired_keys: ClassVar[dict[str, str]] = {"session_config": _ZMQ}
+    _name: str = PrivateAttr("")
+
+    @field_validator("restart", mode="before")
+    @classmethod
+    def _yaml_no(cls, value: Any) -> Any:
+        if value is False:  # YAML reads a bare `no` as false
+            return "no"
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("args", "kwargs", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any, info: Any) -> Any:
+        return ([] if info.field_name == "args" else {}) if value is None else value
+
+    @field_validator("kwargs")
+    @classmethod
+    def _ether_name_is_a_word(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if "ether_name" in kwargs:
+            check_word("ether_name", kwargs["ether_name"])
+        return kwargs
+
+    @property
+    def name(self) -> str:
+        """The instance's name: its key under ``instances:``, or ``kwargs.ether_name`` (the original's way)."""
+        return self._name
+
+    @property
+    def constructor_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments the class gets (``ether_name`` is Ether's, not the class's)."""
+        return {k: v for k, v in self.kwargs.items() if k != "ether_name"}
+
+
+def _short_form_schemas(schema: dict[str, Any]) -> None:
+    """The JSON Schema of the short forms that :meth:`EtherConfig._short_forms` accepts."""
+    props = schema["properties"]
+    props["session"] = {"anyOf": [{"type": "string", "description": "the session name"}, props["session"]]}
+    props["broker"] = {"anyOf": [{"type": "string", "description": "the broker url"}, props["broker"]]}
+    props["recorder"] = {"anyOf": [{"type": "boolean", "description": "enabled"}, props["recorder"]]}
+    props["instances"]["propertyNames"] = {"pattern": r"^[^/+#$\s]+$"}  # InstanceName
+    for key in ("registry", "instances", "streams"):
+        props[key] = {"anyOf": [props[key], {"type": "null"}]}
+
+
+class EtherConfig(Section):
+    """A whole session file. ``session:``, ``broker:`` and ``recorder:`` also take a short form."""
+
+    model_config = ConfigDict(
+        extra="forbid", title="Ether session file", json_schema_extra=_short_form_schemas
+    )
+
+    session: EtherSessionConfig = Field(default_factory=EtherSessionConfig)
+    broker: BrokerConfig | None = None
+    registry: dict[str, EtherClassConfig] = {}
+    instances: dict[InstanceName, EtherInstanceConfig] = {}
+    recorder: RecorderConfig = Field(default_factory=RecorderConfig)
+    streams: dict[str, Literal["durable", "latest"]] = Field(
+        {}, description="topic filter: durable (default, recorded, never lost) | latest (may drop samples)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_forms(cls, data: Any) -> Any:
+        """``session: NAME``, ``broker: URL``, ``recorder: false``; a section with nothing under it is absent."""
+        if not isinstance(data, dict):
+            return data
+        data = {k: v for k, v in data.items() if v is not None}
+        shorts = {"session": (str, "name"), "broker": (str, "url"), "recorder": (bool, "enabled")}
+        for key, (kind, field) in shorts.items():
+            if isinstance(data.get(key), kind):
+                data[key] = {field: data[key]}
+        return data
+
+    @model_validator(mode="after")
+    def _name_instances(self) -> EtherConfig:
+        for key, instance in self.instances.items():
+            instance._name = instance.kwargs.get("ether_name", key)
+        return self
+
+    @classmethod
+    def from_yaml(cls, path: str) -> EtherConfig:
+        """Read a session file; mistakes raise ConfigError naming file, line and key."""
+        return Located.read(path).validate(cls)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a session file, as committed in docs/schemas/config.schema.json."""
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema"} | EtherConfig.model_json_schema()
