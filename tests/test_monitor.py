@@ -635,7 +635,7 @@ def test_quit_waits_for_the_drain_and_a_forced_quit_is_recorded(tmp_path, monkey
     code = link.close()
     output = "".join(link.ending_lines)
     assert code == 0, output
-    assert "Stopping: save_all -> cleanup -> exit" in output and "sealed" in output, output
+    assert "save_all -> cleanup -> exit" in output and "sealed" in output, output
     run_dir = next((tmp_path / "data").iterdir())
     db = connect(run_dir, readonly=True)
     forced = [json.loads(r[0]) for r in db.execute("SELECT detail FROM events WHERE kind = 'forced_quit'")]
