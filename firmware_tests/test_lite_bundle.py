@@ -18,17 +18,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from harness import ADAFRUIT_MODULES, copy_adafruit_modules
 
 from ether.boards.lite_bundle import BUNDLE_ID, BUNDLE_REPO, library_version
 
 ADAFRUIT_REPO = "adafruit/Adafruit_CircuitPython_Bundle"
 ADAFRUIT_TAG = "20250101"
-# module in the Adafruit bundle -> its PyPI distribution
-ADAFRUIT_MODULES = {
-    "adafruit_minimqtt": "adafruit-circuitpython-minimqtt",
-    "adafruit_connection_manager": "adafruit-circuitpython-connectionmanager",
-    "adafruit_ticks": "adafruit-circuitpython-ticks",
-}
 
 
 def _circup() -> list[str]:
@@ -46,18 +41,8 @@ def _seed_adafruit_bundle(data_dir: Path) -> None:
         / "adafruit-circuitpython-bundle-py"
         / f"adafruit-circuitpython-bundle-py-{ADAFRUIT_TAG}"
     )
+    copy_adafruit_modules(root / "lib")
     for module, dist in ADAFRUIT_MODULES.items():
-        try:
-            files = importlib.metadata.files(dist) or []
-        except importlib.metadata.PackageNotFoundError:
-            pytest.skip(f"{dist} is not installed (pip install {dist})")
-        for f in files:
-            parts = Path(f).parts
-            if parts[0] == module or parts[0] == f"{module}.py":
-                if f.suffix == ".py":
-                    target = root / "lib" / Path(f)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(f.locate(), target)
         requirements = root / "requirements" / module / "requirements.txt"
         requirements.parent.mkdir(parents=True, exist_ok=True)
         requirements.write_text("\n".join(importlib.metadata.requires(dist) or []) + "\n")
