@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ether.contract.topics import matches
 from ether.contract.wire import Meta
-from ether.data.recorder.store import STORE_FILE
+from ether.data.recorder.store import STORE_FILE, connect
 
 LATEST_SUFFIX = "-latest"  # the boot suffix of a `latest` stream's own sequence (docs/data.md)
 
@@ -68,7 +68,7 @@ def _unprocessed(run_dir: Path, ledger: Path, durable_only: bool) -> Iterator[sq
     store = run_dir / STORE_FILE
     if not store.exists() or not ledger.exists():
         return iter(())
-    db = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=30)
+    db = connect(store, readonly=True)
     db.row_factory = sqlite3.Row
     db.execute("ATTACH DATABASE ? AS mine", (f"file:{ledger}?mode=ro",))
     filters = [r[0] for r in db.execute("SELECT topic FROM mine.subscribed")]
