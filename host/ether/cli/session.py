@@ -39,6 +39,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--headless", action="store_true", help="plain log lines, no monitor (also when not on a terminal)"
     )
+    p.add_argument(
+        "--max-payload",
+        type=_byte_size,
+        help="largest message in bytes, or a size such as 64MiB (default: limits.max_payload, 16MiB)",
+    )
     p.add_argument("--exit-with-stdin", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(handler=run)
 
@@ -61,6 +66,18 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         p.set_defaults(handler=remote)
 
 
+def _byte_size(text: str) -> int:
+    from pydantic import ByteSize, TypeAdapter, ValidationError
+
+    try:
+        size = int(TypeAdapter(ByteSize).validate_python(text))
+    except ValidationError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (bytes, or e.g. 64MiB)") from None
+    if size <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: the size must be positive")
+    return size
+
+
 def run(args: argparse.Namespace) -> int:
     """Start the session of a YAML file, run ``@ether_start`` methods, stop cleanly on Ctrl-C."""
     from ether.config import ConfigError
@@ -77,7 +94,13 @@ def run(args: argparse.Namespace) -> int:
         return run_on_terminal(args)  # the same session, as a child process, behind the monitor
     setup_logging()
     try:
-        session = new_session(args.config, broker_url=args.broker, port=args.port, listen=args.listen)
+        session = new_session(
+            args.config,
+            broker_url=args.broker,
+            port=args.port,
+            listen=args.listen,
+            max_payload=args.max_payload,
+        )
     except ConfigError as exc:
         print(f"ether: {exc}", file=sys.stderr)
         return exits.CONFIG

@@ -21,6 +21,7 @@ import yaml
 from ether.config.located import Located, hint
 from ether.config.models import EtherConfig, EtherInstanceConfig
 from ether.contract.topics import DEFAULT_SESSION, TopicError
+from ether.contract.wire import DEFAULT_MAX_PAYLOAD
 from ether.data.recorder.settings import RecorderSettings
 from ether.runtime.decorators import apply_registry
 from ether.runtime.schema import ArgumentError, MethodSchema
@@ -39,6 +40,7 @@ class Config:
     registry: dict[str, dict[str, dict[str, dict[str, Any]]]] = field(default_factory=dict)
     instances: dict[str, EtherInstanceConfig] = field(default_factory=dict)
     recorder: RecorderSettings = field(default_factory=RecorderSettings)
+    max_payload: int = DEFAULT_MAX_PAYLOAD  # bytes of one message (limits: max_payload)
 
     @property
     def directory(self) -> str:
@@ -83,6 +85,7 @@ def load(source: str | os.PathLike | dict | EtherConfig) -> Config:
     model = doc.validate(EtherConfig)
     config = Config(path=doc.path, text=doc.text, session=model.session.name)
     config.broker_url = model.broker.login_url if model.broker else None
+    config.max_payload = int(model.limits.max_payload)
     add_import_paths(config.directory)
     for class_path, entry in model.registry.items():
         config.registry[class_path] = _decorate(doc, class_path, entry.methods)

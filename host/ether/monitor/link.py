@@ -196,6 +196,7 @@ def launch(args: argparse.Namespace) -> Child:
     command = ["run", args.config, "--headless", "--exit-with-stdin"]
     command += ["--port", str(args.port), "--listen", args.listen, "--timeout", str(args.timeout)]
     command += ["--broker", args.broker] if args.broker else []
+    command += ["--max-payload", str(args.max_payload)] if args.max_payload else []
     return Child("session", "ether.cli", command, stdout=True, stderr=True)
 
 

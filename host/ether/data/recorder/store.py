@@ -9,6 +9,7 @@ Tables:
   streams   per (src, boot): highest contiguous seq saved and highest seq seen
   gaps      the gap ledger: sequence ranges of a (src, boot) that are missing right now
   events    what happened: restarts, new boots, gaps found and filled, forced ends, device schemas
+  conflicts a second message with the (src, boot, seq) of a saved one but other content (never dropped)
 """
 
 from __future__ import annotations
@@ -65,6 +66,18 @@ CREATE TABLE IF NOT EXISTS gaps (
     detected_at REAL NOT NULL,
     cause       TEXT NOT NULL           -- 'skipped' (a later seq arrived first) or 'tail' (reported at the end)
 );
+CREATE TABLE IF NOT EXISTS conflicts (
+    src        TEXT NOT NULL,           -- the (src, boot, seq) it shares with a row of messages
+    boot       TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    topic      TEXT NOT NULL,           -- then as in messages: what this other message said
+    payload    TEXT NOT NULL,
+    msg_id     TEXT,
+    parents    TEXT NOT NULL DEFAULT '[]',
+    t_sent     REAL,
+    t_recorded REAL NOT NULL,
+    UNIQUE (src, boot, seq, topic, payload, msg_id, parents, t_sent)
+);
 CREATE TABLE IF NOT EXISTS events (
     t      REAL NOT NULL,
     kind   TEXT NOT NULL,               -- recorder_start, restart, new_boot, gap, gap_filled, forced_end, ...
@@ -92,6 +105,13 @@ class Row:
     parents: list[str]
     t_sent: float | None
     t_recorded: float
+
+    def content(self) -> tuple:
+        """What two copies of one message must share (a resend is byte-identical)."""
+        return (self.topic, self.payload, self.msg_id, json.dumps(self.parents), self.t_sent)
+
+    def values(self) -> tuple:
+        return (self.topic, self.payload, self.msg_id, self.src, self.boot, self.seq, *self.content()[3:])
 
 
 def connect(path: str | Path, readonly: bool = False) -> sqlite3.Connection:
@@ -149,20 +169,23 @@ class Store:
             "INSERT OR IGNORE INTO messages"
             " (topic, payload, msg_id, src, boot, seq, parents, t_sent, t_recorded)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    r.topic,
-                    r.payload,
-                    r.msg_id,
-                    r.src,
-                    r.boot,
-                    r.seq,
-                    json.dumps(r.parents),
-                    r.t_sent,
-                    r.t_recorded,
-                )
-                for r in rows
-            ],
+            [(*r.values(), r.t_recorded) for r in rows],
+        )
+
+    def saved_content(self, src: str, boot: str, seq: int) -> tuple | None:
+        """The :meth:`Row.content` of the saved message numbered (src, boot, seq), if any."""
+        return self.db.execute(
+            "SELECT topic, payload, msg_id, parents, t_sent FROM messages WHERE src = ? AND boot = ? AND seq = ?",
+            (src, boot, seq),
+        ).fetchone()
+
+    def conflict(self, row: Row) -> None:
+        """Keep a message that shares its numbers with a saved one but not its content (once)."""
+        self.db.execute(
+            "INSERT OR IGNORE INTO conflicts"
+            " (src, boot, seq, topic, payload, msg_id, parents, t_sent, t_recorded)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (row.src, row.boot, row.seq, *row.content(), row.t_recorded),
         )
 
     def save_stream(
@@ -212,6 +235,14 @@ def open_gaps(db: sqlite3.Connection) -> list[dict[str, Any]]:
     return [dict(r) for r in db.execute("SELECT * FROM gaps ORDER BY src, boot, first_seq")]
 
 
+def conflicts(db: sqlite3.Connection) -> list[dict[str, Any]]:
+    """The conflicting duplicates, oldest first (none in a store written before the table existed)."""
+    try:
+        return [dict(r) for r in db.execute("SELECT * FROM conflicts ORDER BY rowid")]
+    except sqlite3.OperationalError:  # no such table
+        return []
+
+
 def missing_count(db: sqlite3.Connection) -> int:
     return db.execute("SELECT COALESCE(SUM(last_seq - first_seq + 1), 0) FROM gaps").fetchone()[0]
 
@@ -229,6 +260,7 @@ def summary(db: sqlite3.Connection) -> dict[str, Any]:
         "topics": db.execute("SELECT COUNT(DISTINCT topic) FROM messages").fetchone()[0],
         "missing": missing_count(db),
         "unsaved": manifest.get("unsaved", 0),
+        "conflicts": len(conflicts(db)),
     }
 
 
