@@ -50,3 +50,104 @@ def test_bad_metadata_neither_crashes_the_recorder_nor_loses_its_batch(run_sessi
     assert starts == 1 and session.recording.process.pid == pid  # never crashed, never restarted
     events = [json.loads(r[0]) for r in db.execute("SELECT detail FROM events WHERE kind = 'bad_metadata'")]
     assert [(e["topic"], e["field"]) for e in events] == [("plain", "seq"), ("plain", "seq")]
+
+
+def errors_of(observer, count: int = 1, **match) -> list[dict]:
+    """Wait for ``count`` error events whose fields include ``match``; return them."""
+    topic = "ether/default/errors"
+    with observer._changed:
+        observer._changed.wait_for(lambda: len(_matching(observer.on(topic), match)) >= count, 15)
+    found = _matching(observer.on(topic), match)
+    assert len(found) >= count, f"expected {count} error events like {match}, got {observer.on(topic)}"
+    return found
+
+
+def _matching(messages, match: dict) -> list[dict]:
+    return [p for p, _ in messages if all(p.get(k) == v for k, v in match.items())]
+
+
+def test_an_instance_reports_bad_metadata_and_handles_the_next_message(run_session, tmp_path):
+    session, observer = run_session(recorded(tmp_path, ECHO))
+    bad = {
+        "seq": '{"value": 1, "_ether": {"seq": 1e400}}',
+        "t": '{"value": 2, "_ether": {"t": NaN}}',
+        "parents": json.dumps({"value": 3, "_ether": {"parents": ["p"] * 10_000}}),
+        "src": json.dumps({"value": 4, "_ether": {"src": "x" * 1000}}),
+        "reply_to": json.dumps({"value": 5, "_ether": {"reply_to": "ether/#", "corr": "1"}}),
+    }
+    for raw in bad.values():
+        observer.publish("in", raw)
+    observer.publish("in", '{"value": 6}')
+    outs = observer.wait_for("out", 6)  # foreign-with-error: still handled, without provenance
+    assert sorted(p["value"] for p, _ in outs) == [1, 2, 3, 4, 5, 6]
+    for field in bad:
+        (event,) = errors_of(observer, instance="echo", field=field)
+        assert event["topic"] == "in" and f"'_ether.{field}'" in event["reason"]
+    assert not errors_of(observer, 0, instance="echo", traceback=None, field=None)  # no internal error
+
+
+def test_a_forged_ack_removes_only_what_the_outbox_has(run_session, tmp_path):
+    session, observer = run_session(recorded(tmp_path))
+    data = session.recording.data
+    source, boot = session.stamper.source, session.stamper.boot
+    for i in range(3):
+        session.publish("x", {"n": i})
+    ack_topic = session.topics.recorder_ack(source)
+    observer.publish(ack_topic, json.dumps({boot: 10**9}))  # far beyond the 3 written
+    observer.publish(ack_topic, json.dumps({boot: True}))  # not an ack: ignored, with an error event
+    observer.publish(ack_topic, json.dumps({boot: 2**64}))
+    assert len(errors_of(observer, 2, instance=source, topic=ack_topic)) == 2
+    assert data.pending == 0  # the −999,997,000 of issue 12 is gone
+    session.publish("x", {"n": 3})
+    observer.wait_for("x", 4)
+    barrier(session)
+    session.close()
+    db = store_of(session)
+    assert db.execute("SELECT COUNT(*) FROM messages WHERE topic = 'x'").fetchone()[0] == 4
+    assert json.loads(db.execute("SELECT value FROM manifest WHERE key = 'unsaved'").fetchone()[0]) == 0
+
+
+def test_a_closing_report_cannot_add_phantom_gaps(run_session, tmp_path):
+    session, observer = run_session(recorded(tmp_path))
+    source, boot = session.stamper.source, session.stamper.boot
+    session.publish("x", {"n": 1})
+    observer.wait_for("x", 1)
+    closing = session.topics.recorder_closing()
+    observer.publish(closing, json.dumps({"src": source, "boots": {boot: 10**9}}))
+    observer.publish(closing, json.dumps({"src": source, "boots": {boot: 2**64}}))
+    observer.publish(closing, json.dumps({"src": "a/b", "boots": {}}))
+    observer.publish(closing, json.dumps({"src": "ghost", "boots": {"b": 10**9}}))  # never heard of
+    refused = errors_of(observer, 4, instance="recorder", topic=closing)
+    assert any("ahead of the highest seen (1)" in e["reason"] for e in refused)
+    barrier(session)
+    session.close()
+    db = store_of(session)
+    assert db.execute("SELECT COUNT(*) FROM gaps").fetchone()[0] == 0
+    manifest = {r[0]: json.loads(r[1]) for r in db.execute("SELECT key, value FROM manifest")}
+    assert manifest["status"] == "complete" and manifest["missing"] == 0
+    kinds = [r[0] for r in db.execute("SELECT kind FROM events WHERE kind = 'bad_system_message'")]
+    assert len(kinds) == 4
+
+
+def test_a_duplicate_with_other_content_is_a_conflict(run_session, tmp_path):
+    import ether
+
+    session, observer = run_session(recorded(tmp_path))
+    meta = {"id": "b0.1", "src": "sensor", "boot": "b0", "seq": 1, "t": 1.0}
+    real = json.dumps({"v": 1, "_ether": meta})
+    observer.publish("x", real)
+    observer.publish("x", real)  # a resend: identical, deduplicated
+    observer.publish("x", json.dumps({"v": 666, "_ether": meta}))  # a forgery, or a bug
+    observer.publish("x", json.dumps({"v": 666, "_ether": meta}))  # kept once
+    (event,) = errors_of(observer, instance="recorder", field="seq")
+    assert event["sender"] == "sensor" and "(sensor, b0, 1)" in event["reason"]
+    observer.wait_for("x", 4)
+    barrier(session)
+    session.close()
+    run = ether.open_session(session.recording.run_dir)
+    assert [r["v"] for r in run.records("x")] == [1]
+    assert [(c["src"], c["boot"], c["seq"], json.loads(c["payload"])) for c in run.conflicts] == [
+        ("sensor", "b0", 1, {"v": 666})
+    ]
+    assert run.manifest["status"] == "incomplete" and run.manifest["conflicts"] == 1
+    run.close()

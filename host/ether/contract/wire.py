@@ -11,6 +11,7 @@ import itertools
 import math
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -138,13 +139,22 @@ class Stamper:
     def __init__(self, source: str) -> None:
         self.source = source
         self.boot = os.urandom(6).hex()
-        self._seq = itertools.count(1)
+        self._seq = 0
+        self._lock = threading.Lock()
         self._control_seq = itertools.count(1)
 
     def stamp(self, parents: list[str] | None = None) -> Meta:
         """Metadata for a data message: the next number in this source's gap-free sequence."""
-        seq = next(self._seq)
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
         return Meta(f"{self.boot}.{seq}", self.source, self.boot, seq, time.time(), list(parents or ()))
+
+    def unstamp(self, meta: Meta) -> None:
+        """Take back the number of a message that was not sent after all (if none was issued since)."""
+        with self._lock:
+            if meta.seq == self._seq:
+                self._seq -= 1
 
     def control(self, parents: list[str] | None = None) -> Meta:
         """Metadata for a reply, status or error event: outside the data sequence (``seq`` 0)."""
