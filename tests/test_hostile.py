@@ -7,9 +7,15 @@ change the record beyond what the message itself is.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+from dataclasses import replace
+
+import pytest
 
 from ether.data.recorder.store import connect
+from support import Observer
+from test_control_plane import mosquitto, needs_mosquitto  # noqa: F401 (a fixture)
 
 ECHO = {"echo": {"class_path": "lab_classes.Echo"}}
 
@@ -151,3 +157,70 @@ def test_a_duplicate_with_other_content_is_a_conflict(run_session, tmp_path):
     ]
     assert run.manifest["status"] == "incomplete" and run.manifest["conflicts"] == 1
     run.close()
+
+
+def attacker(session) -> Observer:
+    """A client that ignores the session's max_payload (as any foreign client may)."""
+    return Observer(replace(session.address, max_payload=2**30))
+
+
+def test_the_embedded_broker_refuses_an_oversized_message(run_session, tmp_path):
+    session, observer = run_session(recorded(tmp_path, ECHO))
+    big = attacker(session)
+    try:
+        size = 50 * 2**20
+        big.publish("in", b'{"value": 7, "pad": "' + b"x" * (size - 30) + b'"}')
+        big.publish("in", '{"value": 8}')  # the same connection goes on
+        (event,) = errors_of(observer, instance="broker", topic="in")
+        assert event["sender"] == big.bus.client_id and event["size"] >= size - 30
+        assert [p["value"] for p, _ in observer.wait_for("out", 1)] == [8]
+    finally:
+        big.close()
+    barrier(session)
+    session.close()
+    db = store_of(session)
+    assert [json.loads(r[0]) for r in db.execute("SELECT payload FROM messages WHERE topic = 'in'")] == [
+        {"value": 8}
+    ]
+    store = session.recording.run_dir / "session.sqlite"
+    assert os.path.getsize(store) < 2**20  # the 188 MB of issue 12
+
+
+def test_a_publisher_cannot_send_an_oversized_message(run_session, tmp_path):
+    from ether.transport.bus import PayloadTooLarge
+
+    session, observer = run_session(recorded(tmp_path, limits={"max_payload": "1KiB"}))
+    with pytest.raises(PayloadTooLarge, match="max_payload"):
+        session.publish("x", {"pad": "x" * 2000})
+    session.publish("x", {"n": 1})  # its number was taken back: no gap
+    observer.wait_for("x", 1)
+    session.close()
+    db = store_of(session)
+    assert db.execute("SELECT seq FROM messages WHERE topic = 'x'").fetchall()[0][0] == 1
+    assert (
+        json.loads(db.execute("SELECT value FROM manifest WHERE key = 'status'").fetchone()[0]) == "complete"
+    )
+
+
+@needs_mosquitto
+def test_receivers_refuse_what_a_broker_without_limit_delivers(mosquitto, tmp_path):  # noqa: F811
+    from ether.runtime.session import new_session
+
+    session = new_session(recorded(tmp_path, ECHO, limits={"max_payload": "1MiB"}), broker_url=mosquitto.url)
+    session.open()
+    observer = Observer(replace(session.address, max_payload=2**30))
+    try:
+        observer.publish("in", b'{"value": 7, "pad": "' + b"x" * 2**21 + b'"}')
+        observer.publish("in", '{"value": 8}')
+        for who in ("echo", "recorder"):
+            (event,) = errors_of(observer, instance=who, topic="in")
+            assert event["size"] > 2**21 and "max_payload" in event["reason"]
+        assert [p["value"] for p, _ in observer.wait_for("out", 1)] == [8]
+        barrier(session)
+    finally:
+        observer.close()
+        session.close()
+    db = store_of(session)
+    assert db.execute("SELECT COUNT(*) FROM messages WHERE topic = 'in'").fetchone()[0] == 1
+    (detail,) = [json.loads(r[0]) for r in db.execute("SELECT detail FROM events WHERE kind = 'oversized'")]
+    assert detail["topic"] == "in" and detail["size"] > 2**21
