@@ -14,7 +14,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-from ether.contract.messages import DeviceCall, read_reply
+from ether.contract.messages import DeviceCall, DeviceSchema, DeviceState, read_reply
 from ether.contract.topics import Topics
 from ether.contract.wire import WireError, decode, decode_object
 from ether.runtime import context
@@ -81,7 +81,7 @@ class DeviceView:
 
     def _on_schema(self, topic: str, raw: bytes) -> None:
         schema = decode_object(raw)
-        if schema is None:
+        if schema is None or DeviceSchema.read(schema) is None:  # not a schema of the contract
             return
         with self.changed:
             device = self._device(topic)
@@ -114,7 +114,7 @@ class DeviceView:
 
     def _on_state(self, topic: str, raw: bytes) -> None:
         state = decode_object(raw)
-        if state is None:
+        if state is None or DeviceState.read(state) is None:  # not a state of the contract
             return
         with self.changed:
             device = self._device(topic)

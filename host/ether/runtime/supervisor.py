@@ -86,7 +86,7 @@ class Supervisor:
 
     def _on_status(self, topic: str, raw: bytes) -> None:
         status = decode_object(raw)
-        if status is None or "instance" not in status:
+        if status is None or InstanceStatus.read(status) is None:  # not a status of the contract
             return
         with self._changed:
             managed = self.instances.get(status["instance"])
