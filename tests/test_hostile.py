@@ -224,3 +224,108 @@ def test_receivers_refuse_what_a_broker_without_limit_delivers(mosquitto, tmp_pa
     assert db.execute("SELECT COUNT(*) FROM messages WHERE topic = 'in'").fetchone()[0] == 1
     (detail,) = [json.loads(r[0]) for r in db.execute("SELECT detail FROM events WHERE kind = 'oversized'")]
     assert detail["topic"] == "in" and detail["size"] > 2**21
+
+
+# -- fuzz ------------------------------------------------------------------------------------------
+
+HUGE = "1e400"  # JSON text no Python float holds: replaced into the dumped text
+BAD_FIELDS = {  # for each field of _ether: values it must refuse
+    "seq": [HUGE, float("nan"), 2**64, 2**63, -1, -5, True, 3.5, "7", [1], {"a": 1}],
+    "t": [HUGE, float("nan"), float("inf"), -1, 1e12, True, "now", [1], {}],
+    "src": ["a/b", "a#", "x+y", "two words", "\n", "x" * 200, 5, True, [], {}],
+    "boot": ["x" * 200, 5, 1.5, True, [], {"a": []}],
+    "id": ["x" * 200, 5, False, [None]],
+    "corr": ["x" * 200, 5, []],
+    "parents": ["p", 5, {"a": 1}, [1], [None], ["x" * 200], ["p"] * 300],
+    "reply_to": ["a/#", "+", "$SYS/x", "nul\x00", "x" * 2000, 5, [], {}],
+}
+GOOD_FIELDS = {
+    "seq": 0,
+    "t": 1.5,
+    "src": "fuzz",
+    "boot": "f0",
+    "id": "f0.c1",
+    "corr": "c",
+    "parents": ["a.1"],
+}
+BAD_VALUES = [{"a": 1}, [1], "abc", None, HUGE, float("nan"), "x" * 1000, 1.5, [[[[]]]]]  # for `value: int`
+
+
+def _dumps(value) -> bytes:
+    return json.dumps(value).replace(json.dumps(HUGE), HUGE).encode()
+
+
+def fuzzed(rng, n: int) -> list[tuple[str, bytes]]:
+    """``n`` hostile messages, each ('meta' | 'payload', raw): a bad ``_ether`` block on a good payload,
+    or a payload Echo must refuse (not JSON, too deep, not an object, a ``value`` that is no int)."""
+    out = []
+    for i in range(n):
+        if i % 2 == 0:
+            if rng.random() < 0.1:
+                block = rng.choice([5, "s", [1, 2], True, HUGE])
+            else:
+                block = {k: v for k, v in GOOD_FIELDS.items() if rng.random() < 0.5}
+                for field in rng.sample(sorted(BAD_FIELDS), rng.randint(1, 3)):
+                    block[field] = rng.choice(BAD_FIELDS[field])
+            out.append(("meta", _dumps({"value": 200_000 + i, "_ether": block})))
+            continue
+        kind = rng.randrange(5)
+        if kind == 0:
+            raw = b"\xff" + rng.randbytes(rng.randint(0, 64))
+        elif kind == 1:
+            raw = _dumps({"value": 1, "label": "x" * rng.randint(0, 50)})[: -rng.randint(1, 5)]
+        elif kind == 2:
+            depth = rng.randint(300, 3000)
+            raw = b'{"value": ' + b"[" * depth + b"]" * depth + b"}"
+        elif kind == 3:
+            raw = _dumps(rng.choice([5, "str", [1, 2], None, True, HUGE]))
+        else:
+            raw = _dumps({"value": rng.choice(BAD_VALUES), "label": rng.choice(["", "l"])})
+        out.append(("payload", raw))
+    return out
+
+
+def test_fuzzed_messages_crash_nothing_and_each_is_an_error_event(run_session, tmp_path):
+    import random
+
+    from ether.contract.wire import WireError, decode
+
+    session, observer = run_session(recorded(tmp_path, ECHO))
+    rng = random.Random(12)
+    bad = fuzzed(rng, 700)
+    good = []
+    for i, (_, raw) in enumerate(bad):
+        observer.publish("in", raw)
+        good.append(i)
+        observer.publish("in", json.dumps({"value": 100_000 + i}))  # the next good one
+    closings = [
+        _dumps({"src": rng.choice(BAD_FIELDS["src"]), "boots": {"b": 1}})
+        if rng.random() < 0.5
+        else _dumps({"src": "fuzz", "boots": {rng.choice(["b", "x" * 200]): rng.choice(BAD_FIELDS["seq"])}})
+        for _ in range(300)
+    ]
+    for raw in closings:
+        observer.publish(session.topics.recorder_closing(), raw)
+    metas = [raw for kind, raw in bad if kind == "meta"]
+    for raw in metas:  # each refused by the reference reader, not only by the instance
+        with pytest.raises(WireError):
+            decode(raw)
+    # Echo handles every good message, and every bad block's (good) payload as a foreign message
+    outs = observer.wait_for("out", len(good) + len(metas), timeout=60)
+    values = sorted(p["value"] for p, _ in outs)
+    assert values == sorted([100_000 + i for i in good] + [json.loads(raw)["value"] for raw in metas])
+    echo_errors = errors_of(observer, len(bad), instance="echo", topic="in")
+    assert len(echo_errors) == len(bad) and not any(e.get("traceback") for e in echo_errors)
+    assert len([e for e in echo_errors if "field" in e]) == len(metas)  # "" for the whole block
+    errors_of(observer, len(metas) + len(closings), instance="recorder")
+    barrier(session)
+    assert session.recording.process.restarts == 0
+    session.close()
+    db = store_of(session)
+    assert db.execute("SELECT COUNT(*) FROM messages WHERE topic = 'in'").fetchone()[0] == 2 * len(bad)
+    kinds = dict(db.execute("SELECT kind, COUNT(*) FROM events GROUP BY kind").fetchall())
+    assert kinds["bad_metadata"] == len(metas) and kinds["bad_system_message"] == len(closings)
+    assert kinds["recorder_start"] == 1 and "unreadable" not in kinds
+    assert (
+        json.loads(db.execute("SELECT value FROM manifest WHERE key = 'status'").fetchone()[0]) == "complete"
+    )
