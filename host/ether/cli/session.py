@@ -22,6 +22,8 @@ CONTROL_COMMANDS = (
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
+    from ether.cli.broker import byte_size
+
     p = commands.add_parser("run", help="run the instances of a YAML session file until Ctrl-C")
     p.add_argument("config", help="the session file (YAML)")
     p.add_argument("--broker", help="join this broker (mqtt://host:port) instead of starting one")
@@ -41,7 +43,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--max-payload",
-        type=_byte_size,
+        type=byte_size,
         help="largest message in bytes, or a size such as 64MiB (default: limits.max_payload, 16MiB)",
     )
     p.add_argument("--exit-with-stdin", action="store_true", help=argparse.SUPPRESS)
@@ -64,18 +66,6 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         p.add_argument("--session", default="default")
         p.add_argument("--timeout", type=float, default=30.0)
         p.set_defaults(handler=remote)
-
-
-def _byte_size(text: str) -> int:
-    from pydantic import ByteSize, TypeAdapter, ValidationError
-
-    try:
-        size = int(TypeAdapter(ByteSize).validate_python(text))
-    except ValidationError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size (bytes, or e.g. 64MiB)") from None
-    if size <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: the size must be positive")
-    return size
 
 
 def run(args: argparse.Namespace) -> int:

@@ -143,7 +143,9 @@ class Recorder:
     def on_control(self, raw: bytes) -> None:
         try:
             payload, meta = decode(raw)
-        except WireError:
+        except WireError as exc:  # not answered: its reply_to cannot be trusted
+            detail = {"sender": exc.src, "field": exc.field} if isinstance(exc, MetaError) else {}
+            self._report(self.topics.recorder_control(), f"ignored a request: {exc}", **detail)
             return
         control = RecorderCommand.read(payload)
         if control is None:
@@ -291,9 +293,13 @@ class Recorder:
     def _refuse(self, kind: str, topic: str, reason: str, **detail: Any) -> None:
         """Record why a message was refused or kept as foreign (an event, in the batch's transaction)
         and say so on the error topic; ``detail``: sender, field, size, message_id, as known."""
+        self.store.event(kind, detail.get("sender"), None, topic=topic, reason=reason, **detail)
+        self._report(topic, f"{kind}: {reason}", **detail)
+
+    def _report(self, topic: str, reason: str, **detail: Any) -> None:
+        """Log a refusal and publish it as an error event (callable from any thread)."""
         sender = detail.get("sender")
-        log.warning("recorder: %s on %r from %s: %s", kind, topic, sender or "an unknown sender", reason)
-        self.store.event(kind, sender, None, topic=topic, reason=reason, **detail)
+        log.warning("recorder: on %r from %s: %s", topic, sender or "an unknown sender", reason)
         event = ErrorEvent(instance="recorder", topic=topic, reason=reason, **detail)
         self.bus.publish(self.topics.errors(), encode(event.payload(), self.stamper.control()))
 
