@@ -176,7 +176,7 @@ def remote(args: argparse.Namespace) -> int:
     import os
     import socket
 
-    from ether.contract.messages import InstanceCommand, SessionCommand, read_reply
+    from ether.contract.messages import InstanceCommand, SessionCommand, SupervisorStatus, read_reply
     from ether.contract.topics import Topics
     from ether.contract.wire import Stamper, decode_object
     from ether.transport.broker import BrokerAddress, BrokerError
@@ -192,10 +192,12 @@ def remote(args: argparse.Namespace) -> int:
         print(f"ether: {exc}", file=sys.stderr)
         return exits.FAILED
     supervisors: dict[str, dict] = {}
-    bus.subscribe(
-        topics.supervisor_status("+"),
-        lambda topic, raw: supervisors.__setitem__(topic, decode_object(raw) or {}),
-    )
+
+    def on_status(topic: str, raw: bytes) -> None:
+        status = SupervisorStatus.read(decode_object(raw))  # a status of the contract, or nothing
+        supervisors[topic] = status.model_dump() if status else {}
+
+    bus.subscribe(topics.supervisor_status("+"), on_status)
     # the broker sends retained statuses before it acknowledges our next subscription: all are known now
     requester = Requester(bus, topics, Stamper(name))
     running = [s for s in supervisors.values() if s.get("state") == "running"]

@@ -399,7 +399,7 @@ class Recorder:
         """A closing report, an instance status or a device schema: checked against its model, ignored
         (with an error event) if it does not fit or claims the impossible."""
         try:
-            payload, meta = decode(raw)
+            payload, _ = decode(raw)
             message = parse(SYSTEM[where.kind], payload)
         except (WireError, ContractError) as exc:
             sender = exc.src if isinstance(exc, MetaError) else None
