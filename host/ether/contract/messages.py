@@ -363,3 +363,14 @@ ON_TOPIC: dict[str, tuple[type[BaseModel], ...]] = {
     "device_state": (DeviceState,),
     "device_call": (DeviceCall,),
 }
+
+
+def fits(kind: str, payload: Any) -> bool:
+    """Whether ``payload`` is a message of the contract on a topic of this kind (``ON_TOPIC``)."""
+    for model in ON_TOPIC.get(kind, ()):
+        try:
+            model.model_validate(payload)
+        except ValidationError:
+            continue
+        return True
+    return False

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ether.contract.messages import ON_TOPIC, RecorderCommand, read_reply
+from ether.contract.messages import RecorderCommand, fits, read_reply
 from ether.contract.topics import Topic, Topics, matches
 from ether.contract.wire import Stamper, WireError, decode, decode_object, encode
 from ether.data.outbox import LATEST_SUFFIX
@@ -312,8 +312,7 @@ class SessionModel:
                     self._plots[(name, path)].append(value)
 
     def _on_system(self, where: Topic, raw: bytes) -> None:
-        payload = decode_object(raw)
-        if not any(model.read(payload) is not None for model in ON_TOPIC.get(where.kind, ())):
+        if not fits(where.kind, decode_object(raw)):
             return  # not a message of the contract (a foreign or hostile sender): nothing to show
         if where.kind == "recorder_ack":
             self._on_ack(where.name, raw)

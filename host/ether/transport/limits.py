@@ -29,7 +29,7 @@ def install(max_payload: int) -> None:
     from amqtt.codecs_amqtt import read_or_raise
     from amqtt.mqtt.publish import PublishPayload
 
-    read_payload = PublishPayload.from_stream.__func__  # type: ignore[attr-defined]
+    read_payload = PublishPayload.from_stream.__func__
 
     async def from_stream(cls, reader, fixed_header, variable_header):
         size = fixed_header.remaining_length - variable_header.bytes_length
@@ -51,7 +51,7 @@ class PayloadLimit:
     ether_session: str | None = None  # the session of an embedded broker; ``ether broker`` serves any
     stamper = Stamper("broker")
 
-    async def _handle_message_delivery(self, client_session, handler, wait_deliver) -> bool:  # type: ignore[no-untyped-def]
+    async def _handle_message_delivery(self, client_session, handler, wait_deliver) -> bool:
         message = wait_deliver.result()
         if message is not None and isinstance(message.data, Oversized):
             await self._report_oversized(client_session.client_id, message.topic, message.data.size)

@@ -30,6 +30,7 @@ from ether.contract.messages import (
     DeviceSchema,
     ErrorEvent,
     InstanceStatus,
+    Message,
     RecorderAck,
     RecorderClosing,
     RecorderCommand,
@@ -54,7 +55,7 @@ log = logging.getLogger("ether.recorder")
 BATCH = 5000
 ACK_INTERVAL = 0.02  # acknowledgements are coalesced: at most one per source per 20 ms
 RECORDED = ("data", "errors", "recorder_closing", "instance_status", "device_schema")  # topic kinds saved
-SYSTEM = {
+SYSTEM: dict[str, type[Message]] = {
     "recorder_closing": RecorderClosing,
     "instance_status": InstanceStatus,
     "device_schema": DeviceSchema,
@@ -283,6 +284,7 @@ class Recorder:
 
     def _take(self, topic: str, raw: bytes, now: float, rows: list[Row], touched: dict) -> None:
         where = self.topics.parse(topic)
+        assert where is not None  # on_message queues only topics of the session
         if where.kind in ("data", "errors"):
             row = self._row(topic, raw, now, touched)
             if row is not None:
@@ -365,17 +367,17 @@ class Recorder:
                 self.store.event("gap_filled", meta.src, meta.boot, seq=seq, gap=[gap.first, gap.last])
             key = (meta.src, meta.boot, seq)
             if not is_new:
-                self._duplicate(row)
+                self._duplicate(key, row)
                 return None
             self._batch[key] = row
             if meta.src in self._devices:
                 self._clock(meta, now)
         return row
 
-    def _duplicate(self, row: Row) -> None:
+    def _duplicate(self, key: tuple[str, str, int], row: Row) -> None:
         """A second message numbered like a saved one: a resend (identical: dropped) or a conflict (kept)."""
-        first = self._batch.get((row.src, row.boot, row.seq))
-        saved = first.content() if first is not None else self.store.saved_content(row.src, row.boot, row.seq)
+        first = self._batch.get(key)
+        saved = first.content() if first is not None else self.store.saved_content(*key)
         if saved is None or tuple(saved) == row.content():
             return
         self.store.conflict(row)
@@ -400,7 +402,7 @@ class Recorder:
         (with an error event) if it does not fit or claims the impossible."""
         try:
             payload, _ = decode(raw)
-            message = parse(SYSTEM[where.kind], payload)
+            message: Message = parse(SYSTEM[where.kind], payload)
         except (WireError, ContractError) as exc:
             sender = exc.src if isinstance(exc, MetaError) else None
             self._refuse(
