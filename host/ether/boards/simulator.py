@@ -16,8 +16,8 @@ import inspect
 import threading
 from typing import TYPE_CHECKING, Any
 
-from ether.config import import_class
 from ether.runtime import context
+from ether.runtime.classes import import_class
 from ether.runtime.decorators import ether_init, ether_shutdown
 from ether.transport.broker import BrokerAddress
 
