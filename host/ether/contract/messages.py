@@ -9,9 +9,11 @@ Schemas of these models to docs/schemas/. Data payloads are the user's own; only
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, field_validator
+
+M = TypeVar("M", bound="Message")
 
 
 class Message(BaseModel):
@@ -26,7 +28,7 @@ class Message(BaseModel):
         return {k: v for k, v in body.items() if v is not None or k in self.keep_null}
 
     @classmethod
-    def read(cls, payload: Any) -> Message | None:
+    def read(cls: type[M], payload: Any) -> M | None:
         """The message, or None if the payload does not fit the contract (a foreign or broken sender)."""
         try:
             return cls.model_validate(payload)
