@@ -155,6 +155,7 @@ def request(
     service: type | str,
     method: str | None = None,
     params: dict | None = None,
+    request_type: str = "get",
     *,
     instance: str | None = None,
     timeout: float = 5.0,
@@ -163,8 +164,13 @@ def request(
 
     Raises a ServiceError subclass: UnknownService (at once), InvalidArguments, NotFound, ServiceFailed,
     ServiceTimeout. ``None`` is a legitimate result. ``instance`` names the instance to ask; without it
-    the instances of the class share the load.
+    the instances of the class share the load. ``request_type="save"`` (the original Ether's way) answers
+    as :func:`save` does. ``timeout`` is in seconds.
     """
+    if request_type == "save":
+        return save(service, method, params, instance=instance, timeout=timeout)
+    if request_type != "get":
+        raise ValueError(f"request_type must be 'get' or 'save', got {request_type!r}")
     from ether.runtime import context
     from ether.runtime.services import service_name
 
