@@ -7,6 +7,7 @@ either way, as in the original Ether.
 from __future__ import annotations
 
 import atexit
+import copy
 import logging
 import os
 import sys
@@ -46,6 +47,7 @@ _LAZY = {
 }
 
 _session: Session | None = None  # the Session this process tapped, if any
+_tapped_with: tuple | None = None  # a copy of what tap() got for it: tapping it again is a no-op
 # what ``ether.session_info`` shows of it: session, broker, supervisor, host, pid, started, run_dir
 session_info: dict[str, Any] | None = None
 _first_use = threading.Lock()
@@ -89,20 +91,25 @@ def tap(
     """Start (or join) a session from a YAML file, a dict or an EtherConfig; returns when every
     autorun instance is ready.
 
-    ``restart``: shut down this process's session first; ``allow_host=False``: never start a broker,
+    Tapping again with the same arguments changes nothing (a re-run notebook cell); with others it
+    raises. ``restart``: shut down this process's session first; ``allow_host=False``: never start a broker,
     only join one (``broker`` or the config's ``broker:``); ``ether_run`` is the original Ether's
     internal flag and changes nothing. ``broker``: join this broker instead of starting one;
     ``listen``: where the embedded broker listens (any address but loopback requires logins, see
     docs/operations.md)."""
-    global _session, session_info
+    global _session, _tapped_with, session_info
     from ether.logs import setup_logging
     from ether.runtime.session import new_session
 
+    given = (config, allow_host, broker, listen)
     if _session is not None and restart:
         shutdown()
+    if _session is not None and given == _tapped_with:
+        return
     if _session is not None:
         raise RuntimeError(
-            "this process already tapped a session; call ether.shutdown() first (or restart=True)"
+            "this process already tapped a session with another config; call ether.shutdown() first "
+            "(or tap(..., restart=True))"
         )
     setup_logging()
     session = new_session(
@@ -113,7 +120,7 @@ def tap(
             "allow_host=False joins a running broker: give broker='mqtt://HOST:PORT' or 'broker:'"
         )
     session.open(timeout)
-    _session = session
+    _session, _tapped_with = session, copy.deepcopy(given)
     session_info = session.info()
     atexit.register(_shutdown_at_exit)
     threading.Thread(target=_end_on_request, args=(session,), name="ether-end-request", daemon=True).start()
