@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 import textwrap
 import time
 
@@ -253,3 +255,10 @@ def test_get_ether_logger_logs_to_ethers_log_and_writes_no_files(tmp_path, monke
     assert logger.level == logging.INFO  # the default console_level
     assert get_ether_logger("TestEtherSave").name == "ether.TestEtherSave"
     assert list(tmp_path.iterdir()) == []  # the original wrote ./logs/<Class>/<instance>.log
+
+
+def test_the_originals_imports_work_first_thing_in_a_fresh_interpreter():
+    """``from ether import EtherConfig`` loads ether.config, which imports ``from ether import exits``."""
+    imports = "from ether import EtherConfig, get_ether_logger, ether_get; from ether.config import EtherSessionConfig"
+    done = subprocess.run([sys.executable, "-c", imports], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr

@@ -25,6 +25,8 @@ __version__ = "0.1.0"
 # These names are imported on first use (module ``__getattr__``), then kept here like any other.
 _LAZY = {
     "ConfigError": "ether.config",
+    "EtherConfig": "ether.config",  # ``from ether import EtherConfig, get_ether_logger``, as in the original
+    "get_ether_logger": "ether.utils",
     "InstanceStartError": "ether.runtime.supervisor",
     **dict.fromkeys(
         (
@@ -50,7 +52,7 @@ _session: Session | None = None  # the Session this process tapped, if any
 _tapped_with: tuple | None = None  # a copy of what tap() got for it: tapping it again is a no-op
 # what ``ether.session_info`` shows of it: session, broker, supervisor, host, pid, started, run_dir
 session_info: dict[str, Any] | None = None
-_first_use = threading.Lock()
+_first_use = threading.RLock()  # re-entered when a lazy import does `from ether import exits`
 
 
 def __getattr__(name: str) -> Any:
