@@ -76,8 +76,9 @@ class DeviceView:
     # -- what the boards say (network thread) ---------------------------------------------------
 
     def _device(self, topic: str) -> Device:
-        name = self.topics.parse(topic).name
-        return self.devices.setdefault(name, Device(name))
+        where = self.topics.parse(topic)  # always parses: the subscription is the layout's own wildcard
+        assert where is not None, topic
+        return self.devices.setdefault(where.name, Device(where.name))
 
     def _on_schema(self, topic: str, raw: bytes) -> None:
         schema = decode_object(raw)
@@ -177,6 +178,7 @@ class DeviceView:
         if state != "online":
             raise UnknownService(f"device '{name}' is {state}{_ago(last_seen)}: cannot call '{method}'")
         args = check_arguments(name, method, spec, args)
+        body: Any
         if spec.get("kind") == "actuator":  # on its own topic, so the command is recorded like data
             topic, body = self.topics.device_method(name, method), args
         else:  # a sensor: read now; the board also publishes the reading on its topic

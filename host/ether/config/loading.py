@@ -6,12 +6,10 @@ and decorators, constructor arguments. Mistakes are ConfigErrors naming file, li
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import logging
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from ether.config.models import EtherConfig, EtherInstanceConfig
 from ether.contract.topics import DEFAULT_SESSION, TopicError
 from ether.contract.wire import DEFAULT_MAX_PAYLOAD
 from ether.data.recorder.settings import RecorderSettings
+from ether.runtime.classes import add_import_paths, import_class
 from ether.runtime.decorators import apply_registry
 from ether.runtime.schema import ArgumentError, MethodSchema
 
@@ -45,31 +44,6 @@ class Config:
     @property
     def directory(self) -> str:
         return str(Path(self.path).resolve().parent) if self.path else os.getcwd()
-
-
-def import_class(class_path: str) -> type:
-    """``package.module.Class`` -> the class. Raises ImportError/AttributeError with a readable message."""
-    module_name, _, class_name = class_path.rpartition(".")
-    if not module_name:
-        raise ImportError(f"'{class_path}' is not a dotted path like 'package.module.ClassName'")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        raise ImportError(f"cannot import module '{module_name}' ({exc})") from exc
-    try:
-        cls = getattr(module, class_name)
-    except AttributeError:
-        raise ImportError(f"module '{module_name}' has no class '{class_name}'") from None
-    if not inspect.isclass(cls):
-        raise ImportError(f"'{class_path}' is a {type(cls).__name__}, not a class")
-    return cls
-
-
-def add_import_paths(directory: str) -> None:
-    """Make the config's folder and the working directory importable, as a script would see them."""
-    for p in (os.getcwd(), directory):
-        if p not in sys.path:
-            sys.path.insert(0, p)
 
 
 def load(source: str | os.PathLike | dict | EtherConfig) -> Config:

@@ -16,11 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, f
 
 from ether.contract.wire import ID_LIMIT, PARENTS_LIMIT, SEQ_LIMIT, T_LIMIT, TOPIC_LIMIT
 
+M = TypeVar("M", bound="Message")
+B = TypeVar("B", bound=BaseModel)
+
 # the bounded values of the metadata and of the recorder's messages (docs/topics.md#limits)
 Id = Annotated[str, Field(max_length=ID_LIMIT)]
 Source = Annotated[str, Field(max_length=ID_LIMIT, pattern=r"^[^/+#\s\x00-\x1f\x7f]*$")]
 Seq = Annotated[int, Field(ge=0, lt=SEQ_LIMIT, strict=True)]
-M = TypeVar("M", bound=BaseModel)
 BOOTS_LIMIT = 16  # boots in one acknowledgement or closing report (a publisher has two: durable, latest)
 
 
@@ -36,7 +38,7 @@ class Message(BaseModel):
         return {k: v for k, v in body.items() if v is not None or k in self.keep_null}
 
     @classmethod
-    def read(cls, payload: Any) -> Message | None:
+    def read(cls: type[M], payload: Any) -> M | None:
         """The message, or None if the payload does not fit the contract (a foreign or broken sender)."""
         try:
             return cls.model_validate(payload)
@@ -52,7 +54,7 @@ class ContractError(ValueError):
         self.field = field
 
 
-def parse(cls: type[M], payload: Any) -> M:
+def parse(cls: type[B], payload: Any) -> B:
     """The message as ``cls`` reads it, or ContractError naming the first field that does not fit."""
     try:
         return cls.model_validate(payload)

@@ -458,6 +458,8 @@ class SessionModel:
 
     def publish(self, user_topic: str, payload: Any) -> None:
         """Publish a data message as the monitor (numbered, so a loss shows in the gap ledger)."""
+        if self.bus is None:
+            raise RequestTimeout("the monitor is not connected")
         self.bus.publish(self.topics.data(user_topic), encode(payload, self.stamper.stamp()))
 
     # -- the app's timer -------------------------------------------------------------------------

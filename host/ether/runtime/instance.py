@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from ether import exits
-from ether.config import add_import_paths, import_class
 from ether.contract.messages import ErrorEvent, InstanceCommand, InstanceStatus, ok, refused
 from ether.contract.topics import Topics, check_publish_topic, matches
 from ether.contract.wire import Meta, MetaError, Stamper, WireError, decode, encode
@@ -32,6 +31,7 @@ from ether.data.recorder.settings import RecorderSettings
 from ether.logs import setup_logging
 from ether.processes import on_lifeline_cut, read_spec
 from ether.runtime import context
+from ether.runtime.classes import add_import_paths, import_class
 from ether.runtime.decorators import EtherSpec, apply_registry, bind, spec_of, unbind
 from ether.runtime.registry import LiveRegistry
 from ether.runtime.schema import ArgumentError, MethodSchema

@@ -6,7 +6,7 @@ import inspect
 import typing
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import pydantic
 import pydantic_core
@@ -54,8 +54,10 @@ class MethodSchema:
                 return Any
             return hints.get(p.name, p.annotation)
 
-        extra = "allow" if self.accepts_extra else ("forbid" if forbid_extra else "ignore")
-        fields = {
+        extra: Literal["allow", "forbid", "ignore"] = (
+            "allow" if self.accepts_extra else ("forbid" if forbid_extra else "ignore")
+        )
+        fields: dict[str, Any] = {
             p.name: (annotation(p), ... if p.default is inspect.Parameter.empty else p.default)
             for p in params
         }

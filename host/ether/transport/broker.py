@@ -172,12 +172,12 @@ def _broker_class():
         """amqtt's broker with the retained-message leak, the lost last messages and keep-alive fixed,
         and the payload limit (``limits``)."""
 
-        async def _initialize_client_session(self, *args, **kwargs):  # type: ignore[override]
+        async def _initialize_client_session(self, *args, **kwargs):
             handler, session = await super()._initialize_client_session(*args, **kwargs)
             session.keep_alive *= KEEP_ALIVE_GRACE  # the read timeout; 0 (no keep-alive) stays 0
             return handler, session
 
-        async def _handle_disconnect(self, client_session, handler, disconnect_waiter):  # type: ignore[override]
+        async def _handle_disconnect(self, client_session, handler, disconnect_waiter):
             # amqtt acknowledges a PUBLISH when it queues it, and stops reading that queue when the
             # client disconnects: deliver what is still queued before the session ends (and its Will)
             queue = client_session.delivered_message_queue

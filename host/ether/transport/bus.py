@@ -12,6 +12,7 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -62,7 +63,7 @@ class Bus:
         # no in-flight cap: with one, paho 2.2 scans every in-flight message on each PUBACK
         client.max_inflight_messages_set(0)
         client.max_queued_messages_set(0)
-        client.reconnect_delay_set(min_delay=0.05, max_delay=2)
+        client.reconnect_delay_set(min_delay=0.05, max_delay=2)  # type: ignore[arg-type]  # paho takes seconds as floats
         client.on_socket_open = _no_delay
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -151,7 +152,7 @@ class Bus:
                 return
             for callback in self._callbacks.get(topic_filter, ()):
                 try:
-                    callback(message.topic, message.payload)
+                    callback(message.topic, cast(bytes, message.payload))
                 except Exception:  # a callback bug must not kill the network thread
                     log.exception("%s: error handling a message on %s", self.client_id, message.topic)
 
