@@ -82,22 +82,30 @@ def test_actuator_round_trip_and_call(broker, observer, start_board):
 
 
 @pytest.mark.parametrize(
-    "topic, body, expected",
+    "topic, body, kind, expected",
     [
-        ("thermo1.heater", {"on": "yes"}, "argument 'on': expected bool"),
-        ("thermo1.heater", {}, "missing argument 'on'"),
-        ("thermo1.heater", {"on": True, "power": 3}, "unknown argument 'power'"),
-        ("thermo1.fan", {"level": 1.5, "label": "x", "gain": 1.0}, "argument 'level': expected int"),
-        ("thermo1.broken", {"x": 1.0}, "broken() raised ValueError: broken on purpose"),
-        (CALL, {"method": "nope"}, "no method 'nope'"),
+        ("thermo1.heater", {"on": "yes"}, "validation", "argument 'on': expected bool"),
+        ("thermo1.heater", {}, "validation", "missing argument 'on'"),
+        ("thermo1.heater", {"on": True, "power": 3}, "validation", "unknown argument 'power'"),
+        (
+            "thermo1.fan",
+            {"level": 1.5, "label": "x", "gain": 1.0},
+            "validation",
+            "argument 'level': expected int",
+        ),
+        ("thermo1.broken", {"x": 1.0}, "exception", "broken() raised ValueError: broken on purpose"),
+        (CALL, {"method": "nope"}, "unknown_service", "no method 'nope'"),
+        (CALL, {"args": {}}, "validation", "field 'method'"),
     ],
 )
-def test_bad_arguments_get_an_error_reply(broker, observer, start_board, topic, body, expected):
+def test_bad_arguments_get_an_error_reply(broker, observer, start_board, topic, body, kind, expected):
+    """Refusals in the contract's one error shape, {"ok": false, "error": {"kind", "message"}}."""
     start_board("thermostat.py", *board_args(broker))
     observer.wait_for(STATE, lambda s: s["state"] == "online")
     observer.publish(topic, {**body, "_ether": {"reply_to": "r/bad", "corr": "bad1"}})
     (reply,) = observer.wait_for("r/bad")
-    assert reply["ok"] is False and expected in reply["error"], reply
+    assert reply["ok"] is False and set(reply["error"]) == {"kind", "message"}, reply
+    assert reply["error"]["kind"] == kind and expected in reply["error"]["message"], reply
     assert reply["_ether"]["corr"] == "bad1"
     # the node is still alive and answering
     observer.publish("thermo1.heater", {"on": False, "_ether": {"reply_to": "r/bad", "corr": "ok1"}})

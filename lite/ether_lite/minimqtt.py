@@ -47,6 +47,8 @@ class MiniMQTTClient:
 
             pool = socketpool.SocketPool(wifi.radio)
         self.pool = pool
+        self.server = server  # for log lines
+        self.port = port
         self.keepalive = keepalive
         self.unacked = []
         self.tx = b""
@@ -67,7 +69,8 @@ class MiniMQTTClient:
             recv_timeout=2,  # for a CONNACK, PUBACK, or the rest of a packet
             connect_retries=1,  # the node does the backing off
         )
-        self.mqtt.limit = max_packet
+        self.mqtt.limit = self.max_packet = max_packet
+        self.lw = None  # the Last Will: (topic, msg, retain, qos)
         self.mqtt.on_message = self._arrived
 
     def _arrived(self, client, topic, msg):
@@ -75,13 +78,6 @@ class MiniMQTTClient:
             client.too_big = False
             msg = None
         self.inbox.append((topic, msg))
-
-    def set_callback(self, cb):
-        self.cb = cb
-
-    def set_last_will(self, topic, msg, retain=False, qos=0):
-        if not self.connected:
-            self.mqtt.will_set(topic, msg, retain=retain, qos=qos)
 
     def _do(self, action, *args):
         try:
@@ -95,6 +91,8 @@ class MiniMQTTClient:
 
     def connect(self):
         m = self.mqtt
+        topic, msg, retain, qos = self.lw
+        m.will_set(topic, msg, retain=retain, qos=qos)
         m._socket_timeout = 1
         self._do(m.connect)
         # minimqtt has no setting for this: a check waits READ_S at most
