@@ -120,18 +120,18 @@ class MQTTClient:
         self.close()
 
     def publish(self, topic, msg, retain=False, qos=0):
-        """Send a PUBLISH; at QoS 1 it stays in `unacked` until PUBACK."""
-        if not self.connected:
-            raise OSError("not connected")
+        """Send a PUBLISH. At QoS 1 it is in `unacked` from now until its
+        PUBACK, also if sending fails: it may have reached the broker."""
         if isinstance(msg, str):
             msg = msg.encode()
         body = self._str(topic)
         if qos:
             self.pid = self.pid % 65535 + 1
             body += struct.pack("!H", self.pid)
-        self._packet(0x30 | qos << 1 | retain, body + msg)
-        if qos:
             self.unacked.append((self.pid, topic, msg, retain))
+        if not self.connected:
+            raise OSError("not connected")
+        self._packet(0x30 | qos << 1 | retain, body + msg)
 
     def subscribe(self, topic, qos=0):
         """Send a SUBSCRIBE; check_msg() reads (and ignores) the SUBACK."""

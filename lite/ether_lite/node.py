@@ -135,12 +135,15 @@ class Node:
             body = json.dumps(value)
         else:
             body = '{"root": %s}' % json.dumps(value)
-        seq = self.seq + 1  # json.dumps raised first if value is not JSON
+        # json.dumps raised first if value is not JSON. Make room: send
+        # what the link takes, then drop the oldest never sent, so the
+        # count this reading carries includes what its arrival dropped.
+        self._flush()
+        self._trim(1)
+        seq = self.seq = self.seq + 1
         more = ', "dropped": %d' % self.dropped if self.dropped else ""
-        self.seq = seq
         self.outbox.append((self.prefix + name,
                             self._stamp(body, seq, seq, parents, more)))
-        self._trim()
         self._flush()
 
     def _tick(self):
@@ -164,11 +167,13 @@ class Node:
                    more))
         return ("{" if body == "{}" else body[:-1] + ", ") + meta
 
-    def _trim(self):
-        """Keep the outbox bounded: drop the oldest readings never sent
-        (and count them)."""
-        while len(self.outbox) > self.buffer + self.resend:
-            self.outbox.pop(self.resend)
+    def _trim(self, room=0):
+        """Keep the outbox bounded (with `room` for readings to come):
+        drop the oldest readings never sent, and count them."""
+        outbox = self.outbox
+        while (len(outbox) > self.resend
+               and len(outbox) + room > self.buffer + self.resend):
+            outbox.pop(self.resend)
             if not self.dropped:
                 self.log("buffer full (%d readings): dropping the oldest"
                          % self.buffer)
@@ -178,12 +183,12 @@ class Node:
         client = self.client
         while (self.connected and self.outbox and not client.tx
                and len(client.unacked) < MAX_INFLIGHT):
-            topic, payload = self.outbox[0]
-            if not self._try(topic, payload, False, 1):
-                return
-            self.outbox.pop(0)
+            # from here on the client holds it (unacked) until its PUBACK
+            topic, payload = self.outbox.pop(0)
             if self.resend:
                 self.resend -= 1
+            if not self._try(topic, payload, False, 1):
+                return
 
     def _try(self, topic, payload, retain, qos):
         """Publish; False (and the connection is lost) if it failed."""
