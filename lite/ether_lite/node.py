@@ -17,7 +17,7 @@ import json
 import time
 
 from . import _rare
-from .methods import check, methods_of
+from .methods import check
 
 try:
     from time import ticks_add, ticks_diff, ticks_ms
