@@ -8,6 +8,7 @@ import asyncio
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -417,7 +418,8 @@ def test_help_shows_the_keys_and_what_the_colours_mean(lab):
     async def scenario():
         async with monitor(session) as (app, pilot):
             await pilot.press("question_mark")
-            await until(pilot, lambda: isinstance(app.screen, HelpScreen), "the help")
+            shown = lambda: isinstance(app.screen, HelpScreen) and hasattr(app.screen, "help")  # noqa: E731
+            await until(pilot, shown, "the help (built when it is mounted)")
             console = Console(file=io.StringIO(), width=120, record=True)
             console.print(app.screen.help)
             text = console.export_text()
@@ -813,8 +815,8 @@ class Tmux:
         )
 
     def screen(self, history: bool = False) -> str:
-        """What the pane shows (and with ``history``, what scrolled off it too)."""
-        more = ["-S", "-"] if history else []
+        """What the pane shows (and with ``history``, what scrolled off it too, wrapped lines joined)."""
+        more = ["-J", "-S", "-"] if history else []
         return subprocess.run(
             [*self.command, "capture-pane", "-p", *more], capture_output=True, text=True
         ).stdout
@@ -828,6 +830,17 @@ class Tmux:
                 return shown
             poll.wait(0.1)
         raise AssertionError(f"{text!r} never appeared; the pane shows:\n{self.screen()}")
+
+    def wait_for_line(self, pattern: str, timeout: float = 30.0) -> re.Match:
+        """Poll the pane until a whole line matches ``pattern`` (a typed command is not its output)."""
+        deadline, poll = time.monotonic() + timeout, threading.Event()
+        while time.monotonic() < deadline:
+            for line in self.screen(history=True).splitlines():
+                found = re.fullmatch(pattern, line.strip())
+                if found:
+                    return found
+            poll.wait(0.1)
+        raise AssertionError(f"no line matches {pattern!r}; the pane shows:\n{self.screen()}")
 
     def keys(self, *keys: str) -> None:
         subprocess.run([*self.command, "send-keys", *keys], check=True)
@@ -914,15 +927,13 @@ def test_quit_under_load_at_80x24_prints_the_seal_line_last(tmp_path):
         tmux.keys("Tab", "Tab")  # the Topics panel (one panel at a time at 80x24)
         tmux.wait_for("load/")
         tmux.keys("q")  # under load
-        shown = tmux.wait_for("ether run ended with", timeout=90)
+        code = int(tmux.wait_for_line(r"ether run ended with (\d+)", timeout=90).group(1))
         stop.set()
         source.join(10)
-        printed = [line for line in tmux.screen(history=True).splitlines() if line.strip()]
-        ended = next(i for i, line in enumerate(printed) if line.startswith("ether run ended with"))
-        seal = printed[ended - 1]
-        assert "sealed" in seal and seal.lstrip().startswith("Session"), shown
-        code = int(printed[ended].rsplit(" ", 1)[1])
-        assert code == (0 if "sealed complete" in seal else exits.INCOMPLETE), shown
+        printed = [line.strip() for line in tmux.screen(history=True).splitlines() if line.strip()]
+        seal = printed[printed.index(f"ether run ended with {code}") - 1]  # the line before the shell's
+        assert seal.startswith("Session") and " sealed " in seal, printed[-12:]
+        assert code == (0 if "sealed complete" in seal else exits.INCOMPLETE), seal
         assert sent[0] > 1000, sent  # it was under load
     finally:
         stop.set()

@@ -260,6 +260,8 @@ class MonitorApp(App[int]):
             return kind in ("instance", "device")
         if action == "plot":
             return kind == "topic"
+        if action == "topic_tree":
+            return isinstance(self.focused, (TopicsTable, TopicTree))
         if action in ("sort", "sort_reverse"):
             return isinstance(self.focused, LiveTable)
         return True

@@ -8,6 +8,7 @@ error events, recorder acknowledgements and the data topics themselves.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
@@ -36,7 +37,8 @@ NOT_ANSWERING_AFTER = 3.0  # s without an answer to a status request
 PLOT_POINTS = 120
 HISTORY = 50  # messages kept per topic for the payload view
 LOG_LINES = 2000
-PARSED_TOPICS = 10_000  # broker topics whose parse is kept
+PARSED_TOPICS = 10_000
+RATE_SMOOTHING = 1.0  # s: the time constant of the rates shown  # broker topics whose parse is kept
 LIVE = ("starting", "ready", "restarting", "paused", "draining")
 RUN_LOG = re.compile(r" - (?:Ether:\d+ - )?(DEBUG|INFO|WARNING|ERROR|CRITICAL) - ")
 
@@ -548,9 +550,13 @@ class SessionModel:
         )
 
     def _rate(self, key: str, count: int, dt: float) -> float:
-        before, rate = self._rates.get(key, (count, 0.0))
+        before, rate = self._rates.get(key, (0, 0.0))  # counts start with the monitor: a first burst shows
         now_rate = (count - before) / dt
-        rate = now_rate if rate == 0.0 else 0.5 * rate + 0.5 * now_rate  # smooth the tick jitter
+        if rate == 0.0:
+            rate = now_rate
+        else:  # smoothed over about RATE_SMOOTHING seconds, whatever the pace of the snapshots
+            weight = 1.0 - math.exp(-dt / RATE_SMOOTHING)
+            rate += weight * (now_rate - rate)
         if rate < 0.05:
             rate = 0.0
         self._rates[key] = (count, rate)

@@ -142,6 +142,7 @@ class LiveTable(DataTable):
         self._shown: dict[str, tuple[str, ...]] = {}
         self._widths: tuple[int, ...] = ()
         self._all: tuple[tuple[str, tuple[str, ...]], ...] = ()
+        self._bound_to: str | None = None  # the row the footer's keys were last worked out for
 
     def on_mount(self) -> None:
         for label in self.columns_shown:
@@ -245,8 +246,11 @@ class LiveTable(DataTable):
             self.post_message(self.Highlighted(self.kind, event.row_key.value))
         self._describe()
         # Which keys apply depends on the row; this screen's, not the app's current one: rows are
-        # also rebuilt while the app closes, when it has no screen left (ScreenStackError).
-        self.refresh_bindings()
+        # also rebuilt while the app closes, when it has no screen left (ScreenStackError). Only when
+        # the row changed: the footer is built again each time (rows are rebuilt as columns widen).
+        if event.row_key.value != self._bound_to:
+            self._bound_to = event.row_key.value
+            self.refresh_bindings()
 
     def on_focus(self) -> None:
         if self.selected is not None:
