@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
+from textual.widgets import Select
 
 from ether import exits
 from ether.contract.wire import Meta, encode
@@ -136,7 +137,10 @@ async def select(app: MonitorApp, pilot, table: type[LiveTable], name: str) -> N
     for _ in range(len(names)):
         if widget.selected == name:
             return
+        before = widget.cursor_row
         await pilot.press(key)
+        moved = lambda before=before: widget.cursor_row != before  # noqa: E731
+        await until(pilot, moved, "the cursor to move")  # one row a key
     assert widget.selected == name, (widget.selected, names)
 
 
@@ -243,8 +247,11 @@ def test_call_forms_for_a_service_and_a_device_actuator(lab):
         names = list(screen.methods)
         steps = names.index(method) - names.index(screen.method)
         if steps:
-            screen.query_one("#method").focus()
-            await pilot.press("enter", *(["down"] * steps if steps > 0 else ["up"] * -steps), "enter")
+            picker = screen.query_one("#method", Select)
+            picker.focus()
+            await pilot.press("enter")
+            await until(pilot, lambda: picker.expanded, "the list of methods")  # keys before it are lost
+            await pilot.press(*(["down"] * steps if steps > 0 else ["up"] * -steps), "enter")
             await until(pilot, lambda: screen.method == method, f"{method} picked")
         await until(pilot, lambda: screen.query("#arguments Input"), "the argument fields")
         field = screen.query("#arguments Input").first()
@@ -285,7 +292,8 @@ def test_publish_a_message_and_plot_a_field(lab):
             observer.publish("in", '{"value": 1}')
             await select(app, pilot, TopicsTable, "in")
             await pilot.press("m")
-            await until(pilot, lambda: isinstance(app.screen, PublishScreen), "the publish form")
+            shown = lambda: isinstance(app.screen, PublishScreen) and app.screen.query("#topic")  # noqa: E731
+            await until(pilot, shown, "the publish form")
             assert app.screen.query_one("#topic").value == "in"
             app.screen.query_one("#payload").value = ""
             await pilot.click("#payload")
@@ -364,6 +372,9 @@ def test_topic_tree_groups_topics_by_level_and_keys_act_on_a_topic(lab):
             await until(pilot, lambda: isinstance(app.screen, FieldScreen), "the field picker")
             assert app.screen.topic == "bench1.temperature"
             await pilot.press("escape")
+            await pilot.press("enter")  # to its messages, as from the table
+            assert app.focused is app.query_one(PayloadView)
+            app.query_one(TopicTree).focus()
             await pilot.press("t")  # back to the table
             await until(pilot, lambda: app.focused is app.query_one(TopicsTable), "the table again")
 

@@ -21,7 +21,7 @@ from textual.geometry import Size
 from textual.reactive import var
 from textual.screen import ModalScreen
 from textual.widget import Widget
-from textual.widgets import DataTable, Footer, Header, Input, RichLog, Static
+from textual.widgets import DataTable, Footer, Header, Input, RichLog, Static, Tree
 
 from ether.monitor.commands import CommandFailed, Commands
 from ether.monitor.formats import Format
@@ -243,6 +243,11 @@ class MonitorApp(App[int]):
         row = self.snapshot.instance(name) if table.kind == "instance" else self.snapshot.device(name)
         error = row.error if row is not None else ""
         self.push_screen(TextScreen(f"Last error of {table.kind} '{name}'", error or "(no error so far)"))
+
+    def on_tree_node_selected(self, event: Tree.NodeSelected) -> None:
+        """Enter on a topic of the tree: to its messages, as from the table."""
+        if isinstance(event.control, TopicTree) and event.control.selected is not None:
+            self.payload_view.focus()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Keys that make no sense now are hidden from the footer (and do nothing)."""
