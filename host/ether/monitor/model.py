@@ -318,8 +318,9 @@ class SessionModel:
 
     def on_message(self, topic: str, raw: bytes) -> None:
         self.changes += 1
-        where = self._parsed.get(topic, False)
-        if where is False:  # each topic is parsed once (a data topic carries thousands of messages)
+        if topic in self._parsed:  # each topic is parsed once (a data topic carries thousands of messages)
+            where = self._parsed[topic]
+        else:
             if len(self._parsed) >= PARSED_TOPICS:
                 self._parsed.clear()  # reply topics are one-off: the cache must not grow without end
             where = self._parsed[topic] = self.topics.parse(topic)

@@ -507,7 +507,8 @@ def chart(series: tuple[tuple[str, tuple[float, ...]], ...], width: int, height:
     values_all = [v for _, values in series for v in values]
     rows = height - len(series) - 1
     if not values_all or rows < 2:
-        return text.rstrip() or text
+        text.rstrip()
+        return text
     low, high = min(values_all), max(values_all)
     if high == low:
         low, high = low - 1, high + 1
@@ -533,7 +534,8 @@ def chart(series: tuple[tuple[str, tuple[float, ...]], ...], width: int, height:
     label_at = {0: labels[0], (rows - 1) // 2: labels[1], rows - 1: labels[2]}
     for row in range(rows):
         text.append(label_at.get(row, "").rjust(margin) + ("┤" if row in label_at else "│"), "dim")
-        run, run_colour = [], -2
+        run: list[str] = []
+        run_colour = -2
         for column in range(columns):
             if colour_of[row][column] != run_colour and run:
                 text.append("".join(run), COLOURS[run_colour % len(COLOURS)] if run_colour >= 0 else "")
