@@ -8,8 +8,10 @@ import asyncio
 import io
 import json
 import os
+import re
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
+from textual.widgets import Select
 
 from ether import exits
 from ether.contract.wire import Meta, encode
@@ -47,8 +50,10 @@ from ether.monitor.widgets import (
     LiveTable,
     LogPanel,
     PayloadView,
-    PlotLine,
+    Plots,
     TopicsTable,
+    TopicTree,
+    chart,
 )
 from ether.processes import parse_ready
 from ether.runtime.session import new_session
@@ -132,7 +137,10 @@ async def select(app: MonitorApp, pilot, table: type[LiveTable], name: str) -> N
     for _ in range(len(names)):
         if widget.selected == name:
             return
+        before = widget.cursor_row
         await pilot.press(key)
+        moved = lambda before=before: widget.cursor_row != before  # noqa: E731
+        await until(pilot, moved, "the cursor to move")  # one row a key
     assert widget.selected == name, (widget.selected, names)
 
 
@@ -239,8 +247,11 @@ def test_call_forms_for_a_service_and_a_device_actuator(lab):
         names = list(screen.methods)
         steps = names.index(method) - names.index(screen.method)
         if steps:
-            screen.query_one("#method").focus()
-            await pilot.press("enter", *(["down"] * steps if steps > 0 else ["up"] * -steps), "enter")
+            picker = screen.query_one("#method", Select)
+            picker.focus()
+            await pilot.press("enter")
+            await until(pilot, lambda: picker.expanded, "the list of methods")  # keys before it are lost
+            await pilot.press(*(["down"] * steps if steps > 0 else ["up"] * -steps), "enter")
             await until(pilot, lambda: screen.method == method, f"{method} picked")
         await until(pilot, lambda: screen.query("#arguments Input"), "the argument fields")
         field = screen.query("#arguments Input").first()
@@ -281,7 +292,8 @@ def test_publish_a_message_and_plot_a_field(lab):
             observer.publish("in", '{"value": 1}')
             await select(app, pilot, TopicsTable, "in")
             await pilot.press("m")
-            await until(pilot, lambda: isinstance(app.screen, PublishScreen), "the publish form")
+            shown = lambda: isinstance(app.screen, PublishScreen) and app.screen.query("#topic")  # noqa: E731
+            await until(pilot, shown, "the publish form")
             assert app.screen.query_one("#topic").value == "in"
             app.screen.query_one("#payload").value = ""
             await pilot.click("#payload")
@@ -296,9 +308,75 @@ def test_publish_a_message_and_plot_a_field(lab):
             await until(pilot, lambda: isinstance(app.screen, FieldScreen), "the field picker")
             assert app.screen.fields == ["temperature"]  # numbers only: the heater flag is a bool
             await pilot.press("enter")
-            line = lambda: app.query(PlotLine).first() if app.query(PlotLine) else None  # noqa: E731
-            await until(pilot, lambda: line() is not None and len(line().values) >= 3, "a sparkline")
-            assert line().name == "bench1.temperature temperature" and set(line().values) == {21.0}
+            plots = app.query_one(Plots)
+            await until(pilot, lambda: plots.series and len(plots.series[0][1]) >= 3, "a plot")
+            name, values = plots.series[0]
+            assert name == "bench1.temperature temperature" and set(values) == {21.0}
+
+    run(scenario)
+
+
+def test_plots_overlay_fields_of_two_topics_on_one_scale(lab):
+    session, observer = lab
+
+    async def scenario():
+        async with monitor(session) as (app, pilot):
+            observer.publish("in", '{"value": 40}')
+            for topic in ("bench1.temperature", "in"):
+                await select(app, pilot, TopicsTable, topic)
+                await pilot.press("f")
+                await until(pilot, lambda: isinstance(app.screen, FieldScreen), "the field picker")
+                await pilot.press("enter")
+            plots = app.query_one(Plots)
+            await until(pilot, lambda: len(plots.series) == 2 and all(v for _, v in plots.series), "2 plots")
+            shown = plots.render().plain
+            assert "bench1.temperature temperature: 21" in shown and "in value: 40" in shown
+            assert "40┤" in shown and "21┤" in shown  # one scale, from the lowest value to the highest
+            await select(app, pilot, TopicsTable, "in")
+            await pilot.press("f", "enter")  # again: stops plotting it
+            await until(pilot, lambda: len(plots.series) == 1, "one plot left")
+
+    run(scenario)
+
+
+def test_a_chart_has_a_scale_a_line_per_field_and_a_legend():
+    text = chart((("a x", (0.0, 10.0)), ("b y", (5.0, 5.0, 5.0))), width=30, height=8)
+    lines = text.plain.splitlines()
+    assert lines[0].startswith("━━ a x: 10  (min 0, max 10)") and lines[1].startswith("━━ b y: 5")
+    plot = lines[2:-1]
+    assert plot[0].startswith("10┤") and plot[-1].startswith(" 0┤") and "5┤" in "".join(plot)
+    assert lines[-1].strip().startswith("└") and "last 3 values" in lines[-1]
+    assert any(span.style == "cyan" for span in text.spans)  # the second field has its own colour
+    assert chart((("a", ()),), width=30, height=8).plain == "━━ a: -"
+
+
+def test_topic_tree_groups_topics_by_level_and_keys_act_on_a_topic(lab):
+    session, observer = lab
+
+    async def scenario():
+        async with monitor(session) as (app, pilot):
+            await until(pilot, lambda: "bench1.temperature" in cells(app, TopicsTable), "board readings")
+            app.query_one(TopicsTable).focus()
+            await pilot.press("t")
+            tree = app.query_one(TopicTree)
+            await until(pilot, lambda: "bench1.temperature" in tree._labels, "the tree")
+            assert app.focused is tree and not app.query_one(TopicsTable).region.area
+            assert tree._labels["bench1"].startswith("bench1 (")  # a level: its topics, summed
+            assert tree._labels["bench1.temperature"].startswith("temperature  ")
+            for _ in range(20):
+                if tree.selected == "bench1.temperature":
+                    break
+                await pilot.press("down")
+            assert tree.selected == "bench1.temperature" and "keys act on" in tree.border_subtitle
+            await pilot.press("f")  # acts on the topic under the cursor, as in the table
+            await until(pilot, lambda: isinstance(app.screen, FieldScreen), "the field picker")
+            assert app.screen.topic == "bench1.temperature"
+            await pilot.press("escape")
+            await pilot.press("enter")  # to its messages, as from the table
+            assert app.focused is app.query_one(PayloadView)
+            app.query_one(TopicTree).focus()
+            await pilot.press("t")  # back to the table
+            await until(pilot, lambda: app.focused is app.query_one(TopicsTable), "the table again")
 
     run(scenario)
 
@@ -351,7 +429,8 @@ def test_help_shows_the_keys_and_what_the_colours_mean(lab):
     async def scenario():
         async with monitor(session) as (app, pilot):
             await pilot.press("question_mark")
-            await until(pilot, lambda: isinstance(app.screen, HelpScreen), "the help")
+            shown = lambda: isinstance(app.screen, HelpScreen) and hasattr(app.screen, "help")  # noqa: E731
+            await until(pilot, shown, "the help (built when it is mounted)")
             console = Console(file=io.StringIO(), width=120, record=True)
             console.print(app.screen.help)
             text = console.export_text()
@@ -727,6 +806,70 @@ def test_snapshot_of_the_call_form(quiet_lab, snap_compare):
 needs_tmux = pytest.mark.skipif(not shutil.which("tmux"), reason="tmux is not installed")
 
 
+class Tmux:
+    """A detached tmux server of our own with one pane running bash, read as a user reads the screen."""
+
+    def __init__(self, columns: int, lines: int) -> None:
+        self.command = ["tmux", "-L", f"ether-test-{uuid.uuid4().hex[:8]}", "-f", "/dev/null"]
+        subprocess.run(
+            [
+                *self.command,
+                "new-session",
+                "-d",
+                "-x",
+                str(columns),
+                "-y",
+                str(lines),
+                "bash --norc --noprofile",
+            ],
+            check=True,
+        )
+
+    def screen(self, history: bool = False) -> str:
+        """What the pane shows (and with ``history``, what scrolled off it too, wrapped lines joined)."""
+        more = ["-J", "-S", "-"] if history else []
+        return subprocess.run(
+            [*self.command, "capture-pane", "-p", *more], capture_output=True, text=True
+        ).stdout
+
+    def wait_for(self, text: str, timeout: float = 30.0) -> str:
+        """Poll the pane until ``text`` shows, with a deadline (the pane has no event to wait on)."""
+        deadline, poll = time.monotonic() + timeout, threading.Event()
+        while time.monotonic() < deadline:
+            shown = self.screen()
+            if text in shown:
+                return shown
+            poll.wait(0.1)
+        raise AssertionError(f"{text!r} never appeared; the pane shows:\n{self.screen()}")
+
+    def wait_for_line(self, pattern: str, timeout: float = 30.0) -> re.Match:
+        """Poll the pane until a whole line matches ``pattern`` (a typed command is not its output)."""
+        deadline, poll = time.monotonic() + timeout, threading.Event()
+        while time.monotonic() < deadline:
+            for line in self.screen(history=True).splitlines():
+                found = re.fullmatch(pattern, line.strip())
+                if found:
+                    return found
+            poll.wait(0.1)
+        raise AssertionError(f"no line matches {pattern!r}; the pane shows:\n{self.screen()}")
+
+    def keys(self, *keys: str) -> None:
+        subprocess.run([*self.command, "send-keys", *keys], check=True)
+
+    def close(self) -> None:
+        subprocess.run([*self.command, "kill-server"], check=False)
+
+
+def ether_run(lab: Path, data: Path, *options: str) -> str:
+    """The shell line a user types: `ether run` of ``lab`` (the tests' classes importable), then its
+    exit code."""
+    path = os.pathsep.join([str(REPO / "tests"), str(REPO / "examples" / "thermostat")])
+    return (
+        f"cd {REPO} && PYTHONPATH={path} ETHER_DATA={data} {sys.executable} -m ether run {lab}"
+        f" {' '.join(options)}; echo ether run ended with $?"
+    )
+
+
 @needs_tmux
 def test_ether_run_in_a_terminal_shows_the_monitor_pauses_and_drains_on_quit(tmp_path):
     lab = tmp_path / "lab.yaml"
@@ -734,38 +877,100 @@ def test_ether_run_in_a_terminal_shows_the_monitor_pauses_and_drains_on_quit(tmp
         f"recorder: {{path: {tmp_path / 'data'}}}\n"
         "instances:\n  echo: {class_path: lab_classes.Echo}\n  ticker: {class_path: lab_classes.Ticker}\n"
     )
-    server = f"ether-test-{uuid.uuid4().hex[:8]}"
-    tmux = ["tmux", "-L", server, "-f", "/dev/null"]
-    command = (
-        f"cd {REPO} && PYTHONPATH={REPO / 'tests'} ETHER_DATA={tmp_path} {sys.executable} -m ether run"
-        f" {lab} --port 0; echo ether run ended with $?"
-    )
-    subprocess.run(
-        [*tmux, "new-session", "-d", "-x", "120", "-y", "40", "bash --norc --noprofile"], check=True
-    )
-
-    def screen() -> str:
-        return subprocess.run([*tmux, "capture-pane", "-p"], capture_output=True, text=True).stdout
-
-    def wait_for(text: str, timeout: float = 30.0) -> str:
-        """Poll the pane until ``text`` shows, with a deadline (the pane has no event to wait on)."""
-        deadline, poll = time.monotonic() + timeout, threading.Event()
-        while time.monotonic() < deadline:
-            shown = screen()
-            if text in shown:
-                return shown
-            poll.wait(0.1)
-        raise AssertionError(f"{text!r} never appeared; the pane shows:\n{screen()}")
-
+    tmux = Tmux(120, 40)
     try:
-        subprocess.run([*tmux, "send-keys", command, "Enter"], check=True)
-        shown = wait_for("Instances")
-        shown = wait_for("ticker ")
+        tmux.keys(ether_run(lab, tmp_path, "--port 0"), "Enter")
+        shown = tmux.wait_for("Instances")
+        shown = tmux.wait_for("ticker ")
         assert "echo " in shown and "Recorder" in shown
-        subprocess.run([*tmux, "send-keys", "p"], check=True)  # the first row: echo
-        wait_for("paused")
-        subprocess.run([*tmux, "send-keys", "q"], check=True)
-        shown = wait_for("ether run ended with 0", timeout=60)
+        tmux.keys("p")  # the first row: echo
+        tmux.wait_for("paused")
+        tmux.keys("q")
+        shown = tmux.wait_for("ether run ended with 0", timeout=60)
         assert "Stopping: save_all -> cleanup -> exit" in shown and "sealed complete" in shown, shown
     finally:
-        subprocess.run([*tmux, "kill-server"], check=False)
+        tmux.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@needs_tmux
+def test_quit_under_load_at_80x24_prints_the_seal_line_last(tmp_path):
+    """The thermostat example at 80x24 while a foreign client floods the broker: q ends the session, the
+    seal line is the last line `ether run` prints, and its exit code is the seal's."""
+    example = (REPO / "examples" / "thermostat" / "config.yaml").read_text()
+    lab = tmp_path / "thermostat.yaml"
+    lab.write_text(f"recorder: {{path: {tmp_path / 'data'}}}\n{example}")
+    port = free_port()
+    tmux = Tmux(80, 24)
+    stop, sent = threading.Event(), [0]
+
+    def flood() -> None:  # plain JSON from a foreign client, ~2000 messages/s, until told or cut off
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        client = mqtt.Client(CallbackAPIVersion.VERSION2)
+        connected = threading.Event()
+        client.on_connect = lambda *args: connected.set()
+        client.connect("127.0.0.1", port)
+        client.loop_start()
+        try:
+            assert connected.wait(10), "the flood could not connect"
+            while not stop.is_set() and client.is_connected():
+                for n in range(20):
+                    client.publish(f"load/{n % 4}", json.dumps({"n": sent[0], "value": n / 10}))
+                    sent[0] += 1
+                stop.wait(0.01)
+        finally:
+            client.disconnect()
+            client.loop_stop()
+
+    try:
+        tmux.keys(ether_run(lab, tmp_path, f"--port {port}"), "Enter")
+        tmux.wait_for("Instances")
+        tmux.wait_for("controller ")
+        source = threading.Thread(target=flood, daemon=True)
+        source.start()
+        tmux.keys("Tab", "Tab")  # the Topics panel (one panel at a time at 80x24)
+        tmux.wait_for("load/")
+        tmux.keys("q")  # under load
+        code = int(tmux.wait_for_line(r"ether run ended with (\d+)", timeout=90).group(1))
+        stop.set()
+        source.join(10)
+        printed = [line.strip() for line in tmux.screen(history=True).splitlines() if line.strip()]
+        seal = printed[printed.index(f"ether run ended with {code}") - 1]  # the line before the shell's
+        assert seal.startswith("Session") and " sealed " in seal, printed[-12:]
+        assert code == (0 if "sealed complete" in seal else exits.INCOMPLETE), seal
+        assert sent[0] > 1000, sent  # it was under load
+    finally:
+        stop.set()
+        tmux.close()
+
+
+@needs_tmux
+def test_ether_run_with_stderr_to_a_file_runs_headless(tmp_path):
+    """Textual draws on stderr: redirected to a file, `ether run` shows no monitor (and takes no keys)."""
+    lab = tmp_path / "lab.yaml"
+    lab.write_text(
+        f"recorder: {{path: {tmp_path / 'data'}}}\ninstances:\n  ticker: {{class_path: lab_classes.Ticker}}\n"
+    )
+    log = tmp_path / "run.log"
+    tmux = Tmux(80, 24)
+    try:
+        tmux.keys(ether_run(lab, tmp_path, "--port 0", f"2> {log}"), "Enter")
+        deadline, poll = time.monotonic() + 30, threading.Event()
+        while "recorder ready" not in (log.read_text() if log.exists() else ""):
+            assert time.monotonic() < deadline, log.read_text() if log.exists() else "no log"
+            poll.wait(0.1)
+        assert "Instances" not in tmux.screen()
+        tmux.keys("q")  # not a key for anything: the session runs on
+        tmux.keys("C-c")  # headless: Ctrl-C ends it, drained and sealed
+        tmux.wait_for("ether run ended with 0", timeout=60)
+        text = log.read_text()
+        assert "sealed complete" in text and "\x1b[" not in text, text[-2000:]
+    finally:
+        tmux.close()

@@ -18,10 +18,10 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.geometry import Size
-from textual.reactive import reactive
+from textual.reactive import var
 from textual.screen import ModalScreen
 from textual.widget import Widget
-from textual.widgets import DataTable, Footer, Header, Input, RichLog, Static
+from textual.widgets import DataTable, Footer, Header, Input, RichLog, Static, Tree
 
 from ether.monitor.commands import CommandFailed, Commands
 from ether.monitor.formats import Format
@@ -45,6 +45,7 @@ from ether.monitor.widgets import (
     Plots,
     RecorderPanel,
     TopicsTable,
+    TopicTree,
 )
 
 REFRESH = 0.5  # s between snapshots: the screen's pace, whatever the message rate
@@ -72,6 +73,7 @@ class MonitorApp(App[int]):
         Binding("c", "call", "Call"),
         Binding("m", "publish", "Publish"),
         Binding("f", "plot", "Plot"),
+        Binding("t", "topic_tree", "Tree", show=False),
         Binding("slash", "filter", "Filter"),
         Binding("o", "sort", "Sort", show=False),
         Binding("O", "sort_reverse", "Reverse", show=False),
@@ -79,7 +81,8 @@ class MonitorApp(App[int]):
         Binding("e", "end_session", "End"),
     ]
 
-    snapshot: reactive[Snapshot | None] = reactive(None, always_update=True)
+    # a var: setting it must not repaint the whole screen (each widget refreshes what changed in it)
+    snapshot: var[Snapshot | None] = var(None, always_update=True)
 
     def __init__(
         self,
@@ -102,6 +105,9 @@ class MonitorApp(App[int]):
         self.panel = 0  # index in PANELS of the one shown on a small terminal
         self.composed = False  # a resize can come before the widgets are there
         self.filtering: LiveTable | None = None  # the table the filter line is typed for
+        self.changes = -1  # the model's count of messages at the last tick
+        self.idle_ticks = 0  # ticks in a row without a new message
+        self.tree_view = False  # the topics shown as a tree of their levels (t) instead of the table
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -115,6 +121,7 @@ class MonitorApp(App[int]):
                 yield Plots(id="plots")
             with Vertical(id="right"):
                 yield TopicsTable(self.fmt, id="topics")
+                yield TopicTree(self.fmt, id="topic-tree", classes="-hidden")
                 yield PayloadView(self.fmt, id="payload")
         yield LogPanel(self.fmt, id="log")
         yield Input(placeholder="filter rows (Enter or Esc to leave)", id="table-filter")
@@ -128,6 +135,7 @@ class MonitorApp(App[int]):
             ("devices", "Devices"),
             ("plots", "Plots"),
             ("topics", "Topics"),
+            ("topic-tree", "Topics by level (t: the table)"),
             ("log", "Errors and log"),
         ):
             self.query_one(f"#{widget_id}").border_title = title
@@ -141,7 +149,12 @@ class MonitorApp(App[int]):
         self.set_interval(self.refresh_every, self.tick)
 
     def tick(self) -> None:
-        """Take the model's snapshot (the widgets watch it); notice when the session has ended."""
+        """Take the model's snapshot (the widgets watch it); notice when the session has ended. While
+        nothing arrives, only every other tick: ages and uptimes still move, at half the cost."""
+        changes, self.changes = self.changes, self.model.changes
+        self.idle_ticks = self.idle_ticks + 1 if changes == self.changes else 0
+        if self.idle_ticks % 2:
+            return
         snapshot = self.model.snapshot()
         self.snapshot = snapshot
         if self.link.owns_session and self.link.finished(snapshot):
@@ -186,7 +199,7 @@ class MonitorApp(App[int]):
         focus: dict[str, type[Widget]] = {
             "instances": InstancesTable,
             "devices": DevicesTable,
-            "topics": TopicsTable,
+            "topics": TopicTree if self.tree_view else TopicsTable,
             "log": RichLog,
         }
         kind = focus.get(PANELS[self.panel])
@@ -195,10 +208,19 @@ class MonitorApp(App[int]):
     def on_descendant_focus(self, event: events.DescendantFocus) -> None:
         """Whatever brought the focus somewhere (a key, the mouse), its panel is the one shown."""
         for node in event.widget.ancestors_with_self:
-            if node.id in PANELS and self.compact and PANELS.index(node.id) != self.panel:
-                self.panel = PANELS.index(node.id)
+            panel = "topics" if node.id == "topic-tree" else node.id
+            if panel in PANELS and self.compact and PANELS.index(panel) != self.panel:
+                self.panel = PANELS.index(panel)
                 self._show_panel()
                 return
+
+    def action_topic_tree(self) -> None:
+        """``t``: the topics as a tree of their levels, or as the table again."""
+        self.tree_view = not self.tree_view
+        table, tree = self.query_one(TopicsTable), self.query_one(TopicTree)
+        table.set_class(self.tree_view, "-hidden")
+        tree.set_class(not self.tree_view, "-hidden")
+        self.set_focus(tree if self.tree_view else table)
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
@@ -222,6 +244,11 @@ class MonitorApp(App[int]):
         error = row.error if row is not None else ""
         self.push_screen(TextScreen(f"Last error of {table.kind} '{name}'", error or "(no error so far)"))
 
+    def on_tree_node_selected(self, event: Tree.NodeSelected) -> None:
+        """Enter on a topic of the tree: to its messages, as from the table."""
+        if isinstance(event.control, TopicTree) and event.control.selected is not None:
+            self.payload_view.focus()
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Keys that make no sense now are hidden from the footer (and do nothing)."""
         if action == "quit_monitor":
@@ -238,6 +265,8 @@ class MonitorApp(App[int]):
             return kind in ("instance", "device")
         if action == "plot":
             return kind == "topic"
+        if action == "topic_tree":
+            return isinstance(self.focused, (TopicsTable, TopicTree))
         if action in ("sort", "sort_reverse"):
             return isinstance(self.focused, LiveTable)
         return True
@@ -251,7 +280,7 @@ class MonitorApp(App[int]):
     def _target(self) -> tuple[str, str] | None:
         """What the keys act on: the row under the cursor of the focused table, and nothing else."""
         table = self.focused
-        if isinstance(table, LiveTable) and table.selected is not None:
+        if isinstance(table, (LiveTable, TopicTree)) and table.selected is not None:
             return table.kind, table.selected
         return None
 

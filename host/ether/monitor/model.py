@@ -8,6 +8,7 @@ error events, recorder acknowledgements and the data topics themselves.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
@@ -19,9 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pydantic_core
+
 from ether.contract.messages import RecorderCommand, fits, read_reply
 from ether.contract.topics import Topic, Topics, matches
-from ether.contract.wire import Stamper, WireError, decode, decode_object, encode
+from ether.contract.wire import META_KEY, Stamper, decode_object, encode
 from ether.data.outbox import LATEST_SUFFIX
 from ether.transport.broker import BrokerAddress
 from ether.transport.bus import Bus
@@ -34,6 +37,8 @@ NOT_ANSWERING_AFTER = 3.0  # s without an answer to a status request
 PLOT_POINTS = 120
 HISTORY = 50  # messages kept per topic for the payload view
 LOG_LINES = 2000
+PARSED_TOPICS = 10_000
+RATE_SMOOTHING = 1.0  # s: the time constant of the rates shown  # broker topics whose parse is kept
 LIVE = ("starting", "ready", "restarting", "paused", "draining")
 RUN_LOG = re.compile(r" - (?:Ether:\d+ - )?(DEBUG|INFO|WARNING|ERROR|CRITICAL) - ")
 
@@ -169,38 +174,78 @@ class _Stream:
 
 
 class _Topic:
+    """One data topic's counters, updated per message with plain arithmetic (no allocation but the
+    history's entry): the rates, the jitter and the rows are made from them at the snapshot."""
+
+    __slots__ = (
+        "count",
+        "bytes",
+        "payload",
+        "history",
+        "kind",
+        "stream",
+        "seq",
+        "arrived",
+        "gaps",
+        "gap_sum",
+        "gap_squares",
+        "plotted",
+    )
+
     def __init__(self) -> None:
         self.count = 0
         self.bytes = 0
         self.payload: Any = None
-        self.history: deque[tuple[float, Any]] = deque(maxlen=HISTORY)  # (wall clock, payload)
+        self.history: deque[tuple[float, Any]] = deque(maxlen=HISTORY)  # (monotonic clock, payload)
         self.kind = "plain"
         self.stream: tuple[str, str] | None = None
         self.seq = 0
         self.arrived = 0.0
-        self.gaps = [0, 0.0, 0.0]  # since the last snapshot: count, sum and sum of squares of the gaps
+        self.gaps = 0  # since the last snapshot: how many gaps between messages, their sum and squares
+        self.gap_sum = 0.0
+        self.gap_squares = 0.0
         self.plotted: list[str] = []
 
     def arrive(self, payload: Any, size: int, now: float) -> None:
         if self.count:
             gap = now - self.arrived
-            self.gaps[0] += 1
-            self.gaps[1] += gap
-            self.gaps[2] += gap * gap
+            self.gaps += 1
+            self.gap_sum += gap
+            self.gap_squares += gap * gap
         self.count += 1
         self.bytes += size
         self.payload = payload
-        self.history.append((time.time(), payload))
+        self.history.append((now, payload))
         self.arrived = now
 
     def jitter(self) -> float | None:
         """The standard deviation of the gaps between messages since the last call (None: too few)."""
-        n, total, squares = self.gaps
-        self.gaps = [0, 0.0, 0.0]
+        n, total, squares = self.gaps, self.gap_sum, self.gap_squares
+        self.gaps, self.gap_sum, self.gap_squares = 0, 0.0, 0.0
         if n < 2:
             return None
         mean = total / n
         return max(0.0, squares / n - mean * mean) ** 0.5
+
+
+def _read_data(raw: bytes) -> tuple[Any, tuple[str, str, int] | None]:
+    """A data message's payload and its numbering (src, boot, seq), or None when it is not numbered.
+
+    Like :func:`ether.contract.wire.decode`, without building a ``Meta`` (the monitor reads only these
+    three, thousands of times a second); malformed metadata counts as none, not JSON is shown as text."""
+    try:
+        body = pydantic_core.from_json(raw)
+    except ValueError:
+        return bytes(raw[:200]).decode("utf-8", "replace"), None
+    if not isinstance(body, dict):
+        return body, None
+    meta = body.pop(META_KEY, None)
+    if not isinstance(meta, dict):
+        return body, None
+    src, boot, seq = meta.get("src"), meta.get("boot"), meta.get("seq")
+    if isinstance(src, str) and isinstance(boot, str) and src and boot and type(seq) is int and seq > 0:
+        return body, (src, boot, seq)
+    return body, None
 
 
 class SessionModel:
@@ -232,11 +277,13 @@ class SessionModel:
         self._rates: dict[str, tuple[int, float]] = {}  # key -> (count at last snapshot, rate)
         self._rate_at = time.monotonic()
         self._matches: dict[tuple[str, str], bool] = {}
+        self._parsed: dict[str, Topic | None] = {}  # broker topic -> what it is
         self._poll: Pending | None = None
         self._polled_at = 0.0
         self._answered_at = time.monotonic()
         self._size: tuple[float, int | None] = (0.0, None)
         self.watched: str | None = None  # the topic whose last messages each snapshot carries
+        self.changes = 0  # messages received so far (the app takes no new snapshot while it stays)
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -270,40 +317,43 @@ class SessionModel:
     # -- network thread: remember, never block -------------------------------------------------
 
     def on_message(self, topic: str, raw: bytes) -> None:
-        where = self.topics.parse(topic)
+        self.changes += 1
+        if topic in self._parsed:  # each topic is parsed once (a data topic carries thousands of messages)
+            where = self._parsed[topic]
+        else:
+            if len(self._parsed) >= PARSED_TOPICS:
+                self._parsed.clear()  # reply topics are one-off: the cache must not grow without end
+            where = self._parsed[topic] = self.topics.parse(topic)
         if where is None:
             return  # another session's, or outside the layout
         if where.kind == "data":
-            self._on_data(topic, raw)
+            self._on_data(where.detail, raw)
         else:
             self._on_system(where, raw)
 
-    def _on_data(self, topic: str, raw: bytes) -> None:
+    def _on_data(self, name: str, raw: bytes) -> None:
         now = time.monotonic()
-        try:
-            payload, meta = decode(raw)
-        except WireError:
-            payload, meta = bytes(raw[:200]).decode("utf-8", "replace"), None
-        name = self.topics.user_topic(topic)
+        payload, identity = _read_data(raw)
         with self._lock:
             stats = self._topics.get(name)
             if stats is None:
                 stats = self._topics[name] = _Topic()
             stats.arrive(payload, len(raw), now)
-            if meta is not None and meta.seq > 0 and meta.src and meta.boot:
-                key = (meta.src, meta.boot)
-                if meta.boot.endswith(LATEST_SUFFIX):
+            if identity is not None:
+                src, boot, seq = identity
+                key = (src, boot)
+                if boot.endswith(LATEST_SUFFIX):
                     stats.kind = "latest"
-                elif meta.src in self._devices:
+                elif src in self._devices:
                     stats.kind = "device"
                 else:
                     stats.kind = "durable"
                     stream = self._streams.get(key)
                     if stream is None:
                         stream = self._streams[key] = _Stream()
-                    stream.seen(meta.seq, now)
-                stats.stream, stats.seq = key, meta.seq
-                self._sent[meta.src] = self._sent.get(meta.src, 0) + 1
+                    stream.seen(seq, now)
+                stats.stream, stats.seq = key, seq
+                self._sent[src] = self._sent.get(src, 0) + 1
             else:
                 stats.kind, stats.stream = "plain", None
             for path in stats.plotted:
@@ -435,6 +485,7 @@ class SessionModel:
 
     def plot(self, topic: str, path: str) -> bool:
         """Start (True) or stop (False) keeping the values of a numeric field for a sparkline."""
+        self.changes += 1  # the next tick shows it
         with self._lock:
             stats = self._topics.get(topic)
             if stats is None:
@@ -483,7 +534,8 @@ class SessionModel:
             plots = tuple((f"{t} {p}", tuple(v)) for (t, p), v in self._plots.items())
             log, self._new_log = tuple(self._new_log), []
             watched = self._topics.get(self.watched) if self.watched else None
-            history = (self.watched, tuple(watched.history) if watched else ())
+            wall = time.time() - now  # the history keeps the monotonic clock: shown as wall clock
+            history = (self.watched, tuple((t + wall, p) for t, p in watched.history) if watched else ())
         problems = self._problems(recorder, topics)
         return Snapshot(
             self.topics.session,
@@ -501,9 +553,13 @@ class SessionModel:
         )
 
     def _rate(self, key: str, count: int, dt: float) -> float:
-        before, rate = self._rates.get(key, (count, 0.0))
+        before, rate = self._rates.get(key, (0, 0.0))  # counts start with the monitor: a first burst shows
         now_rate = (count - before) / dt
-        rate = now_rate if rate == 0.0 else 0.5 * rate + 0.5 * now_rate  # smooth the tick jitter
+        if rate == 0.0:
+            rate = now_rate
+        else:  # smoothed over about RATE_SMOOTHING seconds, whatever the pace of the snapshots
+            weight = 1.0 - math.exp(-dt / RATE_SMOOTHING)
+            rate += weight * (now_rate - rate)
         if rate < 0.05:
             rate = 0.0
         self._rates[key] = (count, rate)

@@ -16,7 +16,9 @@ from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 from textual.reactive import reactive
-from textual.widgets import DataTable, Input, Label, RichLog, Sparkline, Static
+from textual.widget import Widget
+from textual.widgets import DataTable, Input, RichLog, Static, Tree
+from textual.widgets.tree import TreeNode
 
 from ether.monitor.formats import Format
 from ether.monitor.model import LOG_LINES, LogLine, Snapshot
@@ -101,7 +103,7 @@ class RecorderPanel(Static):
         text = Text("Recorder ")
         text.append(line[0], self.get_component_rich_style(state_class(line[0])))
         text.append("  " + " · ".join(line[1:]))
-        self.update(text)
+        self.update(text, layout=False)  # one line, always: no need to lay the screen out again
 
 
 def sort_key(cell: str) -> tuple[int, float, str]:
@@ -140,6 +142,7 @@ class LiveTable(DataTable):
         self._shown: dict[str, tuple[str, ...]] = {}
         self._widths: tuple[int, ...] = ()
         self._all: tuple[tuple[str, tuple[str, ...]], ...] = ()
+        self._bound_to: str | None = None  # the row the footer's keys were last worked out for
 
     def on_mount(self) -> None:
         for label in self.columns_shown:
@@ -234,15 +237,20 @@ class LiveTable(DataTable):
         column, descending = self.sorting
         if column or descending:
             parts.append(f"sorted by {self.columns_shown[column]} {'↓' if descending else '↑'}")
-        self.border_subtitle = " · ".join(parts)
+        subtitle = " · ".join(parts)
+        if subtitle != self.border_subtitle:
+            self.border_subtitle = subtitle
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.row_key.value is not None:
             self.post_message(self.Highlighted(self.kind, event.row_key.value))
         self._describe()
         # Which keys apply depends on the row; this screen's, not the app's current one: rows are
-        # also rebuilt while the app closes, when it has no screen left (ScreenStackError).
-        self.refresh_bindings()
+        # also rebuilt while the app closes, when it has no screen left (ScreenStackError). Only when
+        # the row changed: the footer is built again each time (rows are rebuilt as columns widen).
+        if event.row_key.value != self._bound_to:
+            self._bound_to = event.row_key.value
+            self.refresh_bindings()
 
     def on_focus(self) -> None:
         if self.selected is not None:
@@ -327,6 +335,70 @@ class TopicsTable(LiveTable):
         )
 
 
+TOPIC_LEVELS = re.compile(r"([/.])")  # a topic's levels: 'lab/bench1.temperature' -> lab, bench1, temperature
+
+
+class TopicTree(Tree[str]):
+    """The topics grouped by their levels (``/`` and ``.``), each node with its messages and rate summed
+    over what is under it; a leaf is a topic (keys act on it as on a row of the Topics table)."""
+
+    kind = "topic"
+
+    def __init__(self, fmt: Format, **kwargs: Any) -> None:
+        super().__init__("topics", data="", **kwargs)
+        self.fmt = fmt
+        self.show_root = False
+        self.guide_depth = 2
+        self._by_prefix: dict[str, TreeNode[str]] = {"": self.root}
+        self._labels: dict[str, str] = {}
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "snapshot", self._take)
+
+    def _take(self, snapshot: Snapshot | None) -> None:
+        if snapshot is None or not self.display:
+            return  # hidden: nothing to draw (it catches up when it is shown)
+        totals: dict[str, list[float]] = {}  # prefix -> [topics, messages, rate]
+        for t in snapshot.topics:
+            parts = TOPIC_LEVELS.split(t.topic)
+            for end in range(1, len(parts) + 1, 2):
+                prefix = "".join(parts[:end])
+                if prefix not in self._by_prefix:
+                    parent = self._by_prefix["".join(parts[: max(end - 2, 0)])]
+                    parent.allow_expand = True  # a topic can also be the level of others ('a', 'a/b')
+                    leaf = end == len(parts)
+                    node = parent.add(prefix, data=prefix, expand=True, allow_expand=not leaf)
+                    self._by_prefix[prefix] = node
+                total = totals.setdefault(prefix, [0, 0, 0.0])
+                total[0] += 1
+                total[1] += t.count
+                total[2] += t.rate
+        for prefix, (topics, count, rate) in totals.items():
+            node = self._by_prefix[prefix]
+            name = TOPIC_LEVELS.split(prefix)[-1]
+            under = f" ({int(topics)} topics)" if node.allow_expand else ""
+            label = f"{name}{under}  {int(count):,} msgs · {self.fmt.rate(rate)}"
+            if self._labels.get(prefix) != label:
+                self._labels[prefix] = label
+                node.set_label(label)
+
+    @property
+    def selected(self) -> str | None:
+        """The topic under the cursor (None on a group of topics)."""
+        node = self.cursor_node
+        return node.data if node is not None and not node.allow_expand and node.data else None
+
+    def on_tree_node_highlighted(self, event: Tree.NodeHighlighted) -> None:
+        event.stop()
+        if self.selected is not None:
+            self.post_message(LiveTable.Highlighted(self.kind, self.selected))
+        self.border_subtitle = f"keys act on: {self.selected}" if self.selected else ""
+        self.refresh_bindings()
+
+    def on_show(self) -> None:
+        self._take(getattr(self.app, "snapshot", None))
+
+
 def _short(error: str) -> str:
     """An error as a table cell: its first line, cut (Enter on the row shows it in full)."""
     line = error.splitlines()[0] if error else ""
@@ -351,6 +423,7 @@ class PayloadView(VerticalScroll):
     def __init__(self, fmt: Format, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.fmt = fmt
+        self._lines = -1  # lines of the payload shown
 
     def compose(self) -> ComposeResult:
         yield Static("Pick a topic to see its last message.", id="payload-json")
@@ -410,62 +483,92 @@ class PayloadView(VerticalScroll):
             return
         try:
             shown: Any = JSON.from_data(payload, indent=2)
+            lines = shown.text.plain.count("\n")
         except (TypeError, ValueError):
-            shown = Text(repr(payload))
-        shown_in.first(Static).update(shown)
+            shown, lines = Text(repr(payload)), -1
+        # the screen is laid out again (and redrawn whole) only when the payload's height changes
+        shown_in.first(Static).update(shown, layout=lines != self._lines or lines < 0)
+        self._lines = lines
 
 
-class Plots(Vertical):
-    """Sparklines of the numeric fields the user picked (f on a topic)."""
+COLOURS = ("green", "cyan", "magenta", "yellow", "bright_blue", "red")  # one per plotted field, in order
+BRAILLE = ((0x01, 0x08), (0x02, 0x10), (0x04, 0x20), (0x40, 0x80))  # [row of 4][column of 2] in a cell
+
+
+def chart(series: tuple[tuple[str, tuple[float, ...]], ...], width: int, height: int) -> Text:
+    """The fields on one scale, as braille lines (2x4 dots a cell), newest on the right: the scale on
+    the left, then a legend line per field (its colour, last value, minimum and maximum)."""
+    text = Text()
+    for n, (name, values) in enumerate(series):
+        colour = COLOURS[n % len(COLOURS)]
+        text.append("━━ ", colour)
+        last = f"{values[-1]:g}  (min {min(values):g}, max {max(values):g})" if values else "-"
+        text.append(f"{name}: {last}\n")
+    values_all = [v for _, values in series for v in values]
+    rows = height - len(series) - 1
+    if not values_all or rows < 2:
+        text.rstrip()
+        return text
+    low, high = min(values_all), max(values_all)
+    if high == low:
+        low, high = low - 1, high + 1
+    labels = [f"{high:.4g}", f"{(low + high) / 2:.4g}", f"{low:.4g}"]
+    margin = max(len(label) for label in labels)
+    columns = max(width - margin - 1, 1)
+    dots_x, dots_y = 2 * columns, 4 * rows
+    cells = [[0] * columns for _ in range(rows)]
+    colour_of = [[-1] * columns for _ in range(rows)]
+    for n, (_, values) in enumerate(series):
+        shown = values[-dots_x:]
+        start = dots_x - len(shown)
+        previous = None
+        for i, value in enumerate(shown):
+            y = round((high - value) / (high - low) * (dots_y - 1))
+            x = start + i
+            top, bottom = (y, y) if previous is None else (min(y, previous), max(y, previous))
+            for dot in range(top, bottom + 1):  # joined to the previous value: a line, not points
+                row, column = divmod(dot, 4)[0], x // 2
+                cells[row][column] |= BRAILLE[dot % 4][x % 2]
+                colour_of[row][column] = n
+            previous = y
+    label_at = {0: labels[0], (rows - 1) // 2: labels[1], rows - 1: labels[2]}
+    for row in range(rows):
+        text.append(label_at.get(row, "").rjust(margin) + ("┤" if row in label_at else "│"), "dim")
+        run: list[str] = []
+        run_colour = -2
+        for column in range(columns):
+            if colour_of[row][column] != run_colour and run:
+                text.append("".join(run), COLOURS[run_colour % len(COLOURS)] if run_colour >= 0 else "")
+                run = []
+            run_colour = colour_of[row][column]
+            run.append(chr(0x2800 + cells[row][column]) if cells[row][column] else " ")
+        text.append("".join(run), COLOURS[run_colour % len(COLOURS)] if run_colour >= 0 else "")
+        text.append("\n")
+    longest = max(len(values) for _, values in series)
+    text.append(" " * margin + "└" + f" last {min(longest, dots_x)} values ".center(columns, "─"), "dim")
+    return text
+
+
+class Plots(Widget):
+    """The numeric fields the user picked (f on a topic), overlaid on one scale with a legend; redrawn
+    only when their values change."""
 
     series: reactive[tuple[tuple[str, tuple[float, ...]], ...]] = reactive(())
-
-    def compose(self) -> ComposeResult:
-        yield Label("Press f on a topic to plot one of its numeric fields.", id="plots-hint")
 
     def on_mount(self) -> None:
         self.watch(self.app, "snapshot", self._take)
 
     def _take(self, snapshot: Snapshot | None) -> None:
-        if snapshot is not None:
+        if snapshot is not None and snapshot.plots != self.series:
             self.series = snapshot.plots
 
     def watch_series(self, series: tuple[tuple[str, tuple[float, ...]], ...]) -> None:
-        shown = {line.name: line for line in self.query(PlotLine)}
-        wanted = dict(series)
-        for name, line in shown.items():
-            if name not in wanted:
-                line.remove()
-        for name, values in series:
-            if name in shown:
-                shown[name].values = values
-            else:
-                self.mount(PlotLine(name, values))
-        self.query_one("#plots-hint").display = not series
+        self.set_class(bool(series), "-plotting")
 
-
-class PlotLine(Vertical):
-    """One picked field: its name and last value, and its sparkline."""
-
-    values: reactive[tuple[float, ...]] = reactive(())
-
-    def __init__(self, name: str, values: tuple[float, ...]) -> None:
-        super().__init__(name=name)
-        self.set_reactive(PlotLine.values, values)
-
-    def compose(self) -> ComposeResult:
-        yield Label(self._title(), classes="plot-title")
-        yield Sparkline(list(self.values))
-
-    def _title(self) -> str:
-        if not self.values:
-            return f"{self.name}: -"
-        return f"{self.name}: {self.values[-1]:g}  (min {min(self.values):g}, max {max(self.values):g})"
-
-    def watch_values(self, values: tuple[float, ...]) -> None:
-        if self.is_mounted:
-            self.query_one(Label).update(self._title())
-            self.query_one(Sparkline).data = list(values)
+    def render(self) -> Text:
+        if not self.series:
+            return Text("Press f on a topic to plot one of its numeric fields.", "dim")
+        return chart(self.series, self.content_size.width, self.content_size.height)
 
 
 class LogPanel(Vertical):
@@ -481,7 +584,7 @@ class LogPanel(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder="filter the log (press / to type, Esc to leave)", id="log-filter")
-        yield RichLog(id="log-lines", max_lines=LOG_LINES, wrap=False)
+        yield RichLog(id="log-lines", max_lines=LOG_LINES, wrap=True)  # long errors wrapped, not cut
 
     def on_mount(self) -> None:
         self.watch(self.app, "snapshot", self._take)
