@@ -6,6 +6,7 @@ import os
 import stat
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -75,7 +76,12 @@ def test_a_session_on_an_exposed_broker_logs_its_own_processes_in(access, monkey
         url_file = access.folder / "default.url"
         assert mode(url_file) == 0o600
         joined = BrokerAddress.parse(url_file.read_text().strip())
-        assert joined.username == "session-default" and joined.password == session.address.password
+        assert joined.username == "supervisor/default/remote" and joined.password
+        other_host = Bus(
+            replace(session.address, username=joined.username, password=joined.password), "remote"
+        )
+        other_host.connect()
+        other_host.close()
         with pytest.raises(BrokerError, match="refused"):
             Bus(BrokerAddress(port=session.address.port), client_id="anonymous").connect()
     finally:

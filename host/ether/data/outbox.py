@@ -7,6 +7,7 @@ when acknowledgements stall (a reconnect, a recorder restart) and, by the next p
 instance, after a kill. The broker is not trusted to redeliver (amqtt
 0.12.1 does not). A ``latest`` stream is sent at QoS 0 with its own sequence (boot ``<boot>-latest``),
 so its losses show in the recorder's gap ledger without holding back the durable stream's acks.
+Every message, and the closing report, is signed with the source's key (``transport/signing``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ether.data.recorder.settings import LATEST, RecorderSettings
 from ether.data.recorder.store import Transaction
 from ether.processes import backoff
 from ether.transport.bus import Bus
+from ether.transport.signing import sign
 from ether.transport.waiting import Deadline
 
 log = logging.getLogger("ether.outbox")
@@ -64,7 +66,8 @@ class Outbox:
         self.acked.setdefault(meta.boot, meta.seq - 1)
 
     def ack(self, boot: str, seq: int) -> bool:
-        if boot not in self.last or seq <= self.acked[boot]:
+        """Forget what is acknowledged; an acknowledgement of more than was sent is not believed."""
+        if boot not in self.last or not self.acked[boot] < seq <= self.last[boot]:
             return False
         self.acked[boot] = seq
         self.db.execute("DELETE FROM outbox WHERE boot = ? AND seq <= ?", (boot, seq))
@@ -95,8 +98,17 @@ class Outbox:
 class DataPublisher:
     """Stamps and publishes the data messages of one source (an instance, or the tapping script)."""
 
-    def __init__(self, bus: Bus, topics: Topics, stamper: Stamper, settings: RecorderSettings) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        topics: Topics,
+        stamper: Stamper,
+        settings: RecorderSettings,
+        key: bytes | None = None,
+    ) -> None:
+        """``key``: the source's signing key (``BrokerKey.signing_key``)."""
         self.bus, self.topics, self.stamper, self.settings = bus, topics, stamper, settings
+        self.key = key
         self.latest = Stamper(stamper.source)
         self.latest.boot = stamper.boot + LATEST_SUFFIX
         self.outbox: Outbox | None = None
@@ -135,12 +147,12 @@ class DataPublisher:
         if self.settings.policy(self.topics.user_topic(topic)) == LATEST:
             meta = self.latest.stamp(parents)
             self.last_latest = meta.seq
-            self.bus.publish(topic, encode(payload, meta), qos=0)
+            self.bus.publish(topic, sign(encode(payload, meta), self.key), qos=0)
             return meta
         with self._lock:  # seq order == outbox order == send order
             meta = self.stamper.stamp(parents)
             self.last_durable = meta.seq
-            body = encode(payload, meta)
+            body = sign(encode(payload, meta), self.key)
             held = getattr(self._held, "messages", None)
             if held is not None:
                 held.append((meta, topic, body))
@@ -244,7 +256,8 @@ class DataPublisher:
             last = {self.stamper.boot: self.last_durable, self.latest.boot: self.last_latest}
         report = RecorderClosing(src=self.stamper.source, boots={b: s for b, s in last.items() if s})
         if closing and report.boots and self.settings.enabled:
-            self.bus.publish(self.topics.recorder_closing(), encode(report.payload()))  # after our data
+            closing = sign(encode(report.payload(), self.stamper.control()), self.key)
+            self.bus.publish(self.topics.recorder_closing(), closing)  # after our data
         deadline = Deadline(timeout)
         announced = time.monotonic()
         with self._acked:

@@ -59,6 +59,7 @@ class LaunchSpec:
     config_dir: str = ""
     restarts: int = 0
     recording: dict[str, Any] = field(default_factory=dict)  # RecorderSettings.for_instance()
+    key: str = ""  # hex: the key its messages are signed with (``transport/signing``)
 
 
 @dataclass
@@ -80,7 +81,8 @@ class InstanceRuntime:
         self.topics = Topics(spec.session)
         self.stamper = Stamper(spec.name)
         recording = RecorderSettings.of_instance(spec.recording)
-        self.data = DataPublisher(bus, self.topics, self.stamper, recording)
+        key = bytes.fromhex(spec.key) if spec.key else None
+        self.data = DataPublisher(bus, self.topics, self.stamper, recording, key)
         self.obj: Any = None
         self.jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self.finished = threading.Event()

@@ -1,5 +1,10 @@
 """The broker: where it is (:class:`BrokerAddress`) and the embedded amqtt broker run in its own process.
 
+The embedded broker checks every login and every publish and subscribe with two amqtt plugins
+(``broker_plugins``): a connection is a :class:`~ether.transport.permissions.Login` (derived from the
+session's broker key, a board's from the password file, or anonymous on loopback), and what it may
+do is :mod:`ether.transport.permissions`.
+
 The embedded broker listens on 127.0.0.1 (by default) and works around four amqtt 0.12.1 faults:
 retained messages sent at connect time to clients that never subscribed to them; a client's last
 messages dropped when it disconnects right after sending them (acknowledged, never delivered);
@@ -22,6 +27,7 @@ from ether.logs import setup_logging
 from ether.processes import Child, announce_ready, on_lifeline_cut, read_spec
 
 DEFAULT_PORT = 1883
+MANAGED_MOSQUITTO = "mosquitto"  # --broker / broker: this word starts a Mosquitto of the session's own
 
 
 class BrokerError(RuntimeError):
@@ -91,16 +97,26 @@ def local_host(listen: str) -> str:
 
 
 class EmbeddedBroker:
-    """An amqtt broker in a child process; :meth:`start` returns once it accepts connections."""
+    """An amqtt broker in a child process; :meth:`start` returns once it accepts connections.
+    ``secret``: the broker key the session's logins are derived from (``signing.password``)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, password_file: str | None = None) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        password_file: str | None = None,
+        secret: bytes | None = None,
+    ) -> None:
         self.host, self.requested_port, self.password_file = host, port, password_file
+        self.secret = secret
         self.child: Child | None = None
+        self.pid: int | None = None
 
     def launch(self) -> None:
         """Start the process without waiting (so instances can start importing meanwhile)."""
         self.child = Child("broker", "ether.transport.broker", stdout=True)
-        self.child.send({"host": self.host, "port": self.requested_port, "password_file": self.password_file})
+        spec = {"host": self.host, "port": self.requested_port, "password_file": self.password_file}
+        self.child.send(spec | {"secret": self.secret.hex() if self.secret else None})
 
     def wait_ready(self, timeout: float = 15.0) -> BrokerAddress:
         """Block until the broker reports its port (its ready line)."""
@@ -112,6 +128,7 @@ class EmbeddedBroker:
                 f"embedded broker on {self.host}:{self.requested_port} did not start"
                 f" (exit code {self.child.process.poll()}); is the port already in use?"
             )
+        self.pid = self.child.pid
         return BrokerAddress(local_host(self.host), int(info["port"]))
 
     def start(self, timeout: float = 15.0) -> BrokerAddress:
@@ -172,15 +189,15 @@ def _broker_class():
     return EtherBroker
 
 
-async def _serve(host: str, port: int, password_file: str | None, child: bool) -> None:
+async def _serve(host: str, port: int, password_file: str | None, secret: str | None, child: bool) -> None:
     import asyncio
 
-    auth = (
-        {"amqtt.plugins.authentication.FileAuthPlugin": {"password_file": password_file}}
-        if password_file
-        else {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}
-    )
-    config = {"listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}}, "plugins": auth}
+    checks = {"secret": secret or "", "password_file": password_file or "", "anonymous": not password_file}
+    plugins = {
+        "ether.transport.broker_plugins.EtherLogins": checks,
+        "ether.transport.broker_plugins.EtherTopics": {},
+    }
+    config = {"listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}}, "plugins": plugins}
     broker = _broker_class()(config)
     await broker.start()
     server = broker._servers["default"].instance
@@ -207,7 +224,9 @@ async def _serve(host: str, port: int, password_file: str | None, child: bool) -
     os._exit(exits.OK)
 
 
-def serve(host: str, port: int, password_file: str | None = None, *, child: bool = False) -> None:
+def serve(
+    host: str, port: int, password_file: str | None = None, secret: str | None = None, *, child: bool = False
+) -> None:
     """Run the broker in this process until SIGINT/SIGTERM (or, for a ``child``, its parent's end)."""
     if needs_credentials(host) and not password_file:
         raise BrokerError(
@@ -218,7 +237,7 @@ def serve(host: str, port: int, password_file: str | None = None, *, child: bool
 
     setup_logging(logging.WARNING, whole_process=True)
     try:
-        _run(_serve(host, port, password_file, child))
+        _run(_serve(host, port, password_file, secret, child))
     except (OSError, AmqttError) as exc:  # amqtt wraps the OSError of a port already in use
         raise BrokerError(f"cannot listen on {host}:{port}: {exc}") from None
 
@@ -242,7 +261,7 @@ def main() -> None:
     if spec is None:  # the session ended before it sent the spec
         sys.exit(exits.OK)
     try:
-        serve(spec["host"], spec["port"], spec["password_file"], child=True)
+        serve(spec["host"], spec["port"], spec["password_file"], spec["secret"], child=True)
     except BrokerError as exc:
         print(f"ether broker: {exc}", file=sys.stderr)
         sys.exit(exits.CONFIG)

@@ -20,7 +20,15 @@ from typing import Any
 import pydantic_core
 
 from ether import exits
-from ether.contract.messages import RecorderAck, RecorderClosing, RecorderCommand, RecorderStatus, ok, refused
+from ether.contract.messages import (
+    ErrorEvent,
+    RecorderAck,
+    RecorderClosing,
+    RecorderCommand,
+    RecorderStatus,
+    ok,
+    refused,
+)
 from ether.contract.topics import Topic, Topics
 from ether.contract.wire import Meta, Stamper, WireError, decode, decode_object, encode
 from ether.data.recorder.clocks import DeviceClocks
@@ -31,6 +39,7 @@ from ether.processes import on_lifeline_cut, read_spec
 from ether.transport.broker import BrokerAddress, BrokerError
 from ether.transport.bus import Bus, Will
 from ether.transport.requests import answer
+from ether.transport.signing import Sources
 
 log = logging.getLogger("ether.recorder")
 
@@ -47,6 +56,7 @@ class RecorderSpec:
     session: str
     run_dir: str
     restarts: int = 0
+    secret: str = ""  # hex: the broker key, to check each message's src (``transport/signing``)
 
 
 class _Barrier:
@@ -70,6 +80,7 @@ class Recorder:
         self.forcing = False
         self._seen_status: dict[str, tuple] = {}
         self._devices: set[str] = set()  # sources that announced a device schema: boards
+        self.sources = Sources(bytes.fromhex(spec.secret) if spec.secret else None, spec.session)
         self._clocks = DeviceClocks()
         self._acks: dict[str, dict[str, int]] = {}  # committed, not yet announced
         self._acked_at = 0.0
@@ -247,6 +258,8 @@ class Recorder:
             text = pydantic_core.to_json(payload).decode()
         except WireError:  # not JSON: keep the text, as a JSON string
             meta, text = None, json.dumps(bytes(raw).decode("utf-8", "replace"))
+        if meta is not None and meta.src and self.topics.is_data(topic):
+            meta = self._believed(raw, meta, user_topic)
         if meta is None:
             return Row(user_topic, text, None, None, None, None, [], None, now)
         seq = meta.seq if meta.seq > 0 and meta.src and meta.boot else None
@@ -282,6 +295,19 @@ class Recorder:
             now,
         )
 
+    def _believed(self, raw: bytes, meta: Meta, user_topic: str) -> Meta | None:
+        """``meta`` if its src is verified; else None (the message is stored as foreign) and an error
+        event that names the claimed source."""
+        problem = self.sources.problem(raw, meta.src)
+        if problem is None:
+            return meta
+        log.warning("recorder: a message on '%s' stored as foreign: %s", user_topic, problem)
+        claimed = {"claimed_src": meta.src[:200], "boot": meta.boot[:200], "seq": meta.seq}
+        self.store.event("unverified_source", None, None, topic=user_topic, reason=problem, **claimed)
+        event = ErrorEvent(instance="recorder", topic=user_topic, reason=f"stored as foreign: {problem}")
+        self.bus.publish(self.topics.errors(), encode(event.payload(), self.stamper.control()))
+        return None
+
     def _clock(self, meta: Meta, now: float) -> None:
         """A board stamps readings with its own clock: record its offset to this host's (see clocks)."""
         detail = self._clocks.observe(meta.src, meta.boot, meta.t, now, meta.seq)
@@ -298,6 +324,12 @@ class Recorder:
                 log.warning("recorder: ignoring a malformed closing report %r", payload)
                 return
             src = closing.src
+            if self.sources.problem(raw, src) is not None:
+                log.warning("recorder: ignoring a closing report of '%s' it did not sign", src[:80])
+                self.store.event(
+                    "unverified_source", None, None, reason="closing report", claimed_src=src[:200]
+                )
+                return
             for boot, last in closing.boots.items():
                 stream, _ = self.ledger.stream(src, boot, now)
                 gap = stream.expect_until(last, now)
@@ -316,9 +348,11 @@ class Recorder:
         elif where.kind == "device_schema":
             device = payload.get("device") or where.name
             self._devices.add(device)
+            self.sources.note(where.kind, str(device))
             self.store.event("device_schema", device, payload.get("boot"), schema=payload)
         elif where.kind == "instance_status" and "instance" in payload:  # restarts and deaths are data
             name, state = str(payload["instance"]), payload.get("state")
+            self.sources.note(where.kind, name)
             key = (state, payload.get("pid"), payload.get("restarts"))
             if (
                 state in ("ready", "restarting", "dead", "failed", "stopped")

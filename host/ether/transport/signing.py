@@ -1,0 +1,104 @@
+"""A broker's secret and what is derived from it: each client's password and each source's signing
+key; the signature that lets the recorder believe a message's ``src``.
+
+MQTT 3.1.1 does not tell a subscriber who sent a message, and a broker's ACL cannot tie the ``src``
+inside a payload to a login. So every host source signs what it publishes: ``_ether.sig`` is an
+HMAC-SHA256 (128 bits) of the message's bytes, keyed per session and source from the broker's secret.
+The recorder holds the secret, so it can check any source, also one launched after it started; an
+instance holds only its own key. This works the same on any broker (embedded, Mosquitto, EMQX).
+
+The signature is the last member of ``_ether``, written as bytes after the message was encoded, so
+checking it needs no re-encoding: ``{..., "_ether": {..., "sig": "<32 hex>"}}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+
+SECRET_BYTES = 32
+_SIG = re.compile(rb',"sig":"([0-9a-f]{32})"\}\}\s*$')
+
+
+def new_secret() -> bytes:
+    import secrets
+
+    return secrets.token_bytes(SECRET_BYTES)
+
+
+def _derive(secret: bytes, *parts: str) -> bytes:
+    return hmac.new(secret, "\0".join(parts).encode(), hashlib.sha256).digest()
+
+
+def password(secret: bytes, username: str) -> str:
+    """The password of a derived login (``permissions.Login``): only a holder of the secret knows it."""
+    return base64.urlsafe_b64encode(_derive(secret, "login", username)).decode()[:32]
+
+
+def source_key(secret: bytes, session: str, source: str) -> bytes:
+    """The key with which ``source`` of ``session`` signs its messages."""
+    return _derive(secret, "sign", session, source)
+
+
+def _mac(key: bytes, body: bytes) -> bytes:
+    return hmac.new(key, body, hashlib.sha256).hexdigest()[:32].encode()
+
+
+def sign(body: bytes, key: bytes | None) -> bytes:
+    """``body`` (an encoded message whose ``_ether`` member is its last) with its signature added."""
+    if key is None or not body.endswith(b"}}"):
+        return body
+    return body[:-2] + b',"sig":"' + _mac(key, body) + b'"}}'
+
+
+def signed_by(raw: bytes, key: bytes) -> bool:
+    """Whether ``raw`` carries a valid signature made with ``key``."""
+    found = _SIG.search(raw)
+    if found is None:
+        return False
+    body = raw[: found.start()] + b"}}"
+    return hmac.compare_digest(found.group(1), _mac(key, body))
+
+
+class Verifier:
+    """Checks the sources of one session's messages (the recorder's), caching each source's key."""
+
+    def __init__(self, secret: bytes, session: str) -> None:
+        self.secret, self.session = secret, session
+        self._keys: dict[str, bytes] = {}
+
+    def verify(self, raw: bytes, source: str) -> bool:
+        key = self._keys.get(source)
+        if key is None:
+            if len(self._keys) > 10_000:  # claimed names are hostile input: bounded
+                self._keys.clear()
+            key = self._keys[source] = source_key(self.secret, self.session, source)
+        return signed_by(bytes(raw), key)
+
+
+class Sources:
+    """Which claimed ``src`` the recorder believes: a host source by its signature; a board by its
+    name (boards do not sign: the broker guards their device topics), unless a host source has that
+    name. Without a secret (a recorder started by hand) every claim is believed."""
+
+    def __init__(self, secret: bytes | None, session: str) -> None:
+        self.verifier = Verifier(secret, session) if secret else None
+        self.devices: set[str] = set()
+        self.hosts: set[str] = {"recorder"}
+
+    def note(self, kind: str, name: str) -> None:
+        """A retained announcement the recorder saw: a board's schema, an instance's status."""
+        if kind == "device_schema" and len(self.devices) < 10_000:
+            self.devices.add(name)
+        elif kind == "instance_status" and len(self.hosts) < 10_000:
+            self.hosts.add(name)
+
+    def problem(self, raw: bytes, source: str) -> str | None:
+        """Why ``raw`` (claiming ``source``) is not believed; None if it is."""
+        if self.verifier is None or self.verifier.verify(raw, source):
+            return None
+        if source in self.devices and source not in self.hosts and not source.startswith("main:"):
+            return None
+        return f"src '{source[:80]}' is not verified (no valid signature of that source)"
