@@ -302,7 +302,7 @@ class Recorder:
         if problem is None:
             return meta
         log.warning("recorder: a message on '%s' stored as foreign: %s", user_topic, problem)
-        claimed = {"claimed_src": meta.src[:200], "boot": meta.boot[:200], "seq": meta.seq}
+        claimed = {"claimed_src": meta.src[:200], "claimed_boot": meta.boot[:200], "claimed_seq": meta.seq}
         self.store.event("unverified_source", None, None, topic=user_topic, reason=problem, **claimed)
         event = ErrorEvent(instance="recorder", topic=user_topic, reason=f"stored as foreign: {problem}")
         self.bus.publish(self.topics.errors(), encode(event.payload(), self.stamper.control()))
