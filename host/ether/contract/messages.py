@@ -49,6 +49,11 @@ class EtherMeta(Message):
     reply_to: str | None = Field(None, description="on a request: the topic to reply to")
     corr: str | None = Field(None, description="on a request and its reply: the correlation id")
     dropped: int | None = Field(None, description="on a board's reading: readings dropped this boot")
+    sig: str | None = Field(
+        None,
+        description="last, on a host source's data message and closing report: HMAC-SHA256 (first 32 hex"
+        " digits) of the message without it, keyed per source (docs/operations.md#who-can-do-what)",
+    )
 
 
 class DataMessage(Message):

@@ -133,11 +133,11 @@ class Session:
         return [*clients, Login("recorder", session, "recorder"), *self._logins(list(self.config.instances))]
 
     def _broker_key(self) -> BrokerKey:
-        """The key of our broker (its logins, the sources' signing keys); joining a broker, the key
-        its host left for this user, or a new one that only signs."""
+        """The key of our broker (its logins, the sources' signing keys; its process keeps the key
+        file); joining a broker, the key its host left for this user, or a new one that only signs."""
         port = self.address.port
         if self.secret is not None:
-            return BrokerKey.create(port, logins=True, pid=os.getpid(), secret=self.secret)
+            return BrokerKey(self.secret, port, logins=True, pid=self.embedded.pid)
         return BrokerKey.find(port) or BrokerKey.create(port, logins=False, pid=os.getpid())
 
     def _status(self, state: str) -> bytes:

@@ -96,6 +96,7 @@ class BrokerKey:
     port: int
     logins: bool
     pid: int
+    host: str = socket.gethostname()
 
     @staticmethod
     def path(port: int) -> Path:
@@ -104,19 +105,26 @@ class BrokerKey:
     @classmethod
     def create(cls, port: int, logins: bool, pid: int, secret: bytes | None = None) -> BrokerKey:
         key = cls(secret or new_secret(), port, logins, pid)
-        data = {"secret": key.secret.hex(), "logins": logins, "pid": pid}
+        data = {"secret": key.secret.hex(), "logins": logins, "pid": pid, "host": key.host}
         write_private(cls.path(port), json.dumps(data) + "\n")
         return key
 
     @classmethod
     def find(cls, port: int) -> BrokerKey | None:
-        """The key of the broker on ``port`` if its maker still runs (and the file is readable)."""
+        """The key of the broker on ``port`` if its maker still runs (a key copied from another host
+        is believed as it is) and the file is readable."""
         try:
             data = json.loads(cls.path(port).read_text())
-            key = cls(bytes.fromhex(data["secret"]), port, bool(data["logins"]), int(data["pid"]))
+            secret, logins, pid, host = (
+                bytes.fromhex(data["secret"]),
+                data["logins"],
+                data["pid"],
+                data["host"],
+            )
+            key = cls(secret, port, bool(logins), int(pid), str(host))
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        return key if alive(key.pid) else None
+        return key if key.host != socket.gethostname() or alive(key.pid) else None
 
     def remove(self) -> None:
         """Delete the key file, if this process made it."""

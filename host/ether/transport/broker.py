@@ -192,6 +192,11 @@ def _broker_class():
 async def _serve(host: str, port: int, password_file: str | None, secret: str | None, child: bool) -> None:
     import asyncio
 
+    from ether.transport.access import BrokerKey
+    from ether.transport.signing import new_secret
+
+    secret = secret or new_secret().hex()
+
     checks = {"secret": secret or "", "password_file": password_file or "", "anonymous": not password_file}
     plugins = {
         "ether.transport.broker_plugins.EtherLogins": checks,
@@ -202,6 +207,8 @@ async def _serve(host: str, port: int, password_file: str | None, secret: str | 
     await broker.start()
     server = broker._servers["default"].instance
     bound_port = server.sockets[0].getsockname()[1]
+    # how sessions and `ether` commands of this user log in (and sign) on this broker
+    key = BrokerKey.create(bound_port, logins=True, pid=os.getpid(), secret=bytes.fromhex(secret))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -220,6 +227,7 @@ async def _serve(host: str, port: int, password_file: str | None, secret: str | 
     # amqtt's own shutdown waits up to 5 s for broadcast tasks; a broker holds nothing worth saving,
     # so closing the listening socket and leaving at once is the clean and fast way out.
     server.close()
+    key.remove()
     sys.stdout.flush()
     os._exit(exits.OK)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ether import exits
 from ether.processes import Child, announce_ready, on_lifeline_cut, read_spec
-from ether.transport.access import access_folder, write_private
+from ether.transport.access import BrokerKey, access_folder, write_private
 from ether.transport.broker import BrokerAddress, BrokerError
 from ether.transport.permissions import Login, mosquitto_acl
 from ether.transport.signing import password
@@ -118,6 +118,7 @@ class ManagedMosquitto:
                 f"Mosquitto on 127.0.0.1:{self.port} did not start (see its log above); is the port in use?"
             )
         self.pid = int(info["pid"])
+        BrokerKey.create(self.port, logins=True, pid=self.pid, secret=self.secret)  # for `ether` commands
         return BrokerAddress(self.host, self.port)
 
     def allow(self, logins: list[Login], timeout: float) -> None:
@@ -148,6 +149,7 @@ class ManagedMosquitto:
     def stop(self, timeout: float = 5.0) -> None:
         if self.child is not None:
             self.child.stop(timeout)
+            BrokerKey.path(self.port).unlink(missing_ok=True)
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
 
