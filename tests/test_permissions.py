@@ -56,7 +56,7 @@ PUBLISHES = {  # role -> the kinds it may publish
     "device": {"board reading, own", "reply", "errors", "device schema, own", "device state, own"},
     "anonymous": DATA
     | REQUESTS
-    | {"device schema, own", "device schema, other", "device state, own"}
+    | {"reply", "errors", "device schema, own", "device schema, other", "device state, own"}
     | {"device state, other"},
 }
 READS = {  # role -> the kinds it receives when subscribed to each topic and to '#'

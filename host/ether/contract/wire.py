@@ -75,6 +75,7 @@ class Stamper:
 
     def __init__(self, source: str) -> None:
         self.source = source
+        self.key: bytes | None = None  # what its messages are signed with (transport/signing), if any
         self.boot = os.urandom(6).hex()
         self._seq = itertools.count(1)
         self._control_seq = itertools.count(1)

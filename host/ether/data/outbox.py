@@ -7,7 +7,7 @@ when acknowledgements stall (a reconnect, a recorder restart) and, by the next p
 instance, after a kill. The broker is not trusted to redeliver (amqtt
 0.12.1 does not). A ``latest`` stream is sent at QoS 0 with its own sequence (boot ``<boot>-latest``),
 so its losses show in the recorder's gap ledger without holding back the durable stream's acks.
-Every message, and the closing report, is signed with the source's key (``transport/signing``).
+Every message, and the closing report, is signed with the stamper's key (``transport/signing``).
 """
 
 from __future__ import annotations
@@ -98,17 +98,8 @@ class Outbox:
 class DataPublisher:
     """Stamps and publishes the data messages of one source (an instance, or the tapping script)."""
 
-    def __init__(
-        self,
-        bus: Bus,
-        topics: Topics,
-        stamper: Stamper,
-        settings: RecorderSettings,
-        key: bytes | None = None,
-    ) -> None:
-        """``key``: the source's signing key (``BrokerKey.signing_key``)."""
+    def __init__(self, bus: Bus, topics: Topics, stamper: Stamper, settings: RecorderSettings) -> None:
         self.bus, self.topics, self.stamper, self.settings = bus, topics, stamper, settings
-        self.key = key
         self.latest = Stamper(stamper.source)
         self.latest.boot = stamper.boot + LATEST_SUFFIX
         self.outbox: Outbox | None = None
@@ -147,12 +138,12 @@ class DataPublisher:
         if self.settings.policy(self.topics.user_topic(topic)) == LATEST:
             meta = self.latest.stamp(parents)
             self.last_latest = meta.seq
-            self.bus.publish(topic, sign(encode(payload, meta), self.key), qos=0)
+            self.bus.publish(topic, sign(encode(payload, meta), self.stamper.key), qos=0)
             return meta
         with self._lock:  # seq order == outbox order == send order
             meta = self.stamper.stamp(parents)
             self.last_durable = meta.seq
-            body = sign(encode(payload, meta), self.key)
+            body = sign(encode(payload, meta), self.stamper.key)
             held = getattr(self._held, "messages", None)
             if held is not None:
                 held.append((meta, topic, body))
@@ -256,7 +247,7 @@ class DataPublisher:
             last = {self.stamper.boot: self.last_durable, self.latest.boot: self.last_latest}
         report = RecorderClosing(src=self.stamper.source, boots={b: s for b, s in last.items() if s})
         if closing and report.boots and self.settings.enabled:
-            closing = sign(encode(report.payload(), self.stamper.control()), self.key)
+            closing = sign(encode(report.payload(), self.stamper.control()), self.stamper.key)
             self.bus.publish(self.topics.recorder_closing(), closing)  # after our data
         deadline = Deadline(timeout)
         announced = time.monotonic()

@@ -81,8 +81,8 @@ class InstanceRuntime:
         self.topics = Topics(spec.session)
         self.stamper = Stamper(spec.name)
         recording = RecorderSettings.of_instance(spec.recording)
-        key = bytes.fromhex(spec.key) if spec.key else None
-        self.data = DataPublisher(bus, self.topics, self.stamper, recording, key)
+        self.stamper.key = bytes.fromhex(spec.key) if spec.key else None
+        self.data = DataPublisher(bus, self.topics, self.stamper, recording)
         self.obj: Any = None
         self.jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self.finished = threading.Event()

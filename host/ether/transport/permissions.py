@@ -9,8 +9,9 @@ Roles (docs/operations.md, "Who can do what"):
   instance    one instance: data, requests, replies, error events, its resends and closing report,
               and only its own status (the recorder checks its ``src`` by signature: ``signing``)
   device      a board's login (``ether access add NAME``): its own device topics and readings
-  anonymous   any client without a login (loopback only): data, requests (service and device calls)
-              and a board's device topics (boards need no login on loopback); reads everything
+  anonymous   any client without a login (loopback only): data, requests (service and device calls),
+              and what a board sends (boards need no login on loopback): its device topics, replies
+              and error events; reads everything
 
 A login names its role, its session and its name: ``instance/<session>/<name>``. Device logins are
 the names of ``ether access`` (any session); anonymous has neither.
@@ -44,7 +45,7 @@ PUBLISH: dict[str, set[str]] = {
     "recorder": {*_ANSWERS, "recorder_status", "recorder_ack"},
     "instance": {"data", *_REQUESTS, *_ANSWERS, "instance_status", "recorder_closing", "recorder_resend"},
     "device": {"data", *_ANSWERS, "device_schema", "device_state"},
-    "anonymous": {"data", *_REQUESTS, "device_schema", "device_state"},
+    "anonymous": {"data", *_REQUESTS, *_ANSWERS, "device_schema", "device_state"},  # boards, on loopback
 }
 OWN = {"instance": {"instance_status"}, "device": {"device_schema", "device_state"}}  # own name only
 DEVICE_READS = ("device_call", "device_schema", "device_state")  # beside data, what a board may read

@@ -97,8 +97,8 @@ class Recording:
         On a shared broker another supervisor of the session may already record it: then we join that
         recorder (our outbox waits for its acknowledgements) and our store keeps only our manifest.
         """
-        signing = key.signing_key(self.topics.session, stamper.source)
-        self.data = DataPublisher(bus, self.topics, stamper, self.settings, signing)
+        stamper.key = key.signing_key(self.topics.session, stamper.source)  # its requests are signed too
+        self.data = DataPublisher(bus, self.topics, stamper, self.settings)
         if self.process is not None and shared_broker and self._recorder_announced(bus):
             try:  # a retained 'ready' may be stale (a killed recorder's Last Will comes late): ask it
                 other = read_reply(
