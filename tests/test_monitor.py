@@ -52,6 +52,8 @@ from ether.monitor.widgets import (
 )
 from ether.processes import parse_ready
 from ether.runtime.session import new_session
+from ether.transport.access import BrokerKey
+from ether.transport.signing import sign
 from support import REPO, Observer
 
 SIZE = (130, 42)
@@ -494,9 +496,10 @@ def banner(app: MonitorApp) -> str:
 def test_banner_shows_gaps_and_clears_when_they_are_filled(lab):
     session, observer = lab
     boot = uuid.uuid4().hex[:12]
+    key = BrokerKey.find(session.address.port).signing_key("default", "probe")  # a source of the session
 
     def numbered(seq: int) -> bytes:
-        return encode({"v": seq}, Meta(f"{boot}.{seq}", "probe", boot, seq, time.time()))
+        return sign(encode({"v": seq}, Meta(f"{boot}.{seq}", "probe", boot, seq, time.time())), key)
 
     async def scenario():
         async with monitor(session) as (app, pilot):
