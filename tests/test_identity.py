@@ -105,6 +105,21 @@ def test_a_copied_source_with_seqs_ahead_is_stored_as_foreign(run_session, tmp_p
     assert all(p["instance"] == "recorder" and "'echo'" in p["reason"] for p, _ in errors)
 
 
+def test_a_subscriber_still_handles_the_real_messages_of_a_copied_source(run_session, tmp_path):
+    session, observer = run_session(recorded(tmp_path))
+    session.publish("in", {"value": 1})
+    ((_, real),) = observer.wait_for("in", 1)
+    mallory = attacker(session)
+    for seq in (2, 3, 4):  # the script's next seqs, first: echo must not take the real ones for resends
+        mallory.publish("in", forged(real.src, real.boot, seq))
+    in_order(mallory, observer)
+    for value in (2, 3, 4):
+        session.publish("in", {"value": value})
+    outs = observer.wait_for("out", 7)
+    assert sorted(p["value"] for p, _ in outs) == [-4, -3, -2, 1, 2, 3, 4]  # the forged ones as foreign
+    assert session.close() == {"echo": 0}
+
+
 def test_a_forged_acknowledgement_deletes_nothing(run_session, tmp_path):
     session, observer = run_session(recorded(tmp_path, {}))
     data = session.recording.data

@@ -135,6 +135,7 @@ class Supervisor:
             restarts=managed.restarts,
             recording=self.config.recorder.for_instance(),
             key=key.signing_key(session, c.name).hex(),
+            secret=key.secret.hex(),
         )
         child.send(asdict(spec))  # if it died already, _watch handles it
 

@@ -79,18 +79,32 @@ class Verifier:
 
 
 class Sources:
-    """Which claimed ``src`` the recorder believes: a host source by its signature; a board by its
+    """Which claimed ``src`` a receiver believes: a host source by its signature; a board by its
     name (boards do not sign: the broker guards their device topics), unless a host source has that
-    name. Without a secret (a recorder started by hand) every claim is believed."""
+    name. ``boards``: only names that announced a device schema are boards (the recorder sees them
+    all); without, any name that is not an instance's. Without a secret (a process started by hand)
+    every claim is believed."""
 
-    def __init__(self, secret: bytes | None, session: str) -> None:
+    def __init__(self, secret: bytes | None, session: str, boards: bool = True) -> None:
         self.verifier = Verifier(secret, session) if secret else None
-        self.devices: set[str] = set()
+        self.devices: set[str] | None = set() if boards else None
         self.hosts: set[str] = {"recorder"}
+
+    def follow(self, bus, topics) -> None:
+        """Learn the instances' names from their retained statuses (for a receiver that does not
+        otherwise see them)."""
+        from ether.contract.wire import decode_object
+
+        def on_status(topic: str, raw: bytes) -> None:
+            status = decode_object(raw)
+            if status is not None and isinstance(status.get("instance"), str):
+                self.note("instance_status", status["instance"])
+
+        bus.subscribe(topics.instance_status_all(), on_status)
 
     def note(self, kind: str, name: str) -> None:
         """A retained announcement the recorder saw: a board's schema, an instance's status."""
-        if kind == "device_schema" and len(self.devices) < 10_000:
+        if kind == "device_schema" and self.devices is not None and len(self.devices) < 10_000:
             self.devices.add(name)
         elif kind == "instance_status" and len(self.hosts) < 10_000:
             self.hosts.add(name)
@@ -99,6 +113,7 @@ class Sources:
         """Why ``raw`` (claiming ``source``) is not believed; None if it is."""
         if self.verifier is None or self.verifier.verify(raw, source):
             return None
-        if source in self.devices and source not in self.hosts and not source.startswith("main:"):
+        board = self.devices is None or source in self.devices
+        if board and source not in self.hosts and not source.startswith("main:"):
             return None
         return f"src '{source[:80]}' is not verified (no valid signature of that source)"
