@@ -1,9 +1,10 @@
 """The broker: where it is (:class:`BrokerAddress`) and the embedded amqtt broker run in its own process.
 
-The embedded broker checks every login and every publish and subscribe with two amqtt plugins
-(``broker_plugins``): a connection is a :class:`~ether.transport.permissions.Login` (derived from the
-session's broker key, a board's from the password file, or anonymous on loopback), and what it may
-do is :mod:`ether.transport.permissions`.
+The embedded broker checks every login with an amqtt plugin (``broker_plugins``): a connection is a
+:class:`~ether.transport.permissions.Login` (derived from the broker's key, a board's from the
+password file, or anonymous on loopback); every publish and subscribe is checked against
+:mod:`ether.transport.permissions` by the broker itself (amqtt's plugin path would also run, as a
+task, for each delivery to each subscriber).
 
 The embedded broker listens on 127.0.0.1 (by default) and works around four amqtt 0.12.1 faults:
 retained messages sent at connect time to clients that never subscribed to them; a client's last
@@ -143,6 +144,7 @@ class EmbeddedBroker:
 # -- the broker process ------------------------------------------------------------------------
 
 
+log = logging.getLogger("ether.broker")
 KEEP_ALIVE_GRACE = 1.5  # MQTT 3.1.1 section 3.1.2.10: silent for 1.5 x keep-alive means gone
 
 
@@ -150,7 +152,10 @@ def _broker_class():
     import asyncio
 
     from amqtt.broker import Broker
+    from amqtt.contexts import Action
     from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+
+    from ether.transport.permissions import may_publish, may_subscribe
 
     def drop_silent_client(handler: BrokerProtocolHandler) -> None:
         # amqtt reads with the keep-alive as timeout, then ignores the timeout: close the connection
@@ -160,7 +165,19 @@ def _broker_class():
     BrokerProtocolHandler.handle_read_timeout = drop_silent_client  # this process runs only the broker
 
     class EtherBroker(Broker):
-        """amqtt's broker with the retained-message leak, the lost last messages and keep-alive fixed."""
+        """amqtt's broker with the retained-message leak, the lost last messages and keep-alive fixed,
+        and Ether's permissions."""
+
+        async def _topic_filtering(self, session, topic: str, action) -> bool:  # type: ignore[override]
+            if action == Action.RECEIVE:  # its subscription was checked
+                return True
+            login = getattr(session, "ether_login", None)  # set by broker_plugins.EtherLogins
+            if login is None:
+                return False
+            allowed = may_publish(login, topic) if action == Action.PUBLISH else may_subscribe(login, topic)
+            if not allowed:
+                log.warning("broker: %s may not %s %s", login.username or login.role, action.value, topic)
+            return allowed
 
         async def _initialize_client_session(self, *args, **kwargs):  # type: ignore[override]
             handler, session = await super()._initialize_client_session(*args, **kwargs)
@@ -198,10 +215,7 @@ async def _serve(host: str, port: int, password_file: str | None, secret: str | 
     secret = secret or new_secret().hex()
 
     checks = {"secret": secret or "", "password_file": password_file or "", "anonymous": not password_file}
-    plugins = {
-        "ether.transport.broker_plugins.EtherLogins": checks,
-        "ether.transport.broker_plugins.EtherTopics": {},
-    }
+    plugins = {"ether.transport.broker_plugins.EtherLogins": checks}
     config = {"listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}}, "plugins": plugins}
     broker = _broker_class()(config)
     await broker.start()

@@ -1,6 +1,6 @@
-"""The embedded broker's two amqtt plugins: who a connection is (:class:`EtherLogins`) and what it
-may publish and subscribe to (:class:`EtherTopics`, as :mod:`ether.transport.permissions` says).
-Imported only by the broker process."""
+"""The embedded broker's amqtt plugin that tells who a connection is (:class:`EtherLogins`); what it
+may then publish and subscribe to is checked by the broker (``broker.EtherBroker``). Imported only by
+the broker process."""
 
 from __future__ import annotations
 
@@ -9,11 +9,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from amqtt.contexts import Action
-from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
+from amqtt.plugins.base import BaseAuthPlugin
 
 from ether.transport.access import Access
-from ether.transport.permissions import ANONYMOUS, Login, may_publish, may_subscribe
+from ether.transport.permissions import ANONYMOUS, Login
 from ether.transport.signing import password
 
 log = logging.getLogger("ether.broker")
@@ -30,7 +29,7 @@ class EtherLogins(BaseAuthPlugin):
 
     async def authenticate(self, *, session) -> bool:
         login = self.login(session.username, session.password)
-        session.ether_login = login  # what EtherTopics checks
+        session.ether_login = login  # what the broker checks each publish and subscribe against
         if login is None:
             log.warning("broker: refused the login %r (client %s)", session.username, session.client_id)
         return login is not None
@@ -52,23 +51,3 @@ class EtherLogins(BaseAuthPlugin):
             if known and PasswordHash((Argon2Hasher(),)).verify(given, known):
                 return Login("device", name=username)
         return None
-
-
-class EtherTopics(BaseTopicPlugin):
-    """Publish and subscribe as the login's role allows; a delivery is not checked again (its
-    subscription was)."""
-
-    @dataclass
-    class Config:
-        pass
-
-    async def topic_filtering(self, *, session=None, topic=None, action=None) -> bool:
-        if action == Action.RECEIVE:
-            return True
-        login = getattr(session, "ether_login", None)
-        if login is None or topic is None:
-            return False
-        allowed = may_publish(login, topic) if action == Action.PUBLISH else may_subscribe(login, topic)
-        if not allowed:
-            log.warning("broker: %s may not %s %s", login.username or login.role, action.value, topic)
-        return allowed

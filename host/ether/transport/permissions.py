@@ -20,6 +20,7 @@ the names of ``ether access`` (any session); anonymous has neither.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from ether.contract.topics import DEFAULT_SESSION, Topics, session_of
 
@@ -89,6 +90,7 @@ def classify(topic: str) -> tuple[str, str, str] | None:
     return None if where is None else (session, where.kind, where.name)
 
 
+@lru_cache(maxsize=8192)  # a broker checks every publish: the same few topics, again and again
 def may_publish(login: Login, topic: str) -> bool:
     found = classify(topic)
     if found is None:
@@ -101,6 +103,7 @@ def may_publish(login: Login, topic: str) -> bool:
     return kind not in OWN.get(login.role, ()) or name == login.name
 
 
+@lru_cache(maxsize=1024)
 def may_subscribe(login: Login, topic_filter: str) -> bool:
     """Every role reads what Ether publishes, but a board: data, and its own device topics."""
     if login.role != "device":

@@ -4,8 +4,9 @@ key; the signature that lets the recorder believe a message's ``src``.
 MQTT 3.1.1 does not tell a subscriber who sent a message, and a broker's ACL cannot tie the ``src``
 inside a payload to a login. So every host source signs what it publishes: ``_ether.sig`` is an
 HMAC-SHA256 (128 bits) of the message's bytes, keyed per session and source from the broker's secret.
-The recorder holds the secret, so it can check any source, also one launched after it started; an
-instance holds only its own key. This works the same on any broker (embedded, Mosquitto, EMQX).
+The recorder and the instances hold the secret (they run as the user who owns it), so they can check
+any source, also one launched after they started. This works the same on any broker (embedded,
+Mosquitto, EMQX).
 
 The signature is the last member of ``_ether``, written as bytes after the message was encoded, so
 checking it needs no re-encoding: ``{..., "_ether": {..., "sig": "<32 hex>"}}``.
@@ -16,10 +17,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import re
 
 SECRET_BYTES = 32
-_SIG = re.compile(rb',"sig":"([0-9a-f]{32})"\}\}\s*$')
+_SIG_START = b',"sig":"'
+_SIG_LEN = len(_SIG_START) + 32 + len(b'"}}')
 
 
 def new_secret() -> bytes:
@@ -43,7 +44,7 @@ def source_key(secret: bytes, session: str, source: str) -> bytes:
 
 
 def _mac(key: bytes, body: bytes) -> bytes:
-    return hmac.new(key, body, hashlib.sha256).hexdigest()[:32].encode()
+    return hmac.digest(key, body, "sha256")[:16].hex().encode()
 
 
 def sign(body: bytes, key: bytes | None) -> bytes:
@@ -55,11 +56,12 @@ def sign(body: bytes, key: bytes | None) -> bytes:
 
 def signed_by(raw: bytes, key: bytes) -> bool:
     """Whether ``raw`` carries a valid signature made with ``key``."""
-    found = _SIG.search(raw)
-    if found is None:
+    raw = raw.rstrip()
+    start = len(raw) - _SIG_LEN
+    if start < 0 or raw[start : start + len(_SIG_START)] != _SIG_START or not raw.endswith(b'"}}'):
         return False
-    body = raw[: found.start()] + b"}}"
-    return hmac.compare_digest(found.group(1), _mac(key, body))
+    body = raw[:start] + b"}}"
+    return hmac.compare_digest(raw[start + len(_SIG_START) : -3], _mac(key, body))
 
 
 class Verifier:
