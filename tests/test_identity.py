@@ -41,7 +41,7 @@ def attacker(session, role: str | None = None) -> Bus:
     """Anonymous, or with a login of ``role`` derived from this user's key of the broker."""
     address = session.address
     if role is not None:
-        address = BrokerKey.find(address.port).address(address, Login(role, "default", "mallory"))
+        address = BrokerKey.find(address).address(address, Login(role, "default", "mallory"))
     bus = Bus(address, client_id=f"mallory-{uuid.uuid4().hex[:6]}")
     bus.connect()
     return bus
@@ -131,9 +131,7 @@ def test_a_forged_acknowledgement_deletes_nothing(run_session, tmp_path):
         assert data.pending == 20
         ack = session.topics.recorder_ack(data.stamper.source)
         watcher = Observer(
-            BrokerKey.find(session.address.port).address(
-                session.address, Login("supervisor", "default", "w")
-            ),
+            BrokerKey.find(session.address).address(session.address, Login("supervisor", "default", "w")),
             ack,
         )
         for role in (None, "instance"):
@@ -169,7 +167,7 @@ def test_a_forged_closing_report_adds_no_gap(run_session, tmp_path):
     report = RecorderClosing(src=real.src, boots={real.boot: 10**9})
     for role in (None, "instance"):  # anonymous: refused by the broker; an instance: not echo's signature
         mallory = attacker(session, role)
-        key = BrokerKey.find(session.address.port).signing_key("default", "mallory")
+        key = BrokerKey.find(session.address).signing_key("default", "mallory")
         mallory.publish(
             session.topics.recorder_closing(),
             sign(encode(report.payload(), Stamper("mallory").control()), key),

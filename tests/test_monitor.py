@@ -496,7 +496,7 @@ def banner(app: MonitorApp) -> str:
 def test_banner_shows_gaps_and_clears_when_they_are_filled(lab):
     session, observer = lab
     boot = uuid.uuid4().hex[:12]
-    key = BrokerKey.find(session.address.port).signing_key("default", "probe")  # a source of the session
+    key = BrokerKey.find(session.address).signing_key("default", "probe")  # a source of the session
 
     def numbered(seq: int) -> bytes:
         return sign(encode({"v": seq}, Meta(f"{boot}.{seq}", "probe", boot, seq, time.time())), key)

@@ -138,7 +138,7 @@ class Session:
         port = self.address.port
         if self.secret is not None:
             return BrokerKey(self.secret, port, logins=True, pid=self.embedded.pid)
-        return BrokerKey.find(port) or BrokerKey.create(port, logins=False, pid=os.getpid())
+        return BrokerKey.find(self.address) or BrokerKey.create(port, logins=False, pid=os.getpid())
 
     def _status(self, state: str) -> bytes:
         """This supervisor's retained status: running, stopped, or dead (its Last Will)."""

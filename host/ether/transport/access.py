@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ether.processes import alive
-from ether.transport.broker import BrokerAddress
+from ether.transport.broker import BrokerAddress, needs_credentials
 from ether.transport.permissions import Login
 from ether.transport.signing import new_secret, password, source_key
 
@@ -110,9 +110,10 @@ class BrokerKey:
         return key
 
     @classmethod
-    def find(cls, port: int) -> BrokerKey | None:
-        """The key of the broker on ``port`` if its maker still runs (a key copied from another host
-        is believed as it is) and the file is readable."""
+    def find(cls, address: BrokerAddress) -> BrokerKey | None:
+        """The key of the broker at ``address``, if it is on this host and its maker still runs, or
+        on the host that a copied key names; None if there is none (or it cannot be read)."""
+        port = address.port
         try:
             data = json.loads(cls.path(port).read_text())
             secret, logins, pid, host = (
@@ -124,11 +125,13 @@ class BrokerKey:
             key = cls(secret, port, bool(logins), int(pid), str(host))
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        return key if key.host != socket.gethostname() or alive(key.pid) else None
+        if key.host == socket.gethostname():
+            return key if not needs_credentials(address.host) and alive(key.pid) else None
+        return key if address.host == key.host else None
 
     def remove(self) -> None:
         """Delete the key file, if this process made it."""
-        if self.pid == os.getpid() and BrokerKey.find(self.port) == self:
+        if self.pid == os.getpid() and BrokerKey.find(BrokerAddress(port=self.port)) == self:
             self.path(self.port).unlink(missing_ok=True)
 
     def address(self, address: BrokerAddress, login: Login) -> BrokerAddress:
@@ -145,5 +148,5 @@ class BrokerKey:
 def client_address(address: BrokerAddress, session: str, name: str) -> BrokerAddress:
     """An ``ether`` command's or the monitor's connection: a supervisor login of ``session`` when this
     user's key of that broker is here, else ``address`` as given (anonymous on loopback)."""
-    key = BrokerKey.find(address.port)
+    key = BrokerKey.find(address)
     return key.address(address, Login("supervisor", session, name)) if key else address
