@@ -41,8 +41,9 @@ def test_logins_are_hashed_and_owner_only(access):
     assert text.startswith("board1:$argon2") and password not in text
     assert mode(access.folder) == 0o700 and mode(access.password_file) == 0o600
     assert access.remove("board1") and access.users() == {}
-    with pytest.raises(ValueError, match="no ':' or spaces"):
-        access.add("bad name")
+    for bad in ("bad name", "instance/default/echo"):  # a board cannot take an Ether client's name
+        with pytest.raises(ValueError, match="no ':', '/' or spaces"):
+            access.add(bad)
 
 
 def test_an_exposed_broker_refuses_to_start_without_logins():

@@ -52,8 +52,8 @@ class Access:
 
     def add(self, name: str) -> str:
         """Create (or renew) the login ``name``; returns its new password, which is not stored."""
-        if not name or ":" in name or any(c.isspace() for c in name):
-            raise ValueError(f"login name {name!r}: use letters, digits, '-' or '_' (no ':' or spaces)")
+        if not name or ":" in name or "/" in name or any(c.isspace() for c in name):
+            raise ValueError(f"login name {name!r}: use letters, digits, '-' or '_' (no ':', '/' or spaces)")
         from pwdlib import PasswordHash
         from pwdlib.hashers.argon2 import Argon2Hasher
 
