@@ -373,7 +373,11 @@ def test_in_is_what_an_instance_is_delivered_nothing_while_paused(lab):
             await select(app, pilot, InstancesTable, "echo")
             await pilot.press("p")
             await until(pilot, lambda: column(app, InstancesTable, "echo", "state") == "paused", "paused")
-            for value in range(30):
+            observer.publish(
+                "in", json.dumps({"value": 100})
+            )  # a topic's rate counts from its first snapshot
+            await until(pilot, lambda: app.snapshot.topic("in"), "the topic")
+            for value in range(1, 30):
                 observer.publish("in", json.dumps({"value": value + 100}))
             await until(pilot, lambda: app.snapshot.topic("in") and app.snapshot.topic("in").rate, "a rate")
             snapshot = app.snapshot  # one snapshot: its topic has a rate, the paused instance gets none
