@@ -280,8 +280,8 @@ class DataPublisher:
             last = {self.stamper.boot: self.last_durable, self.latest.boot: self.last_latest}
         report = RecorderClosing(src=self.stamper.source, boots={b: s for b, s in last.items() if s})
         if closing and report.boots and self.settings.enabled:
-            closing = sign(encode(report.payload(), self.stamper.control()), self.stamper.key)
-            self.bus.publish(self.topics.recorder_closing(), closing)  # after our data
+            body = sign(encode(report.payload(), self.stamper.control()), self.stamper.key)
+            self.bus.publish(self.topics.recorder_closing(), body)  # after our data
         deadline = Deadline(timeout)
         announced = time.monotonic()
         with self._acked:

@@ -70,7 +70,9 @@ class Session:
         password_file = str(self.access.password_file) if self.access else None
         self.secret = new_secret() if hosted else None  # the key of the broker we start
         self.mosquitto = (
-            ManagedMosquitto(port, self.secret, self._logins(), config.max_payload) if managed else None
+            ManagedMosquitto(port, self.secret, self._logins(), config.max_payload)
+            if managed and self.secret
+            else None
         )
         self.embedded = (
             EmbeddedBroker(listen, port, password_file, config.max_payload, config.session, self.secret)
@@ -99,18 +101,20 @@ class Session:
                 self.supervisor.spawn(instance)
             if self.embedded:
                 self.address = self.embedded.wait_ready()
-            self.key = self._broker_key()
-            if self.access:
-                remote = self.key.address(self.address, Login("supervisor", self.topics.session, "remote"))
+            address = self.address
+            assert address is not None  # the broker we started, or the one the URL names
+            self.key = key = self._broker_key(address)
+            if self.access and self.embedded:
+                remote = key.address(address, Login("supervisor", self.topics.session, "remote"))
                 url_file = self.access.save_session_url(self.topics.session, remote)
                 log.info(
                     "The broker listens on %s and requires logins; other hosts join with %s (and %s)",
                     self.embedded.host,
                     url_file,
-                    BrokerKey.path(self.address.port),
+                    BrokerKey.path(address.port),
                 )
             self.bus = Bus(
-                self.key.address(self.address, Login("supervisor", self.topics.session, self.name)),
+                key.address(address, Login("supervisor", self.topics.session, self.name)),
                 client_id=f"ether-{self.topics.session}-main-{self.name}",
                 will=Will(self.topics.supervisor_status(self.name), self._status("dead")),
             )
@@ -118,9 +122,9 @@ class Session:
             requester = Requester(self.bus, self.topics, self.stamper)
             self.registry = LiveRegistry(self.bus, self.topics)
             self.services = ServiceClient(requester, self.registry, self.topics)
-            self.supervisor.attach(self.address, self.bus, requester, self.key)
+            self.supervisor.attach(address, self.bus, requester, key)
             self.recording.attach(
-                self.address, self.bus, requester, self.stamper, timeout, self.key, self.embedded is None
+                address, self.bus, requester, self.stamper, timeout, key, self.embedded is None
             )
             self.bus.subscribe(self.topics.session_control(), self._on_session_control)
             names = [i.name for i in autorun]
@@ -134,7 +138,7 @@ class Session:
         log.info(
             "Ether session '%s' ready on %s with instances: %s",
             self.topics.session,
-            self.address.url,
+            address.url,
             ", ".join(names) or "none",
         )
 
@@ -146,13 +150,13 @@ class Session:
         clients = [Login("supervisor", session, n) for n in (self.name, "cli", "monitor", "remote")]
         return [*clients, Login("recorder", session, "recorder"), *self._logins(list(self.config.instances))]
 
-    def _broker_key(self) -> BrokerKey:
+    def _broker_key(self, address: BrokerAddress) -> BrokerKey:
         """The key of our broker (its logins, the sources' signing keys; its process keeps the key
         file); joining a broker, the key its host left for this user, or a new one that only signs."""
-        port = self.address.port
-        if self.secret is not None:
+        port = address.port
+        if self.secret is not None and self.embedded is not None and self.embedded.pid is not None:
             return BrokerKey(self.secret, port, logins=True, pid=self.embedded.pid)
-        return BrokerKey.find(self.address) or BrokerKey.create(port, logins=False, pid=os.getpid())
+        return BrokerKey.find(address) or BrokerKey.create(port, logins=False, pid=os.getpid())
 
     def _status(self, state: str) -> bytes:
         """This supervisor's retained status: running, stopped, or dead (its Last Will)."""

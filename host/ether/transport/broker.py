@@ -188,7 +188,7 @@ def _broker_class():
         """amqtt's broker with the retained-message leak, the lost last messages and keep-alive fixed,
         Ether's permissions, and the payload limit (``limits``)."""
 
-        async def _topic_filtering(self, session, topic: str, action) -> bool:  # type: ignore[override]
+        async def _topic_filtering(self, session, topic: str, action) -> bool:
             if action == Action.RECEIVE:  # its subscription was checked
                 return True
             login = getattr(session, "ether_login", None)  # set by broker_plugins.EtherLogins
