@@ -85,7 +85,7 @@ class Session:
                 self.supervisor.spawn(instance)
             if self.embedded:
                 self.address = self.embedded.wait_ready()
-            self.key = self._broker_key()
+            self.key = self._broker_key(self.address)
             if self.access:
                 remote = self.key.address(self.address, Login("supervisor", self.topics.session, "remote"))
                 url_file = self.access.save_session_url(self.topics.session, remote)
@@ -132,13 +132,12 @@ class Session:
         clients = [Login("supervisor", session, n) for n in (self.name, "cli", "monitor", "remote")]
         return [*clients, Login("recorder", session, "recorder"), *self._logins(list(self.config.instances))]
 
-    def _broker_key(self) -> BrokerKey:
+    def _broker_key(self, address: BrokerAddress) -> BrokerKey:
         """The key of our broker (its logins, the sources' signing keys; its process keeps the key
         file); joining a broker, the key its host left for this user, or a new one that only signs."""
-        port = self.address.port
-        if self.secret is not None:
-            return BrokerKey(self.secret, port, logins=True, pid=self.embedded.pid)
-        return BrokerKey.find(self.address) or BrokerKey.create(port, logins=False, pid=os.getpid())
+        if self.secret is not None and self.embedded is not None and self.embedded.pid is not None:
+            return BrokerKey(self.secret, address.port, logins=True, pid=self.embedded.pid)
+        return BrokerKey.find(address) or BrokerKey.create(address.port, logins=False, pid=os.getpid())
 
     def _status(self, state: str) -> bytes:
         """This supervisor's retained status: running, stopped, or dead (its Last Will)."""
