@@ -173,3 +173,25 @@ def test_permission_matrix_on_managed_mosquitto():
         check_matrix(addresses, MOSQUITTO_ALSO)
     finally:
         mosquitto.stop()
+
+
+def test_a_missing_mosquitto_names_its_package(monkeypatch):
+    from ether.transport import mosquitto
+    from ether.transport.broker import BrokerError
+
+    monkeypatch.setattr(mosquitto.shutil, "which", lambda name: None)
+    monkeypatch.setattr(mosquitto, "BINARY", "/nonexistent/mosquitto")
+    with pytest.raises(BrokerError, match="install the package 'mosquitto'"):
+        mosquitto.find_binary()
+
+
+def test_mosquitto_password_lines_are_what_mosquitto_passwd_writes():
+    import base64
+    import hashlib
+
+    from ether.transport.mosquitto import password_line
+
+    name, hashed = password_line("instance/default/echo", "pw").rstrip("\n").split(":", 1)
+    _, version, iterations, salt, digest = hashed.split("$")
+    expected = hashlib.pbkdf2_hmac("sha512", b"pw", base64.b64decode(salt), int(iterations))
+    assert (name, version, base64.b64decode(digest)) == ("instance/default/echo", "7", expected)

@@ -153,10 +153,9 @@ class Session:
     def _broker_key(self, address: BrokerAddress) -> BrokerKey:
         """The key of our broker (its logins, the sources' signing keys; its process keeps the key
         file); joining a broker, the key its host left for this user, or a new one that only signs."""
-        port = address.port
         if self.secret is not None and self.embedded is not None and self.embedded.pid is not None:
-            return BrokerKey(self.secret, port, logins=True, pid=self.embedded.pid)
-        return BrokerKey.find(address) or BrokerKey.create(port, logins=False, pid=os.getpid())
+            return BrokerKey(self.secret, address.port, logins=True, pid=self.embedded.pid)
+        return BrokerKey.find(address) or BrokerKey.create(address.port, logins=False, pid=os.getpid())
 
     def _status(self, state: str) -> bytes:
         """This supervisor's retained status: running, stopped, or dead (its Last Will)."""
