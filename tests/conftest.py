@@ -10,9 +10,11 @@ from support import Observer
 
 @pytest.fixture(autouse=True, scope="session")
 def _session_data(tmp_path_factory):
-    """Sessions recorded by tests go to a temporary folder, not ./ether_data of the repository."""
+    """Sessions recorded by tests go to a temporary folder, not ./ether_data of the repository; broker
+    keys and logins to another, not ~/.ether."""
     mp = pytest.MonkeyPatch()
     mp.setenv("ETHER_DATA", str(tmp_path_factory.mktemp("ether_data")))
+    mp.setenv("ETHER_HOME", str(tmp_path_factory.mktemp("ether_home")))
     yield
     mp.undo()
 

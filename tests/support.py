@@ -29,6 +29,17 @@ def ether_run(config: Path, *args: str, env: dict | None = None) -> subprocess.P
     )
 
 
+def logged_in(address: BrokerAddress, role: str, name: str = "tester") -> BrokerAddress:
+    """``address`` with a login of ``role`` derived from this user's key of the broker: what a process
+    of that role, or anyone who took its login, can publish (transport/permissions)."""
+    from ether.transport.access import BrokerKey
+    from ether.transport.permissions import Login
+
+    key = BrokerKey.find(address)
+    assert key is not None, f"no key of the broker at {address.url}"
+    return key.address(address, Login(role, "default", name))
+
+
 def wait_until_running(proc: subprocess.Popen) -> None:
     """Read ``ether run``'s output until it says it is running (its session is ready)."""
     for line in proc.stdout:

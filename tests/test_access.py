@@ -6,6 +6,7 @@ import os
 import stat
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -40,8 +41,9 @@ def test_logins_are_hashed_and_owner_only(access):
     assert text.startswith("board1:$argon2") and password not in text
     assert mode(access.folder) == 0o700 and mode(access.password_file) == 0o600
     assert access.remove("board1") and access.users() == {}
-    with pytest.raises(ValueError, match="no ':' or spaces"):
-        access.add("bad name")
+    for bad in ("bad name", "instance/default/echo"):  # a board cannot take an Ether client's name
+        with pytest.raises(ValueError, match="no ':', '/' or spaces"):
+            access.add(bad)
 
 
 def test_an_exposed_broker_refuses_to_start_without_logins():
@@ -75,7 +77,12 @@ def test_a_session_on_an_exposed_broker_logs_its_own_processes_in(access, monkey
         url_file = access.folder / "default.url"
         assert mode(url_file) == 0o600
         joined = BrokerAddress.parse(url_file.read_text().strip())
-        assert joined.username == "session-default" and joined.password == session.address.password
+        assert joined.username == "supervisor/default/remote" and joined.password
+        other_host = Bus(
+            replace(session.address, username=joined.username, password=joined.password), "remote"
+        )
+        other_host.connect()
+        other_host.close()
         with pytest.raises(BrokerError, match="refused"):
             Bus(BrokerAddress(port=session.address.port), client_id="anonymous").connect()
     finally:

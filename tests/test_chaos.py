@@ -136,7 +136,7 @@ def test_broker_killed_and_restarted_mid_stream(run_session, tmp_path):
     session.embedded.child.process.wait(10)
     for i in range(101, 201):  # published with no broker: only the outboxes have them
         session.publish("in", {"value": 1000 + i})
-    replacement = EmbeddedBroker(port=port)
+    replacement = EmbeddedBroker(port=port, secret=session.secret)  # the same key: its logins still work
     replacement.start()
     try:
         assert wait_until(session.bus._state, lambda: session.bus.connected, 30)

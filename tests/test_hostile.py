@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 from dataclasses import replace
 
 import pytest
 
+from ether.contract.wire import Meta
 from ether.data.recorder.store import connect
-from support import Observer
+from support import Observer, logged_in
 from test_control_plane import mosquitto, needs_mosquitto  # noqa: F401 (a fixture)
 
 ECHO = {"echo": {"class_path": "lab_classes.Echo"}}
@@ -92,18 +94,25 @@ def test_an_instance_reports_bad_metadata_and_handles_the_next_message(run_sessi
     assert not errors_of(observer, 0, instance="echo", traceback=None, field=None)  # no internal error
 
 
-def test_a_forged_ack_removes_only_what_the_outbox_has(run_session, tmp_path):
+def test_an_ack_removes_nothing_beyond_what_the_outbox_has(run_session, tmp_path):
     session, observer = run_session(recorded(tmp_path))
     data = session.recording.data
     source, boot = session.stamper.source, session.stamper.boot
-    for i in range(3):
-        session.publish("x", {"n": i})
-    ack_topic = session.topics.recorder_ack(source)
-    observer.publish(ack_topic, json.dumps({boot: 10**9}))  # far beyond the 3 written
-    observer.publish(ack_topic, json.dumps({boot: True}))  # not an ack: ignored, with an error event
-    observer.publish(ack_topic, json.dumps({boot: 2**64}))
-    assert len(errors_of(observer, 2, instance=source, topic=ack_topic)) == 2
-    assert data.pending == 0  # the −999,997,000 of issue 12 is gone
+    recorder = session.recording.process.child.process
+    os.kill(recorder.pid, signal.SIGSTOP)  # nothing is acknowledged but what the test sends
+    forger = Observer(logged_in(session.address, "recorder"))  # the one role that may acknowledge
+    try:
+        for i in range(3):
+            session.publish("x", {"n": i})
+        ack_topic = session.topics.recorder_ack(source)
+        forger.publish(ack_topic, json.dumps({boot: 10**9}))  # far beyond the 3 written: not believed
+        forger.publish(ack_topic, json.dumps({boot: True}))  # not an ack: ignored, with an error event
+        forger.publish(ack_topic, json.dumps({boot: 2**64}))
+        assert len(errors_of(observer, 2, instance=source, topic=ack_topic)) == 2
+        assert data.pending == 3  # the −999,997,000 of issue 12 is gone
+    finally:
+        forger.close()
+        os.kill(recorder.pid, signal.SIGCONT)
     session.publish("x", {"n": 3})
     observer.wait_for("x", 4)
     barrier(session)
@@ -113,17 +122,34 @@ def test_a_forged_ack_removes_only_what_the_outbox_has(run_session, tmp_path):
     assert json.loads(db.execute("SELECT value FROM manifest WHERE key = 'unsaved'").fetchone()[0]) == 0
 
 
+def signed(session, payload: dict) -> bytes:
+    """``payload`` as its ``src`` (or, for data, its ``_ether.src``) sends it: signed with that
+    source's key, so the recorder believes who sent it and checks what it says."""
+    from ether.contract.wire import Stamper, encode
+    from ether.transport.access import BrokerKey
+    from ether.transport.signing import sign
+
+    meta = payload.pop("_ether", None)
+    src = payload["src"] if meta is None else meta["src"]
+    body = encode(payload, Stamper(src).control() if meta is None else Meta(**meta))
+    return sign(body, BrokerKey.find(session.address).signing_key(session.topics.session, src))
+
+
 def test_a_closing_report_cannot_add_phantom_gaps(run_session, tmp_path):
     session, observer = run_session(recorded(tmp_path))
     source, boot = session.stamper.source, session.stamper.boot
     session.publish("x", {"n": 1})
     observer.wait_for("x", 1)
     closing = session.topics.recorder_closing()
-    observer.publish(closing, json.dumps({"src": source, "boots": {boot: 10**9}}))
-    observer.publish(closing, json.dumps({"src": source, "boots": {boot: 2**64}}))
-    observer.publish(closing, json.dumps({"src": "a/b", "boots": {}}))
-    observer.publish(closing, json.dumps({"src": "ghost", "boots": {"b": 10**9}}))  # never heard of
-    refused = errors_of(observer, 4, instance="recorder", topic=closing)
+    reporter = Observer(logged_in(session.address, "instance"))
+    try:
+        reporter.publish(closing, signed(session, {"src": source, "boots": {boot: 10**9}}))
+        reporter.publish(closing, signed(session, {"src": source, "boots": {boot: 2**64}}))
+        reporter.publish(closing, signed(session, {"src": "a/b", "boots": {}}))
+        reporter.publish(closing, signed(session, {"src": "ghost", "boots": {"b": 10**9}}))  # never heard of
+        refused = errors_of(observer, 4, instance="recorder", topic=closing)
+    finally:
+        reporter.close()
     assert any("ahead of the highest seen (1)" in e["reason"] for e in refused)
     barrier(session)
     session.close()
@@ -140,11 +166,11 @@ def test_a_duplicate_with_other_content_is_a_conflict(run_session, tmp_path):
 
     session, observer = run_session(recorded(tmp_path))
     meta = {"id": "b0.1", "src": "sensor", "boot": "b0", "seq": 1, "t": 1.0}
-    real = json.dumps({"v": 1, "_ether": meta})
+    real = signed(session, {"v": 1, "_ether": meta})
     observer.publish("x", real)
     observer.publish("x", real)  # a resend: identical, deduplicated
-    observer.publish("x", json.dumps({"v": 666, "_ether": meta}))  # a forgery, or a bug
-    observer.publish("x", json.dumps({"v": 666, "_ether": meta}))  # kept once
+    observer.publish("x", signed(session, {"v": 666, "_ether": meta}))  # a bug of the source itself
+    observer.publish("x", signed(session, {"v": 666, "_ether": meta}))  # kept once
     (event,) = errors_of(observer, instance="recorder", field="seq")
     assert event["sender"] == "sensor" and "(sensor, b0, 1)" in event["reason"]
     observer.wait_for("x", 4)
@@ -226,6 +252,31 @@ def test_receivers_refuse_what_a_broker_without_limit_delivers(mosquitto, tmp_pa
     assert detail["topic"] == "in" and detail["size"] > 2**21
 
 
+@needs_mosquitto
+def test_a_managed_mosquitto_drops_an_oversized_message(tmp_path):
+    from ether.runtime.session import new_session
+
+    config = recorded(tmp_path, ECHO, limits={"max_payload": "1KiB"})
+    session = new_session(config, broker_url="mosquitto")  # its message_size_limit is max_payload
+    session.open()
+    big = attacker(session)
+    try:
+        big.publish("in", b'{"value": 7, "pad": "' + b"x" * 2048 + b'"}')
+        big.publish("in", '{"value": 8}')
+        assert [p["value"] for p, _ in big.wait_for("out", 1)] == [8]
+        barrier(session)
+    finally:
+        big.close()
+        session.close()
+    db = store_of(session)
+    assert [json.loads(r[0]) for r in db.execute("SELECT payload FROM messages WHERE topic = 'in'")] == [
+        {"value": 8}
+    ]
+    assert (
+        db.execute("SELECT COUNT(*) FROM events WHERE kind = 'oversized'").fetchone()[0] == 0
+    )  # never delivered
+
+
 # -- fuzz ------------------------------------------------------------------------------------------
 
 HUGE = "1e400"  # JSON text no Python float holds: replaced into the dumped text
@@ -304,8 +355,9 @@ def test_fuzzed_messages_crash_nothing_and_each_is_an_error_event(run_session, t
         else _dumps({"src": "fuzz", "boots": {rng.choice(["b", "x" * 200]): rng.choice(BAD_FIELDS["seq"])}})
         for _ in range(300)
     ]
+    reporter = Observer(logged_in(session.address, "instance"))  # a login that may send closing reports
     for raw in closings:
-        observer.publish(session.topics.recorder_closing(), raw)
+        reporter.publish(session.topics.recorder_closing(), raw)
     metas = [raw for kind, raw in bad if kind == "meta"]
     for raw in metas:  # each refused by the reference reader, not only by the instance
         with pytest.raises(WireError):
@@ -318,6 +370,7 @@ def test_fuzzed_messages_crash_nothing_and_each_is_an_error_event(run_session, t
     assert len(echo_errors) == len(bad) and not any(e.get("traceback") for e in echo_errors)
     assert len([e for e in echo_errors if "field" in e]) == len(metas)  # "" for the whole block
     errors_of(observer, len(metas) + len(closings), instance="recorder")
+    reporter.close()
     barrier(session)
     assert session.recording.process.restarts == 0
     session.close()

@@ -57,6 +57,8 @@ from ether.monitor.widgets import (
 )
 from ether.processes import parse_ready
 from ether.runtime.session import new_session
+from ether.transport.access import BrokerKey
+from ether.transport.signing import sign
 from support import REPO, Observer
 
 SIZE = (130, 42)
@@ -450,7 +452,11 @@ def test_in_is_what_an_instance_is_delivered_nothing_while_paused(lab):
             await select(app, pilot, InstancesTable, "echo")
             await pilot.press("p")
             await until(pilot, lambda: column(app, InstancesTable, "echo", "state") == "paused", "paused")
-            for value in range(30):
+            observer.publish(
+                "in", json.dumps({"value": 100})
+            )  # a topic's rate counts from its first snapshot
+            await until(pilot, lambda: app.snapshot.topic("in"), "the topic")
+            for value in range(1, 30):
                 observer.publish("in", json.dumps({"value": value + 100}))
             await until(pilot, lambda: app.snapshot.topic("in") and app.snapshot.topic("in").rate, "a rate")
             snapshot = app.snapshot  # one snapshot: its topic has a rate, the paused instance gets none
@@ -573,9 +579,10 @@ def banner(app: MonitorApp) -> str:
 def test_banner_shows_gaps_and_clears_when_they_are_filled(lab):
     session, observer = lab
     boot = uuid.uuid4().hex[:12]
+    key = BrokerKey.find(session.address).signing_key("default", "probe")  # a source of the session
 
     def numbered(seq: int) -> bytes:
-        return encode({"v": seq}, Meta(f"{boot}.{seq}", "probe", boot, seq, time.time()))
+        return sign(encode({"v": seq}, Meta(f"{boot}.{seq}", "probe", boot, seq, time.time())), key)
 
     async def scenario():
         async with monitor(session) as (app, pilot):

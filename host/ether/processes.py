@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -101,6 +102,19 @@ class Child:
             except subprocess.TimeoutExpired:
                 continue
         return None
+
+
+def alive(pid: object) -> bool:
+    """Whether a process ``pid`` exists on this host (perhaps another user's)."""
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # -- the child's side ------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ether.runtime import context
 from ether.runtime.classes import import_class
 from ether.runtime.decorators import ether_init, ether_shutdown
-from ether.transport.broker import BrokerAddress
+from ether.transport.broker import BrokerAddress, needs_credentials
 
 if TYPE_CHECKING:
     from ether_lite import Node
@@ -84,6 +84,8 @@ class SimulatedBoard:
         from ether_lite import Node
 
         address = self.broker or context.current().services.requester.bus.address
+        if self.broker is None and address.username and not needs_credentials(address.host):
+            address = BrokerAddress(address.host, address.port)  # a board needs no login on loopback
         session = context.current().services.topics.session if self.broker is None else "default"
         self.node = Node(
             self.device,

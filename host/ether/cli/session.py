@@ -26,7 +26,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
     p = commands.add_parser("run", help="run the instances of a YAML session file until Ctrl-C")
     p.add_argument("config", help="the session file (YAML)")
-    p.add_argument("--broker", help="join this broker (mqtt://host:port) instead of starting one")
+    p.add_argument(
+        "--broker",
+        help="join this broker (mqtt://host:port) instead of starting one; 'mosquitto' starts a Mosquitto",
+    )
     p.add_argument(
         "--port", type=int, default=1883, help="port of the embedded broker (default 1883; 0 = any)"
     )
@@ -179,13 +182,15 @@ def remote(args: argparse.Namespace) -> int:
     from ether.contract.messages import InstanceCommand, SessionCommand, SupervisorStatus, read_reply
     from ether.contract.topics import Topics
     from ether.contract.wire import Stamper, decode_object
+    from ether.transport.access import client_address
     from ether.transport.broker import BrokerAddress, BrokerError
     from ether.transport.bus import Bus
     from ether.transport.requests import Requester, RequestTimeout
 
     topics = Topics(args.session)
     name = f"cli-{socket.gethostname()}-{os.getpid()}"
-    bus = Bus(BrokerAddress.parse(args.broker), client_id=f"ether-{args.session}-{name}")
+    address = client_address(BrokerAddress.parse(args.broker), args.session, "cli")
+    bus = Bus(address, client_id=f"ether-{args.session}-{name}")
     try:
         bus.connect()
     except BrokerError as exc:

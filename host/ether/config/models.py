@@ -24,7 +24,7 @@ from pydantic import (
 from ether.config.located import Located
 from ether.contract.topics import DEFAULT_SESSION
 from ether.contract.wire import DEFAULT_MAX_PAYLOAD
-from ether.transport.broker import BrokerAddress, BrokerError
+from ether.transport.broker import MANAGED_MOSQUITTO, BrokerAddress, BrokerError
 
 
 def check_word(what: str, value: Any) -> str:
@@ -80,15 +80,21 @@ class EtherSessionConfig(Section):
 
 
 class BrokerConfig(Section):
-    """``broker:``: join this broker instead of starting the embedded one."""
+    """``broker:``: join this broker instead of starting the embedded one; ``mosquitto`` starts a
+    Mosquitto of the session's own (docs/operations.md)."""
 
-    url: str = Field(description="mqtt://[user:password@]host[:port]", examples=["mqtt://127.0.0.1:1883"])
+    url: str = Field(
+        description="mqtt://[user:password@]host[:port], or mosquitto",
+        examples=["mqtt://127.0.0.1:1883", "mosquitto"],
+    )
     username: str | None = None
     password: str | None = None
 
     @field_validator("url")
     @classmethod
     def _parses(cls, url: str) -> str:
+        if url == MANAGED_MOSQUITTO:
+            return url
         try:
             BrokerAddress.parse(url)
         except BrokerError as exc:
@@ -97,6 +103,8 @@ class BrokerConfig(Section):
 
     @property
     def login_url(self) -> str:
+        if self.url == MANAGED_MOSQUITTO:
+            return self.url
         address = BrokerAddress.parse(self.url)
         if self.username is not None:
             address = BrokerAddress(address.host, address.port, self.username, self.password)

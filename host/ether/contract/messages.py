@@ -14,7 +14,7 @@ from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, field_validator
 
-from ether.contract.wire import ID_LIMIT, PARENTS_LIMIT, SEQ_LIMIT, T_LIMIT, TOPIC_LIMIT
+from ether.contract.wire import ID_LIMIT, PARENTS_LIMIT, SEQ_LIMIT, SIG_LIMIT, T_LIMIT, TOPIC_LIMIT
 
 M = TypeVar("M", bound="Message")
 B = TypeVar("B", bound=BaseModel)
@@ -90,6 +90,12 @@ class EtherMeta(Message):
     )
     corr: Id | None = Field(None, description="on a request and its reply: the correlation id")
     dropped: Seq | None = Field(None, description="on a board's reading: readings dropped this boot")
+    sig: str | None = Field(
+        None,
+        max_length=SIG_LIMIT,
+        description="last, on a host source's data message and closing report: HMAC-SHA256 (first 32 hex"
+        " digits) of the message without it, keyed per source (docs/operations.md#who-can-do-what)",
+    )
 
 
 class DataMessage(Message):

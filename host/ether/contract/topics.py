@@ -91,6 +91,12 @@ _LAYOUT = {
 KINDS = ("data", "reply", "recorder_resend", *_LAYOUT.values())  # every kind parse() can return
 
 
+def session_of(broker_topic: str) -> str | None:
+    """The session a system topic ``ether/<session>/...`` belongs to; None for any other topic."""
+    levels = broker_topic.split("/")
+    return levels[1] if len(levels) > 2 and levels[0] == SYSTEM_ROOT and levels[1] else None
+
+
 class Topics:
     """Every topic of one session: data topics are mapped through :meth:`data`, system topics are methods."""
 
@@ -133,6 +139,21 @@ class Topics:
             if all(p == level or (p == "*" and level) for p, level in pairs):
                 return Topic(kind, *(level for p, level in pairs if p == "*"))
         return None
+
+    def pattern(self, kind: str, name: str = "+") -> str:
+        """The topic filter of every topic of ``kind`` in this session (``name``: one instance, device,
+        client or source; ``+`` any). Data topics of the default session have no prefix: ``#``, which
+        also matches ``ether/...`` (see :meth:`is_data`)."""
+        if kind == "data":
+            return self.data_all()
+        if kind == "reply":
+            return f"{self.root}/reply/{name}/#" if name != "+" else f"{self.root}/reply/#"
+        if kind == "recorder_resend":
+            return self.recorder_resend()
+        levels = list(next(p for p, k in _LAYOUT.items() if k == kind))
+        if "*" in levels:  # the first name is the one asked for; a service name is any
+            levels[levels.index("*")] = name
+        return "/".join([self.root, *("+" if level == "*" else level for level in levels)])
 
     # instances ------------------------------------------------------------
     def instance_status(self, instance: str) -> str:

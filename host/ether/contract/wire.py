@@ -29,6 +29,7 @@ T_LIMIT = 1e11  # 0 <= t < 1e11 seconds (the year 5138), a finite number
 ID_LIMIT = 128  # characters of id, src, boot, corr and of each parent id
 TOPIC_LIMIT = 1024  # characters of reply_to
 PARENTS_LIMIT = 256  # ids in parents
+SIG_LIMIT = 64  # characters of sig (a host source's signature: 32 hex digits, transport/signing)
 DEFAULT_MAX_PAYLOAD = 16 * 2**20  # bytes of one message (docs/topics.md#limits); raise it per session
 _NOT_A_WORD = re.compile(r"[/+#\s\x00-\x1f\x7f]")  # src is a topic level (recorder/ack/<src>)
 
@@ -121,6 +122,7 @@ class Meta:
             except TopicError as exc:
                 raise MetaError("reply_to", str(exc), src) from None
         corr = d.get("corr")
+        _text(d, "sig", SIG_LIMIT, src)  # checked by the receiver against the raw bytes (transport/signing)
         return cls(
             id=_text(d, "id", ID_LIMIT, src),
             src=src,
@@ -138,6 +140,7 @@ class Stamper:
 
     def __init__(self, source: str) -> None:
         self.source = source
+        self.key: bytes | None = None  # what its messages are signed with (transport/signing), if any
         self.boot = os.urandom(6).hex()
         self._seq = 0
         self._lock = threading.Lock()

@@ -7,6 +7,7 @@ when acknowledgements stall (a reconnect, a recorder restart) and, by the next p
 instance, after a kill. The broker is not trusted to redeliver (amqtt
 0.12.1 does not). A ``latest`` stream is sent at QoS 0 with its own sequence (boot ``<boot>-latest``),
 so its losses show in the recorder's gap ledger without holding back the durable stream's acks.
+Every message, and the closing report, is signed with the stamper's key (``transport/signing``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from ether.data.recorder.settings import LATEST, RecorderSettings
 from ether.data.recorder.store import Transaction
 from ether.processes import backoff
 from ether.transport.bus import Bus, PayloadTooLarge
+from ether.transport.signing import sign
 from ether.transport.waiting import Deadline
 
 log = logging.getLogger("ether.outbox")
@@ -71,11 +73,9 @@ class Outbox:
         self.acked.setdefault(meta.boot, meta.seq - 1)
 
     def ack(self, boot: str, seq: int) -> bool:
-        """Forget what the recorder has of one boot, up to ``seq``; never beyond what was written."""
-        if boot not in self.last or seq <= self.acked[boot]:
-            return False
-        seq = min(seq, self.last[boot])
-        if seq <= self.acked[boot]:
+        """Forget what the recorder has of one boot, up to ``seq``; an acknowledgement of more than
+        was written (or of nothing new) is not believed."""
+        if boot not in self.last or not self.acked[boot] < seq <= self.last[boot]:
             return False
         self.acked[boot] = seq
         self.db.execute("DELETE FROM outbox WHERE boot = ? AND seq <= ?", (boot, seq))
@@ -167,7 +167,7 @@ class DataPublisher:
         is kept or sent, and its number is taken back, so the sequence stays gap-free."""
         meta = stamper.stamp(parents)
         try:
-            body = encode(payload, meta)
+            body = sign(encode(payload, meta), self.stamper.key)  # the latest stream's too: one source
             self.bus.check_size(topic, body)
         except (WireError, PayloadTooLarge):
             stamper.unstamp(meta)
@@ -280,7 +280,8 @@ class DataPublisher:
             last = {self.stamper.boot: self.last_durable, self.latest.boot: self.last_latest}
         report = RecorderClosing(src=self.stamper.source, boots={b: s for b, s in last.items() if s})
         if closing and report.boots and self.settings.enabled:
-            self.bus.publish(self.topics.recorder_closing(), encode(report.payload()))  # after our data
+            body = sign(encode(report.payload(), self.stamper.control()), self.stamper.key)
+            self.bus.publish(self.topics.recorder_closing(), body)  # after our data
         deadline = Deadline(timeout)
         announced = time.monotonic()
         with self._acked:

@@ -15,6 +15,7 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeGuard
 
 from ether.contract.topics import matches
 from ether.contract.wire import Meta
@@ -50,7 +51,7 @@ class Processed:
         self.db.execute("INSERT OR IGNORE INTO processed VALUES (?, ?, ?)", (meta.src, meta.boot, meta.seq))
 
 
-def numbered(meta: Meta | None) -> bool:
+def numbered(meta: Meta | None) -> TypeGuard[Meta]:
     """A message the ledger can account for: it names its source, boot and sequence number."""
     return meta is not None and meta.seq > 0 and bool(meta.src) and bool(meta.boot)
 

@@ -227,14 +227,8 @@ def _echo_until_exit(process: subprocess.Popen) -> None:
 
 
 def _address(args: argparse.Namespace, url: str, session: str) -> BrokerAddress:
-    """Where the monitor connects: the session's broker, with the login it needs if it has one."""
-    if args.broker:
-        return BrokerAddress.parse(args.broker)
-    from ether.transport.access import access_folder
-    from ether.transport.broker import needs_credentials
+    """Where the monitor connects: the session's broker (with the login of --broker, if it has one;
+    else its own, from the broker's key)."""
+    from ether.transport.broker import MANAGED_MOSQUITTO
 
-    if needs_credentials(args.listen):
-        saved = Path(access_folder()) / f"{session}.url"
-        login = BrokerAddress.parse(saved.read_text().strip())
-        return BrokerAddress(BrokerAddress.parse(url).host, login.port, login.username, login.password)
-    return BrokerAddress.parse(url)
+    return BrokerAddress.parse(url if args.broker in (None, MANAGED_MOSQUITTO) else args.broker)

@@ -289,7 +289,10 @@ class SessionModel:
 
     def connect(self, timeout: float = 10.0) -> None:
         """Connect, subscribe to the whole session, and wait until its retained state has arrived."""
-        self.bus = Bus(self.address, client_id=f"ether-{self.topics.session}-{self.name}")
+        from ether.transport.access import client_address
+
+        address = client_address(self.address, self.topics.session, "monitor")  # it may stop the session
+        self.bus = Bus(address, client_id=f"ether-{self.topics.session}-{self.name}")
         self.bus.connect(timeout)
         self.requester = Requester(self.bus, self.topics, self.stamper)
         if self.topics.data_all() == "#":

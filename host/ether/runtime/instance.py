@@ -27,6 +27,7 @@ from ether.contract.topics import Topics, check_publish_topic, matches
 from ether.contract.wire import Meta, MetaError, Stamper, WireError, decode, encode
 from ether.data import processed
 from ether.data.outbox import DataPublisher
+from ether.data.processed import numbered
 from ether.data.recorder.settings import RecorderSettings
 from ether.logs import setup_logging
 from ether.processes import on_lifeline_cut, read_spec
@@ -39,6 +40,7 @@ from ether.runtime.services import InvalidArguments, NotFound, ServiceClient, Se
 from ether.transport.broker import BrokerAddress, BrokerError
 from ether.transport.bus import Bus, Will
 from ether.transport.requests import Requester, answer
+from ether.transport.signing import Sources
 
 log = logging.getLogger("ether.runtime")
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # host/ether
@@ -59,6 +61,8 @@ class LaunchSpec:
     config_dir: str = ""
     restarts: int = 0
     recording: dict[str, Any] = field(default_factory=dict)  # RecorderSettings.for_instance()
+    key: str = ""  # hex: the key its messages are signed with (``transport/signing``)
+    secret: str = ""  # hex: the broker key, to check the sources of what it receives
 
 
 @dataclass
@@ -80,7 +84,11 @@ class InstanceRuntime:
         self.topics = Topics(spec.session)
         self.stamper = Stamper(spec.name)
         recording = RecorderSettings.of_instance(spec.recording)
+        self.stamper.key = bytes.fromhex(spec.key) if spec.key else None
         self.data = DataPublisher(bus, self.topics, self.stamper, recording)
+        self.sources = Sources(
+            bytes.fromhex(spec.secret) if spec.secret else None, spec.session, boards=False
+        )
         self.obj: Any = None
         self.jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self.finished = threading.Event()
@@ -177,6 +185,7 @@ class InstanceRuntime:
         if self.data.processed is not None:
             with self.data.outbox.transaction():
                 self.data.processed.subscribe(list(self.handlers))
+        self.sources.follow(self.bus, self.topics)
         self.bus.subscribe(self.topics.instance_control(self.spec.name), self.on_control)
         self.bus.subscribe(
             self.topics.instance_calls(self.spec.name),
@@ -207,6 +216,8 @@ class InstanceRuntime:
         except WireError as exc:
             self.report_error(user_topic, str(exc))
             return
+        if numbered(meta) and self.sources.problem(raw, meta.src):  # e.g. a copied (src, boot, seq)
+            meta = None  # handled as a foreign client's message: it takes no place in our ledger
         self.handle(user_topic, payload, meta)
 
     def handle(self, user_topic: str, payload: Any, meta: Meta | None) -> None:

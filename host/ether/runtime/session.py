@@ -21,10 +21,19 @@ from ether.runtime import context
 from ether.runtime.registry import LIVE_STATES, LiveRegistry
 from ether.runtime.services import ServiceClient
 from ether.runtime.supervisor import Supervisor
-from ether.transport.access import Access
-from ether.transport.broker import BrokerAddress, EmbeddedBroker, needs_credentials
+from ether.transport.access import Access, BrokerKey
+from ether.transport.broker import (
+    MANAGED_MOSQUITTO,
+    BrokerAddress,
+    BrokerError,
+    EmbeddedBroker,
+    needs_credentials,
+)
 from ether.transport.bus import Bus, Will
+from ether.transport.mosquitto import ManagedMosquitto
+from ether.transport.permissions import Login
 from ether.transport.requests import Requester, answer
+from ether.transport.signing import new_secret
 
 log = logging.getLogger("ether")
 
@@ -50,16 +59,30 @@ class Session:
         self.supervisor = Supervisor(config, self.topics)
         self.recording = Recording(config, self.topics)
         url = broker_url or config.broker_url
-        # an embedded broker reachable from other machines requires logins; this run gets its own
-        self.access = Access() if not url and needs_credentials(listen) else None
-        self.login = self.access.session_login(config.session) if self.access else None
+        managed = url == MANAGED_MOSQUITTO  # a Mosquitto this session starts (--broker mosquitto)
+        hosted = managed or not url
+        if managed and needs_credentials(listen):
+            raise BrokerError(
+                f"--broker mosquitto listens on 127.0.0.1 only (not {listen}); see docs/operations.md"
+            )
+        # a broker reachable from other machines requires logins: the boards' are in the password file
+        self.access = Access() if hosted and needs_credentials(listen) else None
         password_file = str(self.access.password_file) if self.access else None
+        self.secret = new_secret() if hosted else None  # the key of the broker we start
+        self.mosquitto = (
+            ManagedMosquitto(port, self.secret, self._logins(), config.max_payload)
+            if managed and self.secret
+            else None
+        )
         self.embedded = (
-            None if url else EmbeddedBroker(listen, port, password_file, config.max_payload, config.session)
+            EmbeddedBroker(listen, port, password_file, config.max_payload, config.session, self.secret)
+            if not url
+            else self.mosquitto
         )
         self.address: BrokerAddress | None = (
-            replace(BrokerAddress.parse(url), max_payload=config.max_payload) if url else None
+            replace(BrokerAddress.parse(url), max_payload=config.max_payload) if url and not managed else None
         )
+        self.key: BrokerKey | None = None
         self.bus: Bus | None = None
         self.registry: LiveRegistry | None = None
         self.services: ServiceClient | None = None
@@ -78,16 +101,20 @@ class Session:
                 self.supervisor.spawn(instance)
             if self.embedded:
                 self.address = self.embedded.wait_ready()
-                if self.login:
-                    self.address = replace(self.address, username=self.login[0], password=self.login[1])
-                    url_file = self.access.save_session_url(self.topics.session, self.address)
-                    log.info(
-                        "The broker listens on %s and requires logins; other hosts join with %s",
-                        self.embedded.host,
-                        url_file,
-                    )
+            address = self.address
+            assert address is not None  # the broker we started, or the one the URL names
+            self.key = key = self._broker_key(address)
+            if self.access and self.embedded:
+                remote = key.address(address, Login("supervisor", self.topics.session, "remote"))
+                url_file = self.access.save_session_url(self.topics.session, remote)
+                log.info(
+                    "The broker listens on %s and requires logins; other hosts join with %s (and %s)",
+                    self.embedded.host,
+                    url_file,
+                    BrokerKey.path(address.port),
+                )
             self.bus = Bus(
-                self.address,
+                key.address(address, Login("supervisor", self.topics.session, self.name)),
                 client_id=f"ether-{self.topics.session}-main-{self.name}",
                 will=Will(self.topics.supervisor_status(self.name), self._status("dead")),
             )
@@ -95,9 +122,9 @@ class Session:
             requester = Requester(self.bus, self.topics, self.stamper)
             self.registry = LiveRegistry(self.bus, self.topics)
             self.services = ServiceClient(requester, self.registry, self.topics)
-            self.supervisor.attach(self.address, self.bus, requester)
+            self.supervisor.attach(address, self.bus, requester, key)
             self.recording.attach(
-                self.address, self.bus, requester, self.stamper, timeout, self.embedded is None
+                address, self.bus, requester, self.stamper, timeout, key, self.embedded is None
             )
             self.bus.subscribe(self.topics.session_control(), self._on_session_control)
             names = [i.name for i in autorun]
@@ -111,9 +138,24 @@ class Session:
         log.info(
             "Ether session '%s' ready on %s with instances: %s",
             self.topics.session,
-            self.address.url,
+            address.url,
             ", ".join(names) or "none",
         )
+
+    def _logins(self, names: list[str] | None = None) -> list[Login]:
+        """The derived logins of this session's clients (a managed Mosquitto must list them all)."""
+        session = self.topics.session
+        if names is not None:
+            return [Login("instance", session, n) for n in names]
+        clients = [Login("supervisor", session, n) for n in (self.name, "cli", "monitor", "remote")]
+        return [*clients, Login("recorder", session, "recorder"), *self._logins(list(self.config.instances))]
+
+    def _broker_key(self, address: BrokerAddress) -> BrokerKey:
+        """The key of our broker (its logins, the sources' signing keys; its process keeps the key
+        file); joining a broker, the key its host left for this user, or a new one that only signs."""
+        if self.secret is not None and self.embedded is not None and self.embedded.pid is not None:
+            return BrokerKey(self.secret, address.port, logins=True, pid=self.embedded.pid)
+        return BrokerKey.find(address) or BrokerKey.create(address.port, logins=False, pid=os.getpid())
 
     def _status(self, state: str) -> bytes:
         """This supervisor's retained status: running, stopped, or dead (its Last Will)."""
@@ -193,6 +235,8 @@ class Session:
         for name in extra:
             if name in self.supervisor.running() or name in self.active_instances():
                 raise ValueError(f"an instance named '{name}' is already running in this session")
+        if self.mosquitto:
+            self.mosquitto.allow(self._logins(list(extra)), timeout)
         for instance in extra.values():
             self.config.instances[instance.name] = instance
             self.supervisor.spawn(instance)
@@ -231,6 +275,8 @@ class Session:
                 self.bus = None
             if self.embedded:
                 self.embedded.stop()
+            if self.key:
+                self.key.remove()
             return codes
 
 

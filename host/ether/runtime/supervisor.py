@@ -19,8 +19,10 @@ from ether.contract.topics import Topics
 from ether.contract.wire import decode_object, encode
 from ether.processes import Child, backoff
 from ether.runtime.instance import LaunchSpec
+from ether.transport.access import BrokerKey
 from ether.transport.broker import BrokerAddress
 from ether.transport.bus import Bus
+from ether.transport.permissions import Login
 from ether.transport.requests import Pending, Requester, RequestTimeout
 from ether.transport.waiting import Deadline, wait_until
 
@@ -71,14 +73,16 @@ class Supervisor:
         self.address: BrokerAddress | None = None
         self.bus: Bus | None = None
         self.requester: Requester | None = None
+        self.key: BrokerKey | None = None
         self._changed = threading.Condition()
         self._closing = threading.Event()
 
     # -- wiring ------------------------------------------------------------------------------
 
-    def attach(self, address: BrokerAddress, bus: Bus, requester: Requester) -> None:
-        """Start listening to instance statuses; spawned processes get the broker address now."""
-        self.address, self.bus, self.requester = address, bus, requester
+    def attach(self, address: BrokerAddress, bus: Bus, requester: Requester, key: BrokerKey) -> None:
+        """Start listening to instance statuses; spawned processes get the broker address now, each
+        with its own login and signing key derived from ``key``."""
+        self.address, self.bus, self.requester, self.key = address, bus, requester, key
         bus.subscribe(self.topics.instance_status_all(), self._on_status)
         for managed in self.instances.values():
             if managed.running():
@@ -115,8 +119,8 @@ class Supervisor:
         child.on_exit(lambda code: self._watch(managed, child, code))
 
     def _send_spec(self, managed: Managed) -> None:
-        c, child = managed.config, managed.child
-        if child is None or self.address is None:
+        c, child, key, session = managed.config, managed.child, self.key, self.topics.session
+        if child is None or self.address is None or key is None:
             return
         spec = LaunchSpec(
             name=c.name,
@@ -124,12 +128,14 @@ class Supervisor:
             args=c.args,
             kwargs=c.constructor_kwargs,
             registry=self.config.registry,
-            broker=self.address.to_dict(),
-            session=self.topics.session,
+            broker=key.address(self.address, Login("instance", session, c.name)).to_dict(),
+            session=session,
             sys_path=[p for p in sys.path if p],
             config_dir=self.config.directory,
             restarts=managed.restarts,
             recording=self.config.recorder.for_instance(),
+            key=key.signing_key(session, c.name).hex(),
+            secret=key.secret.hex(),
         )
         child.send(asdict(spec))  # if it died already, _watch handles it
 

@@ -1,24 +1,31 @@
-"""Who may connect to the embedded broker when it listens beyond this machine.
+"""Logins: every Ether client's, derived from its broker's key, and the boards' own.
 
-On 127.0.0.1 (the default) only local programs can reach the broker, so no login is asked. On any
-other address it requires a username and password: each session gets its own generated login, and
-boards or other hosts get theirs with ``ether access add NAME``. Everything is kept in one folder
-readable by its owner only (``~/.ether/access``, or ``$ETHER_HOME/access``):
+A session that starts a broker (embedded or managed Mosquitto) creates the broker's key: a secret
+from which every client's login (``permissions.Login``) and every source's signing key are derived
+(``signing``). Its instances, recorder and supervisor each get their own login through their launch
+spec; ``ether`` commands and the monitor of the same user find the key by the broker's port. On
+127.0.0.1 a client without a login is still let in, with the anonymous role; on any other address the
+broker requires a login, and boards get theirs with ``ether access add NAME``. Everything is kept in
+one folder readable by its owner only (``~/.ether/access``, or ``$ETHER_HOME/access``):
 
-  passwords        the broker's password file: ``name:argon2-hash`` per line (no plain passwords)
-  <session>.url    the session's own login as a broker URL, for ``--broker`` on other hosts
+  passwords          the boards' logins: ``name:argon2-hash`` per line (no plain passwords)
+  broker-<port>.key  the key of the broker on that port, while the process that made it lives
+  <session>.url      a supervisor login of the session as a broker URL, for ``--broker`` on other hosts
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import socket
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ether.transport.broker import BrokerAddress
-
-SESSION_USER_PREFIX = "session-"
+from ether.processes import alive
+from ether.transport.broker import BrokerAddress, needs_credentials
+from ether.transport.permissions import Login
+from ether.transport.signing import new_secret, password, source_key
 
 
 def access_folder() -> Path:
@@ -45,8 +52,8 @@ class Access:
 
     def add(self, name: str) -> str:
         """Create (or renew) the login ``name``; returns its new password, which is not stored."""
-        if not name or ":" in name or any(c.isspace() for c in name):
-            raise ValueError(f"login name {name!r}: use letters, digits, '-' or '_' (no ':' or spaces)")
+        if not name or ":" in name or "/" in name or any(c.isspace() for c in name):
+            raise ValueError(f"login name {name!r}: use letters, digits, '-' or '_' (no ':', '/' or spaces)")
         from pwdlib import PasswordHash
         from pwdlib.hashers.argon2 import Argon2Hasher
 
@@ -62,16 +69,10 @@ class Access:
         self._write(users)
         return True
 
-    def session_login(self, session: str) -> tuple[str, str]:
-        """A fresh login (name, password) for this run of ``session``; every process of it uses it."""
-        name = f"{SESSION_USER_PREFIX}{session}"
-        return name, self.add(name)
-
     def save_session_url(self, session: str, address: BrokerAddress) -> Path:
         """``<session>.url``: how another host joins, e.g. ``ether run --broker $(cat ...)``."""
         path = self.folder / f"{session}.url"
-        login = f"{address.username}:{address.password}"
-        write_private(path, f"mqtt://{login}@{socket.gethostname()}:{address.port}\n")
+        write_private(path, replace(address, host=socket.gethostname()).login_url + "\n")
         return path
 
     def _write(self, users: dict[str, str]) -> None:
@@ -83,3 +84,69 @@ def write_private(path: Path, text: str) -> None:
     path.touch(mode=0o600)
     path.chmod(0o600)
     path.write_text(text)
+
+
+@dataclass(frozen=True)
+class BrokerKey:
+    """The secret of one broker, kept in ``broker-<port>.key`` while the process ``pid`` lives.
+    ``logins``: the broker knows the derived logins (it is ours); on a broker run by someone else
+    the key only signs, and clients log in as the broker URL says."""
+
+    secret: bytes
+    port: int
+    logins: bool
+    pid: int
+    host: str = socket.gethostname()
+
+    @staticmethod
+    def path(port: int) -> Path:
+        return access_folder() / f"broker-{port}.key"
+
+    @classmethod
+    def create(cls, port: int, logins: bool, pid: int, secret: bytes | None = None) -> BrokerKey:
+        key = cls(secret or new_secret(), port, logins, pid)
+        data = {"secret": key.secret.hex(), "logins": logins, "pid": pid, "host": key.host}
+        write_private(cls.path(port), json.dumps(data) + "\n")
+        return key
+
+    @classmethod
+    def find(cls, address: BrokerAddress) -> BrokerKey | None:
+        """The key of the broker at ``address``, if it is on this host and its maker still runs, or
+        on the host that a copied key names; None if there is none (or it cannot be read)."""
+        port = address.port
+        try:
+            data = json.loads(cls.path(port).read_text())
+            secret, logins, pid, host = (
+                bytes.fromhex(data["secret"]),
+                data["logins"],
+                data["pid"],
+                data["host"],
+            )
+            key = cls(secret, port, bool(logins), int(pid), str(host))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if key.host == socket.gethostname():
+            return key if not needs_credentials(address.host) and alive(key.pid) else None
+        return key if address.host == key.host else None
+
+    def remove(self) -> None:
+        """Delete the key file, if this process made it."""
+        if self.pid == os.getpid() and BrokerKey.find(BrokerAddress(port=self.port)) == self:
+            self.path(self.port).unlink(missing_ok=True)
+
+    def address(self, address: BrokerAddress, login: Login) -> BrokerAddress:
+        """Where ``login`` connects: ``address`` with its own derived password (if the broker is ours
+        and no login was given)."""
+        if not self.logins or address.username:
+            return address
+        return replace(address, username=login.username, password=password(self.secret, login.username))
+
+    def signing_key(self, session: str, source: str) -> bytes:
+        return source_key(self.secret, session, source)
+
+
+def client_address(address: BrokerAddress, session: str, name: str) -> BrokerAddress:
+    """An ``ether`` command's or the monitor's connection: a supervisor login of ``session`` when this
+    user's key of that broker is here, else ``address`` as given (anonymous on loopback)."""
+    key = BrokerKey.find(address)
+    return key.address(address, Login("supervisor", session, name)) if key else address

@@ -1,5 +1,11 @@
 """The broker: where it is (:class:`BrokerAddress`) and the embedded amqtt broker run in its own process.
 
+The embedded broker checks every login with an amqtt plugin (``broker_plugins``): a connection is a
+:class:`~ether.transport.permissions.Login` (derived from the broker's key, a board's from the
+password file, or anonymous on loopback); every publish and subscribe is checked against
+:mod:`ether.transport.permissions` by the broker itself (amqtt's plugin path would also run, as a
+task, for each delivery to each subscriber).
+
 The embedded broker listens on 127.0.0.1 (by default) and works around four amqtt 0.12.1 faults:
 retained messages sent at connect time to clients that never subscribed to them; a client's last
 messages dropped when it disconnects right after sending them (acknowledged, never delivered);
@@ -25,6 +31,7 @@ from ether.transport import limits
 from ether.transport.limits import PayloadLimit
 
 DEFAULT_PORT = 1883
+MANAGED_MOSQUITTO = "mosquitto"  # --broker / broker: this word starts a Mosquitto of the session's own
 
 
 class BrokerError(RuntimeError):
@@ -101,7 +108,8 @@ def local_host(listen: str) -> str:
 
 
 class EmbeddedBroker:
-    """An amqtt broker in a child process; :meth:`start` returns once it accepts connections."""
+    """An amqtt broker in a child process; :meth:`start` returns once it accepts connections.
+    ``secret``: the broker key the session's logins are derived from (``signing.password``)."""
 
     def __init__(
         self,
@@ -110,10 +118,12 @@ class EmbeddedBroker:
         password_file: str | None = None,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         session: str | None = None,
+        secret: bytes | None = None,
     ) -> None:
         self.host, self.requested_port, self.password_file = host, port, password_file
-        self.max_payload, self.session = max_payload, session
+        self.max_payload, self.session, self.secret = max_payload, session, secret
         self.child: Child | None = None
+        self.pid: int | None = None
 
     def launch(self) -> None:
         """Start the process without waiting (so instances can start importing meanwhile)."""
@@ -125,6 +135,7 @@ class EmbeddedBroker:
                 "password_file": self.password_file,
                 "max_payload": self.max_payload,
                 "session": self.session,
+                "secret": self.secret.hex() if self.secret else None,
             }
         )
 
@@ -138,6 +149,7 @@ class EmbeddedBroker:
                 f"embedded broker on {self.host}:{self.requested_port} did not start"
                 f" (exit code {self.child.process.poll()}); is the port already in use?"
             )
+        self.pid = self.child.pid
         return BrokerAddress(local_host(self.host), int(info["port"]), max_payload=self.max_payload)
 
     def start(self, timeout: float = 15.0) -> BrokerAddress:
@@ -152,6 +164,7 @@ class EmbeddedBroker:
 # -- the broker process ------------------------------------------------------------------------
 
 
+log = logging.getLogger("ether.broker")
 KEEP_ALIVE_GRACE = 1.5  # MQTT 3.1.1 section 3.1.2.10: silent for 1.5 x keep-alive means gone
 
 
@@ -159,7 +172,10 @@ def _broker_class():
     import asyncio
 
     from amqtt.broker import Broker
+    from amqtt.contexts import Action
     from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+
+    from ether.transport.permissions import may_publish, may_subscribe
 
     def drop_silent_client(handler: BrokerProtocolHandler) -> None:
         # amqtt reads with the keep-alive as timeout, then ignores the timeout: close the connection
@@ -170,7 +186,18 @@ def _broker_class():
 
     class EtherBroker(PayloadLimit, Broker):
         """amqtt's broker with the retained-message leak, the lost last messages and keep-alive fixed,
-        and the payload limit (``limits``)."""
+        Ether's permissions, and the payload limit (``limits``)."""
+
+        async def _topic_filtering(self, session, topic: str, action) -> bool:
+            if action == Action.RECEIVE:  # its subscription was checked
+                return True
+            login = getattr(session, "ether_login", None)  # set by broker_plugins.EtherLogins
+            if login is None:
+                return False
+            allowed = may_publish(login, topic) if action == Action.PUBLISH else may_subscribe(login, topic)
+            if not allowed:
+                log.warning("broker: %s may not %s %s", login.username or login.role, action.value, topic)
+            return allowed
 
         async def _initialize_client_session(self, *args, **kwargs):
             handler, session = await super()._initialize_client_session(*args, **kwargs)
@@ -200,22 +227,32 @@ def _broker_class():
 
 
 async def _serve(
-    host: str, port: int, password_file: str | None, child: bool, max_payload: int, session: str | None
+    host: str,
+    port: int,
+    password_file: str | None,
+    secret: str | None,
+    child: bool,
+    max_payload: int,
+    session: str | None,
 ) -> None:
     import asyncio
 
-    auth = (
-        {"amqtt.plugins.authentication.FileAuthPlugin": {"password_file": password_file}}
-        if password_file
-        else {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}
-    )
-    config = {"listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}}, "plugins": auth}
+    from ether.transport.access import BrokerKey
+    from ether.transport.signing import new_secret
+
+    secret = secret or new_secret().hex()
+
+    checks = {"secret": secret or "", "password_file": password_file or "", "anonymous": not password_file}
+    plugins = {"ether.transport.broker_plugins.EtherLogins": checks}
+    config = {"listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}}, "plugins": plugins}
     limits.install(max_payload)
     broker = _broker_class()(config)
     broker.ether_session = session
     await broker.start()
     server = broker._servers["default"].instance
     bound_port = server.sockets[0].getsockname()[1]
+    # how sessions and `ether` commands of this user log in (and sign) on this broker
+    key = BrokerKey.create(bound_port, logins=True, pid=os.getpid(), secret=bytes.fromhex(secret))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -234,6 +271,7 @@ async def _serve(
     # amqtt's own shutdown waits up to 5 s for broadcast tasks; a broker holds nothing worth saving,
     # so closing the listening socket and leaving at once is the clean and fast way out.
     server.close()
+    key.remove()
     sys.stdout.flush()
     os._exit(exits.OK)
 
@@ -242,6 +280,7 @@ def serve(
     host: str,
     port: int,
     password_file: str | None = None,
+    secret: str | None = None,
     *,
     child: bool = False,
     max_payload: int = DEFAULT_MAX_PAYLOAD,
@@ -258,7 +297,7 @@ def serve(
 
     setup_logging(logging.WARNING, whole_process=True)
     try:
-        _run(_serve(host, port, password_file, child, max_payload, session))
+        _run(_serve(host, port, password_file, secret, child, max_payload, session))
     except (OSError, AmqttError) as exc:  # amqtt wraps the OSError of a port already in use
         raise BrokerError(f"cannot listen on {host}:{port}: {exc}") from None
 
@@ -286,6 +325,7 @@ def main() -> None:
             spec["host"],
             spec["port"],
             spec["password_file"],
+            spec["secret"],
             child=True,
             max_payload=spec["max_payload"],
             session=spec["session"],

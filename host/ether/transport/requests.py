@@ -17,6 +17,8 @@ from ether.contract.messages import ErrorReply, Message, OkReply
 from ether.contract.topics import Topics
 from ether.contract.wire import Meta, Stamper, WireError, decode, encode
 from ether.transport.bus import Bus
+from ether.transport.permissions import classify
+from ether.transport.signing import sign
 
 log = logging.getLogger("ether.requests")
 
@@ -76,7 +78,7 @@ class Requester:
             self._in_flight[corr] = pending
         meta = self.stamper.control(self.parents() if self.parents else None)
         meta.reply_to, meta.corr = self.reply_topic, corr
-        self.bus.publish(topic, encode(payload, meta))
+        self.bus.publish(topic, sign(encode(payload, meta), self.stamper.key))  # it may go on a data topic
         return pending
 
     def request(self, topic: str, payload: Message | Any, timeout: float) -> Any:
@@ -102,8 +104,12 @@ class Requester:
 
 
 def answer(bus: Bus, stamper: Stamper, request: Meta | None, reply: OkReply | ErrorReply) -> None:
-    """Send ``reply`` to whoever asked (no-op for a request without ``reply_to``)."""
+    """Send ``reply`` to whoever asked (no-op for a request without ``reply_to``, or one whose
+    ``reply_to`` is a system topic other than a reply topic: nobody makes us publish an ack or a command)."""
     if request is None or not request.reply_to:
+        return
+    where = classify(request.reply_to)
+    if where is None or where[1] not in ("reply", "data"):
         return
     meta = stamper.control(parents=[request.id] if request.id else None)
     meta.corr = request.corr

@@ -12,8 +12,10 @@ from ether.contract.topics import Topics
 from ether.contract.wire import decode_object, encode
 from ether.data.recorder.recorder import RecorderSpec
 from ether.processes import Child, backoff
+from ether.transport.access import BrokerKey
 from ether.transport.broker import BrokerAddress
 from ether.transport.bus import Bus
+from ether.transport.permissions import Login
 from ether.transport.requests import Requester
 from ether.transport.waiting import wait_until
 
@@ -33,6 +35,7 @@ class RecorderProcess:
         self.child: Child | None = None
         self.address: BrokerAddress | None = None
         self.requester: Requester | None = None
+        self.key: BrokerKey | None = None
         self.restarts = 0
         self.status: dict = {}
         self._changed = threading.Condition()
@@ -49,15 +52,18 @@ class RecorderProcess:
             self._send_spec()
         child.on_exit(lambda code: self._watch(child, code))
 
-    def attach(self, address: BrokerAddress, bus: Bus, requester: Requester) -> None:
-        self.address, self.requester = address, requester
+    def attach(self, address: BrokerAddress, bus: Bus, requester: Requester, key: BrokerKey) -> None:
+        """Send the spec: the recorder's own login and the secret that checks every source."""
+        self.address, self.requester, self.key = address, requester, key
         bus.subscribe(self.topics.recorder_status(), self._on_status)
         self._send_spec()
 
     def _send_spec(self) -> None:
-        if self.child is None or self.address is None:
+        if self.child is None or self.address is None or self.key is None:
             return
-        spec = RecorderSpec(self.address.to_dict(), self.topics.session, self.run_dir, self.restarts)
+        login = Login("recorder", self.topics.session, "recorder")
+        broker = self.key.address(self.address, login).to_dict()
+        spec = RecorderSpec(broker, self.topics.session, self.run_dir, self.restarts, self.key.secret.hex())
         self.child.send(asdict(spec))  # if it died already, _watch restarts it
 
     def _on_status(self, topic: str, raw: bytes) -> None:

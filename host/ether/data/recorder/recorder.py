@@ -49,6 +49,7 @@ from ether.processes import on_lifeline_cut, read_spec
 from ether.transport.broker import BrokerAddress, BrokerError
 from ether.transport.bus import Bus, Will
 from ether.transport.requests import answer
+from ether.transport.signing import Sources
 
 log = logging.getLogger("ether.recorder")
 
@@ -70,6 +71,7 @@ class RecorderSpec:
     session: str
     run_dir: str
     restarts: int = 0
+    secret: str = ""  # hex: the broker key, to check each message's src (``transport/signing``)
 
 
 class _Barrier:
@@ -102,6 +104,7 @@ class Recorder:
         self.forcing = False
         self._seen_status: dict[str, tuple] = {}
         self._devices: set[str] = set()  # sources that announced a device schema: boards
+        self.sources = Sources(bytes.fromhex(spec.secret) if spec.secret else None, spec.session)
         self._clocks = DeviceClocks()
         self._acks: dict[str, dict[str, int]] = {}  # committed, not yet announced
         self._acked_at = 0.0
@@ -328,6 +331,8 @@ class Recorder:
             return self._foreign(topic, raw, now, exc.payload)
         except WireError:  # not JSON: keep the text, as a JSON string
             return self._foreign(topic, raw, now, bytes(raw).decode("utf-8", "replace"))
+        if meta is not None and meta.src and self.topics.is_data(topic):
+            meta = self._believed(raw, meta, user_topic)
         if meta is None:
             return self._foreign(topic, raw, now, payload)
         seq = meta.seq if meta.seq > 0 and meta.src and meta.boot else None
@@ -391,6 +396,17 @@ class Recorder:
             message_id=row.msg_id,
         )
 
+    def _believed(self, raw: bytes, meta: Meta, user_topic: str) -> Meta | None:
+        """``meta`` if its src is verified; else None (the message is stored as foreign) and an error
+        event that names the claimed source."""
+        problem = self.sources.problem(raw, meta.src)
+        if problem is None:
+            return meta
+        claimed = {"claimed_src": meta.src, "claimed_boot": meta.boot, "claimed_seq": meta.seq}
+        self.store.event("unverified_source", None, None, topic=user_topic, reason=problem, **claimed)
+        self._report(user_topic, f"stored as foreign: {problem}")
+        return None
+
     def _clock(self, meta: Meta, now: float) -> None:
         """A board stamps readings with its own clock: record its offset to this host's (see clocks)."""
         detail = self._clocks.observe(meta.src, meta.boot, meta.t, now, meta.seq)
@@ -410,16 +426,24 @@ class Recorder:
             )
             return
         if isinstance(message, RecorderClosing):
-            self._closing(topic, message, now)
+            self._closing(topic, message, raw, now)
         elif isinstance(message, DeviceSchema):
             self._devices.add(message.device)
+            self.sources.note(where.kind, message.device)
             self.store.event("device_schema", message.device, message.boot, schema=payload)
         elif isinstance(message, InstanceStatus):  # restarts and deaths are data
+            self.sources.note(where.kind, message.instance)
             self._instance_status(message, payload)
 
-    def _closing(self, topic: str, closing: RecorderClosing, now: float) -> None:
-        """A publisher's last numbers: what the recorder did not get of them is lost at the tail."""
+    def _closing(self, topic: str, closing: RecorderClosing, raw: bytes, now: float) -> None:
+        """A publisher's last numbers, if it signed them: what the recorder did not get of them is
+        lost at the tail."""
         src = closing.src
+        problem = self.sources.problem(raw, src)
+        if problem is not None:
+            self.store.event("unverified_source", None, None, topic=topic, reason=problem, claimed_src=src)
+            self._report(topic, f"ignored a closing report: {problem}")
+            return
         for boot, last in closing.boots.items():
             probe = self.ledger.streams.get((src, boot)) or Stream(src, boot)
             implausible = probe.implausible(last, now, since=self.since)

@@ -37,6 +37,8 @@ from ether.data.recorder.store import (
     find_stores,
     read_manifest,
 )
+from ether.processes import alive
+from ether.transport.access import BrokerKey
 from ether.transport.broker import BrokerAddress
 from ether.transport.bus import Bus
 from ether.transport.requests import Requester, RequestTimeout
@@ -87,13 +89,16 @@ class Recording:
         requester: Requester,
         stamper: Stamper,
         timeout: float,
+        key: BrokerKey,
         shared_broker: bool = False,
     ) -> None:
-        """Connect the script's publisher and wait for the recorder to be ready.
+        """Connect the script's publisher and wait for the recorder to be ready (its login, its
+        script's signing key and the recorder's secret derive from ``key``).
 
         On a shared broker another supervisor of the session may already record it: then we join that
         recorder (our outbox waits for its acknowledgements) and our store keeps only our manifest.
         """
+        stamper.key = key.signing_key(self.topics.session, stamper.source)  # its requests are signed too
         self.data = DataPublisher(bus, self.topics, stamper, self.settings)
         if self.process is not None and shared_broker and self._recorder_announced(bus):
             try:  # a retained 'ready' may be stale (a killed recorder's Last Will comes late): ask it
@@ -116,7 +121,7 @@ class Recording:
                 self.recorded = True
                 Store(self.run_dir).set_manifest(recorded_by=other.result)
         if self.process is not None:
-            self.process.attach(address, bus, requester)
+            self.process.attach(address, bus, requester, key)
             self.process.wait_ready(timeout)
             self.recorded = True
             log.info("Recording session '%s' to %s", self.topics.session, self.run_dir)
@@ -296,21 +301,9 @@ def seal_crashed(root: Path) -> list[Path]:
             continue
         if manifest.get("status") != RUNNING or manifest.get("host") != socket.gethostname():
             continue
-        if _alive(manifest.get("pid")):
+        if alive(manifest.get("pid")):
             continue
         seal(path.parent, {}, CRASHED)
         log.warning("Session %s did not end cleanly; sealed it as crashed", path.parent.name)
         sealed.append(path.parent)
     return sealed
-
-
-def _alive(pid: Any) -> bool:
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -1,0 +1,121 @@
+"""A broker's secret and what is derived from it: each client's password and each source's signing
+key; the signature that lets the recorder believe a message's ``src``.
+
+MQTT 3.1.1 does not tell a subscriber who sent a message, and a broker's ACL cannot tie the ``src``
+inside a payload to a login. So every host source signs what it publishes: ``_ether.sig`` is an
+HMAC-SHA256 (128 bits) of the message's bytes, keyed per session and source from the broker's secret.
+The recorder and the instances hold the secret (they run as the user who owns it), so they can check
+any source, also one launched after they started. This works the same on any broker (embedded,
+Mosquitto, EMQX).
+
+The signature is the last member of ``_ether``, written as bytes after the message was encoded, so
+checking it needs no re-encoding: ``{..., "_ether": {..., "sig": "<32 hex>"}}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+
+SECRET_BYTES = 32
+_SIG_START = b',"sig":"'
+_SIG_LEN = len(_SIG_START) + 32 + len(b'"}}')
+
+
+def new_secret() -> bytes:
+    import secrets
+
+    return secrets.token_bytes(SECRET_BYTES)
+
+
+def _derive(secret: bytes, *parts: str) -> bytes:
+    return hmac.new(secret, "\0".join(parts).encode(), hashlib.sha256).digest()
+
+
+def password(secret: bytes, username: str) -> str:
+    """The password of a derived login (``permissions.Login``): only a holder of the secret knows it."""
+    return base64.urlsafe_b64encode(_derive(secret, "login", username)).decode()[:32]
+
+
+def source_key(secret: bytes, session: str, source: str) -> bytes:
+    """The key with which ``source`` of ``session`` signs its messages."""
+    return _derive(secret, "sign", session, source)
+
+
+def _mac(key: bytes, body: bytes) -> bytes:
+    return hmac.digest(key, body, "sha256")[:16].hex().encode()
+
+
+def sign(body: bytes, key: bytes | None) -> bytes:
+    """``body`` (an encoded message whose ``_ether`` member is its last) with its signature added."""
+    if key is None or not body.endswith(b"}}"):
+        return body
+    return body[:-2] + b',"sig":"' + _mac(key, body) + b'"}}'
+
+
+def signed_by(raw: bytes, key: bytes) -> bool:
+    """Whether ``raw`` carries a valid signature made with ``key``."""
+    raw = raw.rstrip()
+    start = len(raw) - _SIG_LEN
+    if start < 0 or raw[start : start + len(_SIG_START)] != _SIG_START or not raw.endswith(b'"}}'):
+        return False
+    body = raw[:start] + b"}}"
+    return hmac.compare_digest(raw[start + len(_SIG_START) : -3], _mac(key, body))
+
+
+class Verifier:
+    """Checks the sources of one session's messages (the recorder's), caching each source's key."""
+
+    def __init__(self, secret: bytes, session: str) -> None:
+        self.secret, self.session = secret, session
+        self._keys: dict[str, bytes] = {}
+
+    def verify(self, raw: bytes, source: str) -> bool:
+        key = self._keys.get(source)
+        if key is None:
+            if len(self._keys) > 10_000:  # claimed names are hostile input: bounded
+                self._keys.clear()
+            key = self._keys[source] = source_key(self.secret, self.session, source)
+        return signed_by(bytes(raw), key)
+
+
+class Sources:
+    """Which claimed ``src`` a receiver believes: a host source by its signature; a board by its
+    name (boards do not sign: the broker guards their device topics), unless a host source has that
+    name. ``boards``: only names that announced a device schema are boards (the recorder sees them
+    all); without, any name that is not an instance's. Without a secret (a process started by hand)
+    every claim is believed."""
+
+    def __init__(self, secret: bytes | None, session: str, boards: bool = True) -> None:
+        self.verifier = Verifier(secret, session) if secret else None
+        self.devices: set[str] | None = set() if boards else None
+        self.hosts: set[str] = {"recorder"}
+
+    def follow(self, bus, topics) -> None:
+        """Learn the instances' names from their retained statuses (for a receiver that does not
+        otherwise see them)."""
+        from ether.contract.wire import decode_object
+
+        def on_status(topic: str, raw: bytes) -> None:
+            status = decode_object(raw)
+            if status is not None and isinstance(status.get("instance"), str):
+                self.note("instance_status", status["instance"])
+
+        bus.subscribe(topics.instance_status_all(), on_status)
+
+    def note(self, kind: str, name: str) -> None:
+        """A retained announcement the recorder saw: a board's schema, an instance's status."""
+        if kind == "device_schema" and self.devices is not None and len(self.devices) < 10_000:
+            self.devices.add(name)
+        elif kind == "instance_status" and len(self.hosts) < 10_000:
+            self.hosts.add(name)
+
+    def problem(self, raw: bytes, source: str) -> str | None:
+        """Why ``raw`` (claiming ``source``) is not believed; None if it is."""
+        if self.verifier is None or self.verifier.verify(raw, source):
+            return None
+        board = self.devices is None or source in self.devices
+        if board and source not in self.hosts and not source.startswith("main:"):
+            return None
+        return f"src '{source[:80]}' is not verified (no valid signature of that source)"
