@@ -268,12 +268,34 @@ async def _serve(
         logins = "logins required" if password_file else "no login needed"
         print(f"Ether broker on mqtt://{host}:{bound_port} ({logins}). Press Ctrl-C to stop.", flush=True)
     await stop.wait()
-    # amqtt's own shutdown waits up to 5 s for broadcast tasks; a broker holds nothing worth saving,
-    # so closing the listening socket and leaving at once is the clean and fast way out.
+    # amqtt's own shutdown waits up to 5 s for broadcast tasks and drops what they still carry: close
+    # the listening socket, pass on what was acknowledged to its subscribers (bounded), and leave.
     server.close()
+    await _pass_on_acknowledged(broker, DRAIN_TIMEOUT)
     key.remove()
     sys.stdout.flush()
     os._exit(exits.OK)
+
+
+DRAIN_TIMEOUT = 2.0  # seconds a stopping broker gives its subscribers to take what it acknowledged
+
+
+async def _pass_on_acknowledged(broker, timeout: float) -> None:
+    """Before the broker exits: deliver the messages it has acknowledged to their publishers but not yet
+    sent on (a board forgets a reading once acknowledged), within ``timeout`` seconds. Polls amqtt's
+    queues: they signal nothing when they empty."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+
+    def carrying() -> bool:
+        if not broker._broadcast_queue.empty() or any(not t.done() for t in broker._tasks_queue):
+            return True
+        return any(not s.delivered_message_queue.empty() for s, _ in broker._sessions.values())
+
+    while carrying() and loop.time() < deadline:
+        await asyncio.sleep(0.005)
 
 
 def serve(
