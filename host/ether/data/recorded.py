@@ -22,6 +22,7 @@ from ether.data.recorder.store import (
     connect,
     find_stores,
     open_gaps,
+    payload_of,
     read_manifest,
     summary,
 )
@@ -96,7 +97,7 @@ class RecordedSession:
         """Each message as a dict: its fields as sent, then the metadata as ``_ether.<column>``."""
         out = []
         for r in self.db.execute("SELECT * FROM messages WHERE topic = ? ORDER BY row", (topic,)):
-            payload = json.loads(r["payload"])
+            payload = payload_of(r)
             record = dict(payload) if isinstance(payload, dict) else {"root": payload}
             for column in META_COLUMNS:
                 record[META_PREFIX + column] = json.loads(r[column]) if column == "parents" else r[column]

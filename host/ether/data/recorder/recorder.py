@@ -7,7 +7,6 @@ and commits stay few at high rates. Acknowledgements go out only after the commi
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -17,15 +16,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import pydantic_core
-
 from ether import exits
 from ether.contract.messages import RecorderAck, RecorderClosing, RecorderCommand, RecorderStatus, ok, refused
 from ether.contract.topics import Topic, Topics
 from ether.contract.wire import Meta, Stamper, WireError, decode, decode_object, encode
 from ether.data.recorder.clocks import DeviceClocks
 from ether.data.recorder.ledger import Ledger
-from ether.data.recorder.store import Row, Store
+from ether.data.recorder.store import Row, Store, payload_text
 from ether.logs import setup_logging
 from ether.processes import on_lifeline_cut, read_spec
 from ether.transport.broker import BrokerAddress, BrokerError
@@ -244,11 +241,11 @@ class Recorder:
         user_topic = self.topics.user_topic(topic) if self.topics.is_data(topic) else topic
         try:
             payload, meta = decode(raw)
-            text = pydantic_core.to_json(payload).decode()
-        except WireError:  # not JSON: keep the text, as a JSON string
-            meta, text = None, json.dumps(bytes(raw).decode("utf-8", "replace"))
+        except WireError:  # neither JSON nor Ether's binary encoding: kept as it came, as bytes
+            payload, meta = bytes(raw), None
+        text, data = payload_text(payload)
         if meta is None:
-            return Row(user_topic, text, None, None, None, None, [], None, now)
+            return Row(user_topic, text, None, None, None, None, [], None, now, data)
         seq = meta.seq if meta.seq > 0 and meta.src and meta.boot else None
         if seq is not None:
             stream, new_boot = self.ledger.stream(meta.src, meta.boot, now)
@@ -280,6 +277,7 @@ class Recorder:
             meta.parents,
             meta.t,
             now,
+            data,
         )
 
     def _clock(self, meta: Meta, now: float) -> None:

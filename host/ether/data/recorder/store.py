@@ -1,11 +1,12 @@
-"""The session store: one SQLite file (WAL) per session run, schema version 1 (docs/data.md).
+"""The session store: one SQLite file (WAL) per session run, schema version 2 (docs/data.md).
 
 Why SQLite in WAL mode: one file a scientist can copy and open anywhere, crash-safe (a killed writer
 leaves the last committed batch readable), queryable with SQL, and >100k rows/s with batched commits.
 
 Tables:
   manifest  key -> JSON value: what ran (config, code identity, versions, host, start/stop, status)
-  messages  one row per data message; a resend of (src, boot, seq) is ignored, never duplicated
+  messages  one row per data message; a resend of (src, boot, seq) is ignored, never duplicated;
+            arrays and bytes are kept raw in its ``data`` BLOB (``ether.contract.arrays``)
   streams   per (src, boot): highest contiguous seq saved and highest seq seen
   gaps      the gap ledger: sequence ranges of a (src, boot) that are missing right now
   events    what happened: restarts, new boots, gaps found and filled, forced ends, device schemas
@@ -21,7 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+import pydantic_core
+
+from ether.contract import arrays
+
+SCHEMA_VERSION = 2  # 2: messages.data (arrays and bytes)
 STORE_FILE = "session.sqlite"
 
 # Manifest statuses. `running` in a store nobody writes to any more means the session crashed.
@@ -44,6 +49,7 @@ CREATE TABLE IF NOT EXISTS messages (
     parents    TEXT NOT NULL DEFAULT '[]',  -- JSON list of the msg_ids whose handling produced it
     t_sent     REAL,                    -- _ether.t: sender's clock, seconds since the epoch
     t_recorded REAL NOT NULL,           -- recorder's clock when it was received
+    data       BLOB,                    -- the payload's arrays and bytes, raw; NULL for plain JSON
     UNIQUE (src, boot, seq)
 );
 CREATE INDEX IF NOT EXISTS messages_by_topic ON messages (topic, row);
@@ -92,6 +98,24 @@ class Row:
     parents: list[str]
     t_sent: float | None
     t_recorded: float
+    data: bytes | None = None  # the data section of a payload with arrays or bytes (``payload_text``)
+
+
+def payload_text(payload: Any) -> tuple[str, bytes | None]:
+    """How a payload is stored: its JSON text (references in place of arrays and bytes) and their raw
+    bytes, the data section of Ether's binary encoding; (JSON text, None) for a plain JSON payload."""
+    if not arrays.holds_binary(payload):
+        return pydantic_core.to_json(payload).decode(), None
+    header, parts = arrays.split(payload)
+    return pydantic_core.to_json(header).decode(), b"".join(parts) if parts else None
+
+
+def payload_of(row: sqlite3.Row) -> Any:
+    """The payload of a stored message, its arrays and bytes back in place (a store of version 1 has
+    no ``data`` column)."""
+    payload = json.loads(row["payload"])
+    data = row["data"] if "data" in row.keys() else None
+    return payload if data is None else arrays.join(payload, data)
 
 
 def connect(path: str | Path, readonly: bool = False) -> sqlite3.Connection:
@@ -147,8 +171,8 @@ class Store:
         """Insert inside the caller's transaction; a row already saved (same src, boot, seq) is skipped."""
         self.db.executemany(
             "INSERT OR IGNORE INTO messages"
-            " (topic, payload, msg_id, src, boot, seq, parents, t_sent, t_recorded)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " (topic, payload, msg_id, src, boot, seq, parents, t_sent, t_recorded, data)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     r.topic,
@@ -160,6 +184,7 @@ class Store:
                     json.dumps(r.parents),
                     r.t_sent,
                     r.t_recorded,
+                    r.data,
                 )
                 for r in rows
             ],

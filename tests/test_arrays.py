@@ -1,0 +1,148 @@
+"""Arrays and bytes as payloads: the binary encoding, schemas, the store, blocks (docs/topics.md#arrays-and-bytes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+
+import numpy as np
+import pydantic_core
+import pytest
+
+import ether
+from ether.contract.wire import Stamper, WireError, decode, encode
+from ether.transport.requests import Requester
+
+
+def foreign_frame(fields: dict) -> bytes:
+    """Ether's binary encoding written as the docs tell a foreign client to: struct, json, numpy only."""
+    header, data = {}, b""
+    for name, value in fields.items():
+        if isinstance(value, bytes):
+            header[name] = {"$bytes": {"offset": len(data), "nbytes": len(value)}}
+            buffer = value
+        else:
+            ref = {"dtype": value.dtype.str, "shape": list(value.shape), "order": "C"}
+            header[name] = {"$array": {**ref, "offset": len(data), "nbytes": value.nbytes}}
+            buffer = np.ascontiguousarray(value).tobytes()
+        data += buffer + b"\0" * (-len(buffer) % 8)
+    text = json.dumps(header).encode()
+    head = b"\x89ETH" + bytes([1, 0, 0, 0]) + struct.pack("<I", len(text)) + text
+    return head + b"\0" * (-len(head) % 8) + data
+
+
+def recorder_has_all_of(session, observer) -> None:
+    """Return once the recorder committed what the observer published (a barrier sent after it)."""
+    requester = Requester(observer.bus, session.topics, Stamper("observer"))
+    assert requester.request(session.topics.recorder_control(), {"command": "barrier"}, 10)["ok"]
+
+
+def assert_same_array(got, want) -> None:
+    assert isinstance(got, np.ndarray), f"got {type(got).__name__}"
+    assert got.dtype == want.dtype and got.shape == want.shape
+    assert np.array_equal(got, want, equal_nan=want.dtype.kind in "fc")
+
+
+VALUES = {
+    "int16": np.arange(-6, 6, dtype=np.int16).reshape(3, 4),
+    "fortran": np.asfortranarray(np.linspace(0, 1, 15).reshape(3, 5)),
+    "bool": np.array([True, False, True]),
+    "complex": np.array([1 + 2j, np.nan - 1j], dtype=np.complex64),
+    "zero_d": np.array(3.5),
+    "empty": np.zeros((0, 3), np.float32),
+    "uint8_image": np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3),
+    "big_endian": np.arange(3, dtype=">i4"),
+    "strided": np.arange(20.0)[::3],
+    "times": np.array(["2026-01-01T00:00:00.000000001"], dtype="M8[ns]"),
+}
+
+
+def test_arrays_and_bytes_round_trip_with_dtype_shape_and_order():
+    meta = Stamper("gen").stamp()
+    raw = encode(
+        {**VALUES, "blob": b"\xff\x00\x89ETH", "nested": {"list": [np.int8(-3), {"a": np.ones(2)}]}}, meta
+    )
+    assert raw[:4] == b"\x89ETH" and raw[4] == 1
+    payload, back = decode(raw)
+    assert back.id == meta.id
+    for name, value in VALUES.items():
+        assert_same_array(payload[name], value)
+    assert payload["fortran"].flags.f_contiguous
+    assert payload["blob"] == b"\xff\x00\x89ETH" and isinstance(payload["blob"], bytes)
+    assert payload["nested"]["list"][0] == -3
+    assert_same_array(payload["nested"]["list"][1]["a"], np.ones(2))
+    root, _ = decode(encode(np.arange(4)))
+    assert_same_array(root["root"], np.arange(4))
+
+
+def test_payloads_without_arrays_stay_plain_json():
+    meta = Stamper("gen").stamp()
+    body = {"data": 42, "label": "x", "values": [1.5, 2.5]}
+    assert encode(body, meta) == pydantic_core.to_json({**body, "_ether": meta.to_dict()})
+    assert encode({"n": np.int64(7), "x": np.float32(0.5)}) == b'{"n":7,"x":0.5}'  # numpy scalars: numbers
+
+
+def test_a_foreign_frame_is_read_and_buffers_are_aligned():
+    frame = foreign_frame({"samples": np.arange(5, dtype=np.float64), "tag": b"abc"})
+    payload, meta = decode(frame)
+    assert meta is None and payload["tag"] == b"abc"
+    assert_same_array(payload["samples"], np.arange(5, dtype=np.float64))
+    raw = encode({"a": np.arange(3, dtype=np.uint8), "b": np.arange(3, dtype=np.float64)})
+    (length,) = struct.unpack_from("<I", raw, 8)
+    start = 12 + length + (-(12 + length) % 8)
+    header = json.loads(raw[12 : 12 + length])
+    assert start % 8 == 0 and header["b"]["$array"]["offset"] % 8 == 0
+
+
+@pytest.mark.parametrize(
+    "frame, reason",
+    [
+        (b"\x89ETH\x01", "shorter than"),
+        (b"\x89ETH\x02\0\0\0\0\0\0\0", "version 2"),
+        (b"\x89ETH\x01\0\0\0\xff\0\0\0{}", "runs past its end"),
+        (None, "dtype '|O'"),
+        (None, "needs 24 bytes, has 16"),
+        (None, "do not fit"),
+    ],
+)
+def test_a_malformed_frame_is_a_clear_error(frame, reason):
+    if frame is None:
+        good = foreign_frame({"x": np.arange(3, dtype=np.float64)})
+        (length,) = struct.unpack_from("<I", good, 8)
+        header = json.loads(good[12 : 12 + length])
+        ref = header["x"]["$array"]
+        if "dtype" in reason:
+            ref["dtype"] = "|O"
+        elif "needs" in reason:
+            ref["nbytes"] = 16
+        else:
+            ref["offset"] = 4096
+        text = json.dumps(header).encode()
+        head = good[:8] + struct.pack("<I", len(text)) + text
+        frame = head + b"\0" * (-len(head) % 8) + np.arange(3, dtype=np.float64).tobytes()
+    with pytest.raises(WireError, match=reason.replace("|", r"\|")):
+        decode(frame)
+
+
+def test_what_cannot_be_encoded_is_named():
+    with pytest.raises(WireError, match="field 'rec': an array of dtype"):
+        encode({"rec": np.zeros(2, dtype=[("a", "i4")])})
+    with pytest.raises(WireError, match="reserved"):
+        encode({"x": {"$array": 1}, "y": b""})
+
+
+def test_a_foreign_binary_payload_is_stored_byte_exact(run_session, tmp_path):
+    """A camera frame or packed struct that is not Ether's encoding comes back as the same bytes."""
+    session, observer = run_session({"recorder": {"path": str(tmp_path)}, "instances": {}})
+    blob = os.urandom(4096)
+    observer.publish("camera", blob)
+    observer.publish("camera", "hello, not JSON")
+    observer.publish("frames", foreign_frame({"image": np.arange(12, dtype=np.uint8).reshape(3, 4)}))
+    recorder_has_all_of(session, observer)
+    session.close()
+    recorded = ether.open_session(session.recording.run_dir)
+    assert [r["root"] for r in recorded.records("camera")] == [blob, b"hello, not JSON"]
+    (frame,) = recorded.records("frames")
+    assert_same_array(frame["image"], np.arange(12, dtype=np.uint8).reshape(3, 4))
+    assert recorded.manifest["status"] == "complete"
