@@ -146,3 +146,60 @@ def test_a_foreign_binary_payload_is_stored_byte_exact(run_session, tmp_path):
     (frame,) = recorded.records("frames")
     assert_same_array(frame["image"], np.arange(12, dtype=np.uint8).reshape(3, 4))
     assert recorded.manifest["status"] == "complete"
+
+
+@pytest.fixture
+def camera_and_viewer(run_session, tmp_path):
+    config = {
+        "recorder": {"path": str(tmp_path)},
+        "instances": {
+            "camera": {"class_path": "array_classes.Camera"},
+            "viewer": {"class_path": "array_classes.Viewer"},
+        },
+    }
+    return run_session(config)
+
+
+def assert_frame(got: dict, n: int) -> None:
+    from array_classes import frame
+
+    want = frame(n)
+    for name, value in want.items():
+        if isinstance(value, np.ndarray):
+            assert_same_array(got[name], value)
+        else:
+            assert got[name] == value, name
+
+
+def test_arrays_and_bytes_reach_a_subscriber_in_another_process(camera_and_viewer):
+    session, observer = camera_and_viewer
+    session.publish("snap", {"n": 1})  # returned by an @ether_pub method
+    session.publish("snap_pub", {"n": 2})  # ether.pub inside an instance
+    from array_classes import frame
+
+    session.publish("frames", frame(3))  # ether.pub's path from the main script
+    seen = sorted((p for p, _ in observer.wait_for("seen", 3)), key=lambda p: p["n"])
+    for n, payload in zip((1, 2, 3), seen, strict=True):
+        assert_frame(payload, n)
+        assert payload["fortran_order"] is True
+    session.close()
+    recorded = ether.open_session(session.recording.run_dir)
+    stored = sorted(recorded.records("frames"), key=lambda r: r["n"])
+    for n, record in zip((1, 2, 3), stored, strict=True):
+        assert_frame(record, n)
+    assert recorded.manifest["status"] == "complete"
+
+
+def test_an_array_of_the_wrong_dtype_or_shape_is_rejected_by_name(camera_and_viewer):
+    session, observer = camera_and_viewer
+    from array_classes import frame
+
+    wrong = {**frame(4), "samples": np.zeros((31, 300), np.float32)}
+    session.publish("frames", wrong)
+    (error, _), *_ = observer.wait_for(session.topics.errors())
+    assert error["instance"] == "viewer" and "field 'samples'" in error["reason"]
+    assert "expected dtype int16, got dtype float32" in error["reason"]
+    wrong = {**frame(5), "samples": np.zeros((31, 300), np.int16)}
+    session.publish("frames", wrong)
+    errors = observer.wait_for(session.topics.errors(), 2)
+    assert "expected shape (32, any), got shape (31, 300)" in errors[1][0]["reason"]

@@ -23,6 +23,7 @@ __version__ = "0.1.0"
 # The package face is lazy: ``import ether.contract.topics`` must not load pydantic, paho and yaml.
 # These names are imported on first use (module ``__getattr__``), then kept here like any other.
 _LAZY = {
+    "Array": "ether.runtime.schema",
     "ConfigError": "ether.config",
     "InstanceStartError": "ether.runtime.supervisor",
     **dict.fromkeys(
