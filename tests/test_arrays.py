@@ -203,3 +203,46 @@ def test_an_array_of_the_wrong_dtype_or_shape_is_rejected_by_name(camera_and_vie
     session.publish("frames", wrong)
     errors = observer.wait_for(session.topics.errors(), 2)
     assert "expected shape (32, any), got shape (31, 300)" in errors[1][0]["reason"]
+
+
+def test_blocks_join_into_one_array_with_its_time_axis_and_gaps(run_session, tmp_path):
+    session, _ = run_session({"recorder": {"path": str(tmp_path)}})
+    rate, n, t0 = 30_000.0, 300, 1_800_000_000.0
+    channels = [f"ch{i}" for i in range(32)]
+    sent = []
+    for k in range(10):
+        if k == 6:
+            continue  # a lost block: the stream has a gap of 300 samples there
+        samples = np.arange(n * 32, dtype=np.int16).reshape(n, 32) + k
+        sent.append((k, samples))
+        session.publish(
+            "ephys", ether.block(samples, rate, t0=t0 + k * n / rate, channels=channels, units="uV")
+        )
+    session.close()
+    recorded = ether.open_session(session.recording.run_dir)
+    whole = recorded.blocks("ephys")
+    assert_same_array(whole.data, np.concatenate([s for _, s in sent]))
+    assert whole.rate == rate and whole.channels == channels and whole.units == "uV"
+    assert whole.times[0] == t0 and whole.times.shape == (9 * n,)
+    assert np.allclose(np.diff(whole.times[:n]), 1 / rate, rtol=0, atol=1e-6)  # float64 epoch: ~0.2 µs
+    assert whole.gaps == [{"start": t0 + 6 * n / rate, "stop": t0 + 7 * n / rate, "missing": 300}]
+
+    start, stop = t0 + 2.5 * n / rate, t0 + 4 * n / rate  # the second half of block 2, and block 3
+    part = recorded.blocks("ephys", start, stop)
+    assert_same_array(part.data, np.concatenate([sent[2][1][n // 2 :], sent[3][1]]))
+    assert part.times[0] == start and part.gaps == []
+    plan = " ".join(
+        str(r[-1])
+        for r in recorded.db.execute(
+            "EXPLAIN QUERY PLAN SELECT * FROM messages WHERE topic = 'ephys' AND data IS NOT NULL"
+            " AND json_extract(payload, '$.t0') >= 0 AND json_extract(payload, '$.t0') < 1"
+        )
+    )
+    assert "messages_by_block_time" in plan  # a slice reads only its blocks
+
+
+def test_a_block_without_a_time_axis_is_refused():
+    with pytest.raises(ValueError, match="either a sample rate or the time of each sample"):
+        ether.block(np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="3 channel names for data of shape"):
+        ether.block(np.zeros((4, 2)), 100.0, channels=["a", "b", "c"])

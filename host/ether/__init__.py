@@ -24,6 +24,7 @@ __version__ = "0.1.0"
 # These names are imported on first use (module ``__getattr__``), then kept here like any other.
 _LAZY = {
     "Array": "ether.runtime.schema",
+    "block": "ether.contract.blocks",
     "ConfigError": "ether.config",
     "InstanceStartError": "ether.runtime.supervisor",
     **dict.fromkeys(

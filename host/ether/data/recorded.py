@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ether.contract.blocks import Block, Blocks, join
 from ether.data.recorder.settings import RecorderSettings
 from ether.data.recorder.store import (
     FAILED,
@@ -103,6 +104,37 @@ class RecordedSession:
                 record[META_PREFIX + column] = json.loads(r[column]) if column == "parents" else r[column]
             out.append(record)
         return out
+
+    def blocks(
+        self, topic: str, start: float | None = None, stop: float | None = None, src: str | None = None
+    ) -> Blocks:
+        """A topic's blocks (docs/data.md#blocks) joined into one array with its time axis and its
+        gaps; with ``start``/``stop`` (seconds since the epoch) only the blocks that overlap
+        [start, stop) are read from disk. ``src`` picks one source when several publish the topic."""
+        sources = [
+            r[0] for r in self.db.execute("SELECT DISTINCT src FROM messages WHERE topic = ?", (topic,))
+        ]
+        if src is None and len(sources) > 1:
+            raise ValueError(f"topic '{topic}' has blocks from {len(sources)} sources ({sources}): pass src=")
+        t0 = "json_extract(payload, '$.t0')"
+        where, params = "topic = ? AND data IS NOT NULL", [topic]
+        if src is not None:
+            where += " AND src = ?"
+            params.append(src)
+        if start is not None:  # from the last block that begins at or before start
+            (first,) = self.db.execute(
+                f"SELECT MAX({t0}) FROM messages WHERE {where} AND {t0} <= ?", [*params, start]
+            ).fetchone()
+            where += f" AND {t0} >= ?"
+            params.append(first if first is not None else start)
+        if stop is not None:
+            where += f" AND {t0} < ?"
+            params.append(stop)
+        rows = self.db.execute(f"SELECT * FROM messages WHERE {where} ORDER BY {t0}", params)
+        blocks = [Block.read(payload_of(r), f"{topic} message {r['msg_id'] or r['row']}") for r in rows]
+        joined = join(blocks, start, stop)
+        joined.lost = [g for g in self.gaps if g["src"] in (sources if src is None else [src])]
+        return joined
 
     def dataframe(self, topic: str):
         try:

@@ -54,6 +54,8 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_by_topic ON messages (topic, row);
 CREATE INDEX IF NOT EXISTS messages_by_id ON messages (msg_id);
+CREATE INDEX IF NOT EXISTS messages_by_block_time  -- a time slice of a topic's blocks reads only those
+    ON messages (topic, json_extract(payload, '$.t0')) WHERE data IS NOT NULL;
 CREATE TABLE IF NOT EXISTS streams (
     src        TEXT NOT NULL,
     boot       TEXT NOT NULL,
