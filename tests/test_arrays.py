@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import inspect
 import json
 import os
+import shutil
 import struct
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pydantic_core
@@ -246,3 +252,55 @@ def test_a_block_without_a_time_axis_is_refused():
         ether.block(np.zeros((3, 2)))
     with pytest.raises(ValueError, match="3 channel names for data of shape"):
         ether.block(np.zeros((4, 2)), 100.0, channels=["a", "b", "c"])
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "arrays"
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def test_the_documented_python_client_reads_and_writes_without_ether():
+    sys.path.insert(0, str(EXAMPLES))
+    import no_ether
+
+    raw = encode({**VALUES, "blob": b"\x00\xff", "nested": [{"a": np.arange(3)}]}, Stamper("gen").stamp())
+    payload = no_ether.decode(raw)
+    for name, value in VALUES.items():
+        assert_same_array(payload[name], value)
+    assert payload["blob"] == b"\x00\xff" and payload["_ether"]["src"] == "gen"
+    assert_same_array(payload["nested"][0]["a"], np.arange(3))
+    theirs, _ = decode(no_ether.encode({"data": VALUES["int16"], "raw": b"abc", "rate": 30000.0}))
+    assert_same_array(theirs["data"], VALUES["int16"]) and theirs["raw"] == b"abc" and theirs[
+        "rate"
+    ] == 30000.0
+    assert inspect.getsource(no_ether.decode) in (DOCS / "topics.md").read_text()
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_the_documented_javascript_client_reads_and_writes_without_ether():
+    script = f"""
+        import {{ decode, encode }} from "{EXAMPLES / "no_ether.mjs"}";
+        const input = Buffer.from(process.argv[1], "base64");
+        const got = decode(input);
+        const out = {{}};
+        for (const [k, v] of Object.entries(got))
+          out[k] = v && v.data ? {{ ...v, data: Array.from(v.data, Number) }} : v && v.length !== undefined ? Array.from(v) : v;
+        const mine = encode({{ samples: new Int16Array([1, -2, 3, -4, 5, -6]), gain: 2 }}, {{ samples: [3, 2] }});
+        console.log(JSON.stringify({{ got: out, mine: Buffer.from(mine).toString("base64") }}));
+    """
+    fortran = np.asfortranarray(np.arange(6, dtype=np.float64).reshape(2, 3))
+    frame = encode({"a": np.arange(4, dtype=np.int16), "f": fortran, "b": b"hi", "n": 7})
+    done = subprocess.run(
+        ["node", "--input-type=module", "-e", script, base64.b64encode(frame).decode()],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    got = result["got"]
+    assert got["a"] == {"dtype": "<i2", "shape": [4], "order": "C", "data": [0, 1, 2, 3]}
+    assert got["f"]["order"] == "F" and got["f"]["data"] == list(fortran.ravel(order="F"))
+    assert got["b"] == [104, 105] and got["n"] == 7
+    theirs, _ = decode(base64.b64decode(result["mine"]))
+    assert_same_array(theirs["samples"], np.array([[1, -2], [3, -4], [5, -6]], dtype=np.int16))
+    assert theirs["gain"] == 2
