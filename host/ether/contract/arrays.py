@@ -38,9 +38,14 @@ class ArrayError(ValueError):
     """A payload whose arrays cannot be encoded, or a binary message that is malformed."""
 
 
-def _numpy() -> Any:
-    """numpy if the process already imported it (no array can exist otherwise), else None."""
-    return sys.modules.get("numpy")
+def numpy_if_loaded() -> Any:
+    """numpy if the process imported it (no array can exist otherwise), else None -- and if another
+    thread is importing it right now, once that import is done."""
+    if "numpy" not in sys.modules:
+        return None
+    import numpy
+
+    return numpy
 
 
 def _padding(n: int) -> int:
@@ -49,7 +54,7 @@ def _padding(n: int) -> int:
 
 def holds_binary(value: Any) -> bool:
     """Whether a payload holds an array or bytes anywhere (dict values and list items)."""
-    np = _numpy()
+    np = numpy_if_loaded()
     return _holds(value, BINARY if np is None else (*BINARY, np.ndarray, np.generic))
 
 
@@ -84,7 +89,7 @@ class _Splitter:
         return offset, buffer.nbytes
 
     def value(self, v: Any, where: str) -> Any:
-        np = _numpy()
+        np = numpy_if_loaded()
         if isinstance(v, dict):
             if len(v) == 1 and next(iter(v)) in (ARRAY, BYTES):
                 raise ArrayError(f"field '{where}': a one-key object named {next(iter(v))!r} is reserved")
@@ -101,7 +106,7 @@ class _Splitter:
         return v
 
     def array(self, a: Any, where: str) -> dict[str, Any]:
-        np = _numpy()
+        np = numpy_if_loaded()
         if a.dtype.kind not in KINDS:
             raise ArrayError(
                 f"field '{where or 'root'}': an array of dtype {a.dtype} cannot be sent"

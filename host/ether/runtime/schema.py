@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import sys
 import typing
 import warnings
 from collections.abc import Callable
@@ -36,7 +35,7 @@ def describe(error: pydantic.ValidationError) -> str:
 
 def _short(value: Any) -> str:
     """A bad input as an error shows it: an array or long bytes by what it is, not its contents."""
-    np = sys.modules.get("numpy")
+    np = arrays.numpy_if_loaded()
     if np is not None and isinstance(value, np.ndarray):
         return f"an array of dtype {value.dtype} and shape {value.shape}"
     if isinstance(value, (bytes, bytearray)) and len(value) > 40:
@@ -86,7 +85,7 @@ class Array:
 def with_arrays(annotation: Any) -> Any:
     """The annotation with every bare ``np.ndarray`` in it (also inside ``dict[str, np.ndarray]``,
     ``list[...]``, ``Optional[...]``) validated by :class:`Array`."""
-    np = sys.modules.get("numpy")  # an np.ndarray annotation means the user's module imported numpy
+    np = arrays.numpy_if_loaded()  # an np.ndarray annotation means the user's module imported numpy
     if np is None:
         return annotation
     if annotation is np.ndarray:
