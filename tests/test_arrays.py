@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import csv
 import inspect
 import json
 import os
@@ -304,3 +305,53 @@ def test_the_documented_javascript_client_reads_and_writes_without_ether():
     theirs, _ = decode(base64.b64decode(result["mine"]))
     assert_same_array(theirs["samples"], np.array([[1, -2], [3, -4], [5, -6]], dtype=np.int16))
     assert theirs["gain"] == 2
+
+
+def test_export_writes_blocks_and_arrays_to_hdf5_and_arrays_as_json_to_csv(run_session, tmp_path):
+    h5py = pytest.importorskip("h5py")
+    session, _ = run_session({"recorder": {"path": str(tmp_path)}})
+    samples = np.arange(40, dtype=np.int16).reshape(10, 4)
+    for k in range(3):
+        session.publish("ephys", ether.block(samples + k, 1000.0, t0=100.0 + k * 0.01, channels=list("abcd")))
+        session.publish("frames", {"image": np.full((2, 3), k, np.uint8), "n": k, "tag": b"\x00\x01"})
+    session.close()
+    folder = session.recording.run_dir
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ether",
+            "export",
+            str(folder),
+            "--format",
+            "hdf5",
+            "--out",
+            str(tmp_path / "h5"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    with h5py.File(tmp_path / "h5" / f"{Path(folder).name}.h5") as f:
+        assert json.loads(f.attrs["status"]) == "complete" and "config_resolved" in f.attrs
+        ephys = f["ephys"]
+        assert_same_array(ephys["data"][()], np.concatenate([samples + k for k in range(3)]))
+        assert ephys["times"][0] == 100.0 and ephys.attrs["rate"] == 1000.0
+        assert list(ephys.attrs["channels"]) == list("abcd") and json.loads(ephys.attrs["gaps"]) == []
+        frames = f["frames"]
+        assert_same_array(frames["image"][()], np.stack([np.full((2, 3), k, np.uint8) for k in range(3)]))
+        assert list(frames["n"][()]) == [0, 1, 2] and bytes(frames["tag"][0]) == b"\x00\x01"
+        assert list(frames["_ether/seq"][()]) == [2, 4, 6]
+    csv_out = tmp_path / "csv"
+    assert (
+        subprocess.run(
+            [sys.executable, "-m", "ether", "export", str(folder), "--out", str(csv_out)],
+            capture_output=True,
+            timeout=60,
+        ).returncode
+        == 0
+    )
+    with (csv_out / "frames.csv").open() as f:
+        row = next(csv.DictReader(f))
+    assert json.loads(row["image"]) == [[0, 0, 0], [0, 0, 0]] and base64.b64decode(row["tag"]) == b"\x00\x01"

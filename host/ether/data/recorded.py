@@ -5,6 +5,7 @@ Reads the session store (``ether.recorder.store``, docs/data.md) and never write
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 import os
@@ -207,8 +208,30 @@ def lineage(db: sqlite3.Connection, manifest: dict, msg_id: str) -> list[tuple[i
     return chain
 
 
+def _cell(value: Any) -> Any:
+    """A value as a CSV or Parquet cell: lists, objects and arrays as JSON, bytes as base64."""
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if isinstance(value, (list, dict)) or hasattr(value, "__array__"):
+        return json.dumps(value, default=_jsonable)
+    return value
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if getattr(value, "dtype", None) is not None and value.dtype.kind in "biuf":
+        return value.tolist()
+    return str(value.tolist()) if hasattr(value, "tolist") else str(value)
+
+
 def export(session: RecordedSession, out: Path, fmt: str, progress=None) -> list[Path]:
-    """One file per topic (csv or parquet), fields as columns and the metadata alongside."""
+    """One file per topic (csv or parquet), fields as columns and the metadata alongside; hdf5: one
+    file (``ether.data.hdf5``)."""
+    if fmt == "hdf5":
+        from ether.data.hdf5 import export_hdf5
+
+        return [export_hdf5(session, out, progress)]
     if fmt == "parquet":
         try:
             import pyarrow  # noqa: F401
@@ -228,17 +251,12 @@ def export(session: RecordedSession, out: Path, fmt: str, progress=None) -> list
                 writer = csv.DictWriter(f, columns)
                 writer.writeheader()
                 for r in records:
-                    writer.writerow(
-                        {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items()}
-                    )
+                    writer.writerow({k: _cell(v) for k, v in r.items()})
         else:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            rows = [
-                {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items()}
-                for r in records
-            ]
+            rows = [{k: _cell(v) for k, v in r.items()} for r in records]
             pq.write_table(pa.Table.from_pylist(rows), path)
         written.append(path)
         if progress:
@@ -314,12 +332,12 @@ def cmd_export(args) -> int:
                 f"\r[{bar:<30}] {i}/{n} topics ({topic}: {count} rows)", end="", file=sys.stderr, flush=True
             )
 
-        written = export(session, out, args.format, progress)
+        export(session, out, args.format, progress)
     except (ImportError, StoreError) as exc:
         print(f"ether: {exc}", file=sys.stderr)
         return 1
     print(file=sys.stderr)
-    print(f"exported {len(written)} topics to {out}")
+    print(f"exported {len(session.topics)} topics to {out}")
     return 0
 
 
