@@ -355,3 +355,25 @@ def test_export_writes_blocks_and_arrays_to_hdf5_and_arrays_as_json_to_csv(run_s
     with (csv_out / "frames.csv").open() as f:
         row = next(csv.DictReader(f))
     assert json.loads(row["image"]) == [[0, 0, 0], [0, 0, 0]] and base64.b64decode(row["tag"]) == b"\x00\x01"
+
+
+def test_a_json_list_becomes_an_array_only_if_it_fits_the_dtype():
+    from typing import Annotated
+
+    from ether.runtime.schema import ArgumentError, MethodSchema
+
+    class Taker:
+        def take(
+            self, samples: Annotated[np.ndarray, ether.Array(dtype="int16")], any_array: np.ndarray
+        ) -> None: ...
+
+    schema = MethodSchema(Taker.take)
+    got = schema.arguments({"samples": [1, -2], "any_array": [[0.5, 1.5]]})
+    assert_same_array(got["samples"], np.array([1, -2], dtype=np.int16))
+    assert_same_array(got["any_array"], np.array([[0.5, 1.5]]))
+    with pytest.raises(
+        ArgumentError, match="field 'samples': .*expected dtype int16, got values that do not fit"
+    ):
+        schema.arguments({"samples": [1.5], "any_array": [1]})
+    with pytest.raises(ArgumentError, match="field 'any_array': .*expected an array, got str"):
+        schema.arguments({"samples": [1], "any_array": "x"})

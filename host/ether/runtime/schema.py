@@ -64,11 +64,14 @@ class Array:
             if not isinstance(value, (list, tuple, int, float, complex)):
                 raise ValueError(f"expected an array, got {type(value).__name__}")
             try:
-                value = np.asarray(value, dtype=self.dtype)
+                listed = np.asarray(value)
+                value = listed if self.dtype is None else listed.astype(self.dtype)
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"expected an array, got a list that is not one ({exc})") from None
-            if value.dtype.kind == "O":
+            if listed.dtype.kind == "O":
                 raise ValueError("expected an array, got a ragged or mixed list")
+            if value is not listed and not np.array_equal(value, listed):
+                raise ValueError(f"expected dtype {value.dtype}, got values that do not fit it")
         if self.dtype is not None and value.dtype != np.dtype(self.dtype):
             raise ValueError(f"expected dtype {np.dtype(self.dtype)}, got dtype {value.dtype}")
         if self.shape is not None and (
