@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import pydantic_core
@@ -19,6 +20,7 @@ import pytest
 
 import ether
 from ether.contract.wire import Stamper, WireError, decode, encode
+from ether.runtime.schema import ArgumentError, MethodSchema
 from ether.transport.requests import Requester
 
 
@@ -357,16 +359,13 @@ def test_export_writes_blocks_and_arrays_to_hdf5_and_arrays_as_json_to_csv(run_s
     assert json.loads(row["image"]) == [[0, 0, 0], [0, 0, 0]] and base64.b64decode(row["tag"]) == b"\x00\x01"
 
 
+class Taker:  # at module level: its annotations (strings here) resolve in this module's names
+    def take(
+        self, samples: Annotated[np.ndarray, ether.Array(dtype="int16")], any_array: np.ndarray
+    ) -> None: ...
+
+
 def test_a_json_list_becomes_an_array_only_if_it_fits_the_dtype():
-    from typing import Annotated
-
-    from ether.runtime.schema import ArgumentError, MethodSchema
-
-    class Taker:
-        def take(
-            self, samples: Annotated[np.ndarray, ether.Array(dtype="int16")], any_array: np.ndarray
-        ) -> None: ...
-
     schema = MethodSchema(Taker.take)
     got = schema.arguments({"samples": [1, -2], "any_array": [[0.5, 1.5]]})
     assert_same_array(got["samples"], np.array([1, -2], dtype=np.int16))
