@@ -318,14 +318,21 @@ class Node:
                    more))
 
     def _reading(self, value, parents):
-        if isinstance(value, dict):
+        binary = isinstance(value, dict) and _has_buffers(value)
+        if binary:
+            from . import frames  # loaded by the first reading with bytes or arrays
+
+            body = None
+        elif isinstance(value, dict):
             body = json.dumps(value)
         else:
             body = '{"root": %s}' % json.dumps(value)
         seq = self.seq + 1  # json.dumps raised first if value is not JSON
         more = ', "dropped": %d' % self.dropped if self.dropped else ""
+        meta = self._meta(seq, seq, parents, more)
+        payload = frames.frame(value, meta, _join) if binary else _join(body, meta)
         self.seq = seq
-        return _join(body, self._meta(seq, seq, parents, more))
+        return payload
 
     def _trim(self):
         """Keep the outbox bounded: drop the oldest readings never sent
@@ -438,6 +445,15 @@ class Node:
         more = "" if corr is None else ', "corr": %s' % json.dumps(corr)
         meta = self._meta("c%d" % self.replies, 0, parents, more)
         self._try(topic, _join(body, meta), False, 0)
+
+
+def _has_buffers(value):
+    """Whether a reading has a value that is not JSON: bytes or an array, sent
+    in Ether's binary encoding (frames)."""
+    for v in value.values():
+        if not isinstance(v, (int, float, str, list, dict)) and v is not None:
+            return True
+    return False
 
 
 def _join(body, meta):
