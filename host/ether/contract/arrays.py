@@ -183,7 +183,12 @@ def _extent(ref: Any, data: memoryview, kind: str) -> tuple[int, int]:
     if not isinstance(ref, dict):
         raise ArrayError(f"'{kind}' must be an object, got {type(ref).__name__}")
     offset, nbytes = ref.get("offset"), ref.get("nbytes")
-    if not all(type(n) is int and n >= 0 for n in (offset, nbytes)) or offset + nbytes > data.nbytes:
+    if (
+        type(offset) is not int
+        or type(nbytes) is not int
+        or min(offset, nbytes) < 0
+        or offset + nbytes > data.nbytes
+    ):
         raise ArrayError(
             f"'{kind}' offset {offset!r} and nbytes {nbytes!r} do not fit a data section of {data.nbytes} bytes"
         )

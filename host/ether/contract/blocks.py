@@ -98,6 +98,7 @@ class Block:
 
         if self.times is not None:
             return self.times
+        assert self.rate is not None  # a block has times or a rate (read)
         return self.t0 + np.arange(len(self.data)) / self.rate
 
 

@@ -75,7 +75,7 @@ def _records(group: Any, records: list[dict[str, Any]]) -> None:
     group.attrs["messages"] = len(records)
     fields = list(dict.fromkeys(k for r in records for k in r if not k.startswith(META_PREFIX)))
     for name in fields:
-        values = [r.get(name) for r in records]
+        values: list[Any] = [r.get(name) for r in records]
         arrays = [v for v in values if isinstance(v, np.ndarray)]
         if len(arrays) == len(values) and len({(a.shape, a.dtype) for a in arrays}) == 1:
             group.create_dataset(name, data=np.stack(arrays))

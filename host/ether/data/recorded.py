@@ -124,7 +124,8 @@ class RecordedSession:
         if src is None and len(sources) > 1:
             raise ValueError(f"topic '{topic}' has blocks from {len(sources)} sources ({sources}): pass src=")
         t0 = "json_extract(payload, '$.t0')"
-        where, params = "topic = ? AND data IS NOT NULL", [topic]
+        where = "topic = ? AND data IS NOT NULL"
+        params: list[Any] = [topic]
         if src is not None:
             where += " AND src = ?"
             params.append(src)
