@@ -34,6 +34,16 @@ def test_the_cli_parser_loads_no_library():
     assert not [m for m in loaded if m.split(".")[0] in HEAVY], loaded
 
 
+def test_an_instance_process_loads_only_what_it_runs():
+    """The process hosting one instance: no YAML, broker, monitor or config loader, and at most 60
+    modules beyond paho and pydantic (what those two bring is theirs)."""
+    loaded = set(loaded_after("import ether.runtime.instance"))
+    libraries = set(loaded_after("import paho.mqtt.client, pydantic, pydantic.main"))
+    assert not [m for m in loaded if m.split(".")[0] in ("yaml", "amqtt", "textual")], sorted(loaded)
+    assert "ether.config.loading" not in loaded
+    assert len(loaded - libraries) <= 60, sorted(loaded - libraries)
+
+
 def test_every_public_name_is_there_and_devices_is_one_object():
     from ether import ConfigError, ether_pub, ether_sub
 

@@ -7,6 +7,7 @@ either way, as in the original Ether.
 from __future__ import annotations
 
 import atexit
+import copy
 import logging
 import os
 import sys
@@ -26,6 +27,8 @@ _LAZY = {
     "Array": "ether.runtime.schema",
     "block": "ether.contract.blocks",
     "ConfigError": "ether.config",
+    "EtherConfig": "ether.config",  # ``from ether import EtherConfig, get_ether_logger``, as in the original
+    "get_ether_logger": "ether.utils",
     "InstanceStartError": "ether.runtime.supervisor",
     **dict.fromkeys(
         (
@@ -48,9 +51,10 @@ _LAZY = {
 }
 
 _session: Session | None = None  # the Session this process tapped, if any
+_tapped_with: tuple | None = None  # a copy of what tap() got for it: tapping it again is a no-op
 # what ``ether.session_info`` shows of it: session, broker, supervisor, host, pid, started, run_dir
 session_info: dict[str, Any] | None = None
-_first_use = threading.Lock()
+_first_use = threading.RLock()  # re-entered when a lazy import does `from ether import exits`
 
 
 def __getattr__(name: str) -> Any:
@@ -91,20 +95,25 @@ def tap(
     """Start (or join) a session from a YAML file, a dict or an EtherConfig; returns when every
     autorun instance is ready.
 
-    ``restart``: shut down this process's session first; ``allow_host=False``: never start a broker,
+    Tapping again with the same arguments changes nothing (a re-run notebook cell); with others it
+    raises. ``restart``: shut down this process's session first; ``allow_host=False``: never start a broker,
     only join one (``broker`` or the config's ``broker:``); ``ether_run`` is the original Ether's
     internal flag and changes nothing. ``broker``: join this broker instead of starting one;
     ``listen``: where the embedded broker listens (any address but loopback requires logins, see
     docs/operations.md)."""
-    global _session, session_info
+    global _session, _tapped_with, session_info
     from ether.logs import setup_logging
     from ether.runtime.session import new_session
 
+    given = (config, allow_host, broker, listen)
     if _session is not None and restart:
         shutdown()
+    if _session is not None and given == _tapped_with:
+        return
     if _session is not None:
         raise RuntimeError(
-            "this process already tapped a session; call ether.shutdown() first (or restart=True)"
+            "this process already tapped a session with another config; call ether.shutdown() first "
+            "(or tap(..., restart=True))"
         )
     setup_logging()
     session = new_session(
@@ -115,7 +124,7 @@ def tap(
             "allow_host=False joins a running broker: give broker='mqtt://HOST:PORT' or 'broker:'"
         )
     session.open(timeout)
-    _session = session
+    _session, _tapped_with = session, copy.deepcopy(given)
     session_info = session.info()
     atexit.register(_shutdown_at_exit)
     threading.Thread(target=_end_on_request, args=(session,), name="ether-end-request", daemon=True).start()
@@ -157,6 +166,7 @@ def request(
     service: type | str,
     method: str | None = None,
     params: dict | None = None,
+    request_type: str = "get",
     *,
     instance: str | None = None,
     timeout: float = 5.0,
@@ -165,8 +175,13 @@ def request(
 
     Raises a ServiceError subclass: UnknownService (at once), InvalidArguments, NotFound, ServiceFailed,
     ServiceTimeout. ``None`` is a legitimate result. ``instance`` names the instance to ask; without it
-    the instances of the class share the load.
+    the instances of the class share the load. ``request_type="save"`` (the original Ether's way) answers
+    as :func:`save` does. ``timeout`` is in seconds.
     """
+    if request_type == "save":
+        return save(service, method, params, instance=instance, timeout=timeout)
+    if request_type != "get":
+        raise ValueError(f"request_type must be 'get' or 'save', got {request_type!r}")
     from ether.runtime import context
     from ether.runtime.services import service_name
 

@@ -33,7 +33,7 @@ CONNECT_TIMEOUT = 5.0
 
 def take_packets(buffer: bytearray) -> list[bytes]:
     """Remove the whole MQTT packets from the front of `buffer` and return them (a partial one stays)."""
-    packets = []
+    packets: list[bytes] = []
     while True:
         length = shift = 0
         i = 1
@@ -100,11 +100,10 @@ class Bridge:
 
     def _pipe(self) -> None:
         """Board to broker, a packet at a time, until the port fails or the bridge stops."""
-        assert self.serial
         self._to_board(DISCONNECT)  # whatever the board was doing, it starts over with a CONNECT
         buffer = bytearray()
         while not self.stop.is_set():
-            data = self.serial.read(self.serial.in_waiting or 1)
+            data = self._open_port.read(self._open_port.in_waiting or 1)
             if not data:
                 buffer.clear()  # a pause: a partial packet there will never be completed (READ_TIMEOUT)
                 continue
@@ -159,7 +158,7 @@ class Bridge:
                         return  # the bridge ended it: a new CONNECT, or the port went away
                     try:
                         for packet in take_packets(buffer):
-                            self.serial.write(packet)
+                            self._open_port.write(packet)
                         failed = None
                     except (serial.SerialException, OSError) as exc:
                         failed = f"writing to the board failed ({exc})"
@@ -178,7 +177,7 @@ class Bridge:
             log.warning("%s: %s", self.port, reason)
             if tell_board:
                 try:
-                    self.serial.write(DISCONNECT)
+                    self._open_port.write(DISCONNECT)
                 except (serial.SerialException, OSError):
                     pass  # the port is going away: serve() notices
         _shutdown(sock, socket.SHUT_RDWR)
@@ -201,7 +200,13 @@ class Bridge:
 
     def _to_board(self, data: bytes) -> None:
         with self.lock:
-            self.serial.write(data)
+            self._open_port.write(data)
+
+    @property
+    def _open_port(self) -> serial.Serial:
+        """The board's port: only the pipe's threads use it, and only while it is open."""
+        assert self.serial is not None, "the port is not open"
+        return self.serial
 
 
 def _shutdown(sock: socket.socket, how: int) -> None:

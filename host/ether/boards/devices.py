@@ -14,7 +14,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-from ether.contract.messages import DeviceCall, read_reply
+from ether.contract.messages import DeviceCall, DeviceSchema, DeviceState, read_reply
 from ether.contract.topics import Topics
 from ether.contract.wire import WireError, decode, decode_object
 from ether.runtime import context
@@ -76,12 +76,13 @@ class DeviceView:
     # -- what the boards say (network thread) ---------------------------------------------------
 
     def _device(self, topic: str) -> Device:
-        name = self.topics.parse(topic).name
-        return self.devices.setdefault(name, Device(name))
+        where = self.topics.parse(topic)  # always parses: the subscription is the layout's own wildcard
+        assert where is not None, topic
+        return self.devices.setdefault(where.name, Device(where.name))
 
     def _on_schema(self, topic: str, raw: bytes) -> None:
         schema = decode_object(raw)
-        if schema is None:
+        if schema is None or DeviceSchema.read(schema) is None:  # not a schema of the contract
             return
         with self.changed:
             device = self._device(topic)
@@ -114,7 +115,7 @@ class DeviceView:
 
     def _on_state(self, topic: str, raw: bytes) -> None:
         state = decode_object(raw)
-        if state is None:
+        if state is None or DeviceState.read(state) is None:  # not a state of the contract
             return
         with self.changed:
             device = self._device(topic)
@@ -177,6 +178,7 @@ class DeviceView:
         if state != "online":
             raise UnknownService(f"device '{name}' is {state}{_ago(last_seen)}: cannot call '{method}'")
         args = check_arguments(name, method, spec, args)
+        body: Any
         if spec.get("kind") == "actuator":  # on its own topic, so the command is recorded like data
             topic, body = self.topics.device_method(name, method), args
         else:  # a sensor: read now; the board also publishes the reading on its topic

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import inspect
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ether.config import import_class
 from ether.runtime import context
+from ether.runtime.classes import import_class
 from ether.runtime.decorators import ether_init, ether_shutdown
 from ether.transport.broker import BrokerAddress
+
+if TYPE_CHECKING:
+    from ether_lite import Node
 
 MAX_WAIT_MS = 50  # how long the board's loop waits for a message at most: how quickly it notices a stop
 
@@ -55,7 +58,7 @@ class SimulatedBoard:
         self.board = cls(**(board_kwargs or {}))
         if not methods_of(self.board):
             raise ValueError(f"board: {board} has no @sensor or @actuator methods (from ether_lite)")
-        self.node = None
+        self.node: Node | None = None  # made by connect(), on the session's broker
         self.online = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -72,7 +75,7 @@ class SimulatedBoard:
         from ether_lite.methods import methods_of
 
         cls = import_class(board)
-        methods = methods_of(cls.__new__(cls))  # the marks are on the class: no need to construct it
+        methods = methods_of(object.__new__(cls))  # the marks are on the class: no need to construct it
         return [f"{device}.{n}" for n, m in methods.items() if m.kind == "sensor"], []
 
     @ether_init
@@ -103,6 +106,7 @@ class SimulatedBoard:
     def _run(self) -> None:
         """The board's main loop, as ``Node.run()`` but stoppable from another thread."""
         node = self.node
+        assert node is not None, "connect() makes the node before it starts this thread"
         try:
             while not self._stop.is_set():
                 node.poll()

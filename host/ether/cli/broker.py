@@ -12,6 +12,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("broker", help="run the embedded MQTT broker in the foreground")
     p.add_argument("--host", default="127.0.0.1", help="listen address; any but loopback requires logins")
     p.add_argument("--port", type=int, default=1883)
+    p.add_argument(
+        "--max-payload",
+        type=byte_size,
+        help="largest message in bytes, or a size such as 64MiB (default 16MiB)",
+    )
     p.set_defaults(handler=broker)
 
     p = commands.add_parser("access", help="logins for a broker reachable from other machines")
@@ -20,14 +25,28 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=access)
 
 
+def byte_size(text: str) -> int:
+    """A ``--max-payload`` value: bytes, or a size with a unit (``64MiB``, ``1GB``)."""
+    from pydantic import ByteSize, TypeAdapter, ValidationError
+
+    try:
+        size = int(TypeAdapter(ByteSize).validate_python(text))
+    except ValidationError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (bytes, or e.g. 64MiB)") from None
+    if size <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: the size must be positive")
+    return size
+
+
 def broker(args: argparse.Namespace) -> int:
     """Run the embedded broker in the foreground (for other machines' supervisors or boards)."""
+    from ether.contract.wire import DEFAULT_MAX_PAYLOAD
     from ether.transport.access import Access
     from ether.transport.broker import BrokerError, needs_credentials, serve
 
     password_file = str(Access().password_file) if needs_credentials(args.host) else None
     try:
-        serve(args.host, args.port, password_file)
+        serve(args.host, args.port, password_file, max_payload=args.max_payload or DEFAULT_MAX_PAYLOAD)
     except BrokerError as exc:
         print(f"ether broker: {exc}", file=sys.stderr)
         return exits.CONFIG

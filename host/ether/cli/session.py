@@ -22,6 +22,8 @@ CONTROL_COMMANDS = (
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
+    from ether.cli.broker import byte_size
+
     p = commands.add_parser("run", help="run the instances of a YAML session file until Ctrl-C")
     p.add_argument("config", help="the session file (YAML)")
     p.add_argument("--broker", help="join this broker (mqtt://host:port) instead of starting one")
@@ -38,6 +40,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--headless", action="store_true", help="plain log lines, no monitor (also when not on a terminal)"
+    )
+    p.add_argument(
+        "--max-payload",
+        type=byte_size,
+        help="largest message in bytes, or a size such as 64MiB (default: limits.max_payload, 16MiB)",
     )
     p.add_argument("--exit-with-stdin", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(handler=run)
@@ -77,7 +84,13 @@ def run(args: argparse.Namespace) -> int:
         return run_on_terminal(args)  # the same session, as a child process, behind the monitor
     setup_logging()
     try:
-        session = new_session(args.config, broker_url=args.broker, port=args.port, listen=args.listen)
+        session = new_session(
+            args.config,
+            broker_url=args.broker,
+            port=args.port,
+            listen=args.listen,
+            max_payload=args.max_payload,
+        )
     except ConfigError as exc:
         print(f"ether: {exc}", file=sys.stderr)
         return exits.CONFIG
@@ -163,7 +176,7 @@ def remote(args: argparse.Namespace) -> int:
     import os
     import socket
 
-    from ether.contract.messages import InstanceCommand, SessionCommand, read_reply
+    from ether.contract.messages import InstanceCommand, SessionCommand, SupervisorStatus, read_reply
     from ether.contract.topics import Topics
     from ether.contract.wire import Stamper, decode_object
     from ether.transport.broker import BrokerAddress, BrokerError
@@ -179,10 +192,12 @@ def remote(args: argparse.Namespace) -> int:
         print(f"ether: {exc}", file=sys.stderr)
         return exits.FAILED
     supervisors: dict[str, dict] = {}
-    bus.subscribe(
-        topics.supervisor_status("+"),
-        lambda topic, raw: supervisors.__setitem__(topic, decode_object(raw) or {}),
-    )
+
+    def on_status(topic: str, raw: bytes) -> None:
+        status = SupervisorStatus.read(decode_object(raw))  # a status of the contract, or nothing
+        supervisors[topic] = status.model_dump() if status else {}
+
+    bus.subscribe(topics.supervisor_status("+"), on_status)
     # the broker sends retained statuses before it acknowledges our next subscription: all are known now
     requester = Requester(bus, topics, Stamper(name))
     running = [s for s in supervisors.values() if s.get("state") == "running"]

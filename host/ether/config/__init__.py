@@ -3,9 +3,10 @@
 reason``. See docs/configuration.md; the JSON Schema is docs/schemas/config.schema.json.
 """
 
-from ether.config.loading import Config, add_import_paths, import_class, load
+from ether.config.loading import Config, load
 from ether.config.located import ConfigError
 from ether.config.models import EtherClassConfig, EtherConfig, EtherInstanceConfig, EtherSessionConfig
+from ether.runtime.classes import add_import_paths, import_class
 
 __all__ = [
     "Config",

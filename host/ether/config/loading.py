@@ -6,12 +6,10 @@ and decorators, constructor arguments. Mistakes are ConfigErrors naming file, li
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import logging
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,9 @@ import yaml
 from ether.config.located import Located, hint
 from ether.config.models import EtherConfig, EtherInstanceConfig
 from ether.contract.topics import DEFAULT_SESSION, TopicError
+from ether.contract.wire import DEFAULT_MAX_PAYLOAD
 from ether.data.recorder.settings import RecorderSettings
+from ether.runtime.classes import add_import_paths, import_class
 from ether.runtime.decorators import apply_registry
 from ether.runtime.schema import ArgumentError, MethodSchema
 
@@ -39,35 +39,11 @@ class Config:
     registry: dict[str, dict[str, dict[str, dict[str, Any]]]] = field(default_factory=dict)
     instances: dict[str, EtherInstanceConfig] = field(default_factory=dict)
     recorder: RecorderSettings = field(default_factory=RecorderSettings)
+    max_payload: int = DEFAULT_MAX_PAYLOAD  # bytes of one message (limits: max_payload)
 
     @property
     def directory(self) -> str:
         return str(Path(self.path).resolve().parent) if self.path else os.getcwd()
-
-
-def import_class(class_path: str) -> type:
-    """``package.module.Class`` -> the class. Raises ImportError/AttributeError with a readable message."""
-    module_name, _, class_name = class_path.rpartition(".")
-    if not module_name:
-        raise ImportError(f"'{class_path}' is not a dotted path like 'package.module.ClassName'")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        raise ImportError(f"cannot import module '{module_name}' ({exc})") from exc
-    try:
-        cls = getattr(module, class_name)
-    except AttributeError:
-        raise ImportError(f"module '{module_name}' has no class '{class_name}'") from None
-    if not inspect.isclass(cls):
-        raise ImportError(f"'{class_path}' is a {type(cls).__name__}, not a class")
-    return cls
-
-
-def add_import_paths(directory: str) -> None:
-    """Make the config's folder and the working directory importable, as a script would see them."""
-    for p in (os.getcwd(), directory):
-        if p not in sys.path:
-            sys.path.insert(0, p)
 
 
 def load(source: str | os.PathLike | dict | EtherConfig) -> Config:
@@ -83,6 +59,7 @@ def load(source: str | os.PathLike | dict | EtherConfig) -> Config:
     model = doc.validate(EtherConfig)
     config = Config(path=doc.path, text=doc.text, session=model.session.name)
     config.broker_url = model.broker.login_url if model.broker else None
+    config.max_payload = int(model.limits.max_payload)
     add_import_paths(config.directory)
     for class_path, entry in model.registry.items():
         config.registry[class_path] = _decorate(doc, class_path, entry.methods)

@@ -13,6 +13,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    ByteSize,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -22,6 +23,7 @@ from pydantic import (
 
 from ether.config.located import Located
 from ether.contract.topics import DEFAULT_SESSION
+from ether.contract.wire import DEFAULT_MAX_PAYLOAD
 from ether.transport.broker import BrokerAddress, BrokerError
 
 
@@ -110,6 +112,16 @@ class RecorderConfig(Section):
     )
     drain_timeout: float = Field(
         8.0, ge=0, description="seconds each publisher waits at its end for its data"
+    )
+
+
+class LimitsConfig(Section):
+    """``limits:``: how large a message may be (docs/topics.md#limits)."""
+
+    max_payload: ByteSize = Field(
+        ByteSize(DEFAULT_MAX_PAYLOAD),
+        gt=0,
+        description="bytes of one message, or a size such as 64MiB; the broker and every receiver refuse more",
     )
 
 
@@ -244,6 +256,7 @@ class EtherConfig(Section):
     registry: dict[str, EtherClassConfig] = {}
     instances: dict[InstanceName, EtherInstanceConfig] = {}
     recorder: RecorderConfig = Field(default_factory=RecorderConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
     streams: dict[str, Literal["durable", "latest"]] = Field(
         {}, description="topic filter: durable (default, recorded, never lost) | latest (may drop samples)"
     )

@@ -4,14 +4,26 @@ Senders build a model and publish ``model.payload()``; receivers that act on a m
 ``Model.read(payload)``. Unknown fields are kept on input and allowed in the schemas, so a newer sender
 (or a foreign client) never breaks an older reader. ``python -m ether.contract.schemas`` writes the JSON
 Schemas of these models to docs/schemas/. Data payloads are the user's own; only their ``_ether`` block
-(:class:`EtherMeta`) is Ether's, and the data path checks it with the cheaper ``wire.Meta.from_dict``.
+(:class:`EtherMeta`) is Ether's, and the data path checks it with the cheaper ``wire.Meta.from_dict``,
+within the same limits (``wire.SEQ_LIMIT``, ...).
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, field_validator
+
+from ether.contract.wire import ID_LIMIT, PARENTS_LIMIT, SEQ_LIMIT, T_LIMIT, TOPIC_LIMIT
+
+M = TypeVar("M", bound="Message")
+B = TypeVar("B", bound=BaseModel)
+
+# the bounded values of the metadata and of the recorder's messages (docs/topics.md#limits)
+Id = Annotated[str, Field(max_length=ID_LIMIT)]
+Source = Annotated[str, Field(max_length=ID_LIMIT, pattern=r"^[^/+#\s\x00-\x1f\x7f]*$")]
+Seq = Annotated[int, Field(ge=0, lt=SEQ_LIMIT, strict=True)]
+BOOTS_LIMIT = 16  # boots in one acknowledgement or closing report (a publisher has two: durable, latest)
 
 
 class Message(BaseModel):
@@ -26,12 +38,32 @@ class Message(BaseModel):
         return {k: v for k, v in body.items() if v is not None or k in self.keep_null}
 
     @classmethod
-    def read(cls, payload: Any) -> Message | None:
+    def read(cls: type[M], payload: Any) -> M | None:
         """The message, or None if the payload does not fit the contract (a foreign or broken sender)."""
         try:
             return cls.model_validate(payload)
         except ValidationError:
             return None
+
+
+class ContractError(ValueError):
+    """A message that does not fit its model; ``field`` is the first one at fault."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def parse(cls: type[B], payload: Any) -> B:
+    """The message as ``cls`` reads it, or ContractError naming the first field that does not fit."""
+    try:
+        return cls.model_validate(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ContractError(
+            f"not a valid {cls.__name__}: {where + ': ' if where else ''}{first['msg']}", where
+        ) from None
 
 
 # -- the data envelope ----------------------------------------------------------------------------
@@ -40,15 +72,24 @@ class Message(BaseModel):
 class EtherMeta(Message):
     """The ``_ether`` block of every message Ether publishes (docs/topics.md#payloads)."""
 
-    id: str = Field(description="<boot>.<seq> for data, <boot>.c<n> for replies and events")
-    src: str = Field(description="the sending instance, board, script (main:<host>-<pid>) or recorder")
-    boot: str = Field(description="random id of the sending process's start: a new boot is a restart")
-    seq: int = Field(description="per-source sequence of data messages from 1, without gaps; 0 otherwise")
-    t: float = Field(description="send time, seconds since the epoch, sender's clock")
-    parents: list[str] = Field(default_factory=list, description="ids of the messages that caused this one")
-    reply_to: str | None = Field(None, description="on a request: the topic to reply to")
-    corr: str | None = Field(None, description="on a request and its reply: the correlation id")
-    dropped: int | None = Field(None, description="on a board's reading: readings dropped this boot")
+    id: Id = Field(description="<boot>.<seq> for data, <boot>.c<n> for replies and events")
+    src: Source = Field(description="the sending instance, board, script (main:<host>-<pid>) or recorder")
+    boot: Id = Field(description="random id of the sending process's start: a new boot is a restart")
+    seq: Seq = Field(description="per-source sequence of data messages from 1, without gaps; 0 otherwise")
+    t: float = Field(
+        ge=0,
+        lt=T_LIMIT,
+        allow_inf_nan=False,
+        description="send time, seconds since the epoch, sender's clock",
+    )
+    parents: list[Id] = Field(
+        default_factory=list, max_length=PARENTS_LIMIT, description="ids of the messages that caused this one"
+    )
+    reply_to: str | None = Field(
+        None, max_length=TOPIC_LIMIT, description="on a request: the topic to reply to"
+    )
+    corr: Id | None = Field(None, description="on a request and its reply: the correlation id")
+    dropped: Seq | None = Field(None, description="on a board's reading: readings dropped this boot")
 
 
 class DataMessage(Message):
@@ -185,6 +226,12 @@ class ErrorEvent(Message):
     traceback: str | None = Field(
         None, description="for an exception in user code: its traceback from the user's frame (file:line)"
     )
+    sender: str | None = Field(
+        None,
+        description="who sent the rejected message, if known: its claimed src, or the broker's client id",
+    )
+    field: str | None = Field(None, description="for refused metadata: the _ether field at fault")
+    size: int | None = Field(None, description="for an oversized message: its size in bytes")
 
 
 # -- commands --------------------------------------------------------------------------------------
@@ -225,8 +272,15 @@ class DeviceCall(Message):
 # -- recorder acknowledgements ---------------------------------------------------------------------
 
 
-class RecorderAck(RootModel[dict[str, int]]):
+class RecorderAck(RootModel[Annotated[dict[Id, Seq], Field(max_length=BOOTS_LIMIT)]]):
     """``recorder/ack/<src>``: ``{boot: seq}``, every data message of src up to seq is on disk."""
+
+    @classmethod
+    def read(cls, payload: Any) -> RecorderAck | None:
+        try:
+            return cls.model_validate(payload)
+        except ValidationError:
+            return None
 
     def payload(self) -> dict[str, int]:
         return dict(self.root)
@@ -235,8 +289,8 @@ class RecorderAck(RootModel[dict[str, int]]):
 class RecorderClosing(Message):
     """``recorder/closing``: a publisher's last seq per boot at its end."""
 
-    src: str
-    boots: dict[str, int]
+    src: Source
+    boots: dict[Id, Seq] = Field(max_length=BOOTS_LIMIT)
 
 
 # -- boards (ether_lite) ----------------------------------------------------------------------------
@@ -311,3 +365,14 @@ ON_TOPIC: dict[str, tuple[type[BaseModel], ...]] = {
     "device_state": (DeviceState,),
     "device_call": (DeviceCall,),
 }
+
+
+def fits(kind: str, payload: Any) -> bool:
+    """Whether ``payload`` is a message of the contract on a topic of this kind (``ON_TOPIC``)."""
+    for model in ON_TOPIC.get(kind, ()):
+        try:
+            model.model_validate(payload)
+        except ValidationError:
+            continue
+        return True
+    return False

@@ -43,7 +43,8 @@ def check(kind: str, payload: Any, folder: Path = FOLDER) -> None:
 
     problems = [problem(model, payload) for model in ON_TOPIC[kind]]
     if all(problems):
-        raise ValueError(f"a {kind} message does not fit the contract: {'; '.join(problems)}: {payload!r}")
+        reasons = "; ".join(p for p in problems if p)
+        raise ValueError(f"a {kind} message does not fit the contract: {reasons}: {payload!r}")
     if isinstance(payload, dict) and "_ether" in payload:
         meta_problem = problem(EtherMeta, payload["_ether"])
         if meta_problem:

@@ -9,7 +9,10 @@ A payload holding numpy arrays or bytes travels in Ether's binary encoding inste
 from __future__ import annotations
 
 import itertools
+import math
 import os
+import re
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,13 +20,53 @@ from typing import Any
 import pydantic_core
 
 from ether.contract import arrays
+from ether.contract.topics import TopicError, check_publish_topic
 
 META_KEY = "_ether"
 ROOT_KEY = "root"
 
+# -- limits of the ``_ether`` block (docs/topics.md#limits); a block outside them is refused whole ----
+SEQ_LIMIT = 2**63  # 0 <= seq < 2**63: an SQLite INTEGER
+T_LIMIT = 1e11  # 0 <= t < 1e11 seconds (the year 5138), a finite number
+ID_LIMIT = 128  # characters of id, src, boot, corr and of each parent id
+TOPIC_LIMIT = 1024  # characters of reply_to
+PARENTS_LIMIT = 256  # ids in parents
+DEFAULT_MAX_PAYLOAD = 16 * 2**20  # bytes of one message (docs/topics.md#limits); raise it per session
+_NOT_A_WORD = re.compile(r"[/+#\s\x00-\x1f\x7f]")  # src is a topic level (recorder/ack/<src>)
+
 
 class WireError(ValueError):
     """A message that is not JSON, or whose ``_ether`` metadata is malformed."""
+
+
+class MetaError(WireError):
+    """An ``_ether`` block outside the limits: the message is foreign (``payload``, no metadata), and
+    ``field`` and ``reason`` say why; ``src`` is the sender it claims, if that much was readable."""
+
+    def __init__(self, field: str, reason: str, src: str | None = None) -> None:
+        super().__init__(f"'{META_KEY}.{field}' {reason}" if field else f"'{META_KEY}' {reason}")
+        self.field, self.reason, self.src = field, reason, src or None
+        self.payload: Any = None
+
+
+def _text(d: dict, key: str, limit: int, src: str | None) -> str:
+    value = d.get(key)
+    if value is None:
+        return ""
+    if type(value) is not str:
+        raise MetaError(key, f"must be a string, got {type(value).__name__}", src)
+    if len(value) > limit:
+        raise MetaError(key, f"is {len(value)} characters long, at most {limit}", src)
+    return value
+
+
+def _number(d: dict, key: str, src: str) -> float:
+    value = d.get(key)
+    if value is None:
+        return 0.0
+    if type(value) not in (int, float) or not (0 <= value < T_LIMIT) or not math.isfinite(value):
+        raise MetaError(key, f"must be a number of seconds from 0 to {T_LIMIT:g}, got {value!r:.40}", src)
+    return float(value)
 
 
 @dataclass
@@ -56,21 +99,40 @@ class Meta:
 
     @classmethod
     def from_dict(cls, d: Any) -> Meta:
-        if not isinstance(d, dict):
-            raise WireError(f"'{META_KEY}' must be an object, got {type(d).__name__}")
-        try:
-            return cls(
-                id=str(d.get("id", "")),
-                src=str(d.get("src", "")),
-                boot=str(d.get("boot", "")),
-                seq=int(d.get("seq", -1)),
-                t=float(d.get("t", 0.0)),
-                parents=[str(p) for p in d.get("parents", [])],
-                reply_to=d.get("reply_to"),
-                corr=d.get("corr"),
-            )
-        except (TypeError, ValueError) as exc:
-            raise WireError(f"'{META_KEY}' metadata is malformed: {exc}") from exc
+        """The metadata of a received message; MetaError if any field is outside the limits above
+        (every field is optional: a foreign client may send only ``reply_to`` and ``corr``)."""
+        if type(d) is not dict:
+            raise MetaError("", f"must be an object, got {type(d).__name__}")
+        src = _text(d, "src", ID_LIMIT, None)
+        if _NOT_A_WORD.search(src):
+            raise MetaError("src", f"{src!r} contains '/', '+', '#', a space or a control character")
+        seq = d.get("seq")
+        if seq is None:
+            seq = -1  # not numbered
+        elif type(seq) is not int or not 0 <= seq < SEQ_LIMIT:
+            raise MetaError("seq", f"must be an integer from 0 to 2**63-1, got {seq!r:.40}", src)
+        parents = d.get("parents") or []
+        if type(parents) is not list or len(parents) > PARENTS_LIMIT:
+            raise MetaError("parents", f"must be a list of at most {PARENTS_LIMIT} ids", src)
+        if any(type(p) is not str or len(p) > ID_LIMIT for p in parents):
+            raise MetaError("parents", f"must hold ids (strings of at most {ID_LIMIT} characters)", src)
+        reply_to = _text(d, "reply_to", TOPIC_LIMIT, src) or None
+        if reply_to is not None:
+            try:
+                check_publish_topic(reply_to)
+            except TopicError as exc:
+                raise MetaError("reply_to", str(exc), src) from None
+        corr = d.get("corr")
+        return cls(
+            id=_text(d, "id", ID_LIMIT, src),
+            src=src,
+            boot=_text(d, "boot", ID_LIMIT, src),
+            seq=seq,
+            t=_number(d, "t", src),
+            parents=parents,
+            reply_to=reply_to,
+            corr=None if corr is None else _text(d, "corr", ID_LIMIT, src),
+        )
 
 
 class Stamper:
@@ -79,13 +141,22 @@ class Stamper:
     def __init__(self, source: str) -> None:
         self.source = source
         self.boot = os.urandom(6).hex()
-        self._seq = itertools.count(1)
+        self._seq = 0
+        self._lock = threading.Lock()
         self._control_seq = itertools.count(1)
 
     def stamp(self, parents: list[str] | None = None) -> Meta:
         """Metadata for a data message: the next number in this source's gap-free sequence."""
-        seq = next(self._seq)
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
         return Meta(f"{self.boot}.{seq}", self.source, self.boot, seq, time.time(), list(parents or ()))
+
+    def unstamp(self, meta: Meta) -> None:
+        """Take back the number of a message that was not sent after all (if none was issued since)."""
+        with self._lock:
+            if meta.seq == self._seq:
+                self._seq -= 1
 
     def control(self, parents: list[str] | None = None) -> Meta:
         """Metadata for a reply, status or error event: outside the data sequence (``seq`` 0)."""
@@ -112,7 +183,8 @@ def encode(payload: Any, meta: Meta | None = None) -> bytes:
 
 
 def decode(raw: bytes | bytearray | str) -> tuple[Any, Meta | None]:
-    """Parse a message into (payload, metadata or None). Object payloads lose the ``_ether`` key."""
+    """Parse a message into (payload, metadata or None). Object payloads lose the ``_ether`` key.
+    Metadata outside the limits raises MetaError, which carries the payload (a foreign message)."""
     try:
         if not isinstance(raw, str) and arrays.is_frame(raw):
             body = arrays.unpack(raw)
@@ -125,7 +197,11 @@ def decode(raw: bytes | bytearray | str) -> tuple[Any, Meta | None]:
         raise WireError(f"invalid JSON ({exc}); message starts with {preview!r}") from exc
     if not isinstance(body, dict) or META_KEY not in body:
         return body, None
-    meta = Meta.from_dict(body.pop(META_KEY))
+    try:
+        meta = Meta.from_dict(body.pop(META_KEY))
+    except MetaError as exc:
+        exc.payload = body
+        raise
     return body, meta
 
 

@@ -20,14 +20,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ether.contract.messages import RecorderClosing
+from ether.contract.messages import (
+    ContractError,
+    ErrorEvent,
+    RecorderAck,
+    RecorderClosing,
+    RecorderStatus,
+    parse,
+)
 from ether.contract.topics import Topics
-from ether.contract.wire import Meta, Stamper, decode_object, encode
+from ether.contract.wire import Meta, Stamper, WireError, decode, encode
 from ether.data.processed import LATEST_SUFFIX, Processed, numbered
 from ether.data.recorder.settings import LATEST, RecorderSettings
 from ether.data.recorder.store import PAGE_SIZE, Transaction
 from ether.processes import backoff
-from ether.transport.bus import Bus
+from ether.transport.bus import Bus, PayloadTooLarge
 from ether.transport.waiting import Deadline
 
 log = logging.getLogger("ether.outbox")
@@ -65,7 +72,11 @@ class Outbox:
         self.acked.setdefault(meta.boot, meta.seq - 1)
 
     def ack(self, boot: str, seq: int) -> bool:
+        """Forget what the recorder has of one boot, up to ``seq``; never beyond what was written."""
         if boot not in self.last or seq <= self.acked[boot]:
+            return False
+        seq = min(seq, self.last[boot])
+        if seq <= self.acked[boot]:
             return False
         self.acked[boot] = seq
         self.db.execute("DELETE FROM outbox WHERE boot = ? AND seq <= ?", (boot, seq))
@@ -135,14 +146,13 @@ class DataPublisher:
     def publish(self, topic: str, payload: Any, parents: list[str] | None = None) -> Meta:
         """Publish one data message on a broker topic; durable ones are on disk before they are sent."""
         if self.settings.policy(self.topics.user_topic(topic)) == LATEST:
-            meta = self.latest.stamp(parents)
+            meta, body = self._stamped(self.latest, topic, payload, parents)
             self.last_latest = meta.seq
-            self.bus.publish(topic, encode(payload, meta), qos=0)
+            self.bus.publish(topic, body, qos=0)
             return meta
         with self._lock:  # seq order == outbox order == send order
-            meta = self.stamper.stamp(parents)
+            meta, body = self._stamped(self.stamper, topic, payload, parents)
             self.last_durable = meta.seq
-            body = encode(payload, meta)
             held = getattr(self._held, "messages", None)
             if held is not None:
                 held.append((meta, topic, body))
@@ -151,6 +161,20 @@ class DataPublisher:
                 self.outbox.add(meta, topic, body)
             self._last_sent = self.bus.publish(topic, body)
         return meta
+
+    def _stamped(
+        self, stamper: Stamper, topic: str, payload: Any, parents: list[str] | None
+    ) -> tuple[Meta, bytes]:
+        """The next numbered message; one that cannot be sent (not JSON, oversized) raises before it
+        is kept or sent, and its number is taken back, so the sequence stays gap-free."""
+        meta = stamper.stamp(parents)
+        try:
+            body = encode(payload, meta)
+            self.bus.check_size(topic, body)
+        except (WireError, PayloadTooLarge):
+            stamper.unstamp(meta)
+            raise
+        return meta, body
 
     def seen(self, meta: Meta | None) -> bool:
         """Whether this message was handled here before (by this process or an earlier one)."""
@@ -181,30 +205,42 @@ class DataPublisher:
 
     # -- acknowledgements ---------------------------------------------------------------------
     def _on_ack(self, topic: str, raw: bytes) -> None:
-        acks = decode_object(raw)
-        if acks is None or self.outbox is None:
+        if self.outbox is None:
+            return
+        try:
+            acks = parse(RecorderAck, decode(raw)[0]).root
+        except (WireError, ContractError) as exc:
+            self._refused(topic, f"ignored an acknowledgement: {exc}")
             return
         with self._acked:
             if self._closed.is_set():  # a late acknowledgement after the outbox file was closed
                 return
             progressed = False
             for boot, seq in acks.items():
-                if isinstance(seq, int) and self.outbox.ack(boot, seq):
+                if self.outbox.ack(boot, seq):
                     progressed = True
             if progressed:
                 self._progress = time.monotonic()
                 self._stalled_resends = 0
                 self._acked.notify_all()
 
+    def _refused(self, topic: str, reason: str) -> None:
+        """A system message that does not fit the contract: an error event, and nothing else happens."""
+        log.warning("%s: %s", self.stamper.source, reason)
+        event = ErrorEvent(instance=self.stamper.source, topic=topic, reason=reason)
+        self.bus.publish(self.topics.errors(), encode(event.payload(), self.stamper.control()))
+
     def _on_recorder_status(self, topic: str, raw: bytes) -> None:
-        status = decode_object(raw)
-        if status is None:
+        try:
+            status = parse(RecorderStatus, decode(raw)[0])
+        except (WireError, ContractError) as exc:
+            self._refused(topic, f"ignored a recorder status: {exc}")
             return
         with self._acked:
-            self._recorder_state = status.get("state")
+            self._recorder_state = status.state
             self._acked.notify_all()
-        if status.get("state") == "ready":
-            boot, self._recorder_boot = self._recorder_boot, status.get("boot")
+        if status.state == "ready":
+            boot, self._recorder_boot = self._recorder_boot, status.boot
             if boot != self._recorder_boot and self.pending:  # a (re)started recorder: send again at once
                 self._stalled_resends = 0
                 threading.Thread(target=self.resend, daemon=True).start()

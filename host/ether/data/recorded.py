@@ -21,6 +21,7 @@ from ether.data.recorder.store import (
     FAILED,
     STORE_FILE,
     StoreError,
+    conflicts,
     connect,
     find_stores,
     open_gaps,
@@ -87,6 +88,11 @@ class RecordedSession:
     @property
     def gaps(self) -> list[dict[str, Any]]:
         return open_gaps(self.db)
+
+    @property
+    def conflicts(self) -> list[dict[str, Any]]:
+        """Messages that share (src, boot, seq) with a saved one but not its content (docs/data.md)."""
+        return conflicts(self.db)
 
     @property
     def events(self) -> list[dict[str, Any]]:
@@ -273,7 +279,10 @@ def cmd_sessions(args) -> int:
     if not stores:
         print(f"no recorded sessions in {root}")
         return 0
-    print(f"{'run':<38} {'status':<10} {'duration':>9} {'messages':>9} {'missing':>8} {'unsaved':>8}")
+    print(
+        f"{'run':<38} {'status':<10} {'duration':>9} {'messages':>9} {'missing':>8} {'unsaved':>8}"
+        f" {'conflicts':>9}"
+    )
     for path in stores:
         try:
             db = connect(path, readonly=True)
@@ -286,7 +295,7 @@ def cmd_sessions(args) -> int:
         duration = f"{stop - start:.1f}s" if start and stop else "-"
         print(
             f"{path.parent.name:<38} {s['status'] or '?':<10} {duration:>9} {s['messages']:>9}"
-            f" {s['missing']:>8} {s['unsaved'] or 0:>8}"
+            f" {s['missing']:>8} {s['unsaved'] or 0:>8} {s['conflicts']:>9}"
         )
     return 0
 

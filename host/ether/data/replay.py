@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 from ether.contract.messages import InstanceCommand, RecorderCommand, read_reply
@@ -63,9 +64,9 @@ def derived(db, rename: dict[str, str] | None = None) -> dict[tuple[str, tuple[s
     sources = sources_of(db)
     out: dict[tuple[str, tuple[str, ...]], Counter] = {}
     for row in db.execute("SELECT msg_id, topic, payload, data FROM messages WHERE parents != '[]'"):
-        roots = sources.get(row["msg_id"], frozenset())
+        roots: Iterable[str] = sources.get(row["msg_id"], frozenset())
         if rename is not None:
-            roots = (rename.get(r, r) for r in roots)
+            roots = [rename.get(r, r) for r in roots]
         out.setdefault((row["topic"], tuple(sorted(roots))), Counter())[_stored(row)] += 1
     return out
 

@@ -20,6 +20,7 @@ from textual.containers import Horizontal, Vertical
 from textual.geometry import Size
 from textual.reactive import reactive
 from textual.screen import ModalScreen
+from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Header, Input, RichLog, Static
 
 from ether.monitor.commands import CommandFailed, Commands
@@ -182,7 +183,12 @@ class MonitorApp(App[int]):
         """On a small terminal, Tab shows the next panel (and focuses its table)."""
         self.panel = (self.panel + step) % len(PANELS)
         self._show_panel()
-        focus = {"instances": InstancesTable, "devices": DevicesTable, "topics": TopicsTable, "log": RichLog}
+        focus: dict[str, type[Widget]] = {
+            "instances": InstancesTable,
+            "devices": DevicesTable,
+            "topics": TopicsTable,
+            "log": RichLog,
+        }
         kind = focus.get(PANELS[self.panel])
         self.set_focus(self.query_one(kind) if kind else None)
 
@@ -252,7 +258,7 @@ class MonitorApp(App[int]):
     def action_pause(self) -> None:
         name = self._instance()
         row = self.snapshot.instance(name) if name and self.snapshot else None
-        if row is not None:
+        if name and row is not None:
             command = "resume" if row.state == "paused" else "pause"
             self.send(f"{command} {name}", lambda: self.commands.instance(name, command))
 
@@ -362,7 +368,7 @@ class MonitorApp(App[int]):
         topic = self._topic()
         row = self.snapshot.topic(topic) if self.snapshot and topic else None
         fields = numeric_fields(row.payload) if row else []
-        if not fields:
+        if topic is None or not fields:
             self.notify(f"'{topic}' has no numeric fields to plot", severity="warning")
             return
 
@@ -448,7 +454,7 @@ class MonitorApp(App[int]):
             f"End session '{self.model.topics.session}'? Every supervisor saves and stops its instances; "
             "the monitor shows the drain."
         )
-        self.push_screen(ConfirmScreen(question, "End it"), lambda yes: yes and self._begin_end())
+        self.push_screen(ConfirmScreen(question, "End it"), lambda yes: self._begin_end() if yes else None)
 
     def _begin_end(self) -> None:
         self.ending = True
@@ -464,7 +470,9 @@ class MonitorApp(App[int]):
             "now: publishers stop waiting, what is unsaved stays in their outbox files, and the session "
             "store records the forced quit and the number of unsaved messages."
         )
-        self.push_screen(ConfirmScreen(question, "Force quit"), lambda yes: yes and self._force(unconfirmed))
+        self.push_screen(
+            ConfirmScreen(question, "Force quit"), lambda yes: self._force(unconfirmed) if yes else None
+        )
 
     def _force(self, unconfirmed: int) -> None:
         self.forced = True

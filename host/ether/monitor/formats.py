@@ -57,10 +57,11 @@ class Format:
             return "?"
         if self.stable:
             return "· MB"
+        scaled = float(size)
         for unit in ("B", "kB", "MB", "GB"):
-            if size < 1000 or unit == "GB":
-                return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-            size /= 1000
+            if scaled < 1000 or unit == "GB":
+                return f"{scaled:.0f} {unit}" if unit == "B" else f"{scaled:.1f} {unit}"
+            scaled /= 1000
         return "?"
 
     def path(self, path: str) -> str:

@@ -196,6 +196,8 @@ def launch(args: argparse.Namespace) -> Child:
     command = ["run", args.config, "--headless", "--exit-with-stdin"]
     command += ["--port", str(args.port), "--listen", args.listen, "--timeout", str(args.timeout)]
     command += ["--broker", args.broker] if args.broker else []
+    max_payload = getattr(args, "max_payload", None)  # not given by callers that build their own args
+    command += ["--max-payload", str(max_payload)] if max_payload else []
     return Child("session", "ether.cli", command, stdout=True, stderr=True)
 
 

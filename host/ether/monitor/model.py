@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ether.contract.messages import RecorderCommand, read_reply
+from ether.contract.messages import RecorderCommand, fits, read_reply
 from ether.contract.topics import Topic, Topics, matches
 from ether.contract.wire import Stamper, WireError, decode, decode_object, encode
 from ether.data.outbox import LATEST_SUFFIX
@@ -312,6 +312,8 @@ class SessionModel:
                     self._plots[(name, path)].append(value)
 
     def _on_system(self, where: Topic, raw: bytes) -> None:
+        if not fits(where.kind, decode_object(raw)):
+            return  # not a message of the contract (a foreign or hostile sender): nothing to show
         if where.kind == "recorder_ack":
             self._on_ack(where.name, raw)
         elif where.kind == "recorder_status":
@@ -456,6 +458,8 @@ class SessionModel:
 
     def publish(self, user_topic: str, payload: Any) -> None:
         """Publish a data message as the monitor (numbered, so a loss shows in the gap ledger)."""
+        if self.bus is None:
+            raise RequestTimeout("the monitor is not connected")
         self.bus.publish(self.topics.data(user_topic), encode(payload, self.stamper.stamp()))
 
     # -- the app's timer -------------------------------------------------------------------------

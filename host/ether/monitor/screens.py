@@ -276,14 +276,14 @@ class HelpScreen(ModalScreen[None]):
         keys = Table(box=None, show_header=True, padding=(0, 1), expand=True)
         for name in ("key", "on", "what it does"):
             keys.add_column(name, no_wrap=name != "what it does")
-        for row in KEYS:
-            keys.add_row(*row)
+        for key, on, what in KEYS:
+            keys.add_row(key, on, what)
         legend = [Text(text, self.get_component_rich_style(style)) for style, text in LEGEND]
         terms = Table(box=None, show_header=False, padding=(0, 1), expand=True)
         terms.add_column(no_wrap=True)
         terms.add_column()
-        for row in TERMS:
-            terms.add_row(*row)
+        for term, meaning in TERMS:
+            terms.add_row(term, meaning)
         self.help = Group(keys, Text(""), *legend, Text(""), terms)
         self.query_one("#help-text", Static).update(self.help)
 

@@ -370,15 +370,20 @@ class PayloadView(VerticalScroll):
 
     def watch_topic(self, topic: str | None) -> None:
         self.paused, self.back, self.history = False, 0, ()
-        self._take(self.app.snapshot)
+        self._take(self._snapshot())
         self._title()
+
+    def _snapshot(self) -> Snapshot | None:
+        """The app's newest snapshot (the one every widget watches)."""
+        snapshot: Snapshot | None = getattr(self.app, "snapshot", None)
+        return snapshot
 
     def action_pause_view(self) -> None:
         self.paused = not self.paused
         self.back = 0
         self._title()
         if not self.paused:
-            self._take(self.app.snapshot)
+            self._take(self._snapshot())
 
     def action_step(self, older: int) -> None:
         if not self.history:

@@ -167,14 +167,17 @@ ether_shutdown = _lifecycle("shutdown")
 
 
 def _service(kind: str) -> Callable:
-    def make(name: str | None = None) -> Callable[[Callable], Callable]:
+    def make(name: str | None = None, heartbeat: bool = False) -> Callable[[Callable], Callable]:
         def decorate(func: Callable) -> Callable:
             return _with_spec(func, service=ServiceSpec(kind, name or default_topic(func.__qualname__)))
 
         return decorate
 
     make.__name__ = f"ether_{kind}"
-    make.__doc__ = f"Serve the method as the request/reply service ``ClassName.method`` ({kind})."
+    make.__doc__ = (
+        f"Serve the method as the request/reply service ``ClassName.method`` ({kind}). ``heartbeat`` is the"
+        " original Ether's ZMQ worker option, accepted and unused: liveness is always on (retained status, Last Will)."
+    )
     return _flexible(make)
 
 

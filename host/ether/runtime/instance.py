@@ -22,16 +22,16 @@ from pathlib import Path
 from typing import Any
 
 from ether import exits
-from ether.config import add_import_paths, import_class
 from ether.contract.messages import ErrorEvent, InstanceCommand, InstanceStatus, ok, refused
 from ether.contract.topics import Topics, check_publish_topic, matches
-from ether.contract.wire import Meta, Stamper, WireError, decode, encode
+from ether.contract.wire import Meta, MetaError, Stamper, WireError, decode, encode
 from ether.data import processed
 from ether.data.outbox import DataPublisher
 from ether.data.recorder.settings import RecorderSettings
 from ether.logs import setup_logging
 from ether.processes import on_lifeline_cut, read_spec
 from ether.runtime import context
+from ether.runtime.classes import add_import_paths, import_class
 from ether.runtime.decorators import EtherSpec, apply_registry, bind, spec_of, unbind
 from ether.runtime.registry import LiveRegistry
 from ether.runtime.schema import ArgumentError, MethodSchema
@@ -100,6 +100,12 @@ class InstanceRuntime:
         self.paused = False
         self._held: list[Callable[[], None]] = []
         self._pause_lock = threading.Lock()
+        bus.on_oversized = lambda topic, size: self.report_error(
+            self._readable(topic), bus.oversized(topic, size), size=size
+        )
+
+    def _readable(self, topic: str) -> str:
+        return self.topics.user_topic(topic) if self.topics.is_data(topic) else topic
 
     # -- status -----------------------------------------------------------------------------
 
@@ -195,6 +201,9 @@ class InstanceRuntime:
             return  # overlapping filters: the first one that matches delivers it
         try:
             payload, meta = decode(raw)
+        except MetaError as exc:  # handled as a foreign message, and said so
+            self.report_error(user_topic, str(exc), sender=exc.src, field=exc.field)
+            payload, meta = exc.payload, None
         except WireError as exc:
             self.report_error(user_topic, str(exc))
             return
@@ -265,8 +274,8 @@ class InstanceRuntime:
         name = self.topics.parse(topic).detail
         try:
             params, meta = decode(raw)
-        except WireError as exc:
-            self.report_error(topic, str(exc))
+        except WireError as exc:  # a request whose reply_to or corr cannot be trusted is not served
+            self.report_error(topic, str(exc), **_meta_fault(exc))
             return
         method = self.service_methods.get(name)
         if method is None:
@@ -315,7 +324,9 @@ class InstanceRuntime:
         method: BoundMethod | None = None,
         meta: Meta | None = None,
         trace: str | None = None,
+        **fault: Any,
     ) -> None:
+        """Log and publish an error event; ``fault``: the sender, the metadata field or the size at fault."""
         where = f" ({self.cls.__name__}.{method.name})" if method else ""
         log.error(
             "instance '%s' topic '%s'%s: %s%s",
@@ -332,6 +343,7 @@ class InstanceRuntime:
             reason=reason,
             message_id=(meta.id if meta else None) or None,  # a foreign client's message has no id
             traceback=trace,
+            **fault,
         )
         self.bus.publish(self.topics.errors(), encode(event.payload(), self.stamper.control()))
 
@@ -370,7 +382,7 @@ class InstanceRuntime:
         try:
             payload, meta = decode(raw)
         except WireError as exc:
-            log.warning("instance '%s': bad control message: %s", self.spec.name, exc)
+            self.report_error(topic, f"bad control message: {exc}", **_meta_fault(exc))
             return
         control = InstanceCommand.read(payload)
         command = control.command if control else None
@@ -429,6 +441,11 @@ def user_traceback(exc: BaseException) -> str:
     while tb is not None and tb.tb_frame.f_code.co_filename.startswith(PACKAGE_DIR + os.sep):
         tb = tb.tb_next
     return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
+
+
+def _meta_fault(exc: WireError) -> dict[str, Any]:
+    """The sender and field an error event names for refused metadata (none for invalid JSON)."""
+    return {"sender": exc.src, "field": exc.field} if isinstance(exc, MetaError) else {}
 
 
 def _command_of(payload: Any) -> Any:

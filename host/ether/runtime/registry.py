@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from ether.contract.messages import InstanceStatus
 from ether.contract.topics import Topics
 from ether.contract.wire import decode_object
 from ether.transport.bus import Bus
@@ -23,7 +24,7 @@ class LiveRegistry:
 
     def _on_status(self, topic: str, raw: bytes) -> None:
         status = decode_object(raw)
-        if status is not None and "instance" in status:
+        if status is not None and InstanceStatus.read(status) is not None:  # a status of the contract
             with self.changed:
                 self.statuses[status["instance"]] = status
                 self.changed.notify_all()

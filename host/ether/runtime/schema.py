@@ -7,7 +7,7 @@ import typing
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import pydantic
 import pydantic_core
@@ -128,8 +128,10 @@ class MethodSchema:
                 return Any
             return with_arrays(hints.get(p.name, p.annotation))
 
-        extra = "allow" if self.accepts_extra else ("forbid" if forbid_extra else "ignore")
-        fields = {
+        extra: Literal["allow", "forbid", "ignore"] = (
+            "allow" if self.accepts_extra else ("forbid" if forbid_extra else "ignore")
+        )
+        fields: dict[str, Any] = {
             p.name: (annotation(p), ... if p.default is inspect.Parameter.empty else p.default)
             for p in params
         }

@@ -33,8 +33,15 @@ class Session:
     """Everything ``ether.tap()`` starts, in the order it must be stopped."""
 
     def __init__(
-        self, config: Config, broker_url: str | None = None, port: int = 0, listen: str = "127.0.0.1"
+        self,
+        config: Config,
+        broker_url: str | None = None,
+        port: int = 0,
+        listen: str = "127.0.0.1",
+        max_payload: int | None = None,
     ) -> None:
+        if max_payload is not None:  # e.g. `ether run --max-payload`, over the file's limits.max_payload
+            config.max_payload = max_payload
         self.config = config
         self.topics = Topics(config.session)
         # unique even for two sessions in one process (a notebook that owns one and joins another)
@@ -47,8 +54,12 @@ class Session:
         self.access = Access() if not url and needs_credentials(listen) else None
         self.login = self.access.session_login(config.session) if self.access else None
         password_file = str(self.access.password_file) if self.access else None
-        self.embedded = None if url else EmbeddedBroker(listen, port, password_file)
-        self.address: BrokerAddress | None = BrokerAddress.parse(url) if url else None
+        self.embedded = (
+            None if url else EmbeddedBroker(listen, port, password_file, config.max_payload, config.session)
+        )
+        self.address: BrokerAddress | None = (
+            replace(BrokerAddress.parse(url), max_payload=config.max_payload) if url else None
+        )
         self.bus: Bus | None = None
         self.registry: LiveRegistry | None = None
         self.services: ServiceClient | None = None
@@ -228,8 +239,10 @@ def new_session(
     broker_url: str | None = None,
     port: int = 0,
     listen: str = "127.0.0.1",
+    max_payload: int | None = None,
 ) -> Session:
-    return Session(config if isinstance(config, Config) else load(config), broker_url, port, listen)
+    config = config if isinstance(config, Config) else load(config)
+    return Session(config, broker_url, port, listen, max_payload)
 
 
 __all__ = ["Session", "new_session"]

@@ -14,7 +14,7 @@ from typing import Any
 
 from ether import exits
 from ether.config import Config, EtherInstanceConfig
-from ether.contract.messages import InstanceCommand, InstanceStatus, read_reply
+from ether.contract.messages import InstanceCommand, InstanceStatus, OkReply, read_reply
 from ether.contract.topics import Topics
 from ether.contract.wire import decode_object, encode
 from ether.processes import Child, backoff
@@ -86,7 +86,7 @@ class Supervisor:
 
     def _on_status(self, topic: str, raw: bytes) -> None:
         status = decode_object(raw)
-        if status is None or "instance" not in status:
+        if status is None or InstanceStatus.read(status) is None:  # not a status of the contract
             return
         with self._changed:
             managed = self.instances.get(status["instance"])
@@ -250,8 +250,11 @@ class Supervisor:
             handled = 0
             for name, request in pending.items():
                 try:
-                    handled += read_reply(request.reply(deadline.remaining)).result["handled"]
-                except (RequestTimeout, AttributeError, KeyError, TypeError):
+                    reply = read_reply(request.reply(deadline.remaining))
+                    if not isinstance(reply, OkReply):
+                        raise TypeError(reply.error.message)
+                    handled += reply.result["handled"]
+                except (RequestTimeout, KeyError, TypeError):
                     log.warning("instance '%s' did not finish its inputs within %.0f s", name, timeout)
                     return None
             if not handled:

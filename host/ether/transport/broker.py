@@ -18,8 +18,11 @@ from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
 
 from ether import exits
+from ether.contract.wire import DEFAULT_MAX_PAYLOAD
 from ether.logs import setup_logging
 from ether.processes import Child, announce_ready, on_lifeline_cut, read_spec
+from ether.transport import limits
+from ether.transport.limits import PayloadLimit
 
 DEFAULT_PORT = 1883
 
@@ -34,6 +37,7 @@ class BrokerAddress:
     port: int = DEFAULT_PORT
     username: str | None = None
     password: str | None = None
+    max_payload: int = DEFAULT_MAX_PAYLOAD  # bytes of one message, enforced by the bus both ways
 
     @classmethod
     def parse(cls, url: str) -> BrokerAddress:
@@ -68,7 +72,13 @@ class BrokerAddress:
         return f"mqtt://{login}@{self.host}:{self.port}"
 
     def to_dict(self) -> dict:
-        return {"host": self.host, "port": self.port, "username": self.username, "password": self.password}
+        return {
+            "host": self.host,
+            "port": self.port,
+            "username": self.username,
+            "password": self.password,
+            "max_payload": self.max_payload,
+        }
 
 
 def needs_credentials(host: str) -> bool:
@@ -93,14 +103,30 @@ def local_host(listen: str) -> str:
 class EmbeddedBroker:
     """An amqtt broker in a child process; :meth:`start` returns once it accepts connections."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, password_file: str | None = None) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        password_file: str | None = None,
+        max_payload: int = DEFAULT_MAX_PAYLOAD,
+        session: str | None = None,
+    ) -> None:
         self.host, self.requested_port, self.password_file = host, port, password_file
+        self.max_payload, self.session = max_payload, session
         self.child: Child | None = None
 
     def launch(self) -> None:
         """Start the process without waiting (so instances can start importing meanwhile)."""
         self.child = Child("broker", "ether.transport.broker", stdout=True)
-        self.child.send({"host": self.host, "port": self.requested_port, "password_file": self.password_file})
+        self.child.send(
+            {
+                "host": self.host,
+                "port": self.requested_port,
+                "password_file": self.password_file,
+                "max_payload": self.max_payload,
+                "session": self.session,
+            }
+        )
 
     def wait_ready(self, timeout: float = 15.0) -> BrokerAddress:
         """Block until the broker reports its port (its ready line)."""
@@ -112,7 +138,7 @@ class EmbeddedBroker:
                 f"embedded broker on {self.host}:{self.requested_port} did not start"
                 f" (exit code {self.child.process.poll()}); is the port already in use?"
             )
-        return BrokerAddress(local_host(self.host), int(info["port"]))
+        return BrokerAddress(local_host(self.host), int(info["port"]), max_payload=self.max_payload)
 
     def start(self, timeout: float = 15.0) -> BrokerAddress:
         self.launch()
@@ -142,15 +168,16 @@ def _broker_class():
 
     BrokerProtocolHandler.handle_read_timeout = drop_silent_client  # this process runs only the broker
 
-    class EtherBroker(Broker):
-        """amqtt's broker with the retained-message leak, the lost last messages and keep-alive fixed."""
+    class EtherBroker(PayloadLimit, Broker):
+        """amqtt's broker with the retained-message leak, the lost last messages and keep-alive fixed,
+        and the payload limit (``limits``)."""
 
-        async def _initialize_client_session(self, *args, **kwargs):  # type: ignore[override]
+        async def _initialize_client_session(self, *args, **kwargs):
             handler, session = await super()._initialize_client_session(*args, **kwargs)
             session.keep_alive *= KEEP_ALIVE_GRACE  # the read timeout; 0 (no keep-alive) stays 0
             return handler, session
 
-        async def _handle_disconnect(self, client_session, handler, disconnect_waiter):  # type: ignore[override]
+        async def _handle_disconnect(self, client_session, handler, disconnect_waiter):
             # amqtt acknowledges a PUBLISH when it queues it, and stops reading that queue when the
             # client disconnects: deliver what is still queued before the session ends (and its Will)
             queue = client_session.delivered_message_queue
@@ -172,7 +199,9 @@ def _broker_class():
     return EtherBroker
 
 
-async def _serve(host: str, port: int, password_file: str | None, child: bool) -> None:
+async def _serve(
+    host: str, port: int, password_file: str | None, child: bool, max_payload: int, session: str | None
+) -> None:
     import asyncio
 
     auth = (
@@ -181,7 +210,9 @@ async def _serve(host: str, port: int, password_file: str | None, child: bool) -
         else {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}
     )
     config = {"listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}}, "plugins": auth}
+    limits.install(max_payload)
     broker = _broker_class()(config)
+    broker.ether_session = session
     await broker.start()
     server = broker._servers["default"].instance
     bound_port = server.sockets[0].getsockname()[1]
@@ -207,8 +238,17 @@ async def _serve(host: str, port: int, password_file: str | None, child: bool) -
     os._exit(exits.OK)
 
 
-def serve(host: str, port: int, password_file: str | None = None, *, child: bool = False) -> None:
-    """Run the broker in this process until SIGINT/SIGTERM (or, for a ``child``, its parent's end)."""
+def serve(
+    host: str,
+    port: int,
+    password_file: str | None = None,
+    *,
+    child: bool = False,
+    max_payload: int = DEFAULT_MAX_PAYLOAD,
+    session: str | None = None,
+) -> None:
+    """Run the broker in this process until SIGINT/SIGTERM (or, for a ``child``, its parent's end);
+    a message above ``max_payload`` bytes is refused (``limits``)."""
     if needs_credentials(host) and not password_file:
         raise BrokerError(
             f"listening on {host} exposes the broker beyond this machine; it then requires logins:"
@@ -218,7 +258,7 @@ def serve(host: str, port: int, password_file: str | None = None, *, child: bool
 
     setup_logging(logging.WARNING, whole_process=True)
     try:
-        _run(_serve(host, port, password_file, child))
+        _run(_serve(host, port, password_file, child, max_payload, session))
     except (OSError, AmqttError) as exc:  # amqtt wraps the OSError of a port already in use
         raise BrokerError(f"cannot listen on {host}:{port}: {exc}") from None
 
@@ -242,7 +282,14 @@ def main() -> None:
     if spec is None:  # the session ended before it sent the spec
         sys.exit(exits.OK)
     try:
-        serve(spec["host"], spec["port"], spec["password_file"], child=True)
+        serve(
+            spec["host"],
+            spec["port"],
+            spec["password_file"],
+            child=True,
+            max_payload=spec["max_payload"],
+            session=spec["session"],
+        )
     except BrokerError as exc:
         print(f"ether broker: {exc}", file=sys.stderr)
         sys.exit(exits.CONFIG)

@@ -1,7 +1,8 @@
 """One MQTT connection (paho-mqtt): publish, subscribe with callbacks, reconnect and resubscribe.
 
 Callbacks run on paho's network thread and must not block; the instance runtime hands messages to
-its own worker thread.
+its own worker thread. A message larger than the session's ``max_payload`` is neither sent nor
+delivered: publishing one raises PayloadTooLarge, receiving one calls ``on_oversized`` instead.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -22,6 +24,10 @@ from ether.transport.waiting import wait_until
 log = logging.getLogger("ether.bus")
 
 MessageCallback = Callable[[str, bytes], None]
+
+
+class PayloadTooLarge(ValueError):
+    """A message larger than the session's ``max_payload`` (docs/topics.md#limits)."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,8 @@ class Bus:
     def __init__(self, address: BrokerAddress, client_id: str, will: Will | None = None) -> None:
         self.address = address
         self.client_id = client_id
+        self.max_payload = address.max_payload
+        self.on_oversized: Callable[[str, int], None] = self._log_oversized  # (topic, size): replace it
         self._callbacks: dict[str, list[MessageCallback]] = {}
         self._acked_subscriptions: set[int] = set()
         self._state = threading.Condition()
@@ -55,7 +63,7 @@ class Bus:
         # no in-flight cap: with one, paho 2.2 scans every in-flight message on each PUBACK
         client.max_inflight_messages_set(0)
         client.max_queued_messages_set(0)
-        client.reconnect_delay_set(min_delay=0.05, max_delay=2)
+        client.reconnect_delay_set(min_delay=0.05, max_delay=2)  # type: ignore[arg-type]  # paho takes seconds as floats
         client.on_socket_open = _no_delay
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -139,13 +147,30 @@ class Bus:
 
     def _dispatcher(self, topic_filter: str):
         def on_message(client, userdata, message: mqtt.MQTTMessage) -> None:
+            if len(message.payload) > self.max_payload:
+                self.on_oversized(message.topic, len(message.payload))
+                return
             for callback in self._callbacks.get(topic_filter, ()):
                 try:
-                    callback(message.topic, message.payload)
+                    callback(message.topic, cast(bytes, message.payload))
                 except Exception:  # a callback bug must not kill the network thread
                     log.exception("%s: error handling a message on %s", self.client_id, message.topic)
 
         return on_message
+
+    def _log_oversized(self, topic: str, size: int) -> None:
+        log.warning("%s: %s", self.client_id, self.oversized(topic, size))
+
+    def oversized(self, topic: str, size: int) -> str:
+        """Why a message of ``size`` bytes is refused, for a log line or an error event."""
+        return f"a message of {size} bytes on {topic!r} exceeds max_payload ({self.max_payload} bytes)"
+
+    def check_size(self, topic: str, payload: bytes) -> None:
+        """Raise PayloadTooLarge if ``payload`` may not be sent (the broker and the receivers refuse it)."""
+        if len(payload) > self.max_payload:
+            raise PayloadTooLarge(
+                self.oversized(topic, len(payload)) + "; raise it with limits: {max_payload: ...}"
+            )
 
     # -- publish ------------------------------------------------------------------------------
 
@@ -155,6 +180,7 @@ class Bus:
         """Queue a message; paho sends it (and keeps QoS 1 messages across a reconnect). The result's
         ``is_published()`` tells when the broker has it."""
         check_publish_topic(topic)
+        self.check_size(topic, payload)
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             raise BrokerError(f"publishing to {topic!r} failed: {mqtt.error_string(info.rc)}")
@@ -165,6 +191,7 @@ class Bus:
     ) -> bool:
         """Publish at QoS 1 and wait for the broker's acknowledgement."""
         check_publish_topic(topic)
+        self.check_size(topic, payload)
         info = self._client.publish(topic, payload, qos=1, retain=retain)
         try:
             info.wait_for_publish(timeout)

@@ -3,6 +3,10 @@
 Every data message carries a gap-free ``seq`` per (src, boot). A seq that jumps ahead opens a gap;
 a resend that arrives later fills it. The acknowledgement of a stream is its highest contiguous seq:
 everything up to it is on disk, so the publisher may forget it.
+
+A number far ahead of what a source can have sent since it was last heard of is not a gap but a lie
+(or a bug): :meth:`Stream.implausible` says so, and the recorder refuses it instead of recording a
+phantom loss of ~10^9 messages.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 
 SKIPPED, TAIL = "skipped", "tail"
+MAX_RATE = 1_000_000  # messages per second one source can send: 10x what one broker carries
+JUMP_SLACK = 100_000  # numbers a source may skip at once, whatever the time since it was last heard of
 
 
 @dataclass
@@ -61,6 +67,21 @@ class Stream:
                 self.gaps[i : i + 1] = pieces
                 return True, [], [gap]
         return False, [], []  # a resend of something already saved
+
+    def implausible(self, seq: int, now: float, since: float | None = None) -> str | None:
+        """Why ``seq`` cannot be this stream's next number (None if it can): it is further ahead of the
+        highest one seen than the source can have sent since it was last heard of. A stream not heard
+        of yet is bounded only from ``since`` (a board may have numbered readings before the session)."""
+        last_seen = self.last_seen if self.max_seq else since
+        if last_seen is None:
+            return None
+        ahead, elapsed = seq - self.max_seq, max(0.0, now - last_seen)
+        if ahead <= JUMP_SLACK + MAX_RATE * elapsed:
+            return None
+        return (
+            f"seq {seq} is {ahead} ahead of the highest seen ({self.max_seq}) {elapsed:.1f} s after it:"
+            f" more than {JUMP_SLACK} + {MAX_RATE}/s could have been sent"
+        )
 
     def expect_until(self, last_seq: int, now: float) -> Gap | None:
         """The source says it sent up to ``last_seq``: anything after what we saw is lost at the tail."""

@@ -62,7 +62,7 @@ class RecorderProcess:
 
     def _on_status(self, topic: str, raw: bytes) -> None:
         status = decode_object(raw)
-        if status is not None:
+        if status is not None and RecorderStatus.read(status) is not None:
             with self._changed:
                 self.status = status
                 self._changed.notify_all()

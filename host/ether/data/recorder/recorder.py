@@ -3,6 +3,11 @@
 Messages are queued by paho's network thread and written by one writer thread in batches: whatever
 arrived while the previous batch was committing is the next batch, so latency stays low at low rates
 and commits stay few at high rates. Acknowledgements go out only after the commit.
+
+Every message is hostile until checked: metadata outside the limits (or a seq too far ahead to be
+true) makes it foreign, a system message that does not fit its model is ignored, an oversized one is
+not kept; each is an event in the store and an error event on the bus, and never costs the batch.
+A second message with the numbers of a saved one but other content is kept as a conflict.
 """
 
 from __future__ import annotations
@@ -17,11 +22,24 @@ from dataclasses import dataclass
 from typing import Any
 
 from ether import exits
-from ether.contract.messages import RecorderAck, RecorderClosing, RecorderCommand, RecorderStatus, ok, refused
+from ether.contract.messages import (
+    ContractError,
+    DeviceSchema,
+    ErrorEvent,
+    InstanceStatus,
+    Message,
+    RecorderAck,
+    RecorderClosing,
+    RecorderCommand,
+    RecorderStatus,
+    ok,
+    parse,
+    refused,
+)
 from ether.contract.topics import Topic, Topics
-from ether.contract.wire import Meta, Stamper, WireError, decode, decode_object, encode
+from ether.contract.wire import Meta, MetaError, Stamper, WireError, decode, encode
 from ether.data.recorder.clocks import DeviceClocks
-from ether.data.recorder.ledger import Ledger
+from ether.data.recorder.ledger import Ledger, Stream
 from ether.data.recorder.store import Row, Store, payload_text
 from ether.logs import setup_logging
 from ether.processes import on_lifeline_cut, read_spec
@@ -34,6 +52,11 @@ log = logging.getLogger("ether.recorder")
 BATCH = 5000
 ACK_INTERVAL = 0.02  # acknowledgements are coalesced: at most one per source per 20 ms
 RECORDED = ("data", "errors", "recorder_closing", "instance_status", "device_schema")  # topic kinds saved
+SYSTEM: dict[str, type[Message]] = {
+    "recorder_closing": RecorderClosing,
+    "instance_status": InstanceStatus,
+    "device_schema": DeviceSchema,
+}
 
 
 @dataclass
@@ -53,6 +76,15 @@ class _Barrier:
         self.request, self.then_stop, self.forced = request, then_stop, forced
 
 
+@dataclass
+class _Oversized:
+    """A message the bus refused for its size: only its topic and size are kept."""
+
+    topic: str
+    size: int
+    t: float
+
+
 class Recorder:
     def __init__(self, spec: RecorderSpec, bus: Bus, store: Store) -> None:
         self.spec, self.bus, self.store = spec, bus, store
@@ -70,6 +102,9 @@ class Recorder:
         self._clocks = DeviceClocks()
         self._acks: dict[str, dict[str, int]] = {}  # committed, not yet announced
         self._acked_at = 0.0
+        self._batch: dict[tuple[str, str, int], Row] = {}  # the numbered rows of the batch being written
+        self.since = store.manifest().get("started_at") or time.time()  # the session's start
+        bus.on_oversized = lambda topic, size: self.inbox.put(_Oversized(topic, size, time.time()))
         self._load()
 
     def _load(self) -> None:
@@ -106,7 +141,9 @@ class Recorder:
     def on_control(self, raw: bytes) -> None:
         try:
             payload, meta = decode(raw)
-        except WireError:
+        except WireError as exc:  # not answered: its reply_to cannot be trusted
+            detail = {"sender": exc.src, "field": exc.field} if isinstance(exc, MetaError) else {}
+            self._report(self.topics.recorder_control(), f"ignored a request: {exc}", **detail)
             return
         control = RecorderCommand.read(payload)
         if control is None:
@@ -202,18 +239,23 @@ class Recorder:
             answer(self.bus, self.stamper, barrier.request, ok(self.status("stopped")))
         self.finished.set()
 
-    def commit(self, items: list[tuple[str, bytes, float]]) -> None:
+    def commit(self, items: list) -> None:
         rows: list[Row] = []
         touched: dict[str, dict[str, int]] = {}
+        self._batch = {}
         with self.store.transaction():
-            for topic, raw, now in items:
-                where = self.topics.parse(topic)
-                if where.kind in ("data", "errors"):
-                    row = self._row(topic, raw, now, touched)
-                    if row is not None:
-                        rows.append(row)
-                else:
-                    self._system(where, raw, now)
+            for item in items:
+                if isinstance(item, _Oversized):
+                    topic = self.topics.user_topic(item.topic)
+                    self._refuse("oversized", topic, self.bus.oversized(topic, item.size), size=item.size)
+                    continue
+                topic, raw, now = item
+                try:
+                    self._take(topic, raw, now, rows, touched)
+                except Exception as exc:  # a bug must cost this message its metadata, never the batch
+                    log.exception("recorder: could not read a message on %s; saving it as foreign", topic)
+                    self._refuse("unreadable", topic, f"{type(exc).__name__}: {exc}")
+                    rows.append(self._foreign(topic, raw, now))
             self.store.insert(rows)
             for src, boots in touched.items():
                 for boot in boots:
@@ -237,16 +279,75 @@ class Recorder:
         for src, boots in acks.items():
             self.bus.publish(self.topics.recorder_ack(src), encode(RecorderAck(boots).payload()))
 
+    def _take(self, topic: str, raw: bytes, now: float, rows: list[Row], touched: dict) -> None:
+        where = self.topics.parse(topic)
+        assert where is not None  # on_message queues only topics of the session
+        if where.kind in ("data", "errors"):
+            row = self._row(topic, raw, now, touched)
+            if row is not None:
+                rows.append(row)
+        else:
+            self._system(topic, where, raw, now)
+
+    def _refuse(self, kind: str, topic: str, reason: str, **detail: Any) -> None:
+        """Record why a message was refused or kept as foreign (an event, in the batch's transaction)
+        and say so on the error topic; ``detail``: sender, field, size, message_id, as known."""
+        self.store.event(kind, detail.get("sender"), None, topic=topic, reason=reason, **detail)
+        self._report(topic, f"{kind}: {reason}", **detail)
+
+    def _report(self, topic: str, reason: str, **detail: Any) -> None:
+        """Log a refusal and publish it as an error event (callable from any thread)."""
+        sender = detail.get("sender")
+        log.warning("recorder: on %r from %s: %s", topic, sender or "an unknown sender", reason)
+        event = ErrorEvent(instance="recorder", topic=topic, reason=reason, **detail)
+        self.bus.publish(self.topics.errors(), encode(event.payload(), self.stamper.control()))
+
+    def _foreign(self, topic: str, raw: bytes, now: float, payload: Any = None) -> Row:
+        """A message without (valid) metadata: its payload (JSON, arrays and bytes), or, when it is
+        neither JSON nor Ether's binary encoding, its bytes as they came."""
+        user_topic = self.topics.user_topic(topic) if self.topics.is_data(topic) else topic
+        if payload is None:
+            try:
+                payload, _ = decode(raw)
+            except WireError as exc:
+                payload = exc.payload if isinstance(exc, MetaError) else bytes(raw)
+        try:
+            text, data = payload_text(payload)
+        except ValueError:  # e.g. a payload pydantic cannot write back as JSON
+            text, data = payload_text(bytes(raw))
+        return Row(user_topic, text, None, None, None, None, [], None, now, data)
+
     def _row(self, topic: str, raw: bytes, now: float, touched: dict[str, dict[str, int]]) -> Row | None:
         user_topic = self.topics.user_topic(topic) if self.topics.is_data(topic) else topic
         try:
             payload, meta = decode(raw)
+        except MetaError as exc:  # foreign, with an error event naming the field
+            self._refuse("bad_metadata", user_topic, str(exc), sender=exc.src, field=exc.field)
+            return self._foreign(topic, raw, now, exc.payload)
         except WireError:  # neither JSON nor Ether's binary encoding: kept as it came, as bytes
-            payload, meta = bytes(raw), None
-        text, data = payload_text(payload)
+            return self._foreign(topic, raw, now, bytes(raw))
         if meta is None:
-            return Row(user_topic, text, None, None, None, None, [], None, now, data)
+            return self._foreign(topic, raw, now, payload)
         seq = meta.seq if meta.seq > 0 and meta.src and meta.boot else None
+        known = self.ledger.streams.get((meta.src, meta.boot)) if seq is not None else None
+        implausible = known.implausible(seq, now) if known is not None and seq is not None else None
+        if implausible:
+            why = f"'_ether.seq' {implausible}"
+            self._refuse("bad_metadata", user_topic, why, sender=meta.src, field="seq", message_id=meta.id)
+            return self._foreign(topic, raw, now, payload)
+        text, data = payload_text(payload)
+        row = Row(
+            user_topic,
+            text,
+            meta.id or None,
+            meta.src or None,
+            meta.boot or None,
+            seq,
+            meta.parents,
+            meta.t,
+            now,
+            data,
+        )
         if seq is not None:
             stream, new_boot = self.ledger.stream(meta.src, meta.boot, now)
             if new_boot:  # a source seen with another boot before has restarted: a discontinuity
@@ -263,21 +364,30 @@ class Recorder:
                 )
             for gap in filled:
                 self.store.event("gap_filled", meta.src, meta.boot, seq=seq, gap=[gap.first, gap.last])
+            key = (meta.src, meta.boot, seq)
             if not is_new:
+                self._duplicate(key, row)
                 return None
+            self._batch[key] = row
             if meta.src in self._devices:
                 self._clock(meta, now)
-        return Row(
-            user_topic,
-            text,
-            meta.id or None,
-            meta.src or None,
-            meta.boot or None,
-            seq,
-            meta.parents,
-            meta.t,
-            now,
-            data,
+        return row
+
+    def _duplicate(self, key: tuple[str, str, int], row: Row) -> None:
+        """A second message numbered like a saved one: a resend (identical: dropped) or a conflict (kept)."""
+        first = self._batch.get(key)
+        saved = first.content() if first is not None else self.store.saved_content(*key)
+        if saved is None or tuple(saved) == row.content():
+            return
+        self.store.conflict(row)
+        self._refuse(
+            "conflict",
+            row.topic,
+            f"a second message numbered ({row.src}, {row.boot}, {row.seq}) differs from the saved one;"
+            " both are kept (conflicts)",
+            sender=row.src,
+            field="seq",
+            message_id=row.msg_id,
         )
 
     def _clock(self, meta: Meta, now: float) -> None:
@@ -286,49 +396,61 @@ class Recorder:
         if detail is not None:
             self.store.event("device_clock", meta.src, meta.boot, **detail)
 
-    def _system(self, where: Topic, raw: bytes, now: float) -> None:
-        payload = decode_object(raw)
-        if payload is None:
+    def _system(self, topic: str, where: Topic, raw: bytes, now: float) -> None:
+        """A closing report, an instance status or a device schema: checked against its model, ignored
+        (with an error event) if it does not fit or claims the impossible."""
+        try:
+            payload, _ = decode(raw)
+            message: Message = parse(SYSTEM[where.kind], payload)
+        except (WireError, ContractError) as exc:
+            sender = exc.src if isinstance(exc, MetaError) else None
+            self._refuse(
+                "bad_system_message", topic, str(exc), sender=sender, field=getattr(exc, "field", None)
+            )
             return
-        if where.kind == "recorder_closing":
-            closing = RecorderClosing.read(payload)
-            if closing is None:
-                log.warning("recorder: ignoring a malformed closing report %r", payload)
+        if isinstance(message, RecorderClosing):
+            self._closing(topic, message, now)
+        elif isinstance(message, DeviceSchema):
+            self._devices.add(message.device)
+            self.store.event("device_schema", message.device, message.boot, schema=payload)
+        elif isinstance(message, InstanceStatus):  # restarts and deaths are data
+            self._instance_status(message, payload)
+
+    def _closing(self, topic: str, closing: RecorderClosing, now: float) -> None:
+        """A publisher's last numbers: what the recorder did not get of them is lost at the tail."""
+        src = closing.src
+        for boot, last in closing.boots.items():
+            probe = self.ledger.streams.get((src, boot)) or Stream(src, boot)
+            implausible = probe.implausible(last, now, since=self.since)
+            if implausible:
+                reason = f"closing report of ({src}, {boot}): {implausible}; ignored"
+                self._refuse("bad_system_message", topic, reason, sender=src, field=f"boots.{boot}")
                 return
-            src = closing.src
-            for boot, last in closing.boots.items():
-                stream, _ = self.ledger.stream(src, boot, now)
-                gap = stream.expect_until(last, now)
-                if gap is not None:
-                    log.warning("recorder: %s (boot %s) lost its last %d messages", src, boot, gap.size)
-                    self.store.event(
-                        "gap", src, boot, first_seq=gap.first, last_seq=gap.last, cause=gap.cause
-                    )
-                    self.store.save_stream(
-                        src, boot, stream.contiguous, stream.max_seq, stream.first_seen, now
-                    )
-                    self.store.save_gaps(
-                        src, boot, [(g.first, g.last, g.detected_at, g.cause) for g in stream.gaps]
-                    )
-            self.store.event("closing", src, None, boots=closing.boots)
-        elif where.kind == "device_schema":
-            device = payload.get("device") or where.name
-            self._devices.add(device)
-            self.store.event("device_schema", device, payload.get("boot"), schema=payload)
-        elif where.kind == "instance_status" and "instance" in payload:  # restarts and deaths are data
-            name, state = str(payload["instance"]), payload.get("state")
-            key = (state, payload.get("pid"), payload.get("restarts"))
-            if (
-                state in ("ready", "restarting", "dead", "failed", "stopped")
-                and self._seen_status.get(name) != key
-            ):
-                self._seen_status[name] = key
-                detail = {
-                    k: payload.get(k)
-                    for k in ("pid", "restarts", "exit_code", "error", "class")
-                    if k in payload
-                }
-                self.store.event(f"instance_{state}", name, None, **detail)
+        for boot, last in closing.boots.items():
+            stream, _ = self.ledger.stream(src, boot, now)
+            gap = stream.expect_until(last, now)
+            if gap is not None:
+                log.warning("recorder: %s (boot %s) lost its last %d messages", src, boot, gap.size)
+                self.store.event("gap", src, boot, first_seq=gap.first, last_seq=gap.last, cause=gap.cause)
+                self.store.save_stream(src, boot, stream.contiguous, stream.max_seq, stream.first_seen, now)
+                self.store.save_gaps(
+                    src, boot, [(g.first, g.last, g.detected_at, g.cause) for g in stream.gaps]
+                )
+        self.store.event("closing", src, None, boots=closing.boots)
+
+    def _instance_status(self, status: InstanceStatus, payload: dict) -> None:
+        """An instance's start, restart, death, failure or stop (once per state, pid and restart)."""
+        name, state = status.instance, status.state
+        key = (state, status.pid, status.restarts)
+        if (
+            state in ("ready", "restarting", "dead", "failed", "stopped")
+            and self._seen_status.get(name) != key
+        ):
+            self._seen_status[name] = key
+            detail = {
+                k: payload.get(k) for k in ("pid", "restarts", "exit_code", "error", "class") if k in payload
+            }
+            self.store.event(f"instance_{state}", name, None, **detail)
 
 
 def record(spec: RecorderSpec) -> int:

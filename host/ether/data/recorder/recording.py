@@ -32,6 +32,7 @@ from ether.data.recorder.store import (
     SCHEMA_VERSION,
     Store,
     StoreError,
+    conflicts,
     connect,
     find_stores,
     read_manifest,
@@ -197,7 +198,8 @@ def seal(
 ) -> str:
     """Write stop time, status (and why it failed) and what is missing into the manifest; returns the
     status. ``complete`` only when nothing is unsaved, no durable message is missing from the store,
-    and every subscriber instance processed every durable message on its topics."""
+    no two messages claim the same numbers (conflicts), and every subscriber instance processed every
+    durable message on its topics."""
     left_unprocessed = processed.account(run_dir)  # before the outboxes that hold the ledgers go
     left = unsaved_in_outboxes(run_dir)
     unsaved = sum(left.values())
@@ -209,7 +211,10 @@ def seal(
             "SELECT COALESCE(SUM(last_seq - first_seq + 1), 0) FROM gaps WHERE boot NOT LIKE ?",
             (f"%{processed.LATEST_SUFFIX}",),
         ).fetchone()[0]
-        status = status or (COMPLETE if not (unsaved or missing or unprocessed) else INCOMPLETE)
+        conflicting = len(conflicts(store.db))
+        status = status or (
+            COMPLETE if not (unsaved or missing or unprocessed or conflicting) else INCOMPLETE
+        )
         with store.transaction():
             if unsaved:
                 store.event("forced_end", None, None, unsaved=unsaved, by_source=left)
@@ -236,6 +241,7 @@ def seal(
             unsaved=unsaved,
             missing=missing,
             unprocessed=unprocessed,
+            conflicts=conflicting,
             instance_exit_codes=codes,
             **({"error": error} if error else {}),
         )
@@ -266,7 +272,11 @@ def seal_line(run_dir: Path) -> str:
         db.close()
     problems = [
         f"{m[key]} {what}"
-        for key, what in (("unsaved", "unsaved"), ("missing", "missing from the store"))
+        for key, what in (
+            ("unsaved", "unsaved"),
+            ("missing", "missing from the store"),
+            ("conflicts", "conflicting duplicates"),
+        )
         if m.get(key)
     ]
     problems += [f"{n} not processed by {name}" for name, n in (m.get("unprocessed") or {}).items()]

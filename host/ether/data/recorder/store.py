@@ -10,6 +10,7 @@ Tables:
   streams   per (src, boot): highest contiguous seq saved and highest seq seen
   gaps      the gap ledger: sequence ranges of a (src, boot) that are missing right now
   events    what happened: restarts, new boots, gaps found and filled, forced ends, device schemas
+  conflicts a second message with the (src, boot, seq) of a saved one but other content (never dropped)
 """
 
 from __future__ import annotations
@@ -75,6 +76,19 @@ CREATE TABLE IF NOT EXISTS gaps (
     detected_at REAL NOT NULL,
     cause       TEXT NOT NULL           -- 'skipped' (a later seq arrived first) or 'tail' (reported at the end)
 );
+CREATE TABLE IF NOT EXISTS conflicts (
+    src        TEXT NOT NULL,           -- the (src, boot, seq) it shares with a row of messages
+    boot       TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    topic      TEXT NOT NULL,           -- then as in messages: what this other message said
+    payload    TEXT NOT NULL,
+    msg_id     TEXT,
+    parents    TEXT NOT NULL DEFAULT '[]',
+    t_sent     REAL,
+    t_recorded REAL NOT NULL,
+    data       BLOB,                    -- its arrays and bytes, as in messages (not in UNIQUE: NULLs differ)
+    UNIQUE (src, boot, seq, topic, payload, msg_id, parents, t_sent)
+);
 CREATE TABLE IF NOT EXISTS events (
     t      REAL NOT NULL,
     kind   TEXT NOT NULL,               -- recorder_start, restart, new_boot, gap, gap_filled, forced_end, ...
@@ -103,6 +117,13 @@ class Row:
     t_sent: float | None
     t_recorded: float
     data: bytes | None = None  # the data section of a payload with arrays or bytes (``payload_text``)
+
+    def content(self) -> tuple:
+        """What two copies of one message must share (a resend is byte-identical)."""
+        return (self.topic, self.payload, self.msg_id, json.dumps(self.parents), self.t_sent, self.data)
+
+    def values(self) -> tuple:
+        return (self.topic, self.payload, self.msg_id, self.src, self.boot, self.seq, *self.content()[3:])
 
 
 def payload_text(payload: Any) -> tuple[str, bytes | None]:
@@ -176,23 +197,26 @@ class Store:
         """Insert inside the caller's transaction; a row already saved (same src, boot, seq) is skipped."""
         self.db.executemany(
             "INSERT OR IGNORE INTO messages"
-            " (topic, payload, msg_id, src, boot, seq, parents, t_sent, t_recorded, data)"
+            " (topic, payload, msg_id, src, boot, seq, parents, t_sent, data, t_recorded)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    r.topic,
-                    r.payload,
-                    r.msg_id,
-                    r.src,
-                    r.boot,
-                    r.seq,
-                    json.dumps(r.parents),
-                    r.t_sent,
-                    r.t_recorded,
-                    r.data,
-                )
-                for r in rows
-            ],
+            [(*r.values(), r.t_recorded) for r in rows],
+        )
+
+    def saved_content(self, src: str, boot: str, seq: int) -> tuple | None:
+        """The :meth:`Row.content` of the saved message numbered (src, boot, seq), if any."""
+        return self.db.execute(
+            "SELECT topic, payload, msg_id, parents, t_sent, data FROM messages"
+            " WHERE src = ? AND boot = ? AND seq = ?",
+            (src, boot, seq),
+        ).fetchone()
+
+    def conflict(self, row: Row) -> None:
+        """Keep a message that shares its numbers with a saved one but not its content (once)."""
+        self.db.execute(
+            "INSERT OR IGNORE INTO conflicts"
+            " (src, boot, seq, topic, payload, msg_id, parents, t_sent, data, t_recorded)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (row.src, row.boot, row.seq, *row.content(), row.t_recorded),
         )
 
     def save_stream(
@@ -242,6 +266,14 @@ def open_gaps(db: sqlite3.Connection) -> list[dict[str, Any]]:
     return [dict(r) for r in db.execute("SELECT * FROM gaps ORDER BY src, boot, first_seq")]
 
 
+def conflicts(db: sqlite3.Connection) -> list[dict[str, Any]]:
+    """The conflicting duplicates, oldest first (none in a store written before the table existed)."""
+    try:
+        return [dict(r) for r in db.execute("SELECT * FROM conflicts ORDER BY rowid")]
+    except sqlite3.OperationalError:  # no such table
+        return []
+
+
 def missing_count(db: sqlite3.Connection) -> int:
     return db.execute("SELECT COALESCE(SUM(last_seq - first_seq + 1), 0) FROM gaps").fetchone()[0]
 
@@ -259,6 +291,7 @@ def summary(db: sqlite3.Connection) -> dict[str, Any]:
         "topics": db.execute("SELECT COUNT(DISTINCT topic) FROM messages").fetchone()[0],
         "missing": missing_count(db),
         "unsaved": manifest.get("unsaved", 0),
+        "conflicts": len(conflicts(db)),
     }
 
 
