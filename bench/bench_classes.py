@@ -9,7 +9,7 @@ import threading
 import time
 
 import ether
-from ether import ether_get, ether_pub, ether_save_all, ether_sub
+from ether import ether_get, ether_pub, ether_save_all, ether_start, ether_sub
 
 
 class Source:
@@ -85,3 +85,74 @@ class Responder:
     @ether_get
     def echo(self, i: int) -> int:
         return i
+
+
+def array_of(kind: str):
+    """The arrays bench/arrays.py sends: 1e5 float64 (800 kB) or a 640x480 RGB frame (922 kB)."""
+    import numpy as np
+
+    if kind == "float64":
+        return np.random.default_rng(0).random(100_000)
+    return np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+
+
+class ArraySource:
+    """Publishes n arrays of one kind back to back."""
+
+    @ether_sub(topic="bench/go_arrays")
+    def go(self, n: int, kind: str) -> None:
+        data = array_of(kind)
+        for i in range(n):
+            self.emit(i, data)
+
+    @ether_pub(topic="bench/arrays")
+    def emit(self, i: int, data) -> dict:
+        return {"i": i, "data": data}
+
+
+class ArraySink:
+    """Counts arrays; reports when it has n of them."""
+
+    def __init__(self, n: int):
+        self.n, self.count = n, 0
+
+    @ether_sub(topic="bench/arrays")
+    def take(self, i: int, data) -> None:
+        self.count += 1
+        if self.count == self.n:
+            ether.pub({"count": self.count, "t": time.time()}, "bench/done")
+
+
+class Ephys:
+    """A 32-channel int16 amplifier at 30 kHz, publishing 10 ms blocks as its clock says (catching
+    up after a stall, as a device's buffer would), for ``seconds``; then reports how many it sent."""
+
+    def __init__(self, seconds: float, channels: int = 32, rate: float = 30_000.0, block: int = 300):
+        self.seconds, self.channels, self.rate, self.block = seconds, channels, rate, block
+
+    @ether_start()
+    def begin(self) -> None:
+        threading.Thread(target=self.acquire, daemon=True).start()
+
+    def acquire(self) -> None:
+        import numpy as np
+
+        rng = np.random.default_rng(0)
+        noise = rng.integers(-3000, 3000, (self.block * 100, self.channels), dtype=np.int16)
+        names = [f"ch{c}" for c in range(self.channels)]
+        start, sent, ticker = time.time(), 0, threading.Event()
+        total = int(self.seconds * self.rate / self.block)
+        while sent < total:
+            due = min(total, int((time.time() - start) * self.rate / self.block))
+            while sent < due:
+                i = sent % 100
+                samples = noise[i * self.block : (i + 1) * self.block]
+                t0 = start + sent * self.block / self.rate
+                self.emit(ether.block(samples, self.rate, t0=t0, channels=names, units="uV"))
+                sent += 1
+            ticker.wait(self.block / self.rate / 2)
+        ether.pub({"count": sent, "t": time.time()}, "bench/done")
+
+    @ether_pub(topic="ephys")
+    def emit(self, block: dict) -> dict:
+        return block

@@ -67,8 +67,8 @@ def ether_session(url: str, instances: dict, recorded: bool, folder: Path):
     return session
 
 
-def ether_go(session, n: int, pace: float, finishers: int) -> float:
-    """Publish bench/go and return the time the last of `finishers` reported bench/done with n."""
+def ether_go(session, n: int, pace: float, finishers: int, topic: str = "bench/go", **fields) -> float:
+    """Publish ``topic`` (bench/go) and return the time the last of `finishers` reported bench/done."""
     done, last, lock = threading.Event(), [], threading.Lock()
 
     def on_done(topic, raw):
@@ -82,7 +82,7 @@ def ether_go(session, n: int, pace: float, finishers: int) -> float:
     watcher.connect()
     watcher.subscribe("bench/done", on_done)
     start = time.time()
-    session.publish("bench/go", {"n": n, "pace": pace})
+    session.publish(topic, {"n": n, "pace": pace, **fields})
     try:
         if not done.wait(300):
             raise RuntimeError(f"ether: only {len(last)} of {finishers} subscribers got all {n} messages")

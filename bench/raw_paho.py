@@ -4,7 +4,8 @@ Each client gets its own process (as each Ether instance does), TCP_NODELAY and 
 (paho's cap makes it scan every in-flight message on each PUBACK). The parent reads JSON lines on
 stdout (``{"ready": true}`` once subscribed, then the result) and writes commands on stdin.
 
-  source     waits for a line on stdin, then publishes n messages to raw/data (pace s apart)
+  source     waits for a line on stdin, then publishes n messages to raw/data (pace s apart; with
+             --size, each message is that many bytes instead of a small JSON object)
   relay      republishes each raw/data message to raw/result; reports one-hop latencies
   sink       counts n messages on its topic; reports the arrival time of the last one
   responder  answers each raw/request on its reply topic (request/reply baseline)
@@ -63,6 +64,7 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=0)
     parser.add_argument("--pace", type=float, default=0.0)
     parser.add_argument("--topic", default="raw/result", help="what a sink counts")
+    parser.add_argument("--size", type=int, default=0, help="a source's message size in bytes")
     args = parser.parse_args()
     c = connect(args.host, args.port)
     finished = threading.Event()
@@ -71,8 +73,9 @@ def main() -> None:
         report(ready=True)
         sys.stdin.readline()
         ticker = threading.Event()
+        blob = bytes(range(256)) * (args.size // 256) + bytes(args.size % 256)
         for i in range(args.n):
-            c.publish("raw/data", json.dumps({"i": i, "t": time.time()}), qos=1)
+            c.publish("raw/data", blob if args.size else json.dumps({"i": i, "t": time.time()}), qos=1)
             if args.pace:
                 ticker.wait(args.pace)
         report(sent=args.n)

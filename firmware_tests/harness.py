@@ -22,6 +22,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
+from ether.contract import arrays
+
 ROOT = Path(__file__).resolve().parent.parent
 LIB = ROOT / "lite"
 BOARDS = Path(__file__).resolve().parent / "boards"
@@ -99,6 +101,11 @@ def copy_adafruit_modules(lib: Path) -> Path:
     return lib
 
 
+def body_of(payload: bytes) -> dict:
+    """A message as its JSON object, `_ether` included; arrays and bytes of a binary one in place."""
+    return arrays.unpack(payload) if arrays.is_frame(payload) else json.loads(payload)
+
+
 class Messages:
     """A paho client subscribed to everything; tests wait for the messages they expect."""
 
@@ -131,7 +138,7 @@ class Messages:
         deadline = time.monotonic() + TIMEOUT
         with self.changed:
             while True:
-                found = [json.loads(p) for t, p, _ in self.items if t == topic]
+                found = [body_of(p) for t, p, _ in self.items if t == topic]
                 found = [body for body in found if match(body)]
                 if len(found) >= count:
                     return found[:count]
@@ -145,7 +152,7 @@ class Messages:
 
     def all(self, topic: str) -> list[dict]:
         with self.changed:
-            return [json.loads(p) for t, p, _ in self.items if t == topic]
+            return [body_of(p) for t, p, _ in self.items if t == topic]
 
     def publish(self, topic: str, body) -> None:
         self.client.publish(

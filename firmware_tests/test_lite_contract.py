@@ -4,10 +4,8 @@ Real MicroPython and CPython, against the host's real embedded broker."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from harness import TIMEOUT
+from harness import TIMEOUT, body_of
 
 from ether.boards.devices import DeviceView
 from ether.contract import schemas
@@ -43,7 +41,7 @@ def board_messages(observer) -> list[tuple[str, dict]]:
         where = TOPICS.parse(topic)
         if where is None or raw == b"{}":  # a client's probe
             continue
-        body = json.loads(raw)
+        body = body_of(raw)
         meta = body.get("_ether") if isinstance(body, dict) else None
         from_board = (meta and meta.get("src") == "thermo1") or where.kind in (
             "device_schema",

@@ -264,3 +264,19 @@ def test_observer_helper_reports_what_it_saw(broker):
         assert messages.wait_for("x/y") == [{"a": 1}]
     finally:
         messages.close()
+
+
+def test_a_board_publishes_arrays_and_bytes_the_host_reads_as_numpy(broker, observer, start_board, target):
+    np = pytest.importorskip("numpy")
+    args = [broker.address.host, str(broker.address.port)] + (["minimqtt"] if "minimqtt" in target else [])
+    start_board("adc.py", *args)
+    first, second = observer.wait_for("adc1.block", count=2)
+    for reading in (first, second):
+        n = reading["n"]
+        samples = reading["samples"]
+        assert isinstance(samples, np.ndarray) and samples.dtype == np.int16 and samples.shape == (256,)
+        assert np.array_equal(samples, np.arange(256) * 7 - 900 + n)
+        assert np.array_equal(reading["pairs"], np.array([[0.5, 1.5], [2.5, 3.5]], dtype=np.float32))
+        assert reading["raw"] == bytes(range(10)) and reading["rate"] == 1000.0
+        assert reading["_ether"]["src"] == "adc1"
+    assert [first["_ether"]["seq"], second["_ether"]["seq"]] == [1, 2]

@@ -40,6 +40,14 @@ def logged_in(address: BrokerAddress, role: str, name: str = "tester") -> Broker
     return key.address(address, Login(role, "default", name))
 
 
+def recorder_barrier(session) -> None:
+    """Return once the recorder has committed everything it received so far (asked as the session's
+    recorder link, a login that may send recorder commands)."""
+    process = session.recording.process
+    reply = process.requester.request(session.topics.recorder_control(), {"command": "barrier"}, 10)
+    assert reply["ok"]
+
+
 def wait_until_running(proc: subprocess.Popen) -> None:
     """Read ``ether run``'s output until it says it is running (its session is ready)."""
     for line in proc.stdout:

@@ -7,6 +7,7 @@ import signal
 
 from ether.data.recorder.store import connect, open_gaps, summary
 from ether.transport.waiting import wait_until
+from support import recorder_barrier
 
 
 def config(tmp_path, **extra) -> dict:
@@ -23,13 +24,6 @@ def kill_recorder(session) -> None:
     os.kill(process.pid, signal.SIGKILL)
     process.child.process.wait(10)
     return restarts
-
-
-def barrier(session) -> None:
-    """Return once the recorder has committed everything it received so far."""
-    process = session.recording.process
-    reply = process.requester.request(session.topics.recorder_control(), {"command": "barrier"}, 10)
-    assert reply["ok"]
 
 
 def wait_recorder_back(session, restarts: int) -> None:
@@ -106,7 +100,7 @@ def test_a_latest_stream_loses_samples_and_the_ledger_says_so(run_session, tmp_p
     for i in range(1, 11):
         session.publish("preview", {"frame": i})
     observer.wait_for("preview", 10)
-    barrier(session)
+    recorder_barrier(session)
     restarts = kill_recorder(session)
     for i in range(11, 61):  # nobody records these, and nobody keeps them: a `latest` stream
         session.publish("preview", {"frame": i})

@@ -10,13 +10,14 @@ import json
 import os
 import signal
 import sqlite3
+import struct
 from dataclasses import replace
 
 import pytest
 
 from ether.contract.wire import Meta
 from ether.data.recorder.store import connect
-from support import Observer, logged_in
+from support import Observer, logged_in, recorder_barrier
 from test_control_plane import mosquitto, needs_mosquitto  # noqa: F401 (a fixture)
 
 ECHO = {"echo": {"class_path": "lab_classes.Echo"}}
@@ -30,13 +31,6 @@ def store_of(session) -> sqlite3.Connection:
     return connect(session.recording.run_dir, readonly=True)
 
 
-def barrier(session) -> None:
-    """Return once the recorder has committed everything it received so far."""
-    process = session.recording.process
-    reply = process.requester.request(session.topics.recorder_control(), {"command": "barrier"}, 10)
-    assert reply["ok"]
-
-
 def test_bad_metadata_neither_crashes_the_recorder_nor_loses_its_batch(run_session, tmp_path):
     session, observer = run_session(recorded(tmp_path))
     bad = ['{"n": 100, "_ether": {"seq": 1e400}}', '{"n": 101, "_ether": {"seq": 18446744073709551616}}']
@@ -47,7 +41,7 @@ def test_bad_metadata_neither_crashes_the_recorder_nor_loses_its_batch(run_sessi
     for i in range(20, 40):
         observer.publish("plain", json.dumps({"n": i}))
     observer.wait_for("plain", 42)  # through the broker: the recorder has them too, or soon
-    barrier(session)
+    recorder_barrier(session)
     pid = session.recording.process.pid
     session.close()
     db = store_of(session)
@@ -115,7 +109,7 @@ def test_an_ack_removes_nothing_beyond_what_the_outbox_has(run_session, tmp_path
         os.kill(recorder.pid, signal.SIGCONT)
     session.publish("x", {"n": 3})
     observer.wait_for("x", 4)
-    barrier(session)
+    recorder_barrier(session)
     session.close()
     db = store_of(session)
     assert db.execute("SELECT COUNT(*) FROM messages WHERE topic = 'x'").fetchone()[0] == 4
@@ -151,7 +145,7 @@ def test_a_closing_report_cannot_add_phantom_gaps(run_session, tmp_path):
     finally:
         reporter.close()
     assert any("ahead of the highest seen (1)" in e["reason"] for e in refused)
-    barrier(session)
+    recorder_barrier(session)
     session.close()
     db = store_of(session)
     assert db.execute("SELECT COUNT(*) FROM gaps").fetchone()[0] == 0
@@ -163,6 +157,7 @@ def test_a_closing_report_cannot_add_phantom_gaps(run_session, tmp_path):
 
 def test_a_duplicate_with_other_content_is_a_conflict(run_session, tmp_path):
     import ether
+    from ether.data.recorder.store import payload_of
 
     session, observer = run_session(recorded(tmp_path))
     meta = {"id": "b0.1", "src": "sensor", "boot": "b0", "seq": 1, "t": 1.0}
@@ -171,17 +166,21 @@ def test_a_duplicate_with_other_content_is_a_conflict(run_session, tmp_path):
     observer.publish("x", real)  # a resend: identical, deduplicated
     observer.publish("x", signed(session, {"v": 666, "_ether": meta}))  # a bug of the source itself
     observer.publish("x", signed(session, {"v": 666, "_ether": meta}))  # kept once
-    (event,) = errors_of(observer, instance="recorder", field="seq")
-    assert event["sender"] == "sensor" and "(sensor, b0, 1)" in event["reason"]
-    observer.wait_for("x", 4)
-    barrier(session)
+    binary = {**meta, "id": "b0.2", "seq": 2}
+    for blob in (b"abc", b"abc", b"abd", b"abd"):  # the same header, other bytes: a conflict too
+        observer.publish("x", signed(session, {"v": 2, "blob": blob, "_ether": binary}))
+    events = errors_of(observer, 2, instance="recorder", field="seq")
+    assert len(events) == 2 and events[0]["sender"] == "sensor" and "(sensor, b0, 1)" in events[0]["reason"]
+    observer.wait_for("x", 8)
+    recorder_barrier(session)
     session.close()
     run = ether.open_session(session.recording.run_dir)
-    assert [r["v"] for r in run.records("x")] == [1]
-    assert [(c["src"], c["boot"], c["seq"], json.loads(c["payload"])) for c in run.conflicts] == [
-        ("sensor", "b0", 1, {"v": 666})
+    assert [(r["v"], r.get("blob")) for r in run.records("x")] == [(1, None), (2, b"abc")]
+    assert [(c["src"], c["boot"], c["seq"], payload_of(c)) for c in run.conflicts] == [
+        ("sensor", "b0", 1, {"v": 666}),
+        ("sensor", "b0", 2, {"v": 2, "blob": b"abd"}),
     ]
-    assert run.manifest["status"] == "incomplete" and run.manifest["conflicts"] == 1
+    assert run.manifest["status"] == "incomplete" and run.manifest["conflicts"] == 2
     run.close()
 
 
@@ -202,7 +201,7 @@ def test_the_embedded_broker_refuses_an_oversized_message(run_session, tmp_path)
         assert [p["value"] for p, _ in observer.wait_for("out", 1)] == [8]
     finally:
         big.close()
-    barrier(session)
+    recorder_barrier(session)
     session.close()
     db = store_of(session)
     assert [json.loads(r[0]) for r in db.execute("SELECT payload FROM messages WHERE topic = 'in'")] == [
@@ -218,6 +217,8 @@ def test_a_publisher_cannot_send_an_oversized_message(run_session, tmp_path):
     session, observer = run_session(recorded(tmp_path, limits={"max_payload": "1KiB"}))
     with pytest.raises(PayloadTooLarge, match="max_payload"):
         session.publish("x", {"pad": "x" * 2000})
+    with pytest.raises(PayloadTooLarge, match="max_payload"):  # arrays and bytes count whole
+        session.publish("x", {"pad": os.urandom(2000)})
     session.publish("x", {"n": 1})  # its number was taken back: no gap
     observer.wait_for("x", 1)
     session.close()
@@ -242,7 +243,7 @@ def test_receivers_refuse_what_a_broker_without_limit_delivers(mosquitto, tmp_pa
             (event,) = errors_of(observer, instance=who, topic="in")
             assert event["size"] > 2**21 and "max_payload" in event["reason"]
         assert [p["value"] for p, _ in observer.wait_for("out", 1)] == [8]
-        barrier(session)
+        recorder_barrier(session)
     finally:
         observer.close()
         session.close()
@@ -264,7 +265,7 @@ def test_a_managed_mosquitto_drops_an_oversized_message(tmp_path):
         big.publish("in", b'{"value": 7, "pad": "' + b"x" * 2048 + b'"}')
         big.publish("in", '{"value": 8}')
         assert [p["value"] for p, _ in big.wait_for("out", 1)] == [8]
-        barrier(session)
+        recorder_barrier(session)
     finally:
         big.close()
         session.close()
@@ -306,9 +307,68 @@ def _dumps(value) -> bytes:
     return json.dumps(value).replace(json.dumps(HUGE), HUGE).encode()
 
 
+MAGIC = b"\x89ETH"
+
+
+def _frame(
+    header: dict, data: bytes, magic: bytes = MAGIC, version: int = 1, length: int | None = None
+) -> bytes:
+    """Ether's binary encoding built by hand, so that any part of it can be wrong."""
+    text = _dumps(header)
+    head = (
+        magic + bytes([version, 0, 0, 0]) + struct.pack("<I", len(text) if length is None else length) + text
+    )
+    return head + b"\0" * (-len(head) % 8) + data
+
+
+def _binary(value: int, block=None) -> bytes:
+    """A good frame holding ``value``, 8 bytes and three float64 (with ``block`` as its ``_ether``)."""
+    header = {
+        "value": value,
+        "blob": {"$bytes": {"offset": 0, "nbytes": 8}},
+        "x": {"$array": {"dtype": "<f8", "shape": [3], "order": "C", "offset": 8, "nbytes": 24}},
+    }
+    if block is not None:
+        header["_ether"] = block
+    return _frame(header, bytes(range(8)) + struct.pack("<3d", 1.0, 2.0, 3.0))
+
+
+BAD_REFS = {  # for each field of an $array reference: values a reader must refuse
+    "offset": [4096, -8, 2**70, 1.5, "0", None],
+    "nbytes": [16, 4096, -24, True, None],
+    "dtype": ["|O", "V8", "<f0", "x" * 100, 5, None, "i4,i4"],
+    "shape": [[4], [-3], [2**40, 2**40], [1] * 40, "3", None],
+    "order": ["Z", 1],
+}
+
+
+def bad_frame(rng) -> bytes:
+    """A message that is not a valid frame: bad magic, version, header length, header or reference."""
+    good = _binary(rng.randint(0, 9))
+    (length,) = struct.unpack_from("<I", good, 8)
+    kind = rng.randrange(6)
+    if kind == 0:  # not the magic: a foreign binary payload
+        return b"\x89ET" + rng.choice([b"X", b"h", b"\x00"]) + good[4:]
+    if kind == 1:
+        return good[:4] + bytes([rng.choice([0, 2, 255])]) + good[5:]
+    if kind == 2:  # a header length past the end, or cutting the header short
+        return good[:8] + struct.pack("<I", rng.choice([len(good), 2**32 - 1, length // 2, 0])) + good[12:]
+    if kind == 3:
+        return good[: rng.randint(0, 11)] if rng.random() < 0.5 else _frame({}, b"")[:8] + b"\x04\0\0\0{{{{"
+    header = json.loads(good[12 : 12 + length])
+    data = good[-32:]
+    if kind == 4:
+        field = rng.choice(sorted(BAD_REFS))
+        header["x"]["$array"][field] = rng.choice(BAD_REFS[field])
+    else:
+        header["blob"] = rng.choice([{"$bytes": 5}, {"$bytes": {"offset": 30, "nbytes": 8}}, {"$array": []}])
+    return _frame(header, data)
+
+
 def fuzzed(rng, n: int) -> list[tuple[str, bytes]]:
-    """``n`` hostile messages, each ('meta' | 'payload', raw): a bad ``_ether`` block on a good payload,
-    or a payload Echo must refuse (not JSON, too deep, not an object, a ``value`` that is no int)."""
+    """``n`` hostile messages, each ('meta' | 'payload' | 'frame', raw): a bad ``_ether`` block on a good
+    payload (JSON or binary), a payload Echo must refuse (not JSON, too deep, not an object, a ``value``
+    that is no int), or a malformed binary frame."""
     out = []
     for i in range(n):
         if i % 2 == 0:
@@ -318,9 +378,15 @@ def fuzzed(rng, n: int) -> list[tuple[str, bytes]]:
                 block = {k: v for k, v in GOOD_FIELDS.items() if rng.random() < 0.5}
                 for field in rng.sample(sorted(BAD_FIELDS), rng.randint(1, 3)):
                     block[field] = rng.choice(BAD_FIELDS[field])
-            out.append(("meta", _dumps({"value": 200_000 + i, "_ether": block})))
+            if rng.random() < 0.3:  # the same block in a binary message's header
+                out.append(("meta", _binary(200_000 + i, block)))
+            else:
+                out.append(("meta", _dumps({"value": 200_000 + i, "_ether": block})))
             continue
-        kind = rng.randrange(5)
+        kind = rng.randrange(6)
+        if kind == 5:
+            out.append(("frame", bad_frame(rng)))
+            continue
         if kind == 0:
             raw = b"\xff" + rng.randbytes(rng.randint(0, 64))
         elif kind == 1:
@@ -339,7 +405,7 @@ def fuzzed(rng, n: int) -> list[tuple[str, bytes]]:
 def test_fuzzed_messages_crash_nothing_and_each_is_an_error_event(run_session, tmp_path):
     import random
 
-    from ether.contract.wire import WireError, decode
+    from ether.contract.wire import MetaError, WireError, decode
 
     session, observer = run_session(recorded(tmp_path, ECHO))
     rng = random.Random(12)
@@ -359,25 +425,40 @@ def test_fuzzed_messages_crash_nothing_and_each_is_an_error_event(run_session, t
     for raw in closings:
         reporter.publish(session.topics.recorder_closing(), raw)
     metas = [raw for kind, raw in bad if kind == "meta"]
+    frames = [raw for kind, raw in bad if kind == "frame"]
+    claimed = [raw for raw in frames if raw[:4] == MAGIC]  # the rest are foreign binary payloads
+    assert len(metas) > 300 and len(frames) > 40 and len(claimed) > 30
+    assert sum(raw[:4] == MAGIC for raw in metas) > 50
+    foreign_values = []
     for raw in metas:  # each refused by the reference reader, not only by the instance
+        with pytest.raises(MetaError) as refused:
+            decode(raw)
+        foreign_values.append(refused.value.payload["value"])
+    for raw in frames:
         with pytest.raises(WireError):
             decode(raw)
     # Echo handles every good message, and every bad block's (good) payload as a foreign message
     outs = observer.wait_for("out", len(good) + len(metas), timeout=60)
     values = sorted(p["value"] for p, _ in outs)
-    assert values == sorted([100_000 + i for i in good] + [json.loads(raw)["value"] for raw in metas])
+    assert values == sorted([100_000 + i for i in good] + foreign_values)
     echo_errors = errors_of(observer, len(bad), instance="echo", topic="in")
     assert len(echo_errors) == len(bad) and not any(e.get("traceback") for e in echo_errors)
     assert len([e for e in echo_errors if "field" in e]) == len(metas)  # "" for the whole block
-    errors_of(observer, len(metas) + len(closings), instance="recorder")
+    errors_of(observer, len(metas) + len(closings) + len(claimed), instance="recorder")
     reporter.close()
-    barrier(session)
+    recorder_barrier(session)
     assert session.recording.process.restarts == 0
     session.close()
     db = store_of(session)
     assert db.execute("SELECT COUNT(*) FROM messages WHERE topic = 'in'").fetchone()[0] == 2 * len(bad)
     kinds = dict(db.execute("SELECT kind, COUNT(*) FROM events GROUP BY kind").fetchall())
     assert kinds["bad_metadata"] == len(metas) and kinds["bad_system_message"] == len(closings)
+    assert kinds["bad_frame"] == len(claimed)
+    binary_metas = db.execute(  # foreign, their bytes kept
+        "SELECT COUNT(*) FROM messages WHERE topic = 'in' AND src IS NULL AND data IS NOT NULL"
+        " AND json_extract(payload, '$.x.\"$array\".dtype') = '<f8'"
+    ).fetchone()[0]
+    assert binary_metas == sum(raw[:4] == MAGIC for raw in metas)
     assert kinds["recorder_start"] == 1 and "unreadable" not in kinds
     assert (
         json.loads(db.execute("SELECT value FROM manifest WHERE key = 'status'").fetchone()[0]) == "complete"

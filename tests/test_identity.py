@@ -78,6 +78,21 @@ def test_signatures_bind_a_message_to_its_source():
     assert not signed_by(encode({"x": 1}, Stamper("echo").stamp()), key)  # unsigned
 
 
+def test_a_binary_frame_is_signed_over_its_header_and_its_data():
+    import numpy as np
+
+    from ether.contract.wire import decode
+
+    key = source_key(b"k" * 32, "default", "amp")
+    frame = sign(encode({"block": np.arange(6, dtype="<i2"), "raw": b"abc"}, Stamper("amp").stamp()), key)
+    assert signed_by(frame, key)
+    payload, _ = decode(frame)  # still Ether's binary encoding, its data section aligned
+    assert payload["block"].tolist() == list(range(6)) and payload["raw"] == b"abc"
+    assert not signed_by(frame[:-1] + b"d", key)  # a byte of the data section changed
+    assert not signed_by(frame.replace(b'"seq":1', b'"seq":2'), key)  # the header changed
+    assert not signed_by(frame, source_key(b"k" * 32, "default", "other"))
+
+
 def test_a_copied_source_with_seqs_ahead_is_stored_as_foreign(run_session, tmp_path):
     session, observer = run_session(recorded(tmp_path))
     session.publish("in", {"value": 1})

@@ -24,6 +24,8 @@ __version__ = "0.1.0"
 # The package face is lazy: ``import ether.contract.topics`` must not load pydantic, paho and yaml.
 # These names are imported on first use (module ``__getattr__``), then kept here like any other.
 _LAZY = {
+    "Array": "ether.runtime.schema",
+    "block": "ether.contract.blocks",
     "ConfigError": "ether.config",
     "EtherConfig": "ether.config",  # ``from ether import EtherConfig, get_ether_logger``, as in the original
     "get_ether_logger": "ether.utils",

@@ -131,7 +131,12 @@ class Node:
     def publish(self, name, value, parents=()):
         """Stamp `value` as the next reading of `<device>.<name>` and
         queue it for the broker."""
-        if isinstance(value, dict):
+        binary = isinstance(value, dict) and _has_buffers(value)
+        if binary:
+            from . import frames  # loaded by the first reading with bytes or arrays
+
+            body, parts = frames.split(value)
+        elif isinstance(value, dict):
             body = json.dumps(value)
         else:
             body = '{"root": %s}' % json.dumps(value)
@@ -142,8 +147,10 @@ class Node:
         self._trim(1)
         seq = self.seq = self.seq + 1
         more = ', "dropped": %d' % self.dropped if self.dropped else ""
-        self.outbox.append((self.prefix + name,
-                            self._stamp(body, seq, seq, parents, more)))
+        payload = self._stamp(body, seq, seq, parents, more)
+        if binary:
+            payload = frames.frame(payload, parts)
+        self.outbox.append((self.prefix + name, payload))
         self._flush()
 
     def _tick(self):
@@ -287,3 +294,12 @@ class Node:
         self._try(topic, self._stamp(body, "c%d" % self.replies, 0, parents,
                                      more), False, 0)
 
+
+
+def _has_buffers(value):
+    """Whether a reading has a value that is not JSON: bytes or an array, sent
+    in Ether's binary encoding (frames)."""
+    for v in value.values():
+        if not isinstance(v, (int, float, str, list, dict)) and v is not None:
+            return True
+    return False

@@ -1,8 +1,9 @@
-"""The message format: a plain JSON payload plus Ether's metadata in one reserved key (docs/wire.md).
+"""The message format: a plain JSON payload plus Ether's metadata in one reserved key (docs/topics.md).
 
 An object payload carries the metadata beside its fields: ``{"data": 42, "_ether": {...}}``.
 Any other payload (a number, a list, a string) is sent as ``{"root": <value>, "_ether": {...}}``.
 On input the metadata is optional, so a foreign client may publish ``{"data": 42}`` or plain ``42``.
+A payload holding numpy arrays or bytes travels in Ether's binary encoding instead (``arrays``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import pydantic_core
 
+from ether.contract import arrays
 from ether.contract.topics import TopicError, check_publish_topic
 
 META_KEY = "_ether"
@@ -174,7 +176,11 @@ def encode(payload: Any, meta: Meta | None = None) -> bytes:
     if meta is not None:
         body[META_KEY] = meta.to_dict()
     try:
+        if arrays.holds_binary(body):
+            return arrays.pack(body)
         return pydantic_core.to_json(body)
+    except arrays.ArrayError as exc:
+        raise WireError(str(exc)) from None
     except pydantic_core.PydanticSerializationError as exc:
         raise WireError(f"payload is not JSON-serialisable: {exc}") from exc
 
@@ -183,7 +189,12 @@ def decode(raw: bytes | bytearray | str) -> tuple[Any, Meta | None]:
     """Parse a message into (payload, metadata or None). Object payloads lose the ``_ether`` key.
     Metadata outside the limits raises MetaError, which carries the payload (a foreign message)."""
     try:
-        body = pydantic_core.from_json(raw)
+        if not isinstance(raw, str) and arrays.is_frame(raw):
+            body = arrays.unpack(raw)
+        else:
+            body = pydantic_core.from_json(raw)
+    except arrays.ArrayError as exc:
+        raise WireError(str(exc)) from None
     except ValueError as exc:
         preview = bytes(raw[:60]) if not isinstance(raw, str) else raw[:60].encode()
         raise WireError(f"invalid JSON ({exc}); message starts with {preview!r}") from exc

@@ -33,7 +33,7 @@ from ether.contract.topics import Topics
 from ether.contract.wire import Meta, Stamper, WireError, decode, encode
 from ether.data.processed import LATEST_SUFFIX, Processed, numbered
 from ether.data.recorder.settings import LATEST, RecorderSettings
-from ether.data.recorder.store import Transaction
+from ether.data.recorder.store import PAGE_SIZE, Transaction
 from ether.processes import backoff
 from ether.transport.bus import Bus, PayloadTooLarge
 from ether.transport.signing import sign
@@ -53,6 +53,7 @@ class Outbox:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        self.db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # as the store's: arrays write faster
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=OFF")  # survives a killed process; a power cut is not our case
         self.db.execute(
@@ -125,6 +126,7 @@ class DataPublisher:
         self._recorder_boot: str | None = None
         self._recorder_state: str | None = None  # 'stopped': it will not come back to confirm
         self.last_durable = self.last_latest = 0
+        self._last_sent: Any = None  # the last durable message's paho info: has the broker got it?
 
     def attach(self) -> None:
         """Listen for acknowledgements; resend what a previous process of this source left unacknowledged."""
@@ -157,7 +159,7 @@ class DataPublisher:
                 return meta
             if self.outbox is not None:
                 self.outbox.add(meta, topic, body)
-            self.bus.publish(topic, body)
+            self._last_sent = self.bus.publish(topic, body)
         return meta
 
     def _stamped(
@@ -199,7 +201,7 @@ class DataPublisher:
                         if numbered(meta):
                             self.processed.mark(meta)
                 for _, topic, body in held:
-                    self.bus.publish(topic, body)
+                    self._last_sent = self.bus.publish(topic, body)
 
     # -- acknowledgements ---------------------------------------------------------------------
     def _on_ack(self, topic: str, raw: bytes) -> None:
@@ -248,10 +250,17 @@ class DataPublisher:
         while resends bring nothing back, wait twice as long before the next one."""
         while not self._closed.wait(RESEND_AFTER / 2):
             with self._lock:
+                if self._sending():  # still on its way (e.g. megabytes of arrays): not a stall
+                    self._progress = time.monotonic()
                 stalled = self.outbox.pending and time.monotonic() - self._progress > self._resend_wait()
             if stalled:
                 self.resend()
                 self._stalled_resends += 1
+
+    def _sending(self) -> bool:
+        """Whether paho, connected, is still handing our last durable message to the broker."""
+        last = self._last_sent
+        return last is not None and self.bus.connected and not last.is_published()
 
     def _resend_wait(self) -> float:
         return backoff(self._stalled_resends + 1, RESEND_AFTER, RESEND_MAX_WAIT)

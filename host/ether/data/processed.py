@@ -15,11 +15,11 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeGuard
+from typing import Any, TypeGuard
 
 from ether.contract.topics import matches
 from ether.contract.wire import Meta
-from ether.data.recorder.store import STORE_FILE, connect
+from ether.data.recorder.store import STORE_FILE, connect, payload_of
 
 LATEST_SUFFIX = "-latest"  # the boot suffix of a `latest` stream's own sequence (docs/data.md)
 
@@ -61,7 +61,7 @@ class Missed:
     """A stored message an instance has not processed, rebuilt as it was sent."""
 
     topic: str  # the user's topic
-    payload: dict
+    payload: Any
     meta: Meta
 
 
@@ -81,7 +81,7 @@ def _unprocessed(run_dir: Path, ledger: Path, durable_only: bool) -> Iterator[sq
         return iter(())
     latest = f"AND boot NOT LIKE '%{LATEST_SUFFIX}'" if durable_only else ""
     rows = db.execute(
-        "SELECT topic, payload, msg_id, src, boot, seq, parents, t_sent FROM messages m"
+        "SELECT topic, payload, data, msg_id, src, boot, seq, parents, t_sent FROM messages m"
         f" WHERE topic IN ({','.join('?' * len(topics))}) AND seq IS NOT NULL {latest}"
         " AND NOT EXISTS (SELECT 1 FROM mine.processed p"
         "  WHERE p.src = m.src AND p.boot = m.boot AND p.seq = m.seq)"
@@ -97,7 +97,7 @@ def missed(run_dir: Path, ledger: Path) -> list[Missed]:
     return [
         Missed(
             r["topic"],
-            json.loads(r["payload"]),
+            payload_of(r),
             Meta(
                 r["msg_id"] or "", r["src"], r["boot"], r["seq"], r["t_sent"] or 0.0, json.loads(r["parents"])
             ),

@@ -5,6 +5,7 @@ Reads the session store (``ether.recorder.store``, docs/data.md) and never write
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 import os
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ether.contract.blocks import Block, Blocks, join
 from ether.data.recorder.settings import RecorderSettings
 from ether.data.recorder.store import (
     FAILED,
@@ -23,6 +25,7 @@ from ether.data.recorder.store import (
     connect,
     find_stores,
     open_gaps,
+    payload_of,
     read_manifest,
     summary,
 )
@@ -102,12 +105,44 @@ class RecordedSession:
         """Each message as a dict: its fields as sent, then the metadata as ``_ether.<column>``."""
         out = []
         for r in self.db.execute("SELECT * FROM messages WHERE topic = ? ORDER BY row", (topic,)):
-            payload = json.loads(r["payload"])
+            payload = payload_of(r)
             record = dict(payload) if isinstance(payload, dict) else {"root": payload}
             for column in META_COLUMNS:
                 record[META_PREFIX + column] = json.loads(r[column]) if column == "parents" else r[column]
             out.append(record)
         return out
+
+    def blocks(
+        self, topic: str, start: float | None = None, stop: float | None = None, src: str | None = None
+    ) -> Blocks:
+        """A topic's blocks (docs/data.md#blocks) joined into one array with its time axis and its
+        gaps; with ``start``/``stop`` (seconds since the epoch) only the blocks that overlap
+        [start, stop) are read from disk. ``src`` picks one source when several publish the topic."""
+        sources = [
+            r[0] for r in self.db.execute("SELECT DISTINCT src FROM messages WHERE topic = ?", (topic,))
+        ]
+        if src is None and len(sources) > 1:
+            raise ValueError(f"topic '{topic}' has blocks from {len(sources)} sources ({sources}): pass src=")
+        t0 = "json_extract(payload, '$.t0')"
+        where = "topic = ? AND data IS NOT NULL"
+        params: list[Any] = [topic]
+        if src is not None:
+            where += " AND src = ?"
+            params.append(src)
+        if start is not None:  # from the last block that begins at or before start
+            (first,) = self.db.execute(
+                f"SELECT MAX({t0}) FROM messages WHERE {where} AND {t0} <= ?", [*params, start]
+            ).fetchone()
+            where += f" AND {t0} >= ?"
+            params.append(first if first is not None else start)
+        if stop is not None:
+            where += f" AND {t0} < ?"
+            params.append(stop)
+        rows = self.db.execute(f"SELECT * FROM messages WHERE {where} ORDER BY {t0}", params)
+        blocks = [Block.read(payload_of(r), f"{topic} message {r['msg_id'] or r['row']}") for r in rows]
+        joined = join(blocks, start, stop)
+        joined.lost = [g for g in self.gaps if g["src"] in (sources if src is None else [src])]
+        return joined
 
     def dataframe(self, topic: str):
         try:
@@ -180,8 +215,30 @@ def lineage(db: sqlite3.Connection, manifest: dict, msg_id: str) -> list[tuple[i
     return chain
 
 
+def _cell(value: Any) -> Any:
+    """A value as a CSV or Parquet cell: lists, objects and arrays as JSON, bytes as base64."""
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if isinstance(value, (list, dict)) or hasattr(value, "__array__"):
+        return json.dumps(value, default=_jsonable)
+    return value
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if getattr(value, "dtype", None) is not None and value.dtype.kind in "biuf":
+        return value.tolist()
+    return str(value.tolist()) if hasattr(value, "tolist") else str(value)
+
+
 def export(session: RecordedSession, out: Path, fmt: str, progress=None) -> list[Path]:
-    """One file per topic (csv or parquet), fields as columns and the metadata alongside."""
+    """One file per topic (csv or parquet), fields as columns and the metadata alongside; hdf5: one
+    file (``ether.data.hdf5``)."""
+    if fmt == "hdf5":
+        from ether.data.hdf5 import export_hdf5
+
+        return [export_hdf5(session, out, progress)]
     if fmt == "parquet":
         try:
             import pyarrow  # noqa: F401
@@ -201,17 +258,12 @@ def export(session: RecordedSession, out: Path, fmt: str, progress=None) -> list
                 writer = csv.DictWriter(f, columns)
                 writer.writeheader()
                 for r in records:
-                    writer.writerow(
-                        {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items()}
-                    )
+                    writer.writerow({k: _cell(v) for k, v in r.items()})
         else:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            rows = [
-                {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items()}
-                for r in records
-            ]
+            rows = [{k: _cell(v) for k, v in r.items()} for r in records]
             pq.write_table(pa.Table.from_pylist(rows), path)
         written.append(path)
         if progress:
@@ -290,12 +342,12 @@ def cmd_export(args) -> int:
                 f"\r[{bar:<30}] {i}/{n} topics ({topic}: {count} rows)", end="", file=sys.stderr, flush=True
             )
 
-        written = export(session, out, args.format, progress)
+        export(session, out, args.format, progress)
     except (ImportError, StoreError) as exc:
         print(f"ether: {exc}", file=sys.stderr)
         return 1
     print(file=sys.stderr)
-    print(f"exported {len(written)} topics to {out}")
+    print(f"exported {len(session.topics)} topics to {out}")
     return 0
 
 

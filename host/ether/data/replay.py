@@ -9,6 +9,7 @@ topic and the source messages it descends from, and recorded and replayed payloa
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from collections.abc import Iterable
@@ -16,7 +17,7 @@ from typing import Any
 
 from ether.contract.messages import InstanceCommand, RecorderCommand, read_reply
 from ether.data.recorded import RecordedSession, find_session
-from ether.data.recorder.store import connect
+from ether.data.recorder.store import connect, payload_of
 
 MAX_ROUNDS = 100
 
@@ -62,12 +63,20 @@ def derived(db, rename: dict[str, str] | None = None) -> dict[tuple[str, tuple[s
     """Payloads of every message that has parents, per (topic, sources); sources renamed to recorded ids."""
     sources = sources_of(db)
     out: dict[tuple[str, tuple[str, ...]], Counter] = {}
-    for row in db.execute("SELECT msg_id, topic, payload FROM messages WHERE parents != '[]'"):
+    for row in db.execute("SELECT msg_id, topic, payload, data FROM messages WHERE parents != '[]'"):
         roots: Iterable[str] = sources.get(row["msg_id"], frozenset())
         if rename is not None:
             roots = [rename.get(r, r) for r in roots]
-        out.setdefault((row["topic"], tuple(sorted(roots))), Counter())[row["payload"]] += 1
+        out.setdefault((row["topic"], tuple(sorted(roots))), Counter())[_stored(row)] += 1
     return out
+
+
+def _stored(row) -> str:
+    """A stored payload as text to compare: its JSON, and a hash of its arrays and bytes if it has any."""
+    data = row["data"]
+    return (
+        row["payload"] if data is None else f"{row['payload']} data sha256:{hashlib.sha256(data).hexdigest()}"
+    )
 
 
 def replay(recorded_path: str, config_path: str, timeout: float = 30.0) -> dict[str, Any]:
@@ -87,7 +96,7 @@ def replay(recorded_path: str, config_path: str, timeout: float = 30.0) -> dict[
     try:
         session.start(timeout)
         for r in sources:
-            meta = session.recording.publish(session.topics.data(r["topic"]), json.loads(r["payload"]))
+            meta = session.recording.publish(session.topics.data(r["topic"]), payload_of(r))
             if r["msg_id"]:
                 rename[meta.id] = r["msg_id"]
         _settle(session, timeout)

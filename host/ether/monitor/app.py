@@ -382,7 +382,10 @@ class MonitorApp(App[int]):
         topic, payload = self._topic() or "", ""
         row = self.snapshot.topic(topic) if self.snapshot and topic else None
         if row is not None and isinstance(row.payload, dict):
-            payload = json.dumps(row.payload)
+            try:
+                payload = json.dumps(row.payload)
+            except TypeError:  # arrays or bytes: not something to edit as JSON text
+                payload = ""
 
         def publish(answer: tuple[str, str] | None) -> None:
             if answer is not None:

@@ -6,12 +6,15 @@ import inspect
 import typing
 import warnings
 from collections.abc import Callable
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 import pydantic
 import pydantic_core
 from pydantic import ConfigDict, TypeAdapter
+from pydantic_core import core_schema
 
+from ether.contract import arrays
 from ether.contract.wire import ROOT_KEY
 
 
@@ -25,9 +28,80 @@ def describe(error: pydantic.ValidationError) -> str:
     for e in error.errors(include_url=False):
         where = ".".join(str(p) for p in e.get("loc", ())) or "(whole payload)"
         got = e.get("input")
-        shown = "" if e.get("type") == "missing" else f" (got {got!r})"
+        shown = "" if e.get("type") == "missing" else f" (got {_short(got)})"
         lines.append(f"field '{where}': {e.get('msg')}{shown}")
     return "; ".join(lines)
+
+
+def _short(value: Any) -> str:
+    """A bad input as an error shows it: an array or long bytes by what it is, not its contents."""
+    np = arrays.numpy_if_loaded()
+    if np is not None and isinstance(value, np.ndarray):
+        return f"an array of dtype {value.dtype} and shape {value.shape}"
+    if isinstance(value, (bytes, bytearray)) and len(value) > 40:
+        return f"{len(value)} bytes"
+    return repr(value)
+
+
+@dataclass(frozen=True)
+class Array:
+    """A numpy array argument or result, optionally of one dtype and shape:
+    ``Annotated[np.ndarray, ether.Array(dtype="int16", shape=(32, None))]`` (``None``: any size).
+
+    A plain ``np.ndarray`` annotation means ``Array()``. A JSON list (from a client that sends no
+    arrays) is converted with ``np.asarray``."""
+
+    dtype: str | None = None
+    shape: tuple[int | None, ...] | None = None
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(self.validate)
+
+    def validate(self, value: Any) -> Any:
+        import numpy as np
+
+        if not isinstance(value, np.ndarray):
+            if not isinstance(value, (list, tuple, int, float, complex)):
+                raise ValueError(f"expected an array, got {type(value).__name__}")
+            try:
+                listed = np.asarray(value)
+                value = listed if self.dtype is None else listed.astype(self.dtype)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"expected an array, got a list that is not one ({exc})") from None
+            if listed.dtype.kind == "O":
+                raise ValueError("expected an array, got a ragged or mixed list")
+            if value is not listed and not np.array_equal(value, listed):
+                raise ValueError(f"expected dtype {value.dtype}, got values that do not fit it")
+        if self.dtype is not None and value.dtype != np.dtype(self.dtype):
+            raise ValueError(f"expected dtype {np.dtype(self.dtype)}, got dtype {value.dtype}")
+        if self.shape is not None and (
+            len(value.shape) != len(self.shape)
+            or any(
+                want is not None and want != got for want, got in zip(self.shape, value.shape, strict=True)
+            )
+        ):
+            want = "(" + ", ".join("any" if n is None else str(n) for n in self.shape) + ")"
+            raise ValueError(f"expected shape {want}, got shape {value.shape}")
+        return value
+
+
+def with_arrays(annotation: Any) -> Any:
+    """The annotation with every bare ``np.ndarray`` in it (also inside ``dict[str, np.ndarray]``,
+    ``list[...]``, ``Optional[...]``) validated by :class:`Array`."""
+    np = arrays.numpy_if_loaded()  # an np.ndarray annotation means the user's module imported numpy
+    if np is None:
+        return annotation
+    if annotation is np.ndarray:
+        return Annotated[np.ndarray, Array()]
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if not args or origin is Annotated or origin is typing.Literal:
+        return annotation
+    new = tuple(with_arrays(a) for a in args)
+    if new == args:
+        return annotation
+    if origin is typing.Union or type(annotation).__name__ == "UnionType":
+        return typing.Union[new]  # noqa: UP007 (rebuilding a Union from its parts)
+    return annotation.copy_with(new) if hasattr(annotation, "copy_with") else origin[new]
 
 
 class MethodSchema:
@@ -37,7 +111,7 @@ class MethodSchema:
         self.name = func.__qualname__
         signature = inspect.signature(func)
         try:
-            hints = typing.get_type_hints(inspect.unwrap(func))
+            hints = typing.get_type_hints(inspect.unwrap(func), include_extras=True)
         except Exception:  # unresolvable forward references: fall back to the raw annotations
             hints = {}
         params = [
@@ -52,7 +126,7 @@ class MethodSchema:
         def annotation(p: inspect.Parameter) -> Any:
             if p.annotation is inspect.Parameter.empty:
                 return Any
-            return hints.get(p.name, p.annotation)
+            return with_arrays(hints.get(p.name, p.annotation))
 
         extra: Literal["allow", "forbid", "ignore"] = (
             "allow" if self.accepts_extra else ("forbid" if forbid_extra else "ignore")
@@ -71,7 +145,7 @@ class MethodSchema:
         returns = hints.get("return", signature.return_annotation)
         self.returns: TypeAdapter | None = None
         if returns is not inspect.Signature.empty:
-            self.returns = TypeAdapter(type(None) if returns is None else returns)
+            self.returns = TypeAdapter(type(None) if returns is None else with_arrays(returns))
 
     def arguments(self, payload: Any) -> dict[str, Any]:
         """Keyword arguments for a call, from a message payload. Raises ArgumentError naming the fields."""
@@ -109,7 +183,7 @@ class MethodSchema:
                 raise ArgumentError(f"return value does not match the annotation: {describe(exc)}") from None
         if value is None:
             return {}
-        if isinstance(value, (dict, list, str, int, float, bool)):
+        if isinstance(value, (dict, list, str, int, float, bool)) or arrays.holds_binary(value):
             return value
         return pydantic_core.to_jsonable_python(value)  # models, dataclasses, dates -> JSON types
 

@@ -174,13 +174,17 @@ class Bus:
 
     # -- publish ------------------------------------------------------------------------------
 
-    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
-        """Queue a message; paho sends it (and keeps QoS 1 messages across a reconnect)."""
+    def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> mqtt.MQTTMessageInfo:
+        """Queue a message; paho sends it (and keeps QoS 1 messages across a reconnect). The result's
+        ``is_published()`` tells when the broker has it."""
         check_publish_topic(topic)
         self.check_size(topic, payload)
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             raise BrokerError(f"publishing to {topic!r} failed: {mqtt.error_string(info.rc)}")
+        return info
 
     def publish_and_wait(
         self, topic: str, payload: bytes, *, retain: bool = False, timeout: float = 5.0

@@ -18,6 +18,8 @@ import base64
 import hashlib
 import hmac
 
+from ether.contract import arrays
+
 SECRET_BYTES = 32
 _SIG_START = b',"sig":"'
 _SIG_LEN = len(_SIG_START) + 32 + len(b'"}}')
@@ -43,25 +45,48 @@ def source_key(secret: bytes, session: str, source: str) -> bytes:
     return _derive(secret, "sign", session, source)
 
 
-def _mac(key: bytes, body: bytes) -> bytes:
-    return hmac.digest(key, body, "sha256")[:16].hex().encode()
+def _mac(key: bytes, body: bytes | memoryview, data: memoryview | None = None) -> bytes:
+    """The signature of a message (a frame's: of its header, then its data section, without a copy)."""
+    mac = hmac.new(key, body, "sha256")
+    if data is not None:
+        mac.update(data)
+    return mac.digest()[:16].hex().encode()
 
 
 def sign(body: bytes, key: bytes | None) -> bytes:
-    """``body`` (an encoded message whose ``_ether`` member is its last) with its signature added."""
-    if key is None or not body.endswith(b"}}"):
+    """``body`` (an encoded message whose ``_ether`` member is its last) with its signature added. In
+    a binary frame the signature goes into the header and covers the header and the data section."""
+    if key is None:
         return body
-    return body[:-2] + b',"sig":"' + _mac(key, body) + b'"}}'
+    if arrays.is_frame(body):
+        header, data = arrays.sections(body)
+        if bytes(header[-2:]) != b"}}":
+            return body
+        return arrays.assemble(bytes(header[:-2]) + _SIG_START + _mac(key, header, data) + b'"}}', [data])
+    if not body.endswith(b"}}"):
+        return body
+    return body[:-2] + _SIG_START + _mac(key, body) + b'"}}'
 
 
 def signed_by(raw: bytes, key: bytes) -> bool:
     """Whether ``raw`` carries a valid signature made with ``key``."""
-    raw = raw.rstrip()
+    if arrays.is_frame(raw):
+        try:
+            header, data = arrays.sections(raw)
+        except arrays.ArrayError:
+            return False
+        unsigned = _unsigned(bytes(header))
+        return unsigned is not None and hmac.compare_digest(unsigned[1], _mac(key, unsigned[0], data))
+    unsigned = _unsigned(raw.rstrip())
+    return unsigned is not None and hmac.compare_digest(unsigned[1], _mac(key, unsigned[0]))
+
+
+def _unsigned(raw: bytes) -> tuple[bytes, bytes] | None:
+    """(the message as it was signed, its signature), or None if it carries no signature."""
     start = len(raw) - _SIG_LEN
     if start < 0 or raw[start : start + len(_SIG_START)] != _SIG_START or not raw.endswith(b'"}}'):
-        return False
-    body = raw[:start] + b"}}"
-    return hmac.compare_digest(raw[start + len(_SIG_START) : -3], _mac(key, body))
+        return None
+    return raw[:start] + b"}}", raw[start + len(_SIG_START) : -3]
 
 
 class Verifier:

@@ -12,7 +12,6 @@ A second message with the numbers of a saved one but other content is kept as a 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -22,9 +21,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import pydantic_core
-
 from ether import exits
+from ether.contract import arrays
 from ether.contract.messages import (
     ContractError,
     DeviceSchema,
@@ -43,7 +41,7 @@ from ether.contract.topics import Topic, Topics
 from ether.contract.wire import Meta, MetaError, Stamper, WireError, decode, encode
 from ether.data.recorder.clocks import DeviceClocks
 from ether.data.recorder.ledger import Ledger, Stream
-from ether.data.recorder.store import Row, Store
+from ether.data.recorder.store import Row, Store, payload_text
 from ether.logs import setup_logging
 from ether.processes import on_lifeline_cut, read_spec
 from ether.transport.broker import BrokerAddress, BrokerError
@@ -309,18 +307,19 @@ class Recorder:
         self.bus.publish(self.topics.errors(), encode(event.payload(), self.stamper.control()))
 
     def _foreign(self, topic: str, raw: bytes, now: float, payload: Any = None) -> Row:
-        """A message without (valid) metadata: its payload as JSON, or its bytes as a JSON string."""
+        """A message without (valid) metadata: its payload (JSON, arrays and bytes), or, when it is
+        neither JSON nor Ether's binary encoding, its bytes as they came."""
         user_topic = self.topics.user_topic(topic) if self.topics.is_data(topic) else topic
         if payload is None:
             try:
                 payload, _ = decode(raw)
             except WireError as exc:
-                payload = exc.payload if isinstance(exc, MetaError) else bytes(raw).decode("utf-8", "replace")
+                payload = exc.payload if isinstance(exc, MetaError) else bytes(raw)
         try:
-            text = pydantic_core.to_json(payload).decode()
-        except (ValueError, pydantic_core.PydanticSerializationError):
-            text = json.dumps(bytes(raw).decode("utf-8", "replace"))
-        return Row(user_topic, text, None, None, None, None, [], None, now)
+            text, data = payload_text(payload)
+        except ValueError:  # e.g. a payload pydantic cannot write back as JSON
+            text, data = payload_text(bytes(raw))
+        return Row(user_topic, text, None, None, None, None, [], None, now, data)
 
     def _row(self, topic: str, raw: bytes, now: float, touched: dict[str, dict[str, int]]) -> Row | None:
         user_topic = self.topics.user_topic(topic) if self.topics.is_data(topic) else topic
@@ -329,8 +328,10 @@ class Recorder:
         except MetaError as exc:  # foreign, with an error event naming the field
             self._refuse("bad_metadata", user_topic, str(exc), sender=exc.src, field=exc.field)
             return self._foreign(topic, raw, now, exc.payload)
-        except WireError:  # not JSON: keep the text, as a JSON string
-            return self._foreign(topic, raw, now, bytes(raw).decode("utf-8", "replace"))
+        except WireError as exc:  # neither JSON nor Ether's binary encoding: kept as it came, as bytes
+            if arrays.is_frame(raw):  # it claims to be Ether's binary encoding but is not
+                self._refuse("bad_frame", user_topic, str(exc))
+            return self._foreign(topic, raw, now, bytes(raw))
         if meta is not None and meta.src and self.topics.is_data(topic):
             meta = self._believed(raw, meta, user_topic)
         if meta is None:
@@ -342,7 +343,7 @@ class Recorder:
             why = f"'_ether.seq' {implausible}"
             self._refuse("bad_metadata", user_topic, why, sender=meta.src, field="seq", message_id=meta.id)
             return self._foreign(topic, raw, now, payload)
-        text = pydantic_core.to_json(payload).decode()
+        text, data = payload_text(payload)
         row = Row(
             user_topic,
             text,
@@ -353,6 +354,7 @@ class Recorder:
             meta.parents,
             meta.t,
             now,
+            data,
         )
         if seq is not None:
             stream, new_boot = self.ledger.stream(meta.src, meta.boot, now)
