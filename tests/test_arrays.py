@@ -191,6 +191,9 @@ def test_arrays_and_bytes_reach_a_subscriber_in_another_process(camera_and_viewe
     stored = sorted(recorded.records("frames"), key=lambda r: r["n"])
     for n, record in zip((1, 2, 3), stored, strict=True):
         assert_frame(record, n)
+    # signed over header and data: believed as their sources, not stored as foreign
+    assert {r["_ether.src"] for r in stored} == {"camera", session.stamper.source}
+    assert not [e for e in recorded.events if e["kind"] == "unverified_source"]
     assert recorded.manifest["status"] == "complete"
 
 
