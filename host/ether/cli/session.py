@@ -143,7 +143,8 @@ def _end_of_run(session, code: int) -> int:
     if status == RUNNING:  # the session crashed before it could seal
         status = seal(run_dir, {}, CRASHED)
     print(seal_line(run_dir), file=sys.stderr, flush=True)
-    return {COMPLETE: code, INCOMPLETE: exits.INCOMPLETE, CRASHED: exits.CRASHED}.get(status, exits.FAILED)
+    codes: dict[str | None, int] = {COMPLETE: code, INCOMPLETE: exits.INCOMPLETE, CRASHED: exits.CRASHED}
+    return codes.get(status, exits.FAILED)
 
 
 def _stop_when(ended: threading.Event, stop: threading.Event) -> None:

@@ -141,7 +141,9 @@ class DataPublisher:
                 self.outbox.pending,
             )
             self.resend()
-        threading.Thread(target=self._watch_acks, name="ether-outbox", daemon=True).start()
+        threading.Thread(
+            target=self._watch_acks, args=(self.outbox,), name="ether-outbox", daemon=True
+        ).start()
 
     def publish(self, topic: str, payload: Any, parents: list[str] | None = None) -> Meta:
         """Publish one data message on a broker topic; durable ones are on disk before they are sent."""
@@ -188,7 +190,8 @@ class DataPublisher:
         """Handle one message as a transaction: what the handler publishes is held, then written to
         the outbox together with the message's processed mark, then sent. A kill -9 in between keeps
         all of it (sent again from the outbox) or none of it (the message is handled again)."""
-        self._held.messages = held = []
+        held: list[tuple[Meta, str, bytes]] = []
+        self._held.messages = held
         try:
             yield
         finally:
@@ -198,7 +201,7 @@ class DataPublisher:
                     with self.outbox.transaction():
                         for m, topic, body in held:
                             self.outbox.add(m, topic, body)
-                        if numbered(meta):
+                        if numbered(meta) and self.processed is not None:
                             self.processed.mark(meta)
                 for _, topic, body in held:
                     self._last_sent = self.bus.publish(topic, body)
@@ -245,14 +248,14 @@ class DataPublisher:
                 self._stalled_resends = 0
                 threading.Thread(target=self.resend, daemon=True).start()
 
-    def _watch_acks(self) -> None:
+    def _watch_acks(self, outbox: Outbox) -> None:
         """Resend when acknowledgements stall while messages wait (a lost connection or recorder);
         while resends bring nothing back, wait twice as long before the next one."""
         while not self._closed.wait(RESEND_AFTER / 2):
             with self._lock:
                 if self._sending():  # still on its way (e.g. megabytes of arrays): not a stall
                     self._progress = time.monotonic()
-                stalled = self.outbox.pending and time.monotonic() - self._progress > self._resend_wait()
+                stalled = outbox.pending and time.monotonic() - self._progress > self._resend_wait()
             if stalled:
                 self.resend()
                 self._stalled_resends += 1
@@ -306,7 +309,7 @@ class DataPublisher:
                     )
                     announced = time.monotonic()
             left = self.outbox.pending if self.outbox else 0
-        if left:
+        if left and self.outbox is not None:
             log.error(
                 "%s: %d messages not confirmed saved by the recorder after %.0f s; they stay in %s",
                 self.stamper.source,

@@ -102,6 +102,8 @@ def replay(recorded_path: str, config_path: str, timeout: float = 30.0) -> dict[
         _settle(session, timeout)
     finally:
         session.close(timeout)
+    if session.recording.run_dir is None:
+        raise RuntimeError("the replay session was not recorded")
     db = connect(session.recording.run_dir, readonly=True)
     before, after = derived(recorded.db), derived(db, rename)
     result: dict[str, Any] = {

@@ -12,7 +12,8 @@ from ether.runtime.services import ServiceClient
 
 
 class Client(Protocol):
-    services: ServiceClient
+    @property
+    def services(self) -> ServiceClient: ...
 
     def publish(self, topic: str, data: Any) -> None: ...
 

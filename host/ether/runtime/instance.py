@@ -8,6 +8,7 @@ error event (instance, topic, reason; for an exception its traceback) and the ne
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ether import exits
-from ether.contract.messages import ErrorEvent, InstanceCommand, InstanceStatus, ok, refused
+from ether.contract.messages import ErrorEvent, ErrorKind, InstanceCommand, InstanceStatus, ok, refused
 from ether.contract.topics import Topics, check_publish_topic, matches
 from ether.contract.wire import Meta, MetaError, Stamper, WireError, decode, encode
 from ether.data import processed
@@ -90,7 +91,7 @@ class InstanceRuntime:
             bytes.fromhex(spec.secret) if spec.secret else None, spec.session, boards=False
         )
         self.obj: Any = None
-        self.jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self.jobs: queue.SimpleQueue[Callable[[], object] | None] = queue.SimpleQueue()  # results unused
         self.finished = threading.Event()
         self.started = time.time()  # when this process began hosting the instance (for uptime)
         self.shutting_down = False  # the shutdown step has run (or the process is ending)
@@ -98,7 +99,7 @@ class InstanceRuntime:
         self.methods: list[BoundMethod] = []
         self.publishers: dict[Callable, tuple[str, BoundMethod]] = {}
         self.service_methods: dict[str, BoundMethod] = {}
-        self.services: ServiceClient | None = None
+        self._services: ServiceClient | None = None  # set by subscribe()
         self._parents = threading.local()
         self._ticking = threading.Event()
         self.state = "starting"
@@ -111,6 +112,13 @@ class InstanceRuntime:
         bus.on_oversized = lambda topic, size: self.report_error(
             self._readable(topic), bus.oversized(topic, size), size=size
         )
+
+    @property
+    def services(self) -> ServiceClient:
+        """Calls to the session's services, once subscribe() has connected them."""
+        if self._services is None:
+            raise RuntimeError("the instance is not subscribed: call subscribe() first")
+        return self._services
 
     def _readable(self, topic: str) -> str:
         return self.topics.user_topic(topic) if self.topics.is_data(topic) else topic
@@ -159,7 +167,7 @@ class InstanceRuntime:
         for attr in dir(type(self.obj)):
             func = getattr(type(self.obj), attr, None)
             spec = spec_of(func)
-            if spec is None:
+            if spec is None or func is None:
                 continue
             method = BoundMethod(attr, getattr(self.obj, attr), spec, MethodSchema(func))
             self.methods.append(method)
@@ -180,9 +188,9 @@ class InstanceRuntime:
         for user_filter in self.handlers:
             self.bus.subscribe(
                 self.topics.data(user_filter),
-                lambda t, raw, f=user_filter: self.jobs.put(lambda: self.deliver(f, t, raw)),
+                functools.partial(self._queue_delivery, user_filter),
             )
-        if self.data.processed is not None:
+        if self.data.outbox is not None and self.data.processed is not None:
             with self.data.outbox.transaction():
                 self.data.processed.subscribe(list(self.handlers))
         self.sources.follow(self.bus, self.topics)
@@ -192,10 +200,14 @@ class InstanceRuntime:
             lambda t, raw: self.jobs.put(lambda: self.serve(t, raw)),
         )
         requester = Requester(self.bus, self.topics, self.stamper, self.current_parents)
-        self.services = ServiceClient(requester, LiveRegistry(self.bus, self.topics), self.topics)
+        self._services = ServiceClient(requester, LiveRegistry(self.bus, self.topics), self.topics)
         self.data.attach()
         subscribed.set()
         context.set_client(self)
+
+    def _queue_delivery(self, user_filter: str, topic: str, raw: bytes) -> None:
+        """A data message of ``user_filter`` (network thread): hand it to the job thread."""
+        self.jobs.put(lambda: self.deliver(user_filter, topic, raw))
 
     # -- data path ------------------------------------------------------------------------
 
@@ -282,7 +294,8 @@ class InstanceRuntime:
 
     def serve(self, topic: str, raw: bytes) -> None:
         """Answer one service request: the result, or an error whose kind the caller can tell apart."""
-        name = self.topics.parse(topic).detail
+        parsed = self.topics.parse(topic)  # our own calls topic: always in the layout
+        name = parsed.detail if parsed else topic
         try:
             params, meta = decode(raw)
         except WireError as exc:  # a request whose reply_to or corr cannot be trusted is not served
@@ -298,15 +311,14 @@ class InstanceRuntime:
             self.report_error(topic, str(exc), method, meta)
             self._refuse(meta, InvalidArguments.kind, str(exc))
             return
-        value, exc = self.invoke(method, kwargs, name, meta)
-        if exc is None:
+        value, failure = self.invoke(method, kwargs, name, meta)
+        if failure is None:
             answer(self.bus, self.stamper, meta, ok(value))
         else:
-            self._refuse(
-                meta, NotFound.kind if isinstance(exc, LookupError) else ServiceFailed.kind, _reason(exc)
-            )
+            kind = NotFound.kind if isinstance(failure, LookupError) else ServiceFailed.kind
+            self._refuse(meta, kind, _reason(failure))
 
-    def _refuse(self, request: Meta | None, kind: str, message: str) -> None:
+    def _refuse(self, request: Meta | None, kind: ErrorKind, message: str) -> None:
         answer(self.bus, self.stamper, request, refused(kind, message))
 
     def current_parents(self) -> list[str] | None:
@@ -361,23 +373,24 @@ class InstanceRuntime:
     # -- periodic publishers ----------------------------------------------------------------
 
     def start_ticking(self) -> None:
-        periodic = [m for m in self.methods if m.spec.pub and m.spec.pub.interval]
+        periodic = [(m, m.spec.pub.interval) for m in self.methods if m.spec.pub and m.spec.pub.interval]
         if periodic and not self._ticking.is_set():
             self._ticking.set()
             threading.Thread(
                 target=self._tick_loop, args=(periodic,), name="ether-ticks", daemon=True
             ).start()
 
-    def _tick_loop(self, periodic: list[BoundMethod]) -> None:
-        due = {id(m): time.monotonic() for m in periodic}
+    def _tick_loop(self, periodic: list[tuple[BoundMethod, float]]) -> None:
+        """Queue a tick of each periodic publisher every ``interval`` seconds."""
+        due = {id(m): time.monotonic() for m, _ in periodic}
         while not self.finished.is_set():
             now = time.monotonic()
-            for m in periodic:
+            for m, interval in periodic:
                 if due[id(m)] <= now:
-                    due[id(m)] = max(due[id(m)] + m.spec.pub.interval, now)  # no burst after a stall
+                    due[id(m)] = max(due[id(m)] + interval, now)  # no burst after a stall
                     if not m.tick_pending:  # a slow sensor skips ticks instead of piling them up
                         m.tick_pending = True
-                        self.jobs.put(lambda m=m: self._tick(m))
+                        self.jobs.put(functools.partial(self._tick, m))
             self.finished.wait(max(0.0, min(due.values()) - time.monotonic()))
 
     def _tick(self, method: BoundMethod) -> None:
@@ -469,7 +482,7 @@ def _supervisor_gone(runtime: InstanceRuntime, grace: float = 30.0) -> None:
         return
     log.warning("instance '%s': supervisor gone; saving and stopping", runtime.spec.name)
     for step in ("save_all", "cleanup", "shutdown"):
-        runtime.jobs.put(lambda step=step: runtime.lifecycle(step, None))
+        runtime.jobs.put(functools.partial(runtime.lifecycle, step, None))
     if not runtime.finished.wait(grace):
         runtime.exit_code = exits.UNRESPONSIVE
         runtime.finished.set()

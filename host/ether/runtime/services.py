@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ether.contract.messages import read_reply
+from ether.contract.messages import ErrorKind, read_reply
 from ether.contract.topics import Topics
 from ether.runtime.registry import LiveRegistry
 from ether.transport.requests import Requester, RequestTimeout
@@ -29,13 +29,13 @@ class UnknownService(ServiceError, LookupError):
 class InvalidArguments(ServiceError, ValueError):
     """The parameters do not fit the method's signature (the message names the fields)."""
 
-    kind = "validation"
+    kind: ErrorKind = "validation"
 
 
 class NotFound(ServiceError, KeyError):
     """The service looked for an item that is not there (the method raised KeyError/LookupError)."""
 
-    kind = "not_found"
+    kind: ErrorKind = "not_found"
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
@@ -44,7 +44,7 @@ class NotFound(ServiceError, KeyError):
 class ServiceFailed(ServiceError):
     """The method raised an exception."""
 
-    kind = "exception"
+    kind: ErrorKind = "exception"
 
 
 class ServiceTimeout(ServiceError, TimeoutError):

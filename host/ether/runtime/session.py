@@ -79,16 +79,38 @@ class Session:
             if not url
             else self.mosquitto
         )
-        self.address: BrokerAddress | None = (
+        # the broker's address, its key and our connection: set by open() (the broker we start must be up)
+        self._address: BrokerAddress | None = (
             replace(BrokerAddress.parse(url), max_payload=config.max_payload) if url and not managed else None
         )
         self.key: BrokerKey | None = None
-        self.bus: Bus | None = None
+        self._bus: Bus | None = None
         self.registry: LiveRegistry | None = None
-        self.services: ServiceClient | None = None
+        self._services: ServiceClient | None = None
         self._lock = threading.Lock()
         self.end_requested = threading.Event()  # set by `ether shutdown` from anywhere
         self.started_at = time.time()
+
+    @property
+    def address(self) -> BrokerAddress:
+        """The broker's address (the one we started is known once open() has started it)."""
+        if self._address is None:
+            raise RuntimeError("the session is not open: call open() first")
+        return self._address
+
+    @property
+    def bus(self) -> Bus:
+        """This supervisor's connection to the broker, from open() to close()."""
+        if self._bus is None:
+            raise RuntimeError("the session is not open: call open() first")
+        return self._bus
+
+    @property
+    def services(self) -> ServiceClient:
+        """Calls to the services of the session's instances, once open() has connected."""
+        if self._services is None:
+            raise RuntimeError("the session is not open: call open() first")
+        return self._services
 
     def open(self, timeout: float = 30.0) -> None:
         """Start the broker and the autorun instances; return when all are ready and initialised."""
@@ -100,9 +122,8 @@ class Session:
             for instance in autorun:  # they import user code while the broker starts
                 self.supervisor.spawn(instance)
             if self.embedded:
-                self.address = self.embedded.wait_ready()
-            address = self.address
-            assert address is not None  # the broker we started, or the one the URL names
+                self._address = self.embedded.wait_ready()
+            address = self.address  # the broker we started, or the one the URL names
             self.key = key = self._broker_key(address)
             if self.access and self.embedded:
                 remote = key.address(address, Login("supervisor", self.topics.session, "remote"))
@@ -113,20 +134,18 @@ class Session:
                     url_file,
                     BrokerKey.path(address.port),
                 )
-            self.bus = Bus(
+            self._bus = bus = Bus(
                 key.address(address, Login("supervisor", self.topics.session, self.name)),
                 client_id=f"ether-{self.topics.session}-main-{self.name}",
                 will=Will(self.topics.supervisor_status(self.name), self._status("dead")),
             )
-            self.bus.connect()
-            requester = Requester(self.bus, self.topics, self.stamper)
-            self.registry = LiveRegistry(self.bus, self.topics)
-            self.services = ServiceClient(requester, self.registry, self.topics)
-            self.supervisor.attach(address, self.bus, requester, key)
-            self.recording.attach(
-                address, self.bus, requester, self.stamper, timeout, key, self.embedded is None
-            )
-            self.bus.subscribe(self.topics.session_control(), self._on_session_control)
+            bus.connect()
+            requester = Requester(bus, self.topics, self.stamper)
+            self.registry = LiveRegistry(bus, self.topics)
+            self._services = ServiceClient(requester, self.registry, self.topics)
+            self.supervisor.attach(address, bus, requester, key)
+            self.recording.attach(address, bus, requester, self.stamper, timeout, key, self.embedded is None)
+            bus.subscribe(self.topics.session_control(), self._on_session_control)
             names = [i.name for i in autorun]
             self.supervisor.wait_ready(names, timeout)
             self.supervisor.command("init", names, timeout)
@@ -213,7 +232,7 @@ class Session:
         """What ``ether.session_info`` shows: which session, where, run by whom, recorded where."""
         return {
             "session": self.topics.session,
-            "broker": self.address.url if self.address else None,
+            "broker": self._address.url if self._address else None,
             "hosting": self.embedded is not None,
             "supervisor": self.name,
             "host": socket.gethostname(),
@@ -255,7 +274,7 @@ class Session:
         for name in names or list(self.active_instances()):
             control = InstanceCommand(command="pause" if paused else "resume")
             reply = read_reply(
-                self.supervisor.requester.request(self.topics.instance_control(name), control, timeout)
+                self.services.requester.request(self.topics.instance_control(name), control, timeout)
             )
             if not reply.ok:
                 raise RuntimeError(f"instance '{name}' did not {control.command}: {reply.error.message}")
@@ -267,12 +286,12 @@ class Session:
             context.set_client(None)
             # the drain barrier: nothing unsaved is left behind
             self.recording.end(self.supervisor, timeout, failure)
-            codes = self.supervisor.close(timeout) if self.bus else {}
-            if self.bus:
+            codes = self.supervisor.close(timeout) if self._bus else {}
+            if self._bus:
                 status = self.topics.supervisor_status(self.name)
-                self.bus.publish_and_wait(status, self._status("stopped"), retain=True)
-                self.bus.close()
-                self.bus = None
+                self._bus.publish_and_wait(status, self._status("stopped"), retain=True)
+                self._bus.close()
+                self._bus = None
             if self.embedded:
                 self.embedded.stop()
             if self.key:

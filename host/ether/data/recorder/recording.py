@@ -119,6 +119,8 @@ class Recording:
                 self.process.abandon()
                 self.process = None
                 self.recorded = True
+                if self.run_dir is None:
+                    raise RuntimeError("the recording has not begun: call begin() first")
                 Store(self.run_dir).set_manifest(recorded_by=other.result)
         if self.process is not None:
             self.process.attach(address, bus, requester, key)
@@ -148,6 +150,8 @@ class Recording:
         return bool(seen) and seen[-1].get("state") == "ready"
 
     def publish(self, topic: str, payload: Any) -> Meta:
+        if self.data is None:
+            raise RuntimeError("the recording is not attached: open the session first")
         return self.data.publish(topic, payload)
 
     def end(self, supervisor, timeout: float, failure: str | None = None) -> dict[str, int | None]:
