@@ -387,7 +387,8 @@ class Recorder:
         saved = first.content() if first is not None else self.store.saved_content(*key)
         if saved is None or tuple(saved) == row.content():
             return
-        self.store.conflict(row)
+        if not self.store.conflict(row):
+            return  # this conflict is kept already: its resend is not a new one
         self._refuse(
             "conflict",
             row.topic,

@@ -210,15 +210,19 @@ class Store:
             (src, boot, seq),
         ).fetchone()
 
-    def conflict(self, row: Row) -> None:
-        """Keep a message that shares its numbers with a saved one but not its content (once)."""
+    def conflict(self, row: Row) -> bool:
+        """Keep a message that shares its numbers with a saved one but not its content (once); whether
+        it was new (a resend of a kept conflict is not)."""
         same = (row.src, row.boot, row.seq, *row.content())  # IS: NULL (no msg_id, no data) matches NULL
-        self.db.execute(
-            "INSERT INTO conflicts (src, boot, seq, topic, payload, msg_id, parents, t_sent, data, t_recorded)"
-            " SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM conflicts"
-            " WHERE src = ? AND boot = ? AND seq = ? AND topic IS ? AND payload IS ? AND msg_id IS ?"
-            " AND parents IS ? AND t_sent IS ? AND data IS ?)",
-            (*same, row.t_recorded, *same),
+        return (
+            1
+            == self.db.execute(
+                "INSERT INTO conflicts (src, boot, seq, topic, payload, msg_id, parents, t_sent, data, t_recorded)"
+                " SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM conflicts"
+                " WHERE src = ? AND boot = ? AND seq = ? AND topic IS ? AND payload IS ? AND msg_id IS ?"
+                " AND parents IS ? AND t_sent IS ? AND data IS ?)",
+                (*same, row.t_recorded, *same),
+            ).rowcount
         )
 
     def save_stream(
