@@ -235,7 +235,7 @@ def test_receivers_refuse_what_a_broker_without_limit_delivers(mosquitto, tmp_pa
 
     session = new_session(recorded(tmp_path, ECHO, limits={"max_payload": "1MiB"}), broker_url=mosquitto.url)
     session.open()
-    observer = Observer(replace(session.address, max_payload=2**30))
+    observer = attacker(session)
     try:
         observer.publish("in", b'{"value": 7, "pad": "' + b"x" * 2**21 + b'"}')
         observer.publish("in", '{"value": 8}')
