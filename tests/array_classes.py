@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated
 
 import numpy as np
@@ -56,3 +57,12 @@ class Viewer:
     ) -> dict:
         received = dict(image=image, samples=samples, fortran=fortran, flags=flags, cplx=cplx, scalar=scalar)
         return {"n": n, **received, "raw": raw, "fortran_order": bool(fortran.flags.f_contiguous)}
+
+
+class BlobTaker:
+    """Takes any payload whole as ``root: bytes`` (a foreign camera's JPEG) and says what it got."""
+
+    @ether_sub(topic="camera")
+    @ether_pub(topic="blob_seen")
+    def take(self, root: bytes) -> dict:
+        return {"nbytes": len(root), "sha256": hashlib.sha256(root).hexdigest()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import hashlib
 import inspect
 import json
 import os
@@ -150,6 +151,22 @@ def test_a_foreign_binary_payload_is_stored_byte_exact(run_session, tmp_path):
     (frame,) = recorded.records("frames")
     assert_same_array(frame["image"], np.arange(12, dtype=np.uint8).reshape(3, 4))
     assert recorded.manifest["status"] == "complete"
+
+
+def test_a_subscriber_of_bytes_receives_a_foreign_binary_payload_as_root(run_session, tmp_path):
+    """Not JSON, not Ether's encoding: the handler's ``root: bytes`` gets the bytes as they came."""
+    config = {
+        "recorder": {"path": str(tmp_path)},
+        "instances": {"taker": {"class_path": "array_classes.BlobTaker"}},
+    }
+    session, observer = run_session(config)
+    jpeg = b"\xff\xd8\xff\xe0" + os.urandom(4092)
+    for blob in (jpeg, b"hello, not JSON"):
+        observer.publish("camera", blob)
+    seen = [p for p, _ in observer.wait_for("blob_seen", 2)]
+    want = [{"nbytes": len(b), "sha256": hashlib.sha256(b).hexdigest()} for b in (jpeg, b"hello, not JSON")]
+    assert seen == want
+    assert not observer.on(session.topics.errors())
 
 
 @pytest.fixture

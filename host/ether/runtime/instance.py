@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ether import exits
+from ether.contract.arrays import is_frame
 from ether.contract.messages import ErrorEvent, ErrorKind, InstanceCommand, InstanceStatus, ok, refused
 from ether.contract.topics import Topics, check_publish_topic, matches
 from ether.contract.wire import Meta, MetaError, Stamper, WireError, decode, encode
@@ -226,8 +227,13 @@ class InstanceRuntime:
             self.report_error(user_topic, str(exc), sender=exc.src, field=exc.field)
             payload, meta = exc.payload, None
         except WireError as exc:
-            self.report_error(user_topic, str(exc))
-            return
+            if is_frame(raw):  # it claims to be Ether's binary encoding but is malformed
+                self.report_error(user_topic, str(exc))
+                return
+            payload, meta = (
+                bytes(raw),
+                None,
+            )  # neither JSON nor a frame (a JPEG): as it came, as the recorder keeps it
         if numbered(meta) and self.sources.problem(raw, meta.src):  # e.g. a copied (src, boot, seq)
             meta = None  # handled as a foreign client's message: it takes no place in our ledger
         self.handle(user_topic, payload, meta)

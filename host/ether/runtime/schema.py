@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import reprlib
 import typing
 import warnings
 from collections.abc import Callable
@@ -104,6 +105,10 @@ def with_arrays(annotation: Any) -> Any:
     return annotation.copy_with(new) if hasattr(annotation, "copy_with") else origin[new]
 
 
+_PREVIEW = reprlib.Repr()  # a refused payload in an error: its start, not 16 MiB of it
+_PREVIEW.maxstring = _PREVIEW.maxother = 80
+
+
 class MethodSchema:
     """Validates a payload into keyword arguments, and a return value into a publishable payload."""
 
@@ -155,8 +160,14 @@ class MethodSchema:
             payload = {ROOT_KEY: payload}
         elif not isinstance(payload, dict):
             expected = ", ".join(self.parameters) or "no fields"
+            got = (
+                f"{len(payload)} bytes of invalid JSON (nor Ether's binary encoding; a parameter"
+                " named root receives them)"
+                if isinstance(payload, bytes)
+                else type(payload).__name__
+            )
             raise ArgumentError(
-                f"expected a JSON object with fields ({expected}), got {type(payload).__name__} {payload!r}"
+                f"expected a JSON object with fields ({expected}), got {got} {_PREVIEW.repr(payload)}"
             )
         try:
             model = self.args_model.model_validate(payload)
