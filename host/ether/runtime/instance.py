@@ -230,10 +230,8 @@ class InstanceRuntime:
             if is_frame(raw):  # it claims to be Ether's binary encoding but is malformed
                 self.report_error(user_topic, str(exc))
                 return
-            payload, meta = (
-                bytes(raw),
-                None,
-            )  # neither JSON nor a frame (a JPEG): as it came, as the recorder keeps it
+            # neither JSON nor a frame (a camera's JPEG): as it came, as the recorder keeps it
+            payload, meta = bytes(raw), None
         if numbered(meta) and self.sources.problem(raw, meta.src):  # e.g. a copied (src, boot, seq)
             meta = None  # handled as a foreign client's message: it takes no place in our ledger
         self.handle(user_topic, payload, meta)
