@@ -19,9 +19,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help=DATA_HELP)
     p.set_defaults(handler="ether.data.recorded:cmd_lineage")
 
-    p = commands.add_parser("export", help="export a recorded session: a file per topic, or one HDF5 file")
+    p = commands.add_parser(
+        "export",
+        help="export a recorded session: a file per topic (csv, parquet), or one HDF5/NWB/Zarr/MCAP file",
+    )
     p.add_argument("session", help="a run folder, run id, or 'last'")
-    p.add_argument("--format", choices=("csv", "parquet", "hdf5"), default="csv")
+    p.add_argument("--format", choices=("csv", "parquet", "hdf5", "nwb", "zarr", "mcap"), default="csv")
     p.add_argument("--out", help="output folder (default <run id>-<format>)")
     p.add_argument("--data", help=DATA_HELP)
     p.set_defaults(handler="ether.data.recorded:cmd_export")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import importlib
 import json
 import os
 import sqlite3
@@ -232,13 +233,21 @@ def _jsonable(value: Any) -> Any:
     return str(value.tolist()) if hasattr(value, "tolist") else str(value)
 
 
-def export(session: RecordedSession, out: Path, fmt: str, progress=None) -> list[Path]:
-    """One file per topic (csv or parquet), fields as columns and the metadata alongside; hdf5: one
-    file (``ether.data.hdf5``)."""
-    if fmt == "hdf5":
-        from ether.data.hdf5 import export_hdf5
+# format: the exporter writing the whole session as one file (docs/data.md#export-what-maps-to-what)
+ONE_FILE_EXPORTS = {
+    "hdf5": "ether.data.hdf5:export_hdf5",
+    "nwb": "ether.data.nwb:export_nwb",
+    "zarr": "ether.data.zarr_export:export_zarr",
+    "mcap": "ether.data.mcap_export:export_mcap",
+}
 
-        return [export_hdf5(session, out, progress)]
+
+def export(session: RecordedSession, out: Path, fmt: str, progress=None) -> list[Path]:
+    """One file per topic (csv or parquet), fields as columns and the metadata alongside; hdf5, nwb,
+    zarr, mcap: one file (``ONE_FILE_EXPORTS``)."""
+    if fmt in ONE_FILE_EXPORTS:
+        module, function = ONE_FILE_EXPORTS[fmt].split(":")
+        return [getattr(importlib.import_module(module), function)(session, out, progress)]
     if fmt == "parquet":
         try:
             import pyarrow  # noqa: F401

@@ -1,0 +1,148 @@
+"""``ether export --format nwb``: a recorded session as one NWB file (pynwb, the ``nwb`` extra).
+
+Mapping (docs/data.md#export-what-maps-to-what): the session's provenance in the NWBFile's
+metadata; a topic of blocks is one TimeSeries (rate and starting time, or timestamps when it has gaps
+or per-sample times; units; channels and gaps in its comments); any other topic gives a TimeSeries per
+numeric, bool or stacked array field, stamped with the messages' ``t_recorded``. Sources' topics go to ``acquisition``,
+derived ones (messages with parents) to the ``ether`` processing module. Times are on the recorder's
+clock (``ether.data.columns``), relative to the session's start.
+
+Trials and epochs: ``intervals(nwbfile, session, start)`` is the hook. It writes the rows of ``session.trials`` and
+``session.epochs`` (each a list of dicts with ``start_time`` and ``stop_time`` in seconds since the
+epoch, and any other columns) as the file's trials and epochs tables when the recorded session has them.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ether.data.columns import TopicColumns, session_columns
+from ether.data.extras import need
+
+if TYPE_CHECKING:
+    from ether.data.recorded import RecordedSession
+
+UNKNOWN_UNIT = "unknown"  # a message field has no unit in Ether's contract
+TABLES = ("trials", "epochs")  # the interval tables NWB knows and a recorded session may hold
+
+
+def export_nwb(session: RecordedSession, out: Path, progress=None) -> Path:
+    pynwb = need("pynwb", "nwb")
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{session.path.name}.nwb"
+    manifest = session.manifest
+    start = float(manifest.get("started_at") or 0.0)
+    skipped: list[str] = []
+    nwbfile = pynwb.NWBFile(
+        session_description=f"Ether session '{manifest.get('session')}' ({manifest.get('status')})",
+        identifier=str(manifest.get("run_id") or session.path.name),
+        session_start_time=datetime.fromtimestamp(start, timezone.utc),
+        **_script(manifest),
+    )
+    names: set[str] = set()
+    topics = session.topics
+    for i, columns in enumerate(session_columns(session), 1):
+        for series in _series(pynwb, columns, start, names, skipped):
+            if columns.derived:
+                _processing(nwbfile).add(series)
+            else:
+                nwbfile.add_acquisition(series)
+        if progress:
+            progress(i, len(topics), columns.topic, columns.messages)
+    intervals(nwbfile, session, start)
+    nwbfile.notes = json.dumps({"manifest": manifest, "not_exported": skipped}, default=str)
+    with pynwb.NWBHDF5IO(str(path), "w") as io:
+        io.write(nwbfile)
+    return path
+
+
+def _script(manifest: dict[str, Any]) -> dict[str, str]:
+    """The session file as the NWB file's source script (NWB requires its file name with it)."""
+    if not manifest.get("config_text"):
+        return {}
+    name = manifest.get("config_path") or "(none: the session was configured from Python)"
+    return {"source_script": manifest["config_text"], "source_script_file_name": str(name)}
+
+
+def _processing(nwbfile: Any) -> Any:
+    if "ether" not in nwbfile.processing:
+        nwbfile.create_processing_module("ether", "results the session's instances computed")
+    return nwbfile.processing["ether"]
+
+
+def _series(pynwb: Any, columns: TopicColumns, start: float, names: set[str], skipped: list[str]) -> list:
+    if columns.blocks is not None:
+        joined = columns.blocks
+        detail = {
+            "topic": columns.topic,
+            "channels": joined.channels,
+            "gaps": joined.gaps,
+            "lost": joined.lost,
+        }
+        timing: dict[str, Any] = {"timestamps": columns.time - start}
+        if joined.rate is not None and not joined.gaps and len(columns.time):
+            timing = {"starting_time": float(columns.time[0] - start), "rate": joined.rate}
+        channels = f"; channels {', '.join(joined.channels)}" if joined.channels else ""
+        series = pynwb.TimeSeries(
+            name=_name(columns.topic, None, names),
+            data=joined.data,
+            unit=joined.units or UNKNOWN_UNIT,
+            description=f"blocks of topic '{columns.topic}'{channels}",
+            comments=json.dumps(detail),
+            **timing,
+        )
+        return [series]
+    out = []
+    for column in columns.fields:
+        if column.kind not in ("numbers", "bools", "arrays"):
+            skipped.append(f"{columns.topic}: field '{column.name}' ({column.kind})")
+            continue
+        series = pynwb.TimeSeries(
+            name=_name(columns.topic, column.name, names),
+            data=column.values,
+            unit=UNKNOWN_UNIT,
+            timestamps=columns.time - start,
+            description=f"field '{column.name}' of topic '{columns.topic}', one value per message",
+            comments=json.dumps({"topic": columns.topic, "field": column.name}),
+        )
+        out.append(series)
+    return out
+
+
+def _name(topic: str, field: str | None, taken: set[str]) -> str:
+    """An NWB object name (no '/'): ``topic.field``, made unique when two topics spell alike."""
+    base = topic.replace("/", "_") + (f".{field}" if field is not None else "")
+    name, n = base, 1
+    while name in taken:
+        n += 1
+        name = f"{base}~{n}"
+    taken.add(name)
+    return name
+
+
+def intervals(nwbfile: Any, session: RecordedSession, start: float) -> None:
+    """The trials/epochs hook: ``session.trials`` / ``session.epochs`` rows (start_time, stop_time in
+    seconds since the epoch, other keys as columns) written as NWB interval tables; none today."""
+    for table in TABLES:
+        rows = list(getattr(session, table, None) or [])
+        if not rows:
+            continue
+        extra = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in ("start_time", "stop_time")]
+        add_column = getattr(nwbfile, f"add_{table.removesuffix('s')}_column")
+        add_row = getattr(nwbfile, f"add_{table.removesuffix('s')}")
+        for key in extra:
+            add_column(name=key, description=f"'{key}' of the session's {table}")
+        for row in rows:
+            values = {k: _cell(row.get(k)) for k in extra}
+            add_row(
+                start_time=float(row["start_time"]) - start,
+                stop_time=float(row["stop_time"]) - start,
+                **values,
+            )
+
+
+def _cell(value: Any) -> Any:
+    return value if isinstance(value, (int, float, str, bool)) else json.dumps(value, default=str)
