@@ -7,7 +7,14 @@
               blocks sent and stored, gaps, the recorder's CPU, the store's size against the raw
               sample bytes (and that ratio for 1 h), and how long a 1 s slice takes to read
 
-Run: ``python bench/arrays.py [--runs 3] [-n 100] [--seconds 60] [--parts throughput sustained]``.
+  ezmsg       the same arrays through ezmsg 3's shared memory between two processes (bench/ezmsg_peer.py,
+              its best settings) against Ether with the recorder, alternated in one run (needs
+              ``pip install ezmsg``)
+  compression stdlib codecs (zlib, lzma, bz2; byte shuffle) on synthetic ephys, camera and float64
+              arrays: stored size / raw size and MB/s, the case for compressing the store (docs/data.md)
+
+Run: ``python bench/arrays.py [--runs 3] [-n 100] [--seconds 60]
+[--parts throughput ezmsg sustained compression]``.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from pipeline import ether_go, ether_session  # noqa: E402
 
 import ether  # noqa: E402
 from ether.contract.wire import decode  # noqa: E402
+from ether.transport.broker import BrokerAddress  # noqa: E402
 from ether.transport.bus import Bus  # noqa: E402
 
 KINDS = ("float64", "frame")
@@ -48,6 +56,31 @@ def raw_throughput(address, n: int, nbytes: int) -> float:
     finally:
         for c in (sink, source):
             c.stop()
+    return n * nbytes / (last - start) / 1e6
+
+
+def ezmsg_throughput(n: int, kind: str, nbytes: int) -> float:
+    """The same arrays between two processes through ezmsg's shared memory (bench/ezmsg_peer.py)."""
+    from ezmsg.core.graphserver import GraphServer
+
+    server = GraphServer()
+    server.start(("127.0.0.1", 0))
+    host, port = server.address
+    address = BrokerAddress(host, port)
+    sink = RawProcess(address, "sink", "-n", str(n), script="ezmsg_peer.py")
+    source = None
+    try:
+        sink.expect("ready")
+        source = RawProcess(address, "source", "-n", str(n), "--kind", kind, script="ezmsg_peer.py")
+        sink.expect("warm")
+        start = time.time()
+        source.send()
+        last = sink.expect("last", 300)
+    finally:
+        for c in (sink, source):
+            if c is not None:
+                c.stop()
+        server.stop()
     return n * nbytes / (last - start) / 1e6
 
 
@@ -114,6 +147,73 @@ def sustained(address, seconds: float) -> dict:
     }
 
 
+def compression_data() -> dict:
+    """Arrays like a lab's (synthetic: real recordings compress differently; said beside the figures)."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    n = 5 * 30_000  # 5 s of 32 channels at 30 kHz
+    lfp = np.cumsum(rng.normal(0, 3, (n, 32)), axis=0)  # a slow wandering signal, per channel
+    lfp -= np.convolve(lfp[:, 0], np.ones(3000) / 3000, "same")[:, None]  # kept near zero
+    ephys = np.clip(lfp * 0.2 + rng.normal(0, 30, (n, 32)), -32768, 32767).astype(np.int16)
+    y, x = np.mgrid[0:480, 0:640]
+    scene = 128 + 60 * np.sin(x / 40.0)[..., None] * np.cos(y / 30.0)[..., None] + np.zeros(3)
+    frames = np.stack(
+        [np.clip(scene + rng.normal(0, 3, scene.shape), 0, 255).astype(np.uint8) for _ in range(10)]
+    )
+    return {
+        "ephys int16 (signal + noise)": ephys,
+        "ephys int16 (uniform +-3000: the bench source)": rng.integers(-3000, 3000, (n, 32), dtype=np.int16),
+        "camera 640x480x3 uint8 (scene + noise)": frames,
+        "float64 normal": rng.normal(size=1_250_000),
+    }
+
+
+def shuffled(a) -> bytes:
+    """The array's bytes grouped by their place in each value (all low bytes, then all high bytes...):
+    blosc's shuffle, which makes numbers that change slowly compress better."""
+    import numpy as np
+
+    return np.ascontiguousarray(a.reshape(-1).view(np.uint8).reshape(-1, a.itemsize).T).tobytes()
+
+
+def compression(runs: int) -> list[dict]:
+    """Size and speed of the stdlib codecs (zstd is not in Python 3.11's stdlib) on each kind of array."""
+    import bz2
+    import lzma
+    import zlib
+
+    codecs = {
+        "zlib-1": (lambda b: zlib.compress(b, 1), zlib.decompress, False),
+        "zlib-6": (lambda b: zlib.compress(b, 6), zlib.decompress, False),
+        "shuffle+zlib-1": (lambda b: zlib.compress(b, 1), zlib.decompress, True),
+        "lzma-0": (lambda b: lzma.compress(b, preset=0), lzma.decompress, False),
+        "bz2-1": (lambda b: bz2.compress(b, 1), bz2.decompress, False),
+    }
+    rows = []
+    for kind, array in compression_data().items():
+        for name, (pack, unpack, shuffle) in codecs.items():
+            pack_s, unpack_s = [], []
+            for _ in range(runs):
+                began = time.perf_counter()
+                packed = pack(shuffled(array) if shuffle else array.tobytes())
+                pack_s.append(time.perf_counter() - began)
+                began = time.perf_counter()
+                unpack(packed)
+                unpack_s.append(time.perf_counter() - began)
+            mb = array.nbytes / 1e6
+            rows.append(
+                {
+                    "kind": kind,
+                    "codec": name,
+                    "ratio": len(packed) / array.nbytes,
+                    "compress_MBps": mb / statistics.median(pack_s),
+                    "decompress_MBps": mb / statistics.median(unpack_s),
+                }
+            )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -121,7 +221,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="length of the sustained recording")
     parser.add_argument("--parts", nargs="+", default=["throughput", "sustained"])
     args = parser.parse_args()
-    for label, address in brokers(["mosquitto"]):
+    print(f"load: {os.getloadavg()[0]:.1f} (1 min; noisy: other work shares this machine)")
+    if "compression" in args.parts:
+        print(f"compression, median of {args.runs} runs (stored size / raw size; MB/s of raw data):")
+        for row in compression(args.runs):
+            print(
+                f"  {row['kind']:<48} {row['codec']:<15} {row['ratio']:.3f}"
+                f"  compress {row['compress_MBps']:7.1f}  decompress {row['decompress_MBps']:7.1f}"
+            )
+    on_broker = {"throughput", "ezmsg", "sustained"} & set(args.parts)
+    for label, address in brokers(["mosquitto"]) if on_broker else []:
         print(f"== {label}")
         if "throughput" in args.parts:
             for kind in KINDS:
@@ -134,6 +243,22 @@ def main() -> None:
                 r, e = statistics.median(raw), statistics.median(eth)
                 print(
                     f"{kind} ({nbytes} B): raw paho {r:.0f} MB/s, ether+recorder {e:.0f} MB/s, ratio {e / r:.2f}"
+                )
+        if "ezmsg" in args.parts:
+            for kind in KINDS:
+                nbytes = array_of(kind).nbytes
+                ez, eth = [], []
+                for _ in range(args.runs):
+                    ez.append(ezmsg_throughput(args.n, kind, nbytes))
+                    eth.append(ether_throughput(address, args.n, kind, nbytes))
+                    print(
+                        f"   {kind}: ezmsg SHM {ez[-1]:.0f} MB/s, ether+recorder {eth[-1]:.0f} MB/s",
+                        flush=True,
+                    )
+                z, e = statistics.median(ez), statistics.median(eth)
+                print(
+                    f"{kind} ({nbytes} B): ezmsg SHM {z:.0f} MB/s, ether+recorder {e:.0f} MB/s,"
+                    f" ratio {e / z:.2f}"
                 )
         if "sustained" in args.parts:
             result = sustained(address, args.seconds)

@@ -60,14 +60,15 @@ def close(*clients: mqtt.Client) -> None:
 
 
 class RawProcess:
-    """One raw paho client in its own process (``bench/raw_paho.py``), driven by lines."""
+    """One raw paho client in its own process (``bench/raw_paho.py``, or another baseline ``script``
+    that speaks the same lines: ``bench/ezmsg_peer.py``), driven by lines."""
 
-    def __init__(self, address: BrokerAddress, role: str, *options: str) -> None:
+    def __init__(self, address: BrokerAddress, role: str, *options: str, script: str = "raw_paho.py") -> None:
         self.role = role
         self.process = subprocess.Popen(
             [
                 sys.executable,
-                str(HERE / "raw_paho.py"),
+                str(HERE / script),
                 role,
                 "--host",
                 address.host,
