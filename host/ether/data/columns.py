@@ -22,14 +22,11 @@ import base64
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ether.contract.blocks import BlockError, Blocks
+from ether.data.recorded import META_COLUMNS, META_PREFIX, RecordedSession
 
-if TYPE_CHECKING:
-    from ether.data.recorded import RecordedSession
-
-META_PREFIX = "_ether."  # the metadata of a record (``RecordedSession.records``)
 NUMERIC_META = ("seq", "t_sent", "t_recorded")
 ARRAY_KEY = "$array"  # an array as JSON (MCAP, CSV): {"$array": {dtype, shape, order, base64}}
 
@@ -61,29 +58,36 @@ def session_columns(session: RecordedSession) -> Iterator[TopicColumns]:
 
 
 def topic_columns(session: RecordedSession, topic: str, offsets: dict[str, float]) -> TopicColumns:
-    records = session.records(topic)
-    derived = any(r[META_PREFIX + "parents"] for r in records)
-    try:
-        joined = _joined_blocks(session, topic, len(records))
-    except (BlockError, ValueError):  # not a topic of blocks from one source
-        joined = None
-    meta = _meta(records)
-    if joined is not None:
-        offset = offsets.get(records[0][META_PREFIX + "src"] or "", 0.0)
-        time = joined.times + offset
-        return TopicColumns(topic, "blocks", len(records), time, joined, meta=meta, derived=derived)
     import numpy as np
 
-    fields = list(dict.fromkeys(k for r in records for k in r if not k.startswith(META_PREFIX)))
-    columns = [column(name, [r.get(name) for r in records]) for name in fields]
-    time = np.array([r[META_PREFIX + "t_recorded"] for r in records], dtype=np.float64)
-    return TopicColumns(topic, "messages", len(records), time, None, columns, meta, derived)
+    try:
+        joined = _joined_blocks(session, topic)
+    except (BlockError, ValueError):  # not a topic of blocks from one source
+        joined = None
+    if joined is not None:  # the samples are read once, by blocks(); the records only for metadata
+        rows = session.db.execute(
+            f"SELECT {', '.join(META_COLUMNS)} FROM messages WHERE topic = ? ORDER BY row", (topic,)
+        )
+        records = [
+            {META_PREFIX + k: json.loads(r[k]) if k == "parents" else r[k] for k in META_COLUMNS}
+            for r in rows
+        ]
+        time = joined.times + offsets.get(records[0][META_PREFIX + "src"] or "", 0.0)
+        columns: list[Column] = []
+    else:
+        records = session.records(topic)
+        fields = list(dict.fromkeys(k for r in records for k in r if not k.startswith(META_PREFIX)))
+        columns = [column(name, [r.get(name) for r in records]) for name in fields]
+        time = np.array([r[META_PREFIX + "t_recorded"] for r in records], dtype=np.float64)
+    derived = any(r[META_PREFIX + "parents"] for r in records)
+    kind = "messages" if joined is None else "blocks"
+    return TopicColumns(topic, kind, len(records), time, joined, columns, _meta(records), derived)
 
 
-def _joined_blocks(session: RecordedSession, topic: str, total: int) -> Blocks:
+def _joined_blocks(session: RecordedSession, topic: str) -> Blocks:
     """A topic whose every message is a block from one source, joined; BlockError otherwise."""
-    count = "SELECT COUNT(*) FROM messages WHERE topic = ? AND data IS NOT NULL"
-    (binary,) = session.db.execute(count, (topic,)).fetchone()
+    count = "SELECT COUNT(*), COUNT(data) FROM messages WHERE topic = ?"
+    total, binary = session.db.execute(count, (topic,)).fetchone()
     if not total or binary != total:
         raise BlockError(f"{topic}: not only blocks")
     return session.blocks(topic)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from ether.data.recorded import RecordedSession
 
 UNKNOWN_UNIT = "unknown"  # a message field has no unit in Ether's contract
+NUMERIC = "biuf"  # the dtypes a TimeSeries holds (not complex, times or strings: use hdf5 or zarr)
 TABLES = ("trials", "epochs")  # the interval tables NWB knows and a recorded session may hold
 
 
@@ -74,7 +75,9 @@ def _processing(nwbfile: Any) -> Any:
 
 
 def _series(pynwb: Any, columns: TopicColumns, start: float, names: set[str], skipped: list[str]) -> list:
-    if columns.blocks is not None:
+    if columns.blocks is not None and columns.blocks.data.dtype.kind not in NUMERIC:
+        skipped.append(f"{columns.topic}: blocks of dtype {columns.blocks.data.dtype}")
+    elif columns.blocks is not None:
         joined = columns.blocks
         detail = {
             "topic": columns.topic,
@@ -99,6 +102,9 @@ def _series(pynwb: Any, columns: TopicColumns, start: float, names: set[str], sk
     for column in columns.fields:
         if column.kind not in ("numbers", "bools", "arrays"):
             skipped.append(f"{columns.topic}: field '{column.name}' ({column.kind})")
+            continue
+        if column.values.dtype.kind not in NUMERIC:
+            skipped.append(f"{columns.topic}: field '{column.name}' (arrays of dtype {column.values.dtype})")
             continue
         series = pynwb.TimeSeries(
             name=_name(columns.topic, column.name, names),
