@@ -8,6 +8,8 @@ registry methods) are in :mod:`ether.config.loading`.
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
@@ -24,7 +26,7 @@ from pydantic import (
 from ether.config.located import Located
 from ether.contract.topics import DEFAULT_SESSION
 from ether.contract.wire import DEFAULT_MAX_PAYLOAD
-from ether.transport.broker import MANAGED_MOSQUITTO, BrokerAddress, BrokerError
+from ether.transport.broker import MANAGED_MOSQUITTO, TLS_OPTIONS, BrokerAddress, BrokerError
 
 
 def check_word(what: str, value: Any) -> str:
@@ -81,14 +83,23 @@ class EtherSessionConfig(Section):
 
 class BrokerConfig(Section):
     """``broker:``: join this broker instead of starting the embedded one; ``mosquitto`` starts a
-    Mosquitto of the session's own (docs/operations.md)."""
+    Mosquitto of the session's own (docs/operations.md). Over TLS (mqtts://, wss://): ``ca``, ``cert``
+    and ``key`` are files, relative to the session file (docs/configuration.md#broker)."""
 
     url: str = Field(
-        description="mqtt://[user:password@]host[:port], or mosquitto",
-        examples=["mqtt://127.0.0.1:1883", "mosquitto"],
+        description="mqtt://, mqtts:// (TLS), ws:// or wss:// [user:password@]host[:port][/path], or mosquitto",
+        examples=["mqtt://127.0.0.1:1883", "mqtts://lab-server:8883", "mosquitto"],
     )
     username: str | None = None
     password: str | None = None
+    ca: str | None = Field(
+        None,
+        description="TLS: the CA certificate (PEM) the broker's certificate is checked against; default the system's",
+    )
+    cert: str | None = Field(
+        None, description="TLS: a client certificate (PEM), for a broker that asks for one"
+    )
+    key: str | None = Field(None, description="TLS: the client certificate's private key (PEM)")
 
     @field_validator("url")
     @classmethod
@@ -101,14 +112,32 @@ class BrokerConfig(Section):
             raise ValueError(str(exc)) from None
         return url
 
-    @property
-    def login_url(self) -> str:
-        if self.url == MANAGED_MOSQUITTO:
-            return self.url
+    @model_validator(mode="after")
+    def _tls_files_need_tls(self) -> BrokerConfig:
+        given = [k for k in TLS_OPTIONS if getattr(self, k) is not None]
+        if not given:
+            return self
+        if self.url == MANAGED_MOSQUITTO or not BrokerAddress.parse(self.url).tls:
+            raise ValueError(f"{', '.join(given)}: TLS files need an mqtts:// or wss:// url")
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("a client certificate needs both 'cert' and 'key'")
+        return self
+
+    def address(self, directory: str) -> BrokerAddress:
+        """The broker's address with this section's login and TLS files (relative to ``directory``)."""
         address = BrokerAddress.parse(self.url)
         if self.username is not None:
-            address = BrokerAddress(address.host, address.port, self.username, self.password)
-        return address.login_url
+            address = replace(address, username=self.username, password=self.password)
+
+        def resolved(path: str | None) -> str | None:
+            return str(Path(directory, Path(path).expanduser())) if path else None
+
+        return replace(
+            address,
+            ca=resolved(self.ca or address.ca),
+            cert=resolved(self.cert or address.cert),
+            key=resolved(self.key or address.key),
+        )
 
 
 class RecorderConfig(Section):

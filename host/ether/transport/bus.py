@@ -8,7 +8,9 @@ delivered: publishing one raises PayloadTooLarge, receiving one calls ``on_overs
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,8 +56,16 @@ class Bus:
         self._connect_error: str | None = None
 
         client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True, protocol=mqtt.MQTTv311
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=True,
+            protocol=mqtt.MQTTv311,
+            transport="websockets" if address.websockets else "tcp",
         )
+        if address.websockets:
+            client.ws_set_options(path=address.path)
+        if address.tls:
+            _set_tls(client, address)
         if address.username:
             client.username_pw_set(address.username, address.password)
         if will:
@@ -200,8 +210,26 @@ class Bus:
         return info.is_published()
 
 
+def _set_tls(client: mqtt.Client, address: BrokerAddress) -> None:
+    """Check the broker's certificate against ``address.ca`` (the system's CAs if None) and its host
+    name; present ``address.cert``/``key`` if given."""
+    for what, path in (("ca", address.ca), ("cert", address.cert), ("key", address.key)):
+        if path and not os.path.isfile(path):
+            raise BrokerError(f"broker {address.url}: the TLS {what} file {path!r} does not exist")
+    try:
+        client.tls_set(ca_certs=address.ca, certfile=address.cert, keyfile=address.key)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        files = ", ".join(
+            f"{k}={v}" for k, v in (("ca", address.ca), ("cert", address.cert), ("key", address.key)) if v
+        )
+        raise BrokerError(
+            f"broker {address.url}: cannot use the TLS files ({files or 'system CAs'}): {exc}"
+        ) from None
+
+
 def _no_delay(client, userdata, sock) -> None:
     """Small messages must not wait for Nagle's algorithm (~10-40 ms per hop otherwise)."""
+    sock = getattr(sock, "_socket", sock)  # paho's WebSocket wrapper around the TCP (or TLS) socket
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except (OSError, AttributeError):
