@@ -6,10 +6,14 @@ from __future__ import annotations
 import datetime
 import getpass
 import ipaddress
+import json
+import os
 import shutil
+import signal
 import subprocess
 import threading
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -23,6 +27,8 @@ from ether.config.loading import load
 from ether.transport.broker import BrokerAddress, BrokerError, EmbeddedBroker, Listener
 from ether.transport.bus import Bus
 from ether.transport.mosquitto import free_port
+from ether.transport.waiting import wait_until
+from support import Observer
 
 needs_mosquitto = pytest.mark.skipif(not shutil.which("mosquitto"), reason="mosquitto is not installed")
 
@@ -282,7 +288,6 @@ def test_mqtts_with_a_client_certificate(pki, tls_mosquitto):
 def test_a_session_runs_over_mqtts(pki, tls_mosquitto):
     """Supervisor, instances and recorder all connect over TLS (their url carries the CA file)."""
     from ether.runtime.session import new_session
-    from support import Observer
 
     url = f"mqtts://localhost:{tls_mosquitto['server']}?ca={pki['ca']}"
     session = new_session({"instances": {"echo": {"class_path": "lab_classes.Echo"}}}, broker_url=url)
@@ -366,3 +371,137 @@ def test_one_message_crosses_tcp_tls_and_websockets(pki, embedded):
 def test_bad_listeners_say_what_is_wrong(text, says):
     with pytest.raises(BrokerError, match=says):
         Listener.parse(text)
+
+
+# -- worker pools ------------------------------------------------------------------------------
+
+
+def pool_session(tmp_path: Path, broker_url: str | None = None, **instances):
+    from ether.runtime.session import new_session
+
+    config = {
+        "session": f"pool{uuid.uuid4().hex[:6]}",
+        "recorder": {"path": str(tmp_path)},
+        "instances": {"proc": {"class_path": "delivery_classes.Processor", "workers": 3, "backoff": 0.05}}
+        | instances,
+    }
+    session = new_session(config, broker_url=broker_url)
+    session.open()
+    return session
+
+
+def processed_once(run_dir: Path) -> Counter:
+    """How often each stored sample was processed (by the lineage of the results), per worker; checks
+    that each was processed exactly once, that the seal is complete and nothing is unprocessed."""
+    from ether.data.recorder.store import connect, read_manifest
+
+    db = connect(run_dir, readonly=True)
+    samples = {r[0] for r in db.execute("SELECT msg_id FROM messages WHERE topic = 'samples'")}
+    results = db.execute("SELECT src, parents FROM messages WHERE topic = 'results'").fetchall()
+    unprocessed = db.execute("SELECT src, detail FROM events WHERE kind = 'unprocessed'").fetchall()
+    manifest = read_manifest(db)
+    db.close()
+    parents = Counter(json.loads(p)[0] for _, p in results)
+    assert samples and set(parents) == samples, "a sample without a result, or a result of nothing"
+    assert max(parents.values()) == 1, "a sample was processed twice"
+    assert unprocessed == [] and manifest["status"] == "complete", (unprocessed, manifest["status"])
+    return Counter(src for src, _ in results)
+
+
+def test_a_pool_of_three_handles_each_message_once(tmp_path):
+    session = pool_session(tmp_path)
+    results = session.topics.data("results")
+    observer = Observer(session.address, results)
+    try:
+        assert sorted(session.supervisor.instances) == ["proc@1", "proc@2", "proc@3"]
+        for n in range(60):
+            session.publish("samples", {"n": n})
+        got = observer.wait_for(results, 60)
+        assert sorted(p["n"] for p, _ in got) == list(range(60))
+    finally:
+        observer.close()
+        session.close()
+    by_worker = processed_once(session.recording.run_dir)
+    assert set(by_worker) == {"proc@1", "proc@2", "proc@3"} and sum(by_worker.values()) == 60, by_worker
+
+
+@needs_mosquitto
+def test_a_killed_worker_catches_up_on_its_share(tmp_path):
+    """kill -9 one worker of the pool mid-stream: it restarts and handles its share of what came
+    meanwhile; every sample is processed exactly once and the seal is complete."""
+    broker = free_port()
+    proc = run_mosquitto(tmp_path, f"listener {broker} 127.0.0.1")
+    source = {"source": {"class_path": "delivery_classes.Source", "backoff": 0.05}}
+    session = pool_session(tmp_path, f"mqtt://127.0.0.1:{broker}", **source)
+    results = session.topics.data("results")
+    observer = Observer(session.address, results)
+    try:
+        session.start()
+        observer.wait_for(results, 200, timeout=60)
+        victim = session.supervisor.instances["proc@2"]
+        os.kill(victim.pid, signal.SIGKILL)
+        assert wait_until(
+            session.supervisor._changed, lambda: victim.restarts == 1 and victim.state == "ready", 30
+        )
+        observer.wait_for(results, len(observer.on(results)) + 200, timeout=60)
+    finally:
+        observer.close()
+        session.close()
+        proc.terminate()
+        proc.wait(10)
+    assert set(processed_once(session.recording.run_dir)) == {"proc@1", "proc@2", "proc@3"}
+
+
+def test_the_graph_shows_a_pool_as_one_node_and_follows_shared_subscriptions(tmp_path):
+    from ether.runtime.graph import TopicGraph
+
+    text = (
+        "instances:\n"
+        "  source: {class_path: delivery_classes.Source}\n"
+        "  proc: {class_path: delivery_classes.Processor, workers: 3}\n"
+        "  coll: {class_path: network_classes.SharedCollector}\n"
+    )
+    graph = TopicGraph.of(load(write(tmp_path, text)))
+    assert graph.edges() == [
+        ("proc", "results", "coll"),
+        ("source", "samples", "proc"),
+    ]
+    assert "proc[proc x3 workers]" in graph.mermaid()
+    assert not [w for w in graph.warnings() if "results" in w or "samples" in w], graph.warnings()
+
+
+def test_workers_must_be_a_small_positive_number(tmp_path):
+    path = write(
+        tmp_path, "instances:\n  proc:\n    class_path: delivery_classes.Processor\n    workers: 0\n"
+    )
+    with pytest.raises(ConfigError, match=r"lab.yaml:4.*workers"):
+        load(path)
+
+
+@needs_mosquitto
+def test_a_shared_subscription_is_delivered(tmp_path):
+    """An instance subscribing to $share/<group>/<filter> gets the messages (they were dropped)."""
+    broker = free_port()
+    proc = run_mosquitto(tmp_path, f"listener {broker} 127.0.0.1")
+    from ether.runtime.session import new_session
+
+    session = new_session(
+        {
+            "session": "shared",
+            "recorder": False,
+            "instances": {"coll": {"class_path": "network_classes.SharedCollector"}},
+        },
+        broker_url=f"mqtt://127.0.0.1:{broker}",
+    )
+    session.open()
+    collected = session.topics.data("collected")
+    observer = Observer(session.address, collected)
+    try:
+        session.publish("results", {"n": 7, "squared": 49})
+        (payload, meta), *_ = observer.wait_for(collected)
+        assert payload == {"n": 7} and meta.src == "coll"
+    finally:
+        observer.close()
+        session.close()
+        proc.terminate()
+        proc.wait(10)

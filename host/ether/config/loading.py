@@ -41,6 +41,7 @@ class Config:
     instances: dict[str, EtherInstanceConfig] = field(default_factory=dict)
     recorder: RecorderSettings = field(default_factory=RecorderSettings)
     max_payload: int = DEFAULT_MAX_PAYLOAD  # bytes of one message (limits: max_payload)
+    pools: dict[str, list[str]] = field(default_factory=dict)  # pool name -> its workers' names
 
     @property
     def directory(self) -> str:
@@ -66,10 +67,14 @@ def load(source: str | os.PathLike | dict | EtherConfig) -> Config:
         config.registry[class_path] = _decorate(doc, class_path, entry.methods)
     config.recorder = _recorder_settings(model, config.directory)
     for key, instance in model.instances.items():
-        if instance.name in config.instances:
-            raise doc.error(f"two instances are named '{instance.name}'", "instances", key)
         _check_class(doc, key, instance)
-        config.instances[instance.name] = instance
+        workers = instance.pool_workers() if instance.workers > 1 else [instance]
+        for one in workers:
+            if one.name in config.instances:
+                raise doc.error(f"two instances are named '{one.name}'", "instances", key)
+            config.instances[one.name] = one
+        if instance.workers > 1:
+            config.pools[instance.name] = [w.name for w in workers]
     if doc.path and not config.instances:
         log.warning(
             "%s %s: the session will have only its broker and recorder (boards, scripts and other "

@@ -220,6 +220,7 @@ class EtherClassConfig(Section):
 
 
 RestartPolicy = Literal["no", "on-failure", "always"]
+MAX_WORKERS = 64  # processes of one pool
 
 
 class EtherInstanceConfig(Section):
@@ -237,8 +238,16 @@ class EtherInstanceConfig(Section):
     restart: RestartPolicy = "on-failure"
     max_restarts: int = Field(5, ge=0)
     backoff: float = Field(0.5, ge=0, description="seconds before the first restart; doubles each time")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=MAX_WORKERS,
+        description="a pool: this many processes NAME@1..NAME@N share its input, each message handled by one",
+    )
     retired_keys: ClassVar[dict[str, str]] = {"session_config": _ZMQ}
     _name: str = PrivateAttr("")
+    _pool: str = PrivateAttr("")  # a worker's: the name of its pool
+    _worker: int = PrivateAttr(0)  # a worker's: its index in the pool, 0..workers-1
 
     @field_validator("restart", mode="before")
     @classmethod
@@ -263,6 +272,25 @@ class EtherInstanceConfig(Section):
     def name(self) -> str:
         """The instance's name: its key under ``instances:``, or ``kwargs.ether_name`` (the original's way)."""
         return self._name
+
+    @property
+    def pool(self) -> str:
+        """A pool worker's pool (the instance named in the file); empty for a single instance."""
+        return self._pool
+
+    @property
+    def worker(self) -> int:
+        """A pool worker's index (0..workers-1): it handles the messages of that share."""
+        return self._worker
+
+    def pool_workers(self) -> list[EtherInstanceConfig]:
+        """The pool's workers NAME@1..NAME@N, each a copy of this instance with one share."""
+        workers = []
+        for index in range(self.workers):
+            worker = self.model_copy(deep=True)
+            worker._name, worker._pool, worker._worker = f"{self.name}@{index + 1}", self.name, index
+            workers.append(worker)
+        return workers
 
     @property
     def constructor_kwargs(self) -> dict[str, Any]:

@@ -295,6 +295,7 @@ def _broker_class():
     from amqtt.contexts import Action
     from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 
+    from ether.contract.topics import SHARE_PREFIX
     from ether.transport.permissions import may_publish, may_subscribe
 
     def drop_silent_client(handler: BrokerProtocolHandler) -> None:
@@ -313,6 +314,13 @@ def _broker_class():
                 return True
             login = getattr(session, "ether_login", None)  # set by broker_plugins.EtherLogins
             if login is None:
+                return False
+            if action == Action.SUBSCRIBE and topic.startswith(SHARE_PREFIX):  # amqtt would match nothing
+                log.error(
+                    "broker: %s: the embedded broker has no shared subscriptions (use Mosquitto,"
+                    " or a pool: workers: N)",
+                    topic,
+                )
                 return False
             allowed = may_publish(login, topic) if action == Action.PUBLISH else may_subscribe(login, topic)
             if not allowed:

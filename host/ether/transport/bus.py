@@ -19,7 +19,7 @@ from typing import cast
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ether.contract.topics import check_publish_topic, check_subscribe_filter
+from ether.contract.topics import check_publish_topic, check_subscribe_filter, unshared
 from ether.transport.broker import BrokerAddress, BrokerError
 from ether.transport.waiting import wait_until
 
@@ -135,7 +135,8 @@ class Bus:
             self._callbacks.setdefault(topic_filter, []).append(callback)
         if known:
             return
-        self._client.message_callback_add(topic_filter, self._dispatcher(topic_filter))
+        # a shared subscription's messages come on the topics its filter matches
+        self._client.message_callback_add(unshared(topic_filter), self._dispatcher(topic_filter))
         mid = self._send_subscribe([topic_filter])
         if timeout is not None and mid is not None:
             if not wait_until(self._state, lambda: mid in self._acked_subscriptions, timeout):
