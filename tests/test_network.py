@@ -22,13 +22,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from ether import exits
 from ether.config import ConfigError
 from ether.config.loading import load
 from ether.transport.broker import BrokerAddress, BrokerError, EmbeddedBroker, Listener
 from ether.transport.bus import Bus
 from ether.transport.mosquitto import free_port
 from ether.transport.waiting import wait_until
-from support import Observer
+from support import REPO, Observer, ether_run
 
 needs_mosquitto = pytest.mark.skipif(not shutil.which("mosquitto"), reason="mosquitto is not installed")
 
@@ -505,3 +506,149 @@ def test_a_shared_subscription_is_delivered(tmp_path):
         session.close()
         proc.terminate()
         proc.wait(10)
+
+
+# -- several hosts -----------------------------------------------------------------------------
+
+SOURCE_HOST = {
+    "source": {"class_path": "delivery_classes.Source", "backoff": 0.05},
+    "coll": {"class_path": "delivery_classes.Collector", "backoff": 0.05},
+}
+PROCESSOR_HOST = {"proc": {"class_path": "delivery_classes.Processor", "backoff": 0.05}}
+
+
+class Host:
+    """One `ether run` as on its own machine: its YAML, its broker url, its output kept."""
+
+    def __init__(
+        self, tmp_path: Path, name: str, session: str, instances: dict, broker: BrokerAddress
+    ) -> None:
+        conf = {
+            "session": session,
+            "recorder": {"path": str(tmp_path / "data"), "drain_timeout": 2},
+            "instances": instances,
+        }
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(json.dumps(conf))
+        env = {**os.environ, "PYTHONPATH": f"{REPO / 'tests'}:{os.environ.get('PYTHONPATH', '')}"}
+        self.proc = ether_run(path, "--headless", "--broker", broker.url, env=env)
+        self.output: list[str] = []
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.output.append(line)
+            if "Ether is running" in line:
+                break
+        else:
+            pytest.fail(f"host {name} did not start:\n{''.join(self.output)[-3000:]}")
+        self._reader = threading.Thread(target=lambda: self.output.extend(self.proc.stdout), daemon=True)
+        self._reader.start()
+
+    def end(self) -> tuple[int, str]:
+        """Ctrl-C: its exit code and last line (the seal)."""
+        self.proc.send_signal(signal.SIGINT)
+        code = self.proc.wait(90)
+        self._reader.join(10)
+        return code, "".join(self.output).strip().splitlines()[-1]
+
+
+def bridged_mosquittos(tmp_path: Path):
+    """Mosquitto A, and Mosquitto B bridged to A (every topic both ways, QoS 1, low-latency settings);
+    returns once a message crosses the bridge."""
+    a, b = free_port(), free_port()
+    proc_a = run_mosquitto(tmp_path, f"listener {a} 127.0.0.1")
+    proc_b = run_mosquitto(
+        tmp_path,
+        f"listener {b} 127.0.0.1",
+        f"connection to-a\naddress 127.0.0.1:{a}\ntopic # both 1\ntry_private true\ncleansession false",
+    )
+    crossed = threading.Event()
+    listener = Bus(BrokerAddress(port=a), client_id="bridge-probe-a")
+    listener.connect()
+    listener.subscribe("probe/bridge", lambda t, p: crossed.set())
+    sender = Bus(BrokerAddress(port=b), client_id="bridge-probe-b")
+    sender.connect()
+    for _ in range(100):  # the bridge subscribes on A when it connects: until then nothing crosses
+        sender.publish("probe/bridge", b"{}")
+        if crossed.wait(0.5):
+            break
+    listener.close(), sender.close()
+    assert crossed.is_set(), "the bridge never carried a message"
+    return (a, proc_a), (b, proc_b)
+
+
+def share_key(from_port: int, to_port: int) -> None:
+    """Host B uses host A's broker key (docs/operations.md: copy broker-<port>.key), under its own
+    broker's port: its instances then sign as the session's recorder expects."""
+    from ether.transport.access import BrokerKey
+
+    assert wait_until(threading.Condition(), lambda: BrokerKey.path(from_port).exists(), 10)
+    BrokerKey.path(to_port).write_text(BrokerKey.path(from_port).read_text())
+
+
+@needs_mosquitto
+@pytest.mark.parametrize("layout", ["one-mosquitto", "bridged-mosquittos"])
+def test_a_host_killed_mid_stream_loses_nothing_silently(layout, tmp_path):
+    """Two `ether run` supervisors of one session (source+collector on A, processor on B), over one
+    Mosquitto or over two bridged ones; host B (its supervisor, and its broker if it has one) is killed
+    mid-stream. Every sample is stored once and processed at most once; what B never processed is
+    counted in the seal, which is incomplete and says so in the exit code."""
+    from test_delivery import tally
+
+    if layout == "one-mosquitto":
+        port = free_port()
+        brokers = [run_mosquitto(tmp_path, f"listener {port} 127.0.0.1")]
+        port_a = port_b = port
+    else:
+        (port_a, proc_a), (port_b, proc_b) = bridged_mosquittos(tmp_path)
+        brokers = [proc_a, proc_b]
+    session = f"hosts{uuid.uuid4().hex[:6]}"
+    address_a = BrokerAddress(port=port_a)
+    results, samples = f"{session}/results", f"{session}/samples"
+    observer = Observer(address_a, f"{session}/#")
+    host_b = None
+    try:
+        host_a = Host(tmp_path, "a", session, SOURCE_HOST, address_a)
+        if port_b != port_a:
+            share_key(port_a, port_b)
+        host_b = Host(tmp_path, "b", session, PROCESSOR_HOST, BrokerAddress(port=port_b))
+        observer.wait_for(results, 200, timeout=60)
+        host_b.proc.kill()  # the node dies: its supervisor, then its broker
+        if port_b != port_a:
+            brokers[1].kill()
+        observer.wait_for(samples, len(observer.on(samples)) + 200, timeout=60)  # A goes on
+        code, last = host_a.end()
+    finally:
+        observer.close()
+        if host_b is not None and host_b.proc.poll() is None:
+            host_b.proc.kill()
+        for proc in brokers:
+            proc.terminate()
+            proc.wait(10)
+    assert " sealed " in last, last
+    run_dir = Path(last.rsplit(" in ", 1)[1])
+    stored, processed, counted = host_b_accounting(run_dir)
+    assert processed and max(processed.values()) == 1, "host B processed nothing, or a sample twice"
+    if len(stored - set(processed)) > counted:
+        pytest.xfail(
+            "known bug (delivery issue): a supervisor that joins another's recorder keeps its instances'"
+            " processed ledgers in its own run folder, so the seal never counts what host B's"
+            f" instance did not process ({len(stored - set(processed))} samples here); exit code {code}, {last!r}"
+        )
+    row = tally(run_dir, f"kill host B ({layout})", layout)
+    assert row["seal"] == "incomplete" and code == exits.INCOMPLETE, (row, code)
+
+
+def host_b_accounting(run_dir: Path) -> tuple[set[str], Counter, int]:
+    """(stored samples, how often each was processed by host B's proc, what the seal counts as
+    unprocessed or unsaved by proc)."""
+    from ether.data.recorder.store import connect
+
+    db = connect(run_dir, readonly=True)
+    stored = {r[0] for r in db.execute("SELECT msg_id FROM messages WHERE topic = 'samples'")}
+    parents = db.execute("SELECT parents FROM messages WHERE topic = 'results'").fetchall()
+    lost = db.execute("SELECT detail FROM events WHERE kind = 'unprocessed' AND src = 'proc'").fetchall()
+    ended = db.execute("SELECT detail FROM events WHERE kind = 'forced_end'").fetchone()
+    db.close()
+    counted = sum(json.loads(d)["durable"] for (d,) in lost)
+    counted += json.loads(ended[0])["by_source"].get("proc", 0) if ended else 0
+    return stored, Counter(json.loads(p)[0] for (p,) in parents), counted
