@@ -652,3 +652,16 @@ def host_b_accounting(run_dir: Path) -> tuple[set[str], Counter, int]:
     counted = sum(json.loads(d)["durable"] for (d,) in lost)
     counted += json.loads(ended[0])["by_source"].get("proc", 0) if ended else 0
     return stored, Counter(json.loads(p)[0] for (p,) in parents), counted
+
+
+def test_the_embedded_broker_refuses_a_shared_subscription_loudly(embedded, caplog):
+    """amqtt 0.12.1 has no shared subscriptions: it would match nothing, silently; it refuses instead."""
+    plain, _ = embedded
+    bus = Bus(plain, client_id="net-share")
+    bus.connect()
+    try:
+        with caplog.at_level("ERROR", logger="ether.bus"):
+            bus.subscribe("$share/g/net/x", lambda t, p: None)
+        assert "the broker refused a subscription" in caplog.text
+    finally:
+        bus.close()
