@@ -86,6 +86,11 @@ class Bus:
         """Connect and return once the broker accepted us (raises BrokerError otherwise)."""
         try:
             self._client.connect(self.address.host, self.address.port, keepalive=10)
+        except ssl.SSLError as exc:  # before OSError, which it is
+            raise BrokerError(
+                f"the TLS handshake with the MQTT broker at {self.address.url} failed: {exc}"
+                " (is its certificate signed by ca= and made out to this host name?)"
+            ) from None
         except OSError as exc:
             raise BrokerError(f"cannot reach the MQTT broker at {self.address.url}: {exc}") from None
         self._client.loop_start()
