@@ -86,7 +86,7 @@ def test_broker_urls():
     a = BrokerAddress.parse("mqtt://user:p%40ss@lab.local:1884")
     assert (a.host, a.port, a.username, a.password) == ("lab.local", 1884, "user", "p@ss")
     assert BrokerAddress.parse("10.0.0.2").port == 1883
-    with pytest.raises(BrokerError, match="only mqtt://"):
+    with pytest.raises(BrokerError, match="the scheme must be mqtt://"):
         BrokerAddress.parse("http://x")
 
 

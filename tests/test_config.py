@@ -86,10 +86,10 @@ def write(tmp_path, text):
             "registry.lab_classes.RootEcho.methods.take.ether_subscribe",
             "unknown key",
         ),
-        ("broker:\n  url: http://lab:80\n", 2, "broker.url", "only mqtt:// is supported"),
+        ("broker:\n  url: http://lab:80\n", 2, "broker.url", "the scheme must be mqtt://"),
         ("recorder:\n  drain_timeot: 3\n", 2, "recorder.drain_timeot", "did you mean 'drain_timeout'"),
         ("broker:\n  url: mqtt://lab\n  user: me\n", 3, "broker.user", "did you mean 'username'"),
-        ("broker: http://lab:80\n", 1, "broker", "only mqtt:// is supported"),
+        ("broker: http://lab:80\n", 1, "broker", "the scheme must be mqtt://"),
         ("instances:\n  sensor:\n", 2, "instances.sensor", "is empty"),
         ("instances:\n  a:\n    kwargs: {x: 1}\n", 2, "instances.a.class_path", "missing 'class_path:'"),
         ("instances:\n  a b:\n    class_path: lab_classes.Echo\n", 2, "instances.a b", "must be a word"),
@@ -195,7 +195,7 @@ def test_a_bad_broker_url_on_the_command_line_is_a_config_error(tmp_path):
     path = write(tmp_path, "instances: {}\n")
     proc = run_cli(tmp_path, str(path), "--broker", "http://lab:80")
     assert proc.returncode == 2, proc.stderr
-    assert "ether: --broker: broker url 'http://lab:80': only mqtt:// is supported" in proc.stderr
+    assert "ether: --broker: broker url 'http://lab:80': the scheme must be mqtt://" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

@@ -17,6 +17,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         type=byte_size,
         help="largest message in bytes, or a size such as 64MiB (default 16MiB)",
     )
+    p.add_argument(
+        "--listener",
+        action="append",
+        default=[],
+        metavar="SCHEME:PORT[:CERT:KEY]",
+        help="listen also for mqtts (TLS), ws or wss (WebSockets) on PORT, e.g. mqtts:8883:server.pem:server.key",
+    )
     p.set_defaults(handler=broker)
 
     p = commands.add_parser("access", help="logins for a broker reachable from other machines")
@@ -42,11 +49,13 @@ def broker(args: argparse.Namespace) -> int:
     """Run the embedded broker in the foreground (for other machines' supervisors or boards)."""
     from ether.contract.wire import DEFAULT_MAX_PAYLOAD
     from ether.transport.access import Access
-    from ether.transport.broker import BrokerError, needs_credentials, serve
+    from ether.transport.broker import BrokerError, Listener, needs_credentials, serve
 
     password_file = str(Access().password_file) if needs_credentials(args.host) else None
     try:
-        serve(args.host, args.port, password_file, max_payload=args.max_payload or DEFAULT_MAX_PAYLOAD)
+        listeners = tuple(Listener.parse(text) for text in args.listener)
+        size = args.max_payload or DEFAULT_MAX_PAYLOAD
+        serve(args.host, args.port, password_file, max_payload=size, listeners=listeners)
     except BrokerError as exc:
         print(f"ether broker: {exc}", file=sys.stderr)
         return exits.CONFIG

@@ -24,6 +24,7 @@ from ether.data.recorder.settings import RecorderSettings
 from ether.runtime.classes import add_import_paths, import_class
 from ether.runtime.decorators import apply_registry
 from ether.runtime.schema import ArgumentError, MethodSchema
+from ether.transport.broker import MANAGED_MOSQUITTO, TLS_OPTIONS
 
 log = logging.getLogger("ether")
 
@@ -40,6 +41,7 @@ class Config:
     instances: dict[str, EtherInstanceConfig] = field(default_factory=dict)
     recorder: RecorderSettings = field(default_factory=RecorderSettings)
     max_payload: int = DEFAULT_MAX_PAYLOAD  # bytes of one message (limits: max_payload)
+    pools: dict[str, list[str]] = field(default_factory=dict)  # pool name -> its workers' names
 
     @property
     def directory(self) -> str:
@@ -58,17 +60,21 @@ def load(source: str | os.PathLike | dict | EtherConfig) -> Config:
         raise doc.error("the file must be a mapping with an 'instances:' section")
     model = doc.validate(EtherConfig)
     config = Config(path=doc.path, text=doc.text, session=model.session.name)
-    config.broker_url = model.broker.login_url if model.broker else None
+    config.broker_url = _broker_url(doc, model, config.directory)
     config.max_payload = int(model.limits.max_payload)
     add_import_paths(config.directory)
     for class_path, entry in model.registry.items():
         config.registry[class_path] = _decorate(doc, class_path, entry.methods)
     config.recorder = _recorder_settings(model, config.directory)
     for key, instance in model.instances.items():
-        if instance.name in config.instances:
-            raise doc.error(f"two instances are named '{instance.name}'", "instances", key)
         _check_class(doc, key, instance)
-        config.instances[instance.name] = instance
+        workers = instance.pool_workers() if instance.workers > 1 else [instance]
+        for one in workers:
+            if one.name in config.instances:
+                raise doc.error(f"two instances are named '{one.name}'", "instances", key)
+            config.instances[one.name] = one
+        if instance.workers > 1:
+            config.pools[instance.name] = [w.name for w in workers]
     if doc.path and not config.instances:
         log.warning(
             "%s %s: the session will have only its broker and recorder (boards, scripts and other "
@@ -77,6 +83,20 @@ def load(source: str | os.PathLike | dict | EtherConfig) -> Config:
             "is empty" if not doc.data else "lists no instances",
         )
     return config
+
+
+def _broker_url(doc: Located, model: EtherConfig, directory: str) -> str | None:
+    """``broker:`` as the url the session's processes get; a TLS file that is not there is a mistake."""
+    broker = model.broker
+    if broker is None or broker.url == MANAGED_MOSQUITTO:
+        return broker.url if broker else None
+    address = broker.address(directory)
+    for what in TLS_OPTIONS:
+        path = getattr(address, what)
+        if path and not os.path.isfile(path):
+            where = ("broker", what) if getattr(broker, what) else ("broker", "url")
+            raise doc.error(f"the TLS {what} file {path} does not exist", *where)
+    return address.login_url
 
 
 def _decorate(doc: Located, class_path: str, methods: dict) -> dict[str, dict[str, dict[str, Any]]]:

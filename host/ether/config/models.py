@@ -8,6 +8,8 @@ registry methods) are in :mod:`ether.config.loading`.
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
@@ -24,7 +26,7 @@ from pydantic import (
 from ether.config.located import Located
 from ether.contract.topics import DEFAULT_SESSION
 from ether.contract.wire import DEFAULT_MAX_PAYLOAD
-from ether.transport.broker import MANAGED_MOSQUITTO, BrokerAddress, BrokerError
+from ether.transport.broker import MANAGED_MOSQUITTO, TLS_OPTIONS, BrokerAddress, BrokerError
 
 
 def check_word(what: str, value: Any) -> str:
@@ -81,14 +83,23 @@ class EtherSessionConfig(Section):
 
 class BrokerConfig(Section):
     """``broker:``: join this broker instead of starting the embedded one; ``mosquitto`` starts a
-    Mosquitto of the session's own (docs/operations.md)."""
+    Mosquitto of the session's own (docs/operations.md). Over TLS (mqtts://, wss://): ``ca``, ``cert``
+    and ``key`` are files, relative to the session file (docs/configuration.md#broker)."""
 
     url: str = Field(
-        description="mqtt://[user:password@]host[:port], or mosquitto",
-        examples=["mqtt://127.0.0.1:1883", "mosquitto"],
+        description="mqtt://, mqtts:// (TLS), ws:// or wss:// [user:password@]host[:port][/path], or mosquitto",
+        examples=["mqtt://127.0.0.1:1883", "mqtts://lab-server:8883", "mosquitto"],
     )
     username: str | None = None
     password: str | None = None
+    ca: str | None = Field(
+        None,
+        description="TLS: the CA certificate (PEM) the broker's certificate is checked against; default the system's",
+    )
+    cert: str | None = Field(
+        None, description="TLS: a client certificate (PEM), for a broker that asks for one"
+    )
+    key: str | None = Field(None, description="TLS: the client certificate's private key (PEM)")
 
     @field_validator("url")
     @classmethod
@@ -101,14 +112,32 @@ class BrokerConfig(Section):
             raise ValueError(str(exc)) from None
         return url
 
-    @property
-    def login_url(self) -> str:
-        if self.url == MANAGED_MOSQUITTO:
-            return self.url
+    @model_validator(mode="after")
+    def _tls_files_need_tls(self) -> BrokerConfig:
+        given = [k for k in TLS_OPTIONS if getattr(self, k) is not None]
+        if not given:
+            return self
+        if self.url == MANAGED_MOSQUITTO or not BrokerAddress.parse(self.url).tls:
+            raise ValueError(f"{', '.join(given)}: TLS files need an mqtts:// or wss:// url")
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("a client certificate needs both 'cert' and 'key'")
+        return self
+
+    def address(self, directory: str) -> BrokerAddress:
+        """The broker's address with this section's login and TLS files (relative to ``directory``)."""
         address = BrokerAddress.parse(self.url)
         if self.username is not None:
-            address = BrokerAddress(address.host, address.port, self.username, self.password)
-        return address.login_url
+            address = replace(address, username=self.username, password=self.password)
+
+        def resolved(path: str | None) -> str | None:
+            return str(Path(directory, Path(path).expanduser())) if path else None
+
+        return replace(
+            address,
+            ca=resolved(self.ca or address.ca),
+            cert=resolved(self.cert or address.cert),
+            key=resolved(self.key or address.key),
+        )
 
 
 class RecorderConfig(Section):
@@ -191,6 +220,7 @@ class EtherClassConfig(Section):
 
 
 RestartPolicy = Literal["no", "on-failure", "always"]
+MAX_WORKERS = 64  # processes of one pool
 
 
 class EtherInstanceConfig(Section):
@@ -208,8 +238,16 @@ class EtherInstanceConfig(Section):
     restart: RestartPolicy = "on-failure"
     max_restarts: int = Field(5, ge=0)
     backoff: float = Field(0.5, ge=0, description="seconds before the first restart; doubles each time")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=MAX_WORKERS,
+        description="a pool: this many processes NAME@1..NAME@N share its input, each message handled by one",
+    )
     retired_keys: ClassVar[dict[str, str]] = {"session_config": _ZMQ}
     _name: str = PrivateAttr("")
+    _pool: str = PrivateAttr("")  # a worker's: the name of its pool
+    _worker: int = PrivateAttr(0)  # a worker's: its index in the pool, 0..workers-1
 
     @field_validator("restart", mode="before")
     @classmethod
@@ -234,6 +272,25 @@ class EtherInstanceConfig(Section):
     def name(self) -> str:
         """The instance's name: its key under ``instances:``, or ``kwargs.ether_name`` (the original's way)."""
         return self._name
+
+    @property
+    def pool(self) -> str:
+        """A pool worker's pool (the instance named in the file); empty for a single instance."""
+        return self._pool
+
+    @property
+    def worker(self) -> int:
+        """A pool worker's index (0..workers-1): it handles the messages of that share."""
+        return self._worker
+
+    def pool_workers(self) -> list[EtherInstanceConfig]:
+        """The pool's workers NAME@1..NAME@N, each a copy of this instance with one share."""
+        workers = []
+        for index in range(self.workers):
+            worker = self.model_copy(deep=True)
+            worker._name, worker._pool, worker._worker = f"{self.name}@{index + 1}", self.name, index
+            workers.append(worker)
+        return workers
 
     @property
     def constructor_kwargs(self) -> dict[str, Any]:

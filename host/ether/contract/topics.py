@@ -36,10 +36,27 @@ def check_publish_topic(topic: str) -> str:
     return topic
 
 
+SHARE_PREFIX = "$share/"  # a shared subscription: $share/<group>/<filter> (MQTT 5, section 4.8.2)
+
+
+def unshared(topic_filter: str) -> str:
+    """The filter of a shared subscription ``$share/<group>/<filter>``; any other filter as it is."""
+    if topic_filter.startswith(SHARE_PREFIX):
+        return topic_filter.split("/", 2)[2] if topic_filter.count("/") >= 2 else ""
+    return topic_filter
+
+
 def check_subscribe_filter(topic_filter: str) -> str:
-    """Refuse malformed subscription filters ('#' not last, '+' sharing a level)."""
+    """Refuse malformed subscription filters ('#' not last, '+' sharing a level, a shared
+    subscription without a group or a filter)."""
     if not isinstance(topic_filter, str) or not topic_filter:
         raise TopicError(f"topic {topic_filter!r}: a topic must be a non-empty string")
+    if topic_filter.startswith(SHARE_PREFIX):
+        group = topic_filter.split("/")[1]
+        if not group or "+" in group or "#" in group or not unshared(topic_filter):
+            raise TopicError(f"topic {topic_filter!r}: a shared subscription is $share/<group>/<filter>")
+        check_subscribe_filter(unshared(topic_filter))
+        return topic_filter
     levels = topic_filter.split("/")
     for i, level in enumerate(levels):
         if "#" in level and (level != "#" or i != len(levels) - 1):
@@ -50,8 +67,9 @@ def check_subscribe_filter(topic_filter: str) -> str:
 
 
 def matches(topic_filter: str, topic: str) -> bool:
-    """MQTT topic-filter matching (used where the broker cannot do it for us)."""
-    f_levels, t_levels = topic_filter.split("/"), topic.split("/")
+    """MQTT topic-filter matching (used where the broker cannot do it for us); a shared subscription
+    matches what its filter matches."""
+    f_levels, t_levels = unshared(topic_filter).split("/"), topic.split("/")
     if topic.startswith("$") and f_levels[0] in ("+", "#"):
         return False
     for i, level in enumerate(f_levels):
@@ -106,7 +124,10 @@ class Topics:
 
     # data -----------------------------------------------------------------
     def data(self, user_topic: str) -> str:
-        """The broker topic of a user's data topic."""
+        """The broker topic of a user's data topic (or filter: ``$share/<group>/`` stays in front)."""
+        if user_topic.startswith(SHARE_PREFIX) and self.session != DEFAULT_SESSION:
+            group = user_topic.split("/")[1]
+            return f"{SHARE_PREFIX}{group}/{self.data(unshared(user_topic))}"
         if self.session == DEFAULT_SESSION:
             return user_topic
         return f"{self.session}/{user_topic}"

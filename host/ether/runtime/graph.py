@@ -1,4 +1,7 @@
-"""The topic graph of a config, before anything runs: who publishes what, who listens, what is missing."""
+"""The topic graph of a config, before anything runs: who publishes what, who listens, what is missing.
+
+A pool (``workers: N``) is one node; a shared subscription (``$share/<group>/<filter>``) listens to
+what its filter matches."""
 
 from __future__ import annotations
 
@@ -13,11 +16,18 @@ from ether.runtime.decorators import spec_of
 class TopicGraph:
     publishes: dict[str, set[str]] = field(default_factory=dict)  # instance -> topics
     subscribes: dict[str, set[str]] = field(default_factory=dict)  # instance -> topic filters
+    pools: dict[str, int] = field(default_factory=dict)  # pool -> its number of workers
 
     @classmethod
     def of(cls, config: Config) -> TopicGraph:
+        """One node per instance, and per pool (``workers: N``: its workers share one input)."""
         graph = cls()
-        for name, instance in config.instances.items():
+        for worker, instance in config.instances.items():
+            name = instance.pool or worker
+            if name in graph.publishes:  # another worker of the same pool
+                continue
+            if instance.pool:
+                graph.pools[name] = instance.workers
             klass = import_class(instance.class_path)
             graph.publishes[name], graph.subscribes[name] = set(), set()
             for attr in dir(klass):
@@ -63,6 +73,9 @@ class TopicGraph:
 
     def mermaid(self) -> str:
         lines = ["flowchart LR"]
-        lines += [f"    {name}[{name}]" for name in sorted(self.publishes)]
+        lines += [f"    {name}[{self._label(name)}]" for name in sorted(self.publishes)]
         lines += [f"    {pub} -->|{topic}| {sub}" for pub, topic, sub in self.edges()]
         return "\n".join(lines)
+
+    def _label(self, name: str) -> str:
+        return f"{name} x{self.pools[name]} workers" if name in self.pools else name

@@ -25,7 +25,7 @@ from typing import Any
 from ether import exits
 from ether.contract.arrays import is_frame
 from ether.contract.messages import ErrorEvent, ErrorKind, InstanceCommand, InstanceStatus, ok, refused
-from ether.contract.topics import Topics, check_publish_topic, matches
+from ether.contract.topics import Topics, check_publish_topic, matches, unshared
 from ether.contract.wire import Meta, MetaError, Stamper, WireError, decode, encode
 from ether.data import processed
 from ether.data.outbox import DataPublisher
@@ -36,6 +36,7 @@ from ether.processes import on_lifeline_cut, read_spec
 from ether.runtime import context
 from ether.runtime.classes import add_import_paths, import_class
 from ether.runtime.decorators import EtherSpec, apply_registry, bind, spec_of, unbind
+from ether.runtime.pools import share_of
 from ether.runtime.registry import LiveRegistry
 from ether.runtime.schema import ArgumentError, MethodSchema
 from ether.runtime.services import InvalidArguments, NotFound, ServiceClient, ServiceFailed
@@ -65,6 +66,8 @@ class LaunchSpec:
     recording: dict[str, Any] = field(default_factory=dict)  # RecorderSettings.for_instance()
     key: str = ""  # hex: the key its messages are signed with (``transport/signing``)
     secret: str = ""  # hex: the broker key, to check the sources of what it receives
+    worker: int = 0  # a pool worker's index: it handles only the messages of its share (``pools``)
+    workers: int = 1  # the pool's size; 1: not a pool
 
 
 @dataclass
@@ -192,8 +195,18 @@ class InstanceRuntime:
                 functools.partial(self._queue_delivery, user_filter),
             )
         if self.data.outbox is not None and self.data.processed is not None:
+            # a broker-shared subscription's messages go to one of several instances: none can tell
+            # what it missed, so they are neither caught up nor accounted (a pool, workers: N, is)
+            accounted = [f for f in self.handlers if unshared(f) == f]
+            for f in set(self.handlers) - set(accounted):
+                log.warning(
+                    "instance '%s': '%s' is a broker-shared subscription: its messages are handled, but"
+                    " not caught up nor counted in the seal; for a pool Ether accounts for, use workers: N",
+                    self.spec.name,
+                    f,
+                )
             with self.data.outbox.transaction():
-                self.data.processed.subscribe(list(self.handlers))
+                self.data.processed.subscribe(accounted)
         self.sources.follow(self.bus, self.topics)
         self.bus.subscribe(self.topics.instance_control(self.spec.name), self.on_control)
         self.bus.subscribe(
@@ -234,13 +247,17 @@ class InstanceRuntime:
             payload, meta = bytes(raw), None
         if numbered(meta) and self.sources.problem(raw, meta.src):  # e.g. a copied (src, boot, seq)
             meta = None  # handled as a foreign client's message: it takes no place in our ledger
-        self.handle(user_topic, payload, meta)
+        self.handle(user_topic, payload, meta, raw)
 
-    def handle(self, user_topic: str, payload: Any, meta: Meta | None) -> None:
-        """Validate one message for each handler and call it, unless it was handled before; any
-        failure becomes an error event. Its processed mark commits with what the handlers publish."""
+    def handle(self, user_topic: str, payload: Any, meta: Meta | None, raw: bytes = b"") -> None:
+        """Validate one message for each handler and call it, unless it was handled before or is
+        another pool worker's; any failure becomes an error event. Its processed mark commits with what
+        the handlers publish."""
         if self.data.seen(meta):
             return
+        if share_of(meta, raw, self.spec.workers) != self.spec.worker:
+            with self.data.handling(meta):  # marked as passed over: the ledger of its worker tells
+                return
         self.handled += 1
         with self.data.handling(meta):
             for user_filter, methods in self.handlers.items():

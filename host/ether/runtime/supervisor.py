@@ -136,6 +136,8 @@ class Supervisor:
             recording=self.config.recorder.for_instance(),
             key=key.signing_key(session, c.name).hex(),
             secret=key.secret.hex(),
+            worker=c.worker,
+            workers=c.workers,
         )
         child.send(asdict(spec))  # if it died already, _watch handles it
 

@@ -21,7 +21,7 @@ import os
 import signal
 import sys
 from dataclasses import dataclass
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from ether import exits
 from ether.contract.wire import DEFAULT_MAX_PAYLOAD
@@ -38,45 +38,87 @@ class BrokerError(RuntimeError):
     """The broker could not be started or reached."""
 
 
+SCHEMES = {"mqtt": 1883, "mqtts": 8883, "ws": 80, "wss": 443}  # each with its default port
+TLS_SCHEMES = ("mqtts", "wss")
+TLS_OPTIONS = ("ca", "cert", "key")  # the url's query parameters: file paths
+DEFAULT_WS_PATH = "/mqtt"
+
+
 @dataclass(frozen=True)
 class BrokerAddress:
+    """Where a broker is and how to reach it: ``scheme`` mqtt (plain TCP), mqtts (TLS), ws or wss
+    (MQTT over WebSockets, plain or TLS, at ``path``). Over TLS the broker's certificate and host name
+    are checked against ``ca`` (a PEM file; the system's CAs if None); ``cert``/``key``: a client
+    certificate, for brokers that ask for one."""
+
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     username: str | None = None
     password: str | None = None
     max_payload: int = DEFAULT_MAX_PAYLOAD  # bytes of one message, enforced by the bus both ways
+    scheme: str = "mqtt"
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    path: str = DEFAULT_WS_PATH  # of a WebSocket url
 
     @classmethod
     def parse(cls, url: str) -> BrokerAddress:
-        """``mqtt://[user:password@]host[:port]`` (``host:port`` alone is accepted too)."""
+        """``SCHEME://[user:password@]host[:port][/path][?ca=FILE&cert=FILE&key=FILE]``, SCHEME one of
+        mqtt, mqtts, ws, wss (``host:port`` alone means mqtt://)."""
         if "://" not in url:
             url = f"mqtt://{url}"
         parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "tcp"):
-            raise BrokerError(f"broker url {url!r}: only mqtt:// is supported (got {parts.scheme}://)")
+        scheme = "mqtt" if parts.scheme == "tcp" else parts.scheme
+        shown = _without_password(url)
+        if scheme not in SCHEMES:
+            raise BrokerError(
+                f"broker url {shown!r}: the scheme must be mqtt://, mqtts:// (TLS), ws:// or wss://"
+                f" (got {parts.scheme}://)"
+            )
         try:
-            port = parts.port or DEFAULT_PORT
+            port = parts.port or SCHEMES[scheme]
         except ValueError as exc:
-            raise BrokerError(f"broker url {url!r}: {exc}") from None
+            raise BrokerError(f"broker url {shown!r}: {exc}") from None
+        options = _tls_options(shown, parts.query, scheme)
+        if parts.path not in ("", "/") and scheme not in ("ws", "wss"):
+            raise BrokerError(f"broker url {shown!r}: only a ws:// or wss:// url has a path")
         return cls(
             host=parts.hostname or "127.0.0.1",
             port=port,
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
+            scheme=scheme,
+            path=parts.path or DEFAULT_WS_PATH,
+            ca=options.get("ca"),
+            cert=options.get("cert"),
+            key=options.get("key"),
         )
 
     @property
+    def tls(self) -> bool:
+        return self.scheme in TLS_SCHEMES
+
+    @property
+    def websockets(self) -> bool:
+        return self.scheme in ("ws", "wss")
+
+    @property
     def url(self) -> str:
-        """The address without credentials, for logs and for other processes."""
-        return f"mqtt://{self.host}:{self.port}"
+        """The address without credentials or TLS files, for logs."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}" + (self.path if self.websockets else "")
 
     @property
     def login_url(self) -> str:
-        """The address with its login, for the processes of a session (never for logs)."""
-        if not self.username:
-            return self.url
-        login = quote(self.username, safe="") + (f":{quote(self.password, safe='')}" if self.password else "")
-        return f"mqtt://{login}@{self.host}:{self.port}"
+        """The address with its login and TLS files, for the processes of a session (never for logs)."""
+        url = self.url
+        if self.username:
+            login = quote(self.username, safe="")
+            login += f":{quote(self.password, safe='')}" if self.password else ""
+            url = url.replace("://", f"://{login}@", 1)
+        query = urlencode({k: getattr(self, k) for k in TLS_OPTIONS if getattr(self, k)})
+        return f"{url}?{query}" if query else url
 
     def to_dict(self) -> dict:
         return {
@@ -85,7 +127,37 @@ class BrokerAddress:
             "username": self.username,
             "password": self.password,
             "max_payload": self.max_payload,
+            "scheme": self.scheme,
+            "ca": self.ca,
+            "cert": self.cert,
+            "key": self.key,
+            "path": self.path,
         }
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(f":{parts.password}@", ":***@", 1)
+
+
+def _tls_options(url: str, query: str, scheme: str) -> dict[str, str]:
+    """The url's ``?ca=&cert=&key=``: known names, each once, only on a TLS url, cert and key together."""
+    options: dict[str, str] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name not in TLS_OPTIONS:
+            raise BrokerError(f"broker url {url!r}: unknown option {name!r} (known: ca, cert, key)")
+        if name in options:
+            raise BrokerError(f"broker url {url!r}: {name!r} is given twice")
+        if not value:
+            raise BrokerError(f"broker url {url!r}: {name!r} needs a file path")
+        options[name] = value
+    if options and scheme not in TLS_SCHEMES:
+        raise BrokerError(f"broker url {url!r}: ca, cert and key are TLS options: use mqtts:// or wss://")
+    if ("cert" in options) != ("key" in options):
+        raise BrokerError(f"broker url {url!r}: a client certificate needs both cert= and key=")
+    return options
 
 
 def needs_credentials(host: str) -> bool:
@@ -107,9 +179,52 @@ def local_host(listen: str) -> str:
     return listen
 
 
+@dataclass(frozen=True)
+class Listener:
+    """One more port of the embedded broker besides its plain MQTT one: ``scheme`` mqtts (TLS), ws or
+    wss (WebSockets, plain or TLS, at any path); a TLS one serves ``cert`` with ``key`` (PEM files).
+    The same logins and permissions apply on every port."""
+
+    scheme: str
+    port: int = 0
+    cert: str | None = None
+    key: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.scheme not in ("mqtts", "ws", "wss"):
+            raise BrokerError(f"a broker listener is mqtts, ws or wss (not {self.scheme!r})")
+        tls = self.scheme in TLS_SCHEMES
+        if tls and not (self.cert and self.key):
+            raise BrokerError(f"a {self.scheme} listener needs the server's certificate and key files")
+        if not tls and (self.cert or self.key):
+            raise BrokerError(f"a {self.scheme} listener is not TLS: it takes no certificate (use wss)")
+        for what, path in (("certificate", self.cert), ("key", self.key)):
+            if path and not os.path.isfile(path):
+                raise BrokerError(f"the {self.scheme} listener's {what} file {path!r} does not exist")
+
+    @classmethod
+    def parse(cls, text: str) -> Listener:
+        """``SCHEME:PORT[:CERT:KEY]``, e.g. ``mqtts:8883:server.pem:server.key`` or ``ws:9001``."""
+        scheme, _, rest = text.partition(":")
+        port, *files = rest.split(":") if rest else ("",)
+        if not port.isdigit() or len(files) not in (0, 2):
+            raise BrokerError(f"listener {text!r}: write SCHEME:PORT or SCHEME:PORT:CERT:KEY")
+        return cls(scheme, int(port), *files) if files else cls(scheme, int(port))
+
+    def amqtt_config(self, host: str) -> dict:
+        config: dict = {
+            "type": "ws" if self.scheme in ("ws", "wss") else "tcp",
+            "bind": f"{host}:{self.port}",
+        }
+        if self.cert:
+            config |= {"ssl": True, "certfile": self.cert, "keyfile": self.key}
+        return config
+
+
 class EmbeddedBroker:
     """An amqtt broker in a child process; :meth:`start` returns once it accepts connections.
-    ``secret``: the broker key the session's logins are derived from (``signing.password``)."""
+    ``secret``: the broker key the session's logins are derived from (``signing.password``);
+    ``listeners``: more ports (TLS, WebSockets), whose bound ports :attr:`ports` lists once started."""
 
     def __init__(
         self,
@@ -119,9 +234,12 @@ class EmbeddedBroker:
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         session: str | None = None,
         secret: bytes | None = None,
+        listeners: tuple[Listener, ...] = (),
     ) -> None:
         self.host, self.requested_port, self.password_file = host, port, password_file
         self.max_payload, self.session, self.secret = max_payload, session, secret
+        self.listeners = listeners
+        self.ports: dict[Listener, int] = {}
         self.child: Child | None = None
         self.pid: int | None = None
 
@@ -136,6 +254,7 @@ class EmbeddedBroker:
                 "max_payload": self.max_payload,
                 "session": self.session,
                 "secret": self.secret.hex() if self.secret else None,
+                "listeners": [vars(listener) for listener in self.listeners],
             }
         )
 
@@ -150,6 +269,7 @@ class EmbeddedBroker:
                 f" (exit code {self.child.process.poll()}); is the port already in use?"
             )
         self.pid = self.child.pid
+        self.ports = dict(zip(self.listeners, info["ports"], strict=True))
         return BrokerAddress(local_host(self.host), int(info["port"]), max_payload=self.max_payload)
 
     def start(self, timeout: float = 15.0) -> BrokerAddress:
@@ -175,6 +295,7 @@ def _broker_class():
     from amqtt.contexts import Action
     from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 
+    from ether.contract.topics import SHARE_PREFIX
     from ether.transport.permissions import may_publish, may_subscribe
 
     def drop_silent_client(handler: BrokerProtocolHandler) -> None:
@@ -193,6 +314,13 @@ def _broker_class():
                 return True
             login = getattr(session, "ether_login", None)  # set by broker_plugins.EtherLogins
             if login is None:
+                return False
+            if action == Action.SUBSCRIBE and topic.startswith(SHARE_PREFIX):  # amqtt would match nothing
+                log.error(
+                    "broker: %s: the embedded broker has no shared subscriptions (use Mosquitto,"
+                    " or a pool: workers: N)",
+                    topic,
+                )
                 return False
             allowed = may_publish(login, topic) if action == Action.PUBLISH else may_subscribe(login, topic)
             if not allowed:
@@ -234,6 +362,7 @@ async def _serve(
     child: bool,
     max_payload: int,
     session: str | None,
+    listeners: tuple[Listener, ...] = (),
 ) -> None:
     import asyncio
 
@@ -244,15 +373,21 @@ async def _serve(
 
     checks = {"secret": secret or "", "password_file": password_file or "", "anonymous": not password_file}
     plugins = {"ether.transport.broker_plugins.EtherLogins": checks}
-    config = {"listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}}, "plugins": plugins}
+    servers = {"default": {"type": "tcp", "bind": f"{host}:{port}"}}
+    servers |= {f"extra{i}": listener.amqtt_config(host) for i, listener in enumerate(listeners)}
+    config = {"listeners": servers, "plugins": plugins}
     limits.install(max_payload)
     broker = _broker_class()(config)
     broker.ether_session = session
     await broker.start()
     server = broker._servers["default"].instance
     bound_port = server.sockets[0].getsockname()[1]
-    # how sessions and `ether` commands of this user log in (and sign) on this broker
-    key = BrokerKey.create(bound_port, logins=True, pid=os.getpid(), secret=bytes.fromhex(secret))
+    extra_ports = [_bound_port(broker._servers[f"extra{i}"].instance) for i in range(len(listeners))]
+    # how sessions and `ether` commands of this user log in (and sign) on this broker, on every port
+    keys = [
+        BrokerKey.create(p, logins=True, pid=os.getpid(), secret=bytes.fromhex(secret))
+        for p in (bound_port, *extra_ports)
+    ]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -263,18 +398,29 @@ async def _serve(
             loop.call_soon_threadsafe(stop.set)
 
         on_lifeline_cut(parent_gone)
-        announce_ready("broker", port=bound_port, pid=os.getpid())
+        announce_ready("broker", port=bound_port, ports=extra_ports, pid=os.getpid())
     else:
         logins = "logins required" if password_file else "no login needed"
-        print(f"Ether broker on mqtt://{host}:{bound_port} ({logins}). Press Ctrl-C to stop.", flush=True)
+        urls = [f"mqtt://{host}:{bound_port}"]
+        urls += [
+            f"{listener.scheme}://{host}:{p}" for listener, p in zip(listeners, extra_ports, strict=True)
+        ]
+        print(f"Ether broker on {', '.join(urls)} ({logins}). Press Ctrl-C to stop.", flush=True)
     await stop.wait()
     # amqtt's own shutdown waits up to 5 s for broadcast tasks and drops what they still carry: close
     # the listening socket, pass on what was acknowledged to its subscribers (bounded), and leave.
     server.close()
     await _pass_on_acknowledged(broker, DRAIN_TIMEOUT)
-    key.remove()
+    for key in keys:
+        key.remove()
     sys.stdout.flush()
     os._exit(exits.OK)
+
+
+def _bound_port(server) -> int:
+    """The port an asyncio (TCP) or websockets server listens on."""
+    sockets = getattr(server, "sockets", None) or server.server.sockets
+    return int(list(sockets)[0].getsockname()[1])
 
 
 DRAIN_TIMEOUT = 2.0  # seconds a stopping broker gives its subscribers to take what it acknowledged
@@ -307,6 +453,7 @@ def serve(
     child: bool = False,
     max_payload: int = DEFAULT_MAX_PAYLOAD,
     session: str | None = None,
+    listeners: tuple[Listener, ...] = (),
 ) -> None:
     """Run the broker in this process until SIGINT/SIGTERM (or, for a ``child``, its parent's end);
     a message above ``max_payload`` bytes is refused (``limits``)."""
@@ -319,7 +466,7 @@ def serve(
 
     setup_logging(logging.WARNING, whole_process=True)
     try:
-        _run(_serve(host, port, password_file, secret, child, max_payload, session))
+        _run(_serve(host, port, password_file, secret, child, max_payload, session, listeners))
     except (OSError, AmqttError) as exc:  # amqtt wraps the OSError of a port already in use
         raise BrokerError(f"cannot listen on {host}:{port}: {exc}") from None
 
@@ -351,6 +498,7 @@ def main() -> None:
             child=True,
             max_payload=spec["max_payload"],
             session=spec["session"],
+            listeners=tuple(Listener(**listener) for listener in spec.get("listeners", ())),
         )
     except BrokerError as exc:
         print(f"ether broker: {exc}", file=sys.stderr)

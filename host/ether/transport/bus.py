@@ -8,7 +8,9 @@ delivered: publishing one raises PayloadTooLarge, receiving one calls ``on_overs
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +19,7 @@ from typing import cast
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ether.contract.topics import check_publish_topic, check_subscribe_filter
+from ether.contract.topics import check_publish_topic, check_subscribe_filter, unshared
 from ether.transport.broker import BrokerAddress, BrokerError
 from ether.transport.waiting import wait_until
 
@@ -54,8 +56,16 @@ class Bus:
         self._connect_error: str | None = None
 
         client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True, protocol=mqtt.MQTTv311
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=True,
+            protocol=mqtt.MQTTv311,
+            transport="websockets" if address.websockets else "tcp",
         )
+        if address.websockets:
+            client.ws_set_options(path=address.path)
+        if address.tls:
+            _set_tls(client, address)
         if address.username:
             client.username_pw_set(address.username, address.password)
         if will:
@@ -76,6 +86,11 @@ class Bus:
         """Connect and return once the broker accepted us (raises BrokerError otherwise)."""
         try:
             self._client.connect(self.address.host, self.address.port, keepalive=10)
+        except ssl.SSLError as exc:  # before OSError, which it is
+            raise BrokerError(
+                f"the TLS handshake with the MQTT broker at {self.address.url} failed: {exc}"
+                " (is its certificate signed by ca= and made out to this host name?)"
+            ) from None
         except OSError as exc:
             raise BrokerError(f"cannot reach the MQTT broker at {self.address.url}: {exc}") from None
         self._client.loop_start()
@@ -125,7 +140,8 @@ class Bus:
             self._callbacks.setdefault(topic_filter, []).append(callback)
         if known:
             return
-        self._client.message_callback_add(topic_filter, self._dispatcher(topic_filter))
+        # a shared subscription's messages come on the topics its filter matches
+        self._client.message_callback_add(unshared(topic_filter), self._dispatcher(topic_filter))
         mid = self._send_subscribe([topic_filter])
         if timeout is not None and mid is not None:
             if not wait_until(self._state, lambda: mid in self._acked_subscriptions, timeout):
@@ -200,8 +216,26 @@ class Bus:
         return info.is_published()
 
 
+def _set_tls(client: mqtt.Client, address: BrokerAddress) -> None:
+    """Check the broker's certificate against ``address.ca`` (the system's CAs if None) and its host
+    name; present ``address.cert``/``key`` if given."""
+    for what, path in (("ca", address.ca), ("cert", address.cert), ("key", address.key)):
+        if path and not os.path.isfile(path):
+            raise BrokerError(f"broker {address.url}: the TLS {what} file {path!r} does not exist")
+    try:
+        client.tls_set(ca_certs=address.ca, certfile=address.cert, keyfile=address.key)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        files = ", ".join(
+            f"{k}={v}" for k, v in (("ca", address.ca), ("cert", address.cert), ("key", address.key)) if v
+        )
+        raise BrokerError(
+            f"broker {address.url}: cannot use the TLS files ({files or 'system CAs'}): {exc}"
+        ) from None
+
+
 def _no_delay(client, userdata, sock) -> None:
     """Small messages must not wait for Nagle's algorithm (~10-40 ms per hop otherwise)."""
+    sock = getattr(sock, "_socket", sock)  # paho's WebSocket wrapper around the TCP (or TLS) socket
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except (OSError, AttributeError):
