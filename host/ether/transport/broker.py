@@ -20,12 +20,13 @@ import logging
 import os
 import signal
 import sys
+import threading
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
 
 from ether import exits
 from ether.contract.wire import DEFAULT_MAX_PAYLOAD
-from ether.logs import setup_logging
+from ether.logs import Collapse, setup_logging
 from ether.processes import Child, announce_ready, on_lifeline_cut, read_spec
 from ether.transport import limits
 from ether.transport.limits import PayloadLimit
@@ -253,6 +254,13 @@ async def _serve(
     bound_port = server.sockets[0].getsockname()[1]
     # how sessions and `ether` commands of this user log in (and sign) on this broker
     key = BrokerKey.create(bound_port, logins=True, pid=os.getpid(), secret=bytes.fromhex(secret))
+    if session is not None:
+        threading.Thread(
+            target=_publish_own_logs,
+            args=(host, bound_port, key, session),
+            name="ether-broker-logs",
+            daemon=True,
+        ).start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -275,6 +283,31 @@ async def _serve(
     key.remove()
     sys.stdout.flush()
     os._exit(exits.OK)
+
+
+BROKER_LOG_RATE, BROKER_LOG_BURST = 20.0, 100  # log lines the broker publishes a second, and at once
+
+
+def _publish_own_logs(host: str, port: int, key, session: str) -> None:
+    """The broker's lines go to the session store like every process's: through a client of its own
+    (connected from this thread: the broker's loop must be free to accept it)."""
+    from ether.contract.topics import Topics
+    from ether.transport.bus import Bus
+    from ether.transport.log_publishing import publish_logs
+    from ether.transport.permissions import Login
+
+    local = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+    address = key.address(BrokerAddress(local, port), Login("supervisor", session, "broker"))
+    bus = Bus(address, client_id=f"ether-{session}-broker-{os.getpid()}")
+    try:
+        bus.connect()
+    except BrokerError as exc:
+        log.warning("broker: its log lines are not kept in the session store: %s", exc)
+        return
+    # slower than other processes (a busy broker must not feed itself), repeats collapsed as on stderr
+    publish_logs(bus, Topics(session).log("broker"), rate=BROKER_LOG_RATE, burst=BROKER_LOG_BURST).addFilter(
+        Collapse()
+    )
 
 
 DRAIN_TIMEOUT = 2.0  # seconds a stopping broker gives its subscribers to take what it acknowledged
