@@ -31,16 +31,17 @@ def default_level(fallback: int = logging.INFO) -> int:
     return level
 
 
-def setup_logging(level: int | None = None, *, whole_process: bool = False) -> None:
+def setup_logging(level: int | None = None, *, whole_process: bool = False, collapse: bool = False) -> None:
     """Log lines on stderr, once per process. In a user's script only Ether's own loggers are set up;
     a process Ether owns (``whole_process``: instance, recorder, broker) shows its libraries' too.
-    Repeats of one line (a library's traceback in a loop) are collapsed into a count (:class:`Collapse`)."""
+    ``collapse``: repeats of one line (a library's traceback in a loop) become a count (:class:`Collapse`)."""
     logger = logging.getLogger() if whole_process else logging.getLogger("ether")
     if logger.handlers:
         return
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter(FORMAT, DATE_FORMAT))
-    handler.addFilter(Collapse())
+    if collapse:
+        handler.addFilter(Collapse())
     logger.addHandler(handler)
     logger.setLevel(default_level(logging.INFO if level is None else level))
     logger.propagate = whole_process

@@ -350,7 +350,7 @@ def serve(
         )
     from amqtt.errors import BrokerError as AmqttError
 
-    setup_logging(logging.WARNING, whole_process=True)
+    setup_logging(logging.WARNING, whole_process=True, collapse=True)  # amqtt repeats itself
     try:
         _run(_serve(host, port, password_file, secret, child, max_payload, session))
     except (OSError, AmqttError) as exc:  # amqtt wraps the OSError of a port already in use
