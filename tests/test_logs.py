@@ -9,6 +9,7 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,7 @@ import pytest
 import ether
 import lab_classes
 from ether.data.recorded_logs import parse_since
-from ether.logs import Collapse
-from ether.runtime.instance import ERROR_LIMIT_VARIABLE
+from ether.logs import ERROR_LIMIT_VARIABLE, Collapse
 from ether.transport.log_publishing import BURST
 from support import REPO, Observer, logged_in, recorder_barrier
 
@@ -168,17 +168,23 @@ def test_bad_filters_are_named():
     assert shown.returncode == 1 and "--since 'yesterday'" in shown.stderr
 
 
-def test_repeats_on_stderr_are_collapsed_into_a_count():
-    collapse = Collapse(window=3600)
+def test_the_brokers_repeats_are_collapsed_into_a_count():
+    collapse = Collapse(window=10)
 
     def record(text: str) -> logging.LogRecord:
         return logging.LogRecord("amqtt", logging.WARNING, __file__, 1, text, None, None)
 
     shown = [
-        collapse.filter(record(f"Received PUBACK for unknown pending message Id: '{i}'")) for i in range(50)
+        collapse.filter(record(f"Timeout waiting for PUBACK for packet ID {i} at 0x7f{i}a"))
+        for i in range(50)
     ]
     assert shown == [True] + [False] * 49
-    assert collapse.filter(record("another line"))
-    collapse.window = 0  # the window is over: the next repeat is shown with the count
-    again = record("Received PUBACK for unknown pending message Id: '99'")
-    assert collapse.filter(again) and "[and 49 more like it" in again.getMessage()
+    assert collapse.filter(record("another line")) and collapse.expired() == []  # the window is not over
+    (count,) = collapse.expired(now=time.monotonic() + 10)  # over: one line with the count of repeats
+    assert (
+        count.getMessage()
+        == "[49 more like this in 10 s] Timeout waiting for PUBACK for packet ID 0 at 0x7f0a"
+    )
+    assert collapse.filter(count) and collapse.filter(
+        record("Timeout waiting for PUBACK for packet ID 7 at 0x1")
+    )

@@ -41,7 +41,7 @@ def setup_logging(level: int | None = None, *, whole_process: bool = False, coll
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter(FORMAT, DATE_FORMAT))
     if collapse:
-        handler.addFilter(Collapse())
+        collapse_repeats(handler)
     logger.addHandler(handler)
     logger.setLevel(default_level(logging.INFO if level is None else level))
     logger.propagate = whole_process
@@ -51,35 +51,69 @@ _DIGITS = re.compile(r"0x[0-9a-fA-F]+|\d+")  # numbers and addresses
 
 
 class Collapse(logging.Filter):
-    """Shows a line, then counts its repeats (same logger, exception type, and text but for its
-    numbers: packet ids, counts) for
-    ``COLLAPSE_WINDOW`` seconds; the first repeat after the window is shown with that count."""
+    """Shows a line, then counts its repeats (same logger, level, exception type, and text but for its
+    numbers: packet ids, addresses) for ``window`` seconds; :meth:`expired` then gives one line
+    saying how many there were (``collapse_repeats`` sends it on)."""
 
     def __init__(self, window: float = COLLAPSE_WINDOW) -> None:
         super().__init__()
         self.window = window
-        self._seen: dict[tuple, tuple[float, int]] = {}  # key -> (when shown, repeats since)
+        self._seen: dict[tuple, list] = {}  # key -> [when shown, repeats since, the line shown]
         self._lock = threading.Lock()
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "ether_repeats", None) is not None:  # our own count of repeats
+            return True
         exc = record.exc_info[0].__name__ if record.exc_info and record.exc_info[0] else None
-        text = record.__dict__.setdefault("ether_text", record.getMessage())  # before any count is added
-        key = (record.name, record.levelno, _DIGITS.sub("#", text), exc)
-        now = time.monotonic()
+        key = (record.name, record.levelno, _DIGITS.sub("#", record.getMessage()), exc)
         with self._lock:
-            shown, repeats = self._seen.get(key, (-self.window, 0))
-            if now - shown < self.window:
-                self._seen[key] = (shown, repeats + 1)
+            seen = self._seen.get(key)
+            if seen is not None:
+                seen[1] += 1
                 return False
-            if len(self._seen) > 1000:  # forget old lines
-                self._seen = {k: v for k, v in self._seen.items() if now - v[0] < self.window}
-            self._seen[key] = (now, 0)
-        if repeats:
-            record.msg, record.args = (
-                f"{text} [and {repeats} more like it in the {self.window:g} s before]",
-                None,
-            )
+            self._seen[key] = [time.monotonic(), 0, record]
         return True
+
+    def expired(self, now: float | None = None) -> list[logging.LogRecord]:
+        """Forget the lines whose window is over; a line for each that was repeated, with the count."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            over = [k for k, (shown, _, _) in self._seen.items() if now - shown >= self.window]
+            ended = [self._seen.pop(k) for k in over]
+        counts = []
+        for _, repeats, first in ended:
+            if repeats:
+                text = f"[{repeats} more like this in {self.window:g} s] {first.getMessage()}"
+                counts.append(
+                    logging.makeLogRecord(
+                        {**first.__dict__, "msg": text, "args": None, "exc_info": None, "exc_text": None}
+                        | {"created": time.time(), "ether_repeats": repeats}
+                    )
+                )
+        return counts
+
+
+def collapse_repeats(handler: logging.Handler, window: float = COLLAPSE_WINDOW) -> None:
+    """Collapse the repeats ``handler`` gets (:class:`Collapse`); a thread sends on their counts."""
+    collapse = Collapse(window)
+    handler.addFilter(collapse)
+
+    def send_counts() -> None:
+        while True:
+            time.sleep(min(1.0, window))  # a clock, not a wait for anything
+            for count in collapse.expired():
+                handler.handle(count)
+
+    threading.Thread(target=send_counts, name="ether-log-repeats", daemon=True).start()
+
+
+ERROR_RATE, ERROR_BURST = 50.0, 1000  # error events a process sends a second, and at once
+ERROR_LIMIT_VARIABLE = "ETHER_ERROR_LIMIT"  # RATE/BURST instead
+
+
+def error_event_limit() -> RateLimit:
+    """The rate limit of one process's error events (an instance's, the recorder's)."""
+    return limit_from(ERROR_LIMIT_VARIABLE, ERROR_RATE, ERROR_BURST)
 
 
 def limit_from(variable: str, rate: float, burst: int) -> RateLimit:

@@ -30,7 +30,7 @@ from ether.data import processed
 from ether.data.outbox import DataPublisher
 from ether.data.processed import numbered
 from ether.data.recorder.settings import RecorderSettings
-from ether.logs import limit_from, setup_logging
+from ether.logs import error_event_limit, setup_logging
 from ether.processes import on_lifeline_cut, read_spec
 from ether.runtime import context
 from ether.runtime.classes import add_import_paths, import_class
@@ -45,8 +45,6 @@ from ether.transport.requests import Requester, answer
 from ether.transport.signing import Sources
 
 log = logging.getLogger("ether.runtime")
-ERROR_RATE, ERROR_BURST = 50.0, 1000  # error events an instance sends a second, and at once
-ERROR_LIMIT_VARIABLE = "ETHER_ERROR_LIMIT"  # RATE/BURST instead
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # host/ether
 
 
@@ -112,7 +110,7 @@ class InstanceRuntime:
         self.paused = False
         self._held: list[Callable[[], None]] = []
         self._pause_lock = threading.Lock()
-        self.error_limit = limit_from(ERROR_LIMIT_VARIABLE, ERROR_RATE, ERROR_BURST)
+        self.error_limit = error_event_limit()
         self._suppressed_on = ""  # the topic of the last error event held back
         bus.on_oversized = lambda topic, size: self.report_error(
             self._readable(topic), bus.oversized(topic, size), size=size

@@ -26,7 +26,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from ether import exits
 from ether.contract.wire import DEFAULT_MAX_PAYLOAD
-from ether.logs import Collapse, setup_logging
+from ether.logs import collapse_repeats, setup_logging
 from ether.processes import Child, announce_ready, on_lifeline_cut, read_spec
 from ether.transport import limits
 from ether.transport.limits import PayloadLimit
@@ -305,8 +305,8 @@ def _publish_own_logs(host: str, port: int, key, session: str) -> None:
         log.warning("broker: its log lines are not kept in the session store: %s", exc)
         return
     # slower than other processes (a busy broker must not feed itself), repeats collapsed as on stderr
-    publish_logs(bus, Topics(session).log("broker"), rate=BROKER_LOG_RATE, burst=BROKER_LOG_BURST).addFilter(
-        Collapse()
+    collapse_repeats(
+        publish_logs(bus, Topics(session).log("broker"), rate=BROKER_LOG_RATE, burst=BROKER_LOG_BURST)
     )
 
 

@@ -23,7 +23,7 @@ from ether.logs import RateLimit, default_level
 from ether.transport.bus import Bus
 
 RATE = 100.0  # lines per second a process publishes on average
-BURST = 500  # and at once
+BURST = 200  # and at once (each shares the bus with data: a burst delays it by at most that many messages)
 QUEUE = 2000  # lines waiting for the publishing thread at most
 CLOSE_TIMEOUT = 2.0  # seconds close() gives the thread to send what is queued
 

@@ -43,7 +43,7 @@ from ether.contract.wire import Meta, MetaError, Stamper, WireError, decode, enc
 from ether.data.recorder.clocks import DeviceClocks
 from ether.data.recorder.ledger import Ledger, Stream
 from ether.data.recorder.store import Row, Store, payload_text
-from ether.logs import setup_logging
+from ether.logs import error_event_limit, setup_logging
 from ether.processes import on_lifeline_cut, read_spec
 from ether.transport.broker import BrokerAddress, BrokerError
 from ether.transport.bus import Bus, Will
@@ -107,6 +107,7 @@ class Recorder:
         self._devices: set[str] = set()  # sources that announced a device schema: boards
         self.sources = Sources(bytes.fromhex(spec.secret) if spec.secret else None, spec.session)
         self._clocks = DeviceClocks()
+        self.error_limit = error_event_limit()
         self._acks: dict[str, dict[str, int]] = {}  # committed, not yet announced
         self._acked_at = 0.0
         self._batch: dict[tuple[str, str, int], Row] = {}  # the numbered rows of the batch being written
@@ -303,10 +304,14 @@ class Recorder:
         self._report(topic, f"{kind}: {reason}", **detail)
 
     def _report(self, topic: str, reason: str, **detail: Any) -> None:
-        """Log a refusal and publish it as an error event (callable from any thread)."""
+        """Log a refusal and publish it as an error event (callable from any thread); beyond the rate
+        limit only counted, the next one sent says how many were not (the store's events keep all)."""
+        if not self.error_limit.allow():
+            return
         sender = detail.get("sender")
         log.warning("recorder: on %r from %s: %s", topic, sender or "an unknown sender", reason)
-        event = ErrorEvent(instance="recorder", topic=topic, reason=reason, **detail)
+        suppressed = self.error_limit.take_refused() or None
+        event = ErrorEvent(instance="recorder", topic=topic, reason=reason, suppressed=suppressed, **detail)
         self.bus.publish(self.topics.errors(), encode(event.payload(), self.stamper.control()))
 
     def _foreign(self, topic: str, raw: bytes, now: float, payload: Any = None) -> Row:
