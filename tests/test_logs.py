@@ -57,7 +57,7 @@ def ether_at_info():
 def test_every_process_keeps_its_lines_in_the_store(run_session, tmp_path, ether_at_info):
     instances = {**CHATTY, "echo": {"class_path": "lab_classes.Echo"}}
     session, observer = run_session(recorded(tmp_path, instances))
-    observer.publish("chat", json.dumps({"lines": 2, "level": "WARNING", "fail": True}))
+    observer.publish("chat", json.dumps({"lines": 2, "level": "WARNING", "fail": True, "say": "hello"}))
     observer.publish("in", '{"value": 13}')  # raises in user code
     intruder = Observer(logged_in(session.address, "instance", "chatty"))
     for _ in range(20):  # the broker refuses and says so, once: its repeats are collapsed
@@ -79,6 +79,8 @@ def test_every_process_keeps_its_lines_in_the_store(run_session, tmp_path, ether
         ("WARNING", "line 2 of 2"),
         ("ERROR", "looked for something missing"),
     ]
+    printed = [line for line in logs if line["src"] == "chatty" and line["logger"] == "print"]
+    assert [(p["level"], p["message"]) for p in printed] == [("INFO", "hello (printed)")]
     assert "KeyError" in chatty[-1]["traceback"] and "log_classes.py" in chatty[-1]["traceback"]
     # the error event of a user exception carries its traceback with file:line, and so does its log line
     source = Path(lab_classes.__file__).read_text().splitlines()

@@ -40,7 +40,7 @@ from ether.runtime.schema import ArgumentError, MethodSchema
 from ether.runtime.services import InvalidArguments, NotFound, ServiceClient, ServiceFailed
 from ether.transport.broker import BrokerAddress, BrokerError
 from ether.transport.bus import Bus, Will
-from ether.transport.log_publishing import publish_logs, stop_publishing_logs
+from ether.transport.log_publishing import PrintedLines, publish_logs, stop_publishing_logs
 from ether.transport.requests import Requester, answer
 from ether.transport.signing import Sources
 
@@ -527,6 +527,8 @@ def host(spec: LaunchSpec) -> int:
         log.error("instance '%s': %s", spec.name, exc)
         return exits.NO_BROKER
     logs = publish_logs(bus, topics.log(spec.name))
+    terminal = sys.stdout
+    sys.stdout = PrintedLines(terminal, logs)  # what user code prints is kept too
 
     runtime: InstanceRuntime | None = None
     try:
@@ -549,6 +551,7 @@ def host(spec: LaunchSpec) -> int:
             update={"state": "failed", "error": reason, "traceback": traceback.format_exc()}
         )
         bus.publish_and_wait(topics.instance_status(spec.name), encode(failed.payload()), retain=True)
+        sys.stdout = terminal
         stop_publishing_logs(logs)
         bus.close()
         return exits.INIT_FAILED
@@ -565,6 +568,7 @@ def host(spec: LaunchSpec) -> int:
     runtime.announce("stopped")
     runtime.jobs.put(None)
     runtime.stop()
+    sys.stdout = terminal
     stop_publishing_logs(logs)
     bus.close()
     return runtime.exit_code

@@ -9,13 +9,14 @@ published (no feedback loop).
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import queue
 import socket
 import threading
 import time
-from typing import NamedTuple
+from typing import NamedTuple, TextIO
 
 from ether.contract.messages import LOG_MESSAGE_LIMIT, LogRecord
 from ether.contract.wire import encode
@@ -125,6 +126,41 @@ class LogPublisher(logging.Handler):
             pass
         self._thread.join(CLOSE_TIMEOUT)
         super().close()
+
+
+class PrintedLines(io.TextIOBase):
+    """An instance's stdout: what user code prints goes on to the terminal as before, and each line
+    is also published like a log line (logger ``print``, INFO)."""
+
+    def __init__(self, stream: TextIO, publisher: LogPublisher) -> None:
+        self.stream, self.publisher = stream, publisher
+        self._partial = ""
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        written = self.stream.write(text)
+        with self._lock:
+            *lines, self._partial = (self._partial + text).split("\n")
+        if self.publisher.level <= logging.INFO:
+            for line in lines:
+                self.publisher.handle(logging.LogRecord("print", logging.INFO, "", 0, line, None, None))
+        return written
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self.stream.encoding
+
+    def __getattr__(self, name: str):  # buffer, reconfigure, ...: the terminal's own
+        return getattr(self.stream, name)
 
 
 def _clip(text: str, limit: int) -> str:
