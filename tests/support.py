@@ -87,6 +87,12 @@ class Observer:
         assert ok, f"expected {count} messages on {topic!r} within {timeout} s, got {len(got)}: {got}"
         return got
 
+    def wait_until(self, holds, what: str, timeout: float = 15.0) -> list:
+        """Wait until ``holds(messages)`` is true of the (topic, payload, meta) seen so far; return them."""
+        with self._changed:
+            assert self._changed.wait_for(lambda: holds(self.messages), timeout), f"no {what} in {timeout} s"
+            return list(self.messages)
+
     def wait_for_any(self, count: int = 1, timeout: float = 15.0) -> list:
         """Wait until ``count`` messages arrived on any topic the filter matches; return them all."""
         with self._changed:

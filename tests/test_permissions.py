@@ -40,7 +40,11 @@ TOPICS = {  # kind -> a topic of that kind (own: the login's own name, other: so
     "device state, own": f"{S}/device/thermo1/state",
     "device state, other": f"{S}/device/thermo2/state",
     "device call": f"{S}/device/thermo1/call",
+    "log, the instance's own": f"{S}/log/echo",
+    "log, the recorder's own": f"{S}/log/recorder",
+    "log, other": f"{S}/log/other",
 }
+LOGS = {"log, the instance's own", "log, the recorder's own", "log, other"}
 DATA = {"data", "data two levels", "board reading, own", "board reading, other"}
 REQUESTS = {"instance call", "device call"}
 PUBLISHES = {  # role -> the kinds it may publish
@@ -48,11 +52,13 @@ PUBLISHES = {  # role -> the kinds it may publish
     | REQUESTS
     | {"reply", "errors", "session control", "instance status, own"}
     | {"instance status, other", "instance control", "supervisor status", "recorder status"}
-    | {"recorder control", "recorder closing", "recorder resend"},
-    "recorder": {"reply", "errors", "recorder status", "recorder ack"},
+    | {"recorder control", "recorder closing", "recorder resend"}
+    | LOGS,
+    "recorder": {"reply", "errors", "recorder status", "recorder ack", "log, the recorder's own"},
     "instance": DATA
     | REQUESTS
-    | {"reply", "errors", "instance status, own", "recorder closing", "recorder resend"},
+    | {"reply", "errors", "instance status, own", "recorder closing", "recorder resend"}
+    | {"log, the instance's own"},
     "device": {"board reading, own", "reply", "errors", "device schema, own", "device state, own"},
     "anonymous": DATA
     | REQUESTS

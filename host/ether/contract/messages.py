@@ -238,6 +238,30 @@ class ErrorEvent(Message):
     )
     field: str | None = Field(None, description="for refused metadata: the _ether field at fault")
     size: int | None = Field(None, description="for an oversized message: its size in bytes")
+    suppressed: int | None = Field(
+        None, description="error events of this instance not sent just before this one (rate limit)"
+    )
+
+
+LOG_MESSAGE_LIMIT = 8192  # characters of a log line's message, and of its traceback x 4
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class LogRecord(Message):
+    """``log/<source>``: one log line of a process; the topic names the process (the broker checks it)."""
+
+    t: float = Field(ge=0, lt=T_LIMIT, allow_inf_nan=False, description="when it was logged, sender's clock")
+    level: str = Field(max_length=16, description="DEBUG, INFO, WARNING, ERROR, CRITICAL (or a custom name)")
+    logger: str = Field(
+        max_length=ID_LIMIT, description="the logger's name: ether.runtime, amqtt.broker, ..."
+    )
+    message: str = Field(max_length=LOG_MESSAGE_LIMIT)
+    pid: int = Field(ge=0, lt=SEQ_LIMIT)
+    host: str = Field(max_length=ID_LIMIT)
+    traceback: str | None = Field(None, max_length=4 * LOG_MESSAGE_LIMIT)
+    dropped: int | None = Field(
+        None, ge=0, lt=SEQ_LIMIT, description="on a 'lines dropped' record: lines not sent (rate limit)"
+    )
 
 
 # -- commands --------------------------------------------------------------------------------------
@@ -342,6 +366,7 @@ MODELS: tuple[type[BaseModel], ...] = (
     OkReply,
     ErrorReply,
     ErrorEvent,
+    LogRecord,
     InstanceCommand,
     SessionCommand,
     RecorderCommand,
@@ -359,6 +384,7 @@ ON_TOPIC: dict[str, tuple[type[BaseModel], ...]] = {
     "instance_control": (InstanceCommand,),
     "instance_call": (DataMessage,),  # the service's arguments
     "errors": (ErrorEvent,),
+    "log": (LogRecord,),
     "session_control": (SessionCommand,),
     "supervisor_status": (SupervisorStatus,),
     "reply": (OkReply, ErrorReply),

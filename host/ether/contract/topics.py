@@ -93,6 +93,7 @@ class Topic(NamedTuple):
 # system topics under ether/<session>/, as levels; "*" is a name, the kind is the joined fixed levels
 _LAYOUT = {
     ("errors",): "errors",
+    ("log", "*"): "log",
     ("control",): "session_control",
     ("instance", "*", "status"): "instance_status",
     ("instance", "*", "control"): "instance_control",
@@ -199,6 +200,10 @@ class Topics:
     def errors(self) -> str:
         """Error events: a rejected message or an exception in user code (instance, topic, reason)."""
         return f"{self.root}/errors"
+
+    def log(self, source: str) -> str:
+        """One process's log records (instance, recorder, broker, supervisor), kept in the store's ``logs``."""
+        return f"{self.root}/log/{source}"
 
     def session_control(self) -> str:
         """Commands to the session's supervisors: shutdown, stop/restart/launch an instance."""

@@ -27,6 +27,7 @@ from ether.data.recorder.store import (
     find_stores,
     open_gaps,
     payload_of,
+    read_logs,
     read_manifest,
     summary,
 )
@@ -94,6 +95,12 @@ class RecordedSession:
     def conflicts(self) -> list[dict[str, Any]]:
         """Messages that share (src, boot, seq) with a saved one but not its content (docs/data.md)."""
         return conflicts(self.db)
+
+    @property
+    def logs(self) -> list[dict[str, Any]]:
+        """Every process's log lines in the order logged: t, src, level, logger, message, traceback, ...
+        (docs/data.md#logs; ``pandas.DataFrame(session.logs)`` for a table)."""
+        return read_logs(self.db)
 
     @property
     def events(self) -> list[dict[str, Any]]:

@@ -31,7 +31,7 @@ from ether.data import processed
 from ether.data.outbox import DataPublisher
 from ether.data.processed import numbered
 from ether.data.recorder.settings import RecorderSettings
-from ether.logs import setup_logging
+from ether.logs import error_event_limit, setup_logging
 from ether.processes import on_lifeline_cut, read_spec
 from ether.runtime import context
 from ether.runtime.classes import add_import_paths, import_class
@@ -42,6 +42,7 @@ from ether.runtime.schema import ArgumentError, MethodSchema
 from ether.runtime.services import InvalidArguments, NotFound, ServiceClient, ServiceFailed
 from ether.transport.broker import BrokerAddress, BrokerError
 from ether.transport.bus import Bus, Will
+from ether.transport.log_publishing import PrintedLines, publish_logs, stop_publishing_logs
 from ether.transport.requests import Requester, answer
 from ether.transport.signing import Sources
 
@@ -113,6 +114,8 @@ class InstanceRuntime:
         self.paused = False
         self._held: list[Callable[[], None]] = []
         self._pause_lock = threading.Lock()
+        self.error_limit = error_event_limit()
+        self._suppressed_on = ""  # the topic of the last error event held back
         bus.on_oversized = lambda topic, size: self.report_error(
             self._readable(topic), bus.oversized(topic, size), size=size
         )
@@ -370,7 +373,12 @@ class InstanceRuntime:
         trace: str | None = None,
         **fault: Any,
     ) -> None:
-        """Log and publish an error event; ``fault``: the sender, the metadata field or the size at fault."""
+        """Log and publish an error event; ``fault``: the sender, the metadata field or the size at fault.
+        Beyond the rate limit an event is only counted: the next one sent says how many were not."""
+        if not self.error_limit.allow():
+            self._suppressed_on = topic
+            return
+        suppressed = self.error_limit.take_refused() or None
         where = f" ({self.cls.__name__}.{method.name})" if method else ""
         log.error(
             "instance '%s' topic '%s'%s: %s%s",
@@ -387,9 +395,21 @@ class InstanceRuntime:
             reason=reason,
             message_id=(meta.id if meta else None) or None,  # a foreign client's message has no id
             traceback=trace,
+            suppressed=suppressed,
             **fault,
         )
         self.bus.publish(self.topics.errors(), encode(event.payload(), self.stamper.control()))
+
+    def report_suppressed(self) -> None:
+        """At the end: the count of error events the rate limit held back since the last one sent."""
+        suppressed = self.error_limit.take_refused()
+        if suppressed:
+            reason = f"{suppressed} more error events not sent (more than {self.error_limit.rate:g} a second)"
+            log.error("instance '%s': %s", self.spec.name, reason)
+            event = ErrorEvent(
+                instance=self.spec.name, topic=self._suppressed_on, reason=reason, suppressed=suppressed
+            )
+            self.bus.publish(self.topics.errors(), encode(event.payload(), self.stamper.control()))
 
     # -- periodic publishers ----------------------------------------------------------------
 
@@ -527,6 +547,9 @@ def host(spec: LaunchSpec) -> int:
     except BrokerError as exc:
         log.error("instance '%s': %s", spec.name, exc)
         return exits.NO_BROKER
+    logs = publish_logs(bus, topics.log(spec.name))
+    terminal = sys.stdout
+    sys.stdout = PrintedLines(terminal, logs)  # what user code prints is kept too
 
     runtime: InstanceRuntime | None = None
     try:
@@ -549,6 +572,8 @@ def host(spec: LaunchSpec) -> int:
             update={"state": "failed", "error": reason, "traceback": traceback.format_exc()}
         )
         bus.publish_and_wait(topics.instance_status(spec.name), encode(failed.payload()), retain=True)
+        sys.stdout = terminal
+        stop_publishing_logs(logs)
         bus.close()
         return exits.INIT_FAILED
 
@@ -558,11 +583,14 @@ def host(spec: LaunchSpec) -> int:
     runtime.subscribe()
     runtime.announce("ready")
     runtime.finished.wait()
+    runtime.report_suppressed()
     runtime.data.drain(runtime.data.settings.drain_timeout)  # our part of the drain barrier
     runtime.data.close()
     runtime.announce("stopped")
     runtime.jobs.put(None)
     runtime.stop()
+    sys.stdout = terminal
+    stop_publishing_logs(logs)
     bus.close()
     return runtime.exit_code
 

@@ -30,6 +30,7 @@ from ether.transport.broker import (
     needs_credentials,
 )
 from ether.transport.bus import Bus, Will
+from ether.transport.log_publishing import LogPublisher, publish_logs, stop_publishing_logs
 from ether.transport.mosquitto import ManagedMosquitto
 from ether.transport.permissions import Login
 from ether.transport.requests import Requester, answer
@@ -85,6 +86,7 @@ class Session:
         )
         self.key: BrokerKey | None = None
         self._bus: Bus | None = None
+        self._logs: LogPublisher | None = None  # this supervisor's lines, published from open() to close()
         self.registry: LiveRegistry | None = None
         self._services: ServiceClient | None = None
         self._lock = threading.Lock()
@@ -140,6 +142,7 @@ class Session:
                 will=Will(self.topics.supervisor_status(self.name), self._status("dead")),
             )
             bus.connect()
+            self._logs = publish_logs(bus, self.topics.log(self.name), logging.getLogger("ether"))
             requester = Requester(bus, self.topics, self.stamper)
             self.registry = LiveRegistry(bus, self.topics)
             self._services = ServiceClient(requester, self.registry, self.topics)
@@ -290,6 +293,9 @@ class Session:
             if self._bus:
                 status = self.topics.supervisor_status(self.name)
                 self._bus.publish_and_wait(status, self._status("stopped"), retain=True)
+                if self._logs is not None:
+                    stop_publishing_logs(self._logs, logging.getLogger("ether"))
+                    self._logs = None
                 self._bus.close()
                 self._bus = None
             if self.embedded:

@@ -20,12 +20,13 @@ import logging
 import os
 import signal
 import sys
+import threading
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from ether import exits
 from ether.contract.wire import DEFAULT_MAX_PAYLOAD
-from ether.logs import setup_logging
+from ether.logs import collapse_repeats, setup_logging
 from ether.processes import Child, announce_ready, on_lifeline_cut, read_spec
 from ether.transport import limits
 from ether.transport.limits import PayloadLimit
@@ -388,6 +389,13 @@ async def _serve(
         BrokerKey.create(p, logins=True, pid=os.getpid(), secret=bytes.fromhex(secret))
         for p in (bound_port, *extra_ports)
     ]
+    if session is not None:
+        threading.Thread(
+            target=_publish_own_logs,
+            args=(host, bound_port, keys[0], session),
+            name="ether-broker-logs",
+            daemon=True,
+        ).start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -421,6 +429,31 @@ def _bound_port(server) -> int:
     """The port an asyncio (TCP) or websockets server listens on."""
     sockets = getattr(server, "sockets", None) or server.server.sockets
     return int(list(sockets)[0].getsockname()[1])
+
+
+BROKER_LOG_RATE, BROKER_LOG_BURST = 20.0, 100  # log lines the broker publishes a second, and at once
+
+
+def _publish_own_logs(host: str, port: int, key, session: str) -> None:
+    """The broker's lines go to the session store like every process's: through a client of its own
+    (connected from this thread: the broker's loop must be free to accept it)."""
+    from ether.contract.topics import Topics
+    from ether.transport.bus import Bus
+    from ether.transport.log_publishing import publish_logs
+    from ether.transport.permissions import Login
+
+    local = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+    address = key.address(BrokerAddress(local, port), Login("supervisor", session, "broker"))
+    bus = Bus(address, client_id=f"ether-{session}-broker-{os.getpid()}")
+    try:
+        bus.connect()
+    except BrokerError as exc:
+        log.warning("broker: its log lines are not kept in the session store: %s", exc)
+        return
+    # slower than other processes (a busy broker must not feed itself), repeats collapsed as on stderr
+    collapse_repeats(
+        publish_logs(bus, Topics(session).log("broker"), rate=BROKER_LOG_RATE, burst=BROKER_LOG_BURST)
+    )
 
 
 DRAIN_TIMEOUT = 2.0  # seconds a stopping broker gives its subscribers to take what it acknowledged
@@ -464,7 +497,7 @@ def serve(
         )
     from amqtt.errors import BrokerError as AmqttError
 
-    setup_logging(logging.WARNING, whole_process=True)
+    setup_logging(logging.WARNING, whole_process=True, collapse=True)  # amqtt repeats itself
     try:
         _run(_serve(host, port, password_file, secret, child, max_payload, session, listeners))
     except (OSError, AmqttError) as exc:  # amqtt wraps the OSError of a port already in use

@@ -5,9 +5,9 @@ Roles (docs/operations.md, "Who can do what"):
 
   supervisor  a session's own process, ``ether`` commands, the monitor: every topic of its session
               but the recorder's acknowledgements
-  recorder    the recorder: its status and acknowledgements, replies, error events
+  recorder    the recorder: its status and acknowledgements, replies, error events, its own log
   instance    one instance: data, requests, replies, error events, its resends and closing report,
-              and only its own status (the recorder checks its ``src`` by signature: ``signing``)
+              and only its own status and log (the recorder checks its ``src`` by signature: ``signing``)
   device      a board's login (``ether access add NAME``): its own device topics and readings
   anonymous   any client without a login (loopback only): data, requests (service and device calls),
               and what a board sends (boards need no login on loopback): its device topics, replies
@@ -29,6 +29,7 @@ DERIVED_ROLES = ("supervisor", "recorder", "instance")  # logins a session deriv
 
 _REQUESTS = {"instance_call", "device_call"}
 _ANSWERS = {"reply", "errors"}
+_LOGS = {"log"}  # a process's log lines
 PUBLISH: dict[str, set[str]] = {
     "supervisor": {
         "data",
@@ -42,13 +43,26 @@ PUBLISH: dict[str, set[str]] = {
         "recorder_status",  # 'stopped' for a recorder that exited without its last word
         "recorder_closing",
         "recorder_resend",
+        *_LOGS,  # its own and the embedded broker's
     },
-    "recorder": {*_ANSWERS, "recorder_status", "recorder_ack"},
-    "instance": {"data", *_REQUESTS, *_ANSWERS, "instance_status", "recorder_closing", "recorder_resend"},
+    "recorder": {*_ANSWERS, *_LOGS, "recorder_status", "recorder_ack"},
+    "instance": {
+        "data",
+        *_REQUESTS,
+        *_ANSWERS,
+        *_LOGS,
+        "instance_status",
+        "recorder_closing",
+        "recorder_resend",
+    },
     "device": {"data", *_ANSWERS, "device_schema", "device_state"},
     "anonymous": {"data", *_REQUESTS, *_ANSWERS, "device_schema", "device_state"},  # boards, on loopback
 }
-OWN = {"instance": {"instance_status"}, "device": {"device_schema", "device_state"}}  # own name only
+OWN = {
+    "instance": {"instance_status", "log"},
+    "recorder": {"log"},
+    "device": {"device_schema", "device_state"},
+}  # own name only
 DEVICE_READS = ("device_call", "device_schema", "device_state")  # beside data, what a board may read
 
 

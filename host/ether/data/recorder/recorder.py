@@ -28,6 +28,7 @@ from ether.contract.messages import (
     DeviceSchema,
     ErrorEvent,
     InstanceStatus,
+    LogRecord,
     Message,
     RecorderAck,
     RecorderClosing,
@@ -42,10 +43,11 @@ from ether.contract.wire import Meta, MetaError, Stamper, WireError, decode, enc
 from ether.data.recorder.clocks import DeviceClocks
 from ether.data.recorder.ledger import Ledger, Stream
 from ether.data.recorder.store import Row, Store, payload_text
-from ether.logs import setup_logging
+from ether.logs import error_event_limit, setup_logging
 from ether.processes import on_lifeline_cut, read_spec
 from ether.transport.broker import BrokerAddress, BrokerError
 from ether.transport.bus import Bus, Will
+from ether.transport.log_publishing import publish_logs, stop_publishing_logs
 from ether.transport.requests import answer
 from ether.transport.signing import Sources
 
@@ -53,8 +55,9 @@ log = logging.getLogger("ether.recorder")
 
 BATCH = 5000
 ACK_INTERVAL = 0.02  # acknowledgements are coalesced: at most one per source per 20 ms
-RECORDED = ("data", "errors", "recorder_closing", "instance_status", "device_schema")  # topic kinds saved
+RECORDED = ("data", "errors", "recorder_closing", "instance_status", "device_schema", "log")  # kinds saved
 SYSTEM: dict[str, type[Message]] = {
+    "log": LogRecord,
     "recorder_closing": RecorderClosing,
     "instance_status": InstanceStatus,
     "device_schema": DeviceSchema,
@@ -104,6 +107,7 @@ class Recorder:
         self._devices: set[str] = set()  # sources that announced a device schema: boards
         self.sources = Sources(bytes.fromhex(spec.secret) if spec.secret else None, spec.session)
         self._clocks = DeviceClocks()
+        self.error_limit = error_event_limit()
         self._acks: dict[str, dict[str, int]] = {}  # committed, not yet announced
         self._acked_at = 0.0
         self._batch: dict[tuple[str, str, int], Row] = {}  # the numbered rows of the batch being written
@@ -300,10 +304,14 @@ class Recorder:
         self._report(topic, f"{kind}: {reason}", **detail)
 
     def _report(self, topic: str, reason: str, **detail: Any) -> None:
-        """Log a refusal and publish it as an error event (callable from any thread)."""
+        """Log a refusal and publish it as an error event (callable from any thread); beyond the rate
+        limit only counted, the next one sent says how many were not (the store's events keep all)."""
+        if not self.error_limit.allow():
+            return
         sender = detail.get("sender")
         log.warning("recorder: on %r from %s: %s", topic, sender or "an unknown sender", reason)
-        event = ErrorEvent(instance="recorder", topic=topic, reason=reason, **detail)
+        suppressed = self.error_limit.take_refused() or None
+        event = ErrorEvent(instance="recorder", topic=topic, reason=reason, suppressed=suppressed, **detail)
         self.bus.publish(self.topics.errors(), encode(event.payload(), self.stamper.control()))
 
     def _foreign(self, topic: str, raw: bytes, now: float, payload: Any = None) -> Row:
@@ -428,7 +436,9 @@ class Recorder:
                 "bad_system_message", topic, str(exc), sender=sender, field=getattr(exc, "field", None)
             )
             return
-        if isinstance(message, RecorderClosing):
+        if isinstance(message, LogRecord):  # the broker let only its process publish on log/<name>
+            self.store.log(where.name, message, now)
+        elif isinstance(message, RecorderClosing):
             self._closing(topic, message, raw, now)
         elif isinstance(message, DeviceSchema):
             self._devices.add(message.device)
@@ -494,6 +504,7 @@ def record(spec: RecorderSpec) -> int:
     except BrokerError as exc:
         log.error("recorder: %s", exc)
         return exits.NO_BROKER
+    logs = publish_logs(bus, topics.log("recorder"))
     store = Store(spec.run_dir)
     recorder = Recorder(spec, bus, store)
     store.db.execute("BEGIN")
@@ -504,6 +515,7 @@ def record(spec: RecorderSpec) -> int:
     filters = [topics.data_all()]
     if filters != ["#"]:  # '#' already covers the rest; overlapping filters would deliver twice
         filters += [topics.errors(), topics.instance_status_all(), topics.device_schema_all()]
+        filters.append(topics.pattern("log"))
         filters += [topics.recorder_closing(), topics.recorder_control(), topics.recorder_resend()]
     for topic_filter in filters:
         bus.subscribe(topic_filter, recorder.on_message)
@@ -515,6 +527,7 @@ def record(spec: RecorderSpec) -> int:
     recorder.finished.wait()
     writer.join(10)
     recorder.announce("failed" if recorder.failed else "stopped")
+    stop_publishing_logs(logs)
     bus.close()
     store.close()
     return exits.FAILED if recorder.failed else exits.OK

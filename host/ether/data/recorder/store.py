@@ -11,6 +11,7 @@ Tables:
   gaps      the gap ledger: sequence ranges of a (src, boot) that are missing right now
   events    what happened: restarts, new boots, gaps found and filled, forced ends, device schemas
   conflicts a second message with the (src, boot, seq) of a saved one but other content (never dropped)
+  logs      every process's log lines (instances, recorder, broker, supervisors), ``log/<source>``
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 import pydantic_core
 
 from ether.contract import arrays
+from ether.contract.messages import LOG_LEVELS, LogRecord
 
 SCHEMA_VERSION = 2  # 2: messages.data (arrays and bytes)
 STORE_FILE = "session.sqlite"
@@ -34,6 +36,7 @@ PAGE_SIZE = 16384
 
 # Manifest statuses. `running` in a store nobody writes to any more means the session crashed.
 RUNNING, COMPLETE, INCOMPLETE, CRASHED = "running", "complete", "incomplete", "crashed"
+LEVELS = {name: 10 * (i + 1) for i, name in enumerate(LOG_LEVELS)}  # as logging numbers them
 FAILED = "failed"  # the session did not start (the manifest says why): no data of it is expected
 
 SCHEMA = """
@@ -89,6 +92,20 @@ CREATE TABLE IF NOT EXISTS conflicts (
     data       BLOB                     -- its arrays and bytes, raw; NULL for plain JSON
 );
 CREATE INDEX IF NOT EXISTS conflicts_by_numbers ON conflicts (src, boot, seq);
+CREATE TABLE IF NOT EXISTS logs (
+    t          REAL NOT NULL,           -- when it was logged, sender's clock
+    src        TEXT NOT NULL,           -- the process: instance name, recorder, broker, a supervisor
+    level      TEXT NOT NULL,           -- DEBUG, INFO, WARNING, ERROR, CRITICAL
+    levelno    INTEGER NOT NULL,        -- 10, 20, 30, 40, 50 (0: a level logging does not name)
+    logger     TEXT NOT NULL,
+    message    TEXT NOT NULL,
+    traceback  TEXT,
+    pid        INTEGER NOT NULL,
+    host       TEXT NOT NULL,
+    dropped    INTEGER,                 -- on a 'lines dropped' line: how many were not sent
+    t_recorded REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS logs_by_time ON logs (t);
 CREATE TABLE IF NOT EXISTS events (
     t      REAL NOT NULL,
     kind   TEXT NOT NULL,               -- recorder_start, restart, new_boot, gap, gap_filled, forced_end, ...
@@ -240,6 +257,25 @@ class Store:
             "INSERT INTO gaps VALUES (?, ?, ?, ?, ?, ?)", [(src, boot, a, b, t, c) for a, b, t, c in gaps]
         )
 
+    def log(self, src: str, line: LogRecord, t_recorded: float) -> None:
+        """One log line of process ``src``, inside the caller's transaction."""
+        self.db.execute(
+            "INSERT INTO logs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                line.t,
+                src,
+                line.level,
+                LEVELS.get(line.level, 0),
+                line.logger,
+                line.message,
+                line.traceback,
+                line.pid,
+                line.host,
+                line.dropped,
+                t_recorded,
+            ),
+        )
+
     def event(self, kind: str, src: str | None = None, boot: str | None = None, **detail: Any) -> None:
         self.db.execute(
             "INSERT INTO events VALUES (?, ?, ?, ?, ?)",
@@ -276,6 +312,33 @@ def conflicts(db: sqlite3.Connection) -> list[dict[str, Any]]:
     """The conflicting duplicates, oldest first (none in a store written before the table existed)."""
     try:
         return [dict(r) for r in db.execute("SELECT * FROM conflicts ORDER BY rowid")]
+    except sqlite3.OperationalError:  # no such table
+        return []
+
+
+def read_logs(
+    db: sqlite3.Connection,
+    src: str | None = None,
+    level: str | None = None,
+    since: float | None = None,
+    after: int = 0,
+) -> list[dict[str, Any]]:
+    """Log lines in the order they were logged (``rowid`` > ``after``), of one process ``src``, at
+    ``level`` or above, logged at or after ``since``; none in a store written before the table existed."""
+    where: list[str] = ["rowid > ?"]
+    params: list[Any] = [after]
+    if src is not None:
+        where.append("src = ?")
+        params.append(src)
+    if level is not None:
+        where.append("levelno >= ?")
+        params.append(LEVELS[level.upper()])
+    if since is not None:
+        where.append("t >= ?")
+        params.append(since)
+    try:
+        rows = db.execute(f"SELECT rowid, * FROM logs WHERE {' AND '.join(where)} ORDER BY t, rowid", params)
+        return [dict(r) for r in rows]
     except sqlite3.OperationalError:  # no such table
         return []
 
