@@ -30,6 +30,7 @@ _LAZY = {
     "EtherConfig": "ether.config",  # ``from ether import EtherConfig, get_ether_logger``, as in the original
     "get_ether_logger": "ether.utils",
     "InstanceStartError": "ether.runtime.supervisor",
+    **dict.fromkeys(("run", "trial", "mark"), "ether.experiments"),  # docs/experiments.md
     **dict.fromkeys(
         (
             "ether_cleanup",

@@ -1,0 +1,179 @@
+"""Structure inside a session (docs/experiments.md): runs, trials and markers from a tapped script, an
+instance and a plain MQTT client (mosquitto_pub), read back with open_session and used to slice a topic."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import ether
+from ether import ether_sub
+from ether.contract.topics import STRUCTURE
+from support import recorder_barrier
+
+# -- a class the sessions below run (its instance process imports this module) ---------------------
+
+
+class Stimulator:
+    """Runs one trial per request, with a marker inside it, from an instance's own method."""
+
+    @ether_sub(topic="stimulate")
+    def stimulate(self, level: float) -> None:
+        with ether.trial("stim", level=level):
+            ether.mark("stimulus on", level=level)
+
+
+@pytest.fixture
+def tapped(tmp_path):
+    """A tapped session in this process (as a script or notebook has it); shut down at the end."""
+    ether.tap({"recorder": {"path": str(tmp_path)}, "instances": {}})
+    run_dir = ether.session_info["run_dir"]
+    yield run_dir
+    ether.shutdown()
+
+
+def test_nested_runs_trials_and_markers_from_a_script(tapped):
+    with ether.run("session", subject="m1") as outer:
+        with pytest.raises(ValueError), ether.run("calibration", gain=2) as calibration:
+            ether.pub({"x": -1}, "samples")
+            raise ValueError("no signal")
+        for i in range(3):
+            with ether.trial(stimulus=i):
+                ether.pub({"x": i}, "samples")
+                ether.mark("stimulus on", contrast=0.5)
+        pending = ether.trial("never stopped")  # not a with: stopped by hand, or never
+        pending.mark("inside", n=1)
+        pending.stop("aborted", "the animal left")
+        ether.pub({"x": 99}, "samples")
+    ether.shutdown()
+
+    recorded = ether.open_session(tapped)
+    runs, trials, markers = recorded.runs, recorded.trials, recorded.markers
+    assert list(runs["name"]) == ["session", "calibration"] and list(runs["number"]) == [1, 2]
+    assert list(runs["status"]) == ["ok", "failed"]
+    assert runs["error"][1] == "ValueError: no signal" and runs["metadata"][1] == {"gain": 2}
+    assert runs["parent"].isna()[0] and runs["parent"][1] == outer.id == runs["id"][0]
+    assert runs["id"][1] == calibration.id
+    assert list(trials["number"]) == [1, 2, 3, 4] and set(trials["parent"]) == {outer.id}
+    assert list(trials["metadata"][:3]) == [{"stimulus": i} for i in range(3)]
+    assert list(trials["status"]) == ["ok", "ok", "ok", "aborted"]
+    assert trials["error"][3] == "the animal left"
+    assert all(trials["start"] <= trials["stop"]) and runs["start"][0] <= trials["start"][0]
+    assert trials["stop"][3] <= runs["stop"][0]
+    assert list(markers["name"]) == ["stimulus on"] * 3 + ["inside"]
+    assert list(markers["parent"]) == [*trials["id"][:3], trials["id"][3]]
+    assert markers["fields"][0] == {"contrast": 0.5}
+    assert recorded.structure_records().problems == []
+    # slicing a topic by a trial: by its number, its id or its row
+    assert list(recorded.during("samples", 2)["x"]) == [1]
+    assert list(recorded.during("samples", trials["id"][0])["x"]) == [0]
+    assert list(recorded.during("samples", recorded.trial(3))["x"]) == [2]
+    assert list(recorded.during("samples", 2, kind="run")["x"]) == [-1]
+    assert list(recorded.during("samples", 1, kind="run")["x"]) == [-1, 0, 1, 2, 99]
+    with pytest.raises(KeyError, match="no trial number 12 .* 4 trials"):
+        recorded.trial(12)
+
+
+def test_an_instance_marks_trials_from_its_own_method(tapped):
+    ether.launch_instances({"stim": {"class_path": "test_experiments.Stimulator"}})
+    with ether.run("stimulation") as outer:
+        for level in (0.1, 0.2):
+            ether.pub({"level": level}, "stimulate")
+        ether.save_all()  # answered after each message queued before it was handled
+    ether.shutdown()
+
+    recorded = ether.open_session(tapped)
+    trials, markers = recorded.trials, recorded.markers
+    assert list(trials["metadata"]) == [{"level": 0.1}, {"level": 0.2}]
+    assert set(trials["src"]) == {"stim"} and set(trials["status"]) == {"ok"}
+    assert set(trials["parent"]) == {outer.id}  # the instance had none open: the innermost open run
+    assert list(markers["parent"]) == list(trials["id"]) and set(markers["src"]) == {"stim"}
+
+
+def mosquitto_pub(address, topic: str, message: str) -> None:
+    subprocess.run(
+        ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(address.port), "-t", topic, "-m", message, "-q", "1"],
+        check=True,
+        timeout=20,
+    )
+
+
+def test_a_plain_mqtt_client_starts_and_stops_trials_and_marks(run_session, tmp_path):
+    session, observer = run_session({"recorder": {"path": str(tmp_path)}})
+    sent = [
+        {"event": "start", "kind": "run", "name": "psychopy", "id": "block-1", "metadata": {"task": "gabor"}},
+        {"event": "start", "kind": "trial", "name": "gabor"},
+        {"event": "mark", "name": "stimulus on", "metadata": {"contrast": 0.8}},
+        {"event": "stop", "kind": "trial"},
+        {"event": "stop", "id": "nothing-open"},  # hostile or mistaken: listed as problems, never used
+        {"event": "begin"},
+        "not an object",
+        {"event": "stop", "id": "block-1", "status": "failed", "error": "escape pressed"},
+    ]
+    for message in sent:
+        mosquitto_pub(session.address, STRUCTURE, json.dumps(message))
+    observer.wait_for(STRUCTURE, len(sent))
+    recorder_barrier(session)
+    session.close()
+
+    recorded = ether.open_session(session.recording.run_dir)
+    structure = recorded.structure
+    assert list(structure["id"]) == ["block-1", structure["id"][1]] and structure["id"][1].startswith(
+        "trial@"
+    )
+    assert structure["parent"].isna()[0] and structure["parent"][1] == "block-1"
+    assert list(structure["status"]) == ["failed", "ok"] and structure["error"][0] == "escape pressed"
+    assert structure["src"].isna().all()  # a foreign client: no verified source
+    markers = recorded.markers
+    assert list(markers["parent"]) == [structure["id"][1]] and markers["fields"][0] == {"contrast": 0.8}
+    problems = [p["reason"] for p in recorded.structure_records().problems]
+    assert len(problems) == 3 and "stop of no open run or trial ({'id': 'nothing-open'})" in problems[0]
+    assert "event" in problems[1] and "StructureEvent" in problems[2]
+
+
+def test_an_entry_never_stopped_is_unfinished(run_session, tmp_path):
+    session, observer = run_session({"recorder": {"path": str(tmp_path)}})
+    session.publish(STRUCTURE, {"event": "start", "kind": "trial", "name": "t"})
+    session.close()
+    trials = ether.open_session(session.recording.run_dir).trials
+    assert list(trials["status"]) == ["unfinished"] and trials["stop"].isna().all()
+
+
+def test_structure_outside_a_session_names_the_fix():
+    with pytest.raises(RuntimeError, match=r"call ether.tap\(config\) first"):
+        ether.mark("nothing")
+
+
+def ether_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ether", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_the_cli_starts_stops_and_marks_and_waits_for_the_recorder(run_session, tmp_path):
+    session, _ = run_session({"recorder": {"path": str(tmp_path)}})
+    where = ("--broker", session.address.url)
+    started = ether_cli("run-start", "baseline", "--id", "base", "-m", "subject=m1", "-m", "gain=2", *where)
+    assert started.returncode == 0 and started.stdout.strip() == "base", started.stderr
+    trial = ether_cli("trial-start", *where)
+    assert trial.returncode == 0 and trial.stdout.startswith("trial-"), trial.stderr
+    assert ether_cli("mark", "reward", "-f", "ml=0.1", *where).returncode == 0
+    assert ether_cli("trial-stop", *where).returncode == 0
+    assert ether_cli("run-stop", "base", "--status", "failed", "--error", "lamp off", *where).returncode == 0
+    bad = ether_cli("mark", "x", "-f", "novalue", *where)
+    assert bad.returncode == 2 and "--field 'novalue': expected KEY=VALUE" in bad.stderr
+    session.close()
+
+    recorded = ether.open_session(session.recording.run_dir)
+    structure = recorded.structure
+    assert list(structure["id"]) == ["base", trial.stdout.strip()]
+    assert structure["metadata"][0] == {"subject": "m1", "gain": 2}
+    assert list(structure["status"]) == ["failed", "ok"] and structure["parent"][1] == "base"
+    assert list(recorded.markers["parent"]) == [trial.stdout.strip()]
+    assert recorded.markers["fields"][0] == {"ml": 0.1}
+
+
+def test_the_cli_says_when_no_recorder_confirmed(tmp_path):
+    done = ether_cli("mark", "x", "--broker", "mqtt://127.0.0.1:1", "--timeout", "1")
+    assert done.returncode == 1 and "ether:" in done.stderr
