@@ -3,16 +3,18 @@ instance and a plain MQTT client (mosquitto_pub), read back with open_session an
 
 from __future__ import annotations
 
+import datetime
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
 import ether
-from ether import ether_sub
+from ether import ether_pub, ether_sub
 from ether.contract.topics import STRUCTURE
-from support import recorder_barrier
+from support import REPO, ether_run, recorder_barrier
 
 # -- a class the sessions below run (its instance process imports this module) ---------------------
 
@@ -24,6 +26,21 @@ class Stimulator:
     def stimulate(self, level: float) -> None:
         with ether.trial("stim", level=level):
             ether.mark("stimulus on", level=level)
+
+
+class Sequencer:
+    """Called by its ``schedule:``: a publisher every interval, and a trial sequence."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    @ether_pub(topic="ping")
+    def ping(self, label: str) -> dict:
+        self.n += 1
+        return {"n": self.n, "label": label}
+
+    def present(self, contrast: float) -> None:
+        ether.pub({"contrast": contrast}, "stimulus")
 
 
 @pytest.fixture
@@ -177,3 +194,98 @@ def test_the_cli_starts_stops_and_marks_and_waits_for_the_recorder(run_session, 
 def test_the_cli_says_when_no_recorder_confirmed(tmp_path):
     done = ether_cli("mark", "x", "--broker", "mqtt://127.0.0.1:1", "--timeout", "1")
     assert done.returncode == 1 and "ether:" in done.stderr
+
+
+def test_a_schedule_calls_methods_every_interval_and_runs_a_trial_sequence(run_session, tmp_path):
+    schedule = [
+        {"method": "ping", "every": "50ms", "count": 3, "args": {"label": "tick"}},
+        {"method": "present", "trials": [{"contrast": 0.2}, {"contrast": 0.8}], "repeat": 2},
+    ]
+    config = {
+        "recorder": {"path": str(tmp_path)},
+        "instances": {"seq": {"class_path": "test_experiments.Sequencer", "schedule": schedule}},
+    }
+    session, observer = run_session(config)
+    session.start()
+    observer.wait_for("ping", 3)
+    observer.wait_for(STRUCTURE, 8)  # 4 trials: a start and a stop each
+    session.close()
+
+    recorded = ether.open_session(session.recording.run_dir)
+    assert [(r["n"], r["label"]) for r in recorded.records("ping")] == [(1, "tick"), (2, "tick"), (3, "tick")]
+    trials = recorded.trials
+    assert list(trials["name"]) == ["present"] * 4 and set(trials["src"]) == {"seq"}
+    assert list(trials["metadata"]) == [
+        {"contrast": c, "sequence_index": i, "repetition": r} for r in (1, 2) for i, c in ((1, 0.2), (2, 0.8))
+    ]
+    assert set(trials["status"]) == {"ok"} and all(trials["stop"][:-1].values <= trials["start"][1:].values)
+    assert [list(recorded.during("stimulus", n)["contrast"]) for n in (1, 2, 3, 4)] == [
+        [0.2],
+        [0.8],
+        [0.2],
+        [0.8],
+    ]
+
+
+def test_a_schedule_of_a_method_the_class_lacks_is_a_config_error(tmp_path):
+    from ether.config import ConfigError, load
+
+    path = tmp_path / "lab.yaml"
+    path.write_text(
+        "instances:\n  seq:\n    class_path: test_experiments.Sequencer\n    schedule:\n"
+        "      - method: presnt\n        every: 1s\n"
+    )
+    with pytest.raises(ConfigError, match=r"lab.yaml:5.*no method 'presnt' \(did you mean 'present'\?\)"):
+        load(path)
+    path.write_text(
+        "instances:\n  seq:\n    class_path: test_experiments.Sequencer\n    schedule:\n      - method: present\n"
+    )
+    with pytest.raises(ConfigError, match="say when"):
+        load(path)
+
+
+def test_cron_lines_and_durations():
+    from ether.runtime.schedules import Cron, parse_duration
+
+    t = datetime.datetime(2026, 12, 3, 18, 7, 30).timestamp()  # a Thursday, local time
+
+    def after(line: str) -> datetime.datetime:
+        return datetime.datetime.fromtimestamp(Cron(line).next_after(t))
+
+    assert after("* * * * *") == datetime.datetime(2026, 12, 3, 18, 8)
+    assert after("*/15 * * * *") == datetime.datetime(2026, 12, 3, 18, 15)
+    assert after("0 9 * * 1-5") == datetime.datetime(2026, 12, 4, 9, 0)  # Friday 9:00
+    assert after("30 8 * * 0") == datetime.datetime(2026, 12, 6, 8, 30)  # Sunday
+    assert after("0 0 1 1 *") == datetime.datetime(2027, 1, 1, 0, 0)
+    assert after("0 12 13 * 5") == datetime.datetime(2026, 12, 4, 12, 0)  # day 13 or a Friday
+    for bad, why in (("* * *", "5 fields"), ("60 * * * *", "outside 0-59"), ("x * * * *", "not a number")):
+        with pytest.raises(ValueError, match=why):
+            Cron(bad)
+    assert [parse_duration(d) for d in ("90", "90s", "10m", "1h30m", "500ms", 2)] == [
+        90,
+        90,
+        600,
+        5400,
+        0.5,
+        2,
+    ]
+    for bad in ("10q", "0s", "-1", "m"):
+        with pytest.raises(ValueError, match="duration"):
+            parse_duration(bad)
+
+
+def test_ether_run_for_a_duration_ends_cleanly_with_its_drain(tmp_path):
+    config = tmp_path / "lab.yaml"
+    schedule = "    schedule:\n      - method: ping\n        every: 100ms\n        args: {label: timed}\n"
+    config.write_text(
+        f"recorder: {{path: {tmp_path}}}\ninstances:\n  seq:\n    class_path: test_experiments.Sequencer\n{schedule}"
+    )
+    tests = str(REPO / "tests")  # where its class is
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])}
+    proc = ether_run(config, "--headless", "--port", "0", "--for", "2s", env=env)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    assert "--for 2 s is over" in out and "sealed complete" in out
+    recorded = ether.open_session(next(p.parent for p in tmp_path.rglob("session.sqlite")))
+    assert recorded.manifest["stopped_at"] - recorded.manifest["started_at"] >= 2
+    assert recorded.manifest["status"] == "complete" and len(recorded.records("ping")) >= 1

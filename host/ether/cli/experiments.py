@@ -47,6 +47,16 @@ def _connection(p: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=structure)
 
 
+def duration(text: str) -> float:
+    """``--for``'s value in seconds (argparse type): 90, 90s, 10m, 1h30m."""
+    from ether.runtime.schedules import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def fields(pairs: list[str], option: str) -> dict[str, Any]:
     """``KEY=VALUE`` pairs as a dict: a VALUE that is JSON (0.5, true, [1, 2]) is read as JSON, else text."""
     out: dict[str, Any] = {}

@@ -136,6 +136,7 @@ class Supervisor:
             recording=self.config.recorder.for_instance(),
             key=key.signing_key(session, c.name).hex(),
             secret=key.secret.hex(),
+            schedule=[entry.model_dump(exclude_none=True) for entry in c.schedule],
         )
         child.send(asdict(spec))  # if it died already, _watch handles it
 
