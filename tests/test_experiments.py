@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -289,3 +290,68 @@ def test_ether_run_for_a_duration_ends_cleanly_with_its_drain(tmp_path):
     recorded = ether.open_session(next(p.parent for p in tmp_path.rglob("session.sqlite")))
     assert recorded.manifest["stopped_at"] - recorded.manifest["started_at"] >= 2
     assert recorded.manifest["status"] == "complete" and len(recorded.records("ping")) >= 1
+
+
+# -- notebooks: a real Jupyter kernel (jupyter_client + ipykernel) --------------------------------
+
+
+class Kernel:
+    """An IPython kernel in its own process, as Jupyter runs one; ``run`` executes one cell."""
+
+    def __init__(self) -> None:
+        from jupyter_client.manager import start_new_kernel
+
+        path = os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])
+        self.manager, self.client = start_new_kernel(
+            kernel_name="python3", env={**os.environ, "PYTHONPATH": path}, cwd=str(REPO)
+        )
+
+    def run(self, code: str, timeout: float = 120.0) -> dict[str, list]:
+        """The cell's outputs by message type (stream text, errors, display data and its updates)."""
+        msg_id = self.client.execute(code)
+        outputs: dict[str, list] = {}
+        while True:
+            msg = self.client.get_iopub_msg(timeout=timeout)
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "update_display_data" or msg["parent_header"].get("msg_id") == msg_id:
+                if kind == "status" and content["execution_state"] == "idle":
+                    if msg["parent_header"].get("msg_id") == msg_id:
+                        return outputs
+                    continue
+                outputs.setdefault(kind, []).append(content)
+
+    def close(self) -> None:
+        self.client.stop_channels()
+        self.manager.shutdown_kernel(now=True)
+
+
+def test_tap_and_a_live_view_inside_a_jupyter_kernel(tmp_path):
+    kernel = Kernel()
+    try:
+        probe = kernel.run("import asyncio\nprint(asyncio.get_event_loop().is_running())")
+        assert probe["stream"][0]["text"].strip() == "True"  # IPython's loop runs while cells do
+        cell = (
+            "import ether\n"
+            f"ether.tap({{'recorder': {{'path': {str(tmp_path)!r}}},"
+            " 'instances': {'ticker': {'class_path': 'lab_classes.Ticker'}}})\n"
+            "ether.start()\n"
+            "with ether.run('notebook'):\n"
+            "    ether.mark('from a cell')\n"
+            "view = ether.live('tick', field='n', every=0.05)\n"
+            "print('counted', view.wait(5, timeout=30))\n"
+        )
+        out = kernel.run(cell)
+        assert "error" not in out, out.get("error")
+        assert "counted True" in "".join(s["text"] for s in out["stream"])
+        shown = out["display_data"][0]
+        assert "<b>tick</b>" in shown["data"]["text/html"] and shown["transient"]["display_id"]
+        redrawn = kernel.run("view.wait(view.count + 3, timeout=30); view.stop(); ether.shutdown()")
+        assert "error" not in redrawn, redrawn.get("error")
+        last = redrawn["update_display_data"][-1]["data"]["text/html"]  # stop() draws it a last time
+        assert "(stopped)" in last and "<svg" in last
+        assert re.search(r"(\d+) messages.*<small>\1 values", last), last  # every message's number drawn
+    finally:
+        kernel.close()
+    recorded = ether.open_session(next(p.parent for p in tmp_path.rglob("session.sqlite")))
+    assert list(recorded.runs["name"]) == ["notebook"] and list(recorded.markers["name"]) == ["from a cell"]
+    assert recorded.manifest["status"] == "complete"

@@ -31,6 +31,7 @@ _LAZY = {
     "get_ether_logger": "ether.utils",
     "InstanceStartError": "ether.runtime.supervisor",
     **dict.fromkeys(("run", "trial", "mark"), "ether.experiments"),  # docs/experiments.md
+    "live": "ether.notebook",  # a live view of a topic in a notebook cell
     **dict.fromkeys(
         (
             "ether_cleanup",
