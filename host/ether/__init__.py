@@ -30,6 +30,8 @@ _LAZY = {
     "EtherConfig": "ether.config",  # ``from ether import EtherConfig, get_ether_logger``, as in the original
     "get_ether_logger": "ether.utils",
     "InstanceStartError": "ether.runtime.supervisor",
+    **dict.fromkeys(("run", "trial", "mark"), "ether.experiments"),  # docs/experiments.md
+    "live": "ether.notebook",  # a live view of a topic in a notebook cell
     **dict.fromkeys(
         (
             "ether_cleanup",

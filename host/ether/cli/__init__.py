@@ -8,13 +8,13 @@ import argparse
 import importlib
 import sys
 
-from ether.cli import boards, broker, data, session
+from ether.cli import boards, broker, data, experiments, session
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ether", description="Wire a lab together over MQTT.")
     commands = parser.add_subparsers(dest="command", required=True)
-    for part in (session, broker, data, boards):
+    for part in (session, broker, data, boards, experiments):
         part.add_commands(commands)
     return parser
 

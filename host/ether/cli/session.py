@@ -23,6 +23,7 @@ CONTROL_COMMANDS = (
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     from ether.cli.broker import byte_size
+    from ether.cli.experiments import duration
 
     p = commands.add_parser("run", help="run the instances of a YAML session file until Ctrl-C")
     p.add_argument("config", help="the session file (YAML)")
@@ -48,6 +49,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--max-payload",
         type=byte_size,
         help="largest message in bytes, or a size such as 64MiB (default: limits.max_payload, 16MiB)",
+    )
+    p.add_argument(
+        "--for",
+        dest="duration",
+        type=duration,
+        metavar="DURATION",
+        help="end the session cleanly, with its drain, after this long: 90s, 10m, 1h30m (docs/experiments.md)",
     )
     p.add_argument("--exit-with-stdin", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(handler=run)
@@ -116,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
     if args.exit_with_stdin:  # started by the monitor of `ether run`: its end (even kill -9) ends us
         on_lifeline_cut(stop.set)
         announce_ready("session", url=session.address.url, session=session.topics.session)
-    stop.wait()
+    if not stop.wait(args.duration) and args.duration:
+        print(f"ether: --for {args.duration:g} s is over", file=sys.stderr, flush=True)
     print("Stopping: save_all -> cleanup -> exit ...", file=sys.stderr, flush=True)
     try:
         codes = session.close(args.timeout)

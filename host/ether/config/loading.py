@@ -138,6 +138,11 @@ def _check_class(doc: Located, key: str, instance: EtherInstanceConfig) -> None:
     except Exception as exc:  # the user's module raised while importing
         raise doc.error(f"importing it raised {type(exc).__name__}: {exc}", *where, "class_path") from None
     check_arguments(doc, key, cls, instance)
+    for i, entry in enumerate(instance.schedule):  # docs/experiments.md#schedules
+        if not callable(getattr(cls, entry.method, None)):
+            known = tuple(m for m in dir(cls) if not m.startswith("_") and callable(getattr(cls, m)))
+            message = f"{cls.__name__} has no method '{entry.method}' ({hint(entry.method, known)})"
+            raise doc.error(message, *where, "schedule", i, "method")
 
 
 def check_arguments(doc: Located, key: str, cls: type, instance: EtherInstanceConfig) -> None:

@@ -15,10 +15,12 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ByteSize,
     ConfigDict,
     Field,
     PrivateAttr,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -223,6 +225,57 @@ RestartPolicy = Literal["no", "on-failure", "always"]
 MAX_WORKERS = 64  # processes of one pool
 
 
+def _duration(value: Any) -> float:
+    from ether.runtime.schedules import parse_duration
+
+    return parse_duration(value)
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(_duration),
+    Field(description="seconds, or text such as 90s, 10m, 1h30m, 500ms"),
+    WithJsonSchema({"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "string"}]}),
+]
+
+
+class ScheduleEntry(Section):
+    """One item of an instance's ``schedule:`` (docs/experiments.md#schedules): call ``method`` every
+    interval, at the times of a cron line, or once per item of a trial sequence."""
+
+    method: str = Field(description="a method of the instance's class")
+    args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of every call")
+    every: Duration | None = Field(None, description="the interval between calls (trials: between starts)")
+    cron: str | None = Field(
+        None, description="minute hour day month weekday, local time", examples=["*/5 * * * *", "0 9 * * 1-5"]
+    )
+    after: Duration | None = Field(None, description="wait this long after the instance started")
+    count: int | None = Field(None, ge=1, description="at most this many calls (every, cron)")
+    trials: list[dict[str, Any]] | None = Field(
+        None, min_length=1, description="a trial sequence: one call per item (its arguments), each in a trial"
+    )
+    repeat: int = Field(1, ge=1, description="trials: run the sequence this many times")
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_parses(cls, line: str | None) -> str | None:
+        from ether.runtime.schedules import Cron
+
+        if line is not None:
+            Cron(line)
+        return line
+
+    @model_validator(mode="after")
+    def _one_timing(self) -> ScheduleEntry:
+        if self.cron is not None and (self.every is not None or self.trials is not None):
+            raise ValueError("'cron' runs alone: give either cron, or every and/or trials")
+        if self.cron is None and self.every is None and self.trials is None:
+            raise ValueError("say when: 'every: 10s', 'cron: \"*/5 * * * *\"' or 'trials: [...]'")
+        if self.count is not None and self.trials is not None:
+            raise ValueError("'count' is for every/cron; a trial sequence has 'repeat'")
+        return self
+
+
 class EtherInstanceConfig(Section):
     """One instance: a class, its constructor arguments and how it is kept alive."""
 
@@ -243,6 +296,9 @@ class EtherInstanceConfig(Section):
         ge=1,
         le=MAX_WORKERS,
         description="a pool: this many processes NAME@1..NAME@N share its input, each message handled by one",
+    )
+    schedule: list[ScheduleEntry] = Field(
+        default_factory=list, description="methods called on a schedule (docs/experiments.md#schedules)"
     )
     retired_keys: ClassVar[dict[str, str]] = {"session_config": _ZMQ}
     _name: str = PrivateAttr("")

@@ -323,6 +323,30 @@ class RecorderClosing(Message):
     boots: dict[Id, Seq] = Field(max_length=BOOTS_LIMIT)
 
 
+# -- structure inside a session: runs, trials, markers -------------------------------------------
+
+STRUCTURE_NAME_LIMIT = 256  # characters of a run's, trial's or marker's name
+STRUCTURE_ERROR_LIMIT = 4096  # characters of a failed run's error text
+
+
+class StructureEvent(Message):
+    """``ether.structure`` (a data topic, docs/experiments.md): a run or trial starts or stops, or a
+    marker. A stop names the entry by ``id``; without it, the innermost open entry of its ``kind``
+    and ``name`` (any, when not given) stops. Without ``parent`` (the key left out), a run or trial
+    nests in the innermost open run and a marker in the innermost open entry."""
+
+    event: Literal["start", "stop", "mark"]
+    kind: Literal["run", "trial"] | None = Field(None, description="start: run (default) or trial")
+    name: str | None = Field(None, min_length=1, max_length=STRUCTURE_NAME_LIMIT)
+    id: Id | None = Field(None, min_length=1, description="the entry's id; a start without one gets one")
+    parent: Id | None = Field(None, description="the id of the enclosing entry; null: at the top")
+    status: Literal["ok", "failed", "aborted"] | None = Field(None, description="stop: default ok")
+    error: str | None = Field(None, max_length=STRUCTURE_ERROR_LIMIT, description="stop: why it failed")
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="start: the entry's metadata; mark: the marker's fields"
+    )
+
+
 # -- boards (ether_lite) ----------------------------------------------------------------------------
 
 
@@ -375,6 +399,7 @@ MODELS: tuple[type[BaseModel], ...] = (
     RecorderClosing,
     DeviceSchema,
     DeviceState,
+    StructureEvent,
 )
 
 # what travels on each kind of topic (``Topics.parse(topic).kind``); a reply is either of its two shapes

@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 DEFAULT_SESSION = "default"
 SYSTEM_ROOT = "ether"
+STRUCTURE = "ether.structure"  # the data topic of runs, trials and markers (docs/experiments.md)
 
 
 class TopicError(ValueError):

@@ -20,6 +20,7 @@ from ether.contract.blocks import Block, Blocks, join
 from ether.data.recorder.settings import RecorderSettings
 from ether.data.recorder.store import (
     FAILED,
+    RUNNING,
     STORE_FILE,
     StoreError,
     conflicts,
@@ -31,6 +32,7 @@ from ether.data.recorder.store import (
     read_manifest,
     summary,
 )
+from ether.data.structure import ENTRY_COLUMNS, MARKER_COLUMNS, Structure, read_structure
 
 META_COLUMNS = ("msg_id", "src", "boot", "seq", "parents", "t_sent", "t_recorded")
 META_PREFIX = "_ether."  # metadata columns are named like the wire's reserved key: never a payload field
@@ -109,10 +111,18 @@ class RecordedSession:
             for r in self.db.execute("SELECT * FROM events ORDER BY rowid")
         ]
 
-    def records(self, topic: str) -> list[dict[str, Any]]:
-        """Each message as a dict: its fields as sent, then the metadata as ``_ether.<column>``."""
+    def records(
+        self, topic: str, start: float | None = None, stop: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Each message as a dict: its fields as sent, then the metadata as ``_ether.<column>``;
+        with ``start``/``stop`` only those recorded in [start, stop] (the recorder's clock)."""
         out = []
-        for r in self.db.execute("SELECT * FROM messages WHERE topic = ? ORDER BY row", (topic,)):
+        where, params = "topic = ?", list[Any]([topic])
+        if start is not None:
+            where, params = f"{where} AND t_recorded >= ?", [*params, start]
+        if stop is not None:
+            where, params = f"{where} AND t_recorded <= ?", [*params, stop]
+        for r in self.db.execute(f"SELECT * FROM messages WHERE {where} ORDER BY row", params):
             payload = payload_of(r)
             record = dict(payload) if isinstance(payload, dict) else {"root": payload}
             for column in META_COLUMNS:
@@ -152,15 +162,9 @@ class RecordedSession:
         joined.lost = [g for g in self.gaps if g["src"] in (sources if src is None else [src])]
         return joined
 
-    def dataframe(self, topic: str):
-        try:
-            import pandas as pd
-        except ImportError:
-            raise ImportError(
-                f"session[topic] gives a pandas DataFrame: {ANALYSIS_EXTRA} (or pip install pandas);"
-                " without pandas, session.records(topic) gives the same rows as dicts"
-            ) from None
-        frame = pd.DataFrame.from_records(self.records(topic))
+    def dataframe(self, topic: str, start: float | None = None, stop: float | None = None):
+        pd = _pandas()
+        frame = pd.DataFrame.from_records(self.records(topic, start, stop))
         for column in (META_PREFIX + "t_sent", META_PREFIX + "t_recorded"):
             if column in frame:
                 frame[column] = pd.to_datetime(frame[column], unit="s", utc=True)
@@ -179,8 +183,80 @@ class RecordedSession:
     def lineage(self, msg_id: str) -> list[tuple[int, dict[str, Any]]]:
         return lineage(self.db, self.manifest, msg_id)
 
+    # -- structure: runs, trials, markers (docs/experiments.md) ----------------------------------------
+
+    def structure_records(self) -> Structure:
+        """Runs and trials (``.entries``), ``.markers`` and ``.problems`` as lists of dicts."""
+        return read_structure(self.db, ended=self.manifest.get("status") != RUNNING)
+
+    @property
+    def structure(self):
+        """Every run and trial as a DataFrame: id, kind, number, name, parent, start, stop, status,
+        error, metadata, src (start/stop: seconds since the epoch, the recorder's clock)."""
+        return _pandas().DataFrame(self.structure_records().entries, columns=list(ENTRY_COLUMNS))
+
+    @property
+    def runs(self):
+        frame = self.structure
+        return frame[frame["kind"] == "run"].reset_index(drop=True)
+
+    @property
+    def trials(self):
+        frame = self.structure
+        return frame[frame["kind"] == "trial"].reset_index(drop=True)
+
+    @property
+    def markers(self):
+        """Every marker as a DataFrame: name, t, parent, fields, src."""
+        return _pandas().DataFrame(self.structure_records().markers, columns=list(MARKER_COLUMNS))
+
+    def entry(self, which: Any, kind: str = "trial") -> dict[str, Any]:
+        """A run or trial as a dict: by id, by number (``kind``'s n-th, from 1) or as given (a row of
+        ``structure``, a dict)."""
+        if not isinstance(which, (str, int)):
+            return dict(which)
+        entries = self.structure_records().entries
+        found = [
+            e
+            for e in entries
+            if (e["id"] == which if isinstance(which, str) else (e["kind"], e["number"]) == (kind, which))
+        ]
+        if not found:
+            what = f"id {which!r}" if isinstance(which, str) else f"{kind} number {which}"
+            counted = sum(e["kind"] == kind for e in entries)
+            raise KeyError(f"no {what} in session {self.path.name} (it has {counted} {kind}s)")
+        return found[0]
+
+    def trial(self, number: int) -> dict[str, Any]:
+        """Trial ``number`` (1 is the first trial started in the session)."""
+        return self.entry(number, "trial")
+
+    def run(self, number: int) -> dict[str, Any]:
+        return self.entry(number, "run")
+
+    def during(self, topic: str, which: Any, kind: str = "trial"):
+        """The messages of ``topic`` recorded while a run or trial was open (between its start and its
+        stop, both included; to the end of the session if it never stopped), as a DataFrame."""
+        if topic not in self.topics:
+            raise KeyError(
+                f"no topic '{topic}' in session {self.path.name}; topics: {', '.join(self.topics)}"
+            )
+        entry = self.entry(which, kind)
+        return self.dataframe(topic, entry["start"], entry["stop"])
+
     def close(self) -> None:
         self.db.close()
+
+
+def _pandas():
+    try:
+        import pandas as pd
+    except ImportError:
+        raise ImportError(
+            f"session[topic] gives a pandas DataFrame: {ANALYSIS_EXTRA} (or pip install pandas);"
+            " without pandas, session.records(topic) gives the same rows as dicts"
+        ) from None
+    return pd
 
 
 def open_session(path: str | os.PathLike = "last") -> RecordedSession:

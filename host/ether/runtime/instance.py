@@ -38,6 +38,7 @@ from ether.runtime.classes import add_import_paths, import_class
 from ether.runtime.decorators import EtherSpec, apply_registry, bind, spec_of, unbind
 from ether.runtime.pools import share_of
 from ether.runtime.registry import LiveRegistry
+from ether.runtime.schedules import Plan, Scheduler
 from ether.runtime.schema import ArgumentError, MethodSchema
 from ether.runtime.services import InvalidArguments, NotFound, ServiceClient, ServiceFailed
 from ether.transport.broker import BrokerAddress, BrokerError
@@ -69,6 +70,7 @@ class LaunchSpec:
     secret: str = ""  # hex: the broker key, to check the sources of what it receives
     worker: int = 0  # a pool worker's index: it handles only the messages of its share (``pools``)
     workers: int = 1  # the pool's size; 1: not a pool
+    schedule: list[dict[str, Any]] = field(default_factory=list)  # config ScheduleEntry (runtime/schedules)
 
 
 @dataclass
@@ -414,9 +416,15 @@ class InstanceRuntime:
     # -- periodic publishers ----------------------------------------------------------------
 
     def start_ticking(self) -> None:
+        """Begin periodic publishers and the ``schedule:`` of the YAML (once)."""
+        if self._ticking.is_set():
+            return
+        self._ticking.set()
+        if self.spec.schedule:
+            plans = [Plan(**entry) for entry in self.spec.schedule]
+            Scheduler(plans, self.jobs.put, self._scheduled, self.finished).start()
         periodic = [(m, m.spec.pub.interval) for m in self.methods if m.spec.pub and m.spec.pub.interval]
-        if periodic and not self._ticking.is_set():
-            self._ticking.set()
+        if periodic:
             threading.Thread(
                 target=self._tick_loop, args=(periodic,), name="ether-ticks", daemon=True
             ).start()
@@ -439,6 +447,23 @@ class InstanceRuntime:
         if self.paused or self.quiet:
             return
         self.invoke(method, {}, method.spec.pub.topic if method.spec.pub else method.name, None)
+
+    def _scheduled(self, plan: Plan, kwargs: dict[str, Any], trial: dict[str, Any] | None) -> None:
+        """One call of ``schedule:`` on the worker thread; a trial sequence's call inside its trial."""
+        if self.paused or self.quiet:
+            return
+        topic = f"<schedule {plan.method}>"
+        try:
+            call = getattr(self.obj, plan.method)
+            if trial is None:
+                call(**kwargs)
+                return
+            from ether import experiments
+
+            with experiments.trial(plan.method, **trial):
+                call(**kwargs)
+        except Exception as exc:
+            self.report_error(topic, _reason(exc), trace=user_traceback(exc))
 
     # -- control ----------------------------------------------------------------------------
 

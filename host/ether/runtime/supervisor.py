@@ -138,6 +138,7 @@ class Supervisor:
             secret=key.secret.hex(),
             worker=c.worker,
             workers=c.workers,
+            schedule=[entry.model_dump(exclude_none=True) for entry in c.schedule],
         )
         child.send(asdict(spec))  # if it died already, _watch handles it
 
