@@ -34,6 +34,8 @@ def frame_payload(k: int) -> dict:
         "label": f"frame {k}",
         "ok": k % 2 == 0,
         "spectrum": np.arange(k + 1, dtype=np.float64),  # a shape per message: ragged
+        "when": np.array(["2026-12-03T10:00:00"], dtype="M8[ns]") + k,  # no HDF5 or NWB type
+        "names": np.array(["left", "right"]),
     }
 
 
@@ -140,6 +142,7 @@ def test_zarr_has_the_hdf5_layout(recorded, tmp_path):
         frame_payload(k)["tag"] for k in range(5)
     ]
     assert_same_array(frames["spectrum/4"][:], np.arange(5, dtype=np.float64))
+    assert frames["names"][:].tolist() == [["left", "right"]] * 5
     assert list(frames["_ether/seq"][:]) == [r["_ether.seq"] for r in recorded.records("frames")]
 
 
@@ -214,3 +217,12 @@ def test_the_export_command_writes_nwb(recorded, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / f"{recorded.path.name}.nwb").exists() and "exported 5 topics" in done.stdout
+
+
+def test_hdf5_writes_times_and_unicode_arrays(recorded, tmp_path):
+    h5py = pytest.importorskip("h5py")
+    with h5py.File(exported(recorded, "hdf5", tmp_path)) as f:
+        when = f["frames/when"]
+        want = np.stack([frame_payload(k)["when"] for k in range(5)])
+        assert_same_array(when[()].view(when.attrs["dtype"]), want)
+        assert [s.decode() for s in f["frames/names"][0]] == ["left", "right"]
