@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import ether
+from ether.data.columns import board_clocks
 from ether.data.recorded import RecordedSession, export
 from ether.runtime.session import new_session
 from test_arrays import assert_same_array
@@ -226,3 +227,19 @@ def test_hdf5_writes_times_and_unicode_arrays(recorded, tmp_path):
         want = np.stack([frame_payload(k)["when"] for k in range(5)])
         assert_same_array(when[()].view(when.attrs["dtype"]), want)
         assert [s.decode() for s in f["frames/names"][0]] == ["left", "right"]
+
+
+def clock_event(src: str, t_board: float, offset: float) -> dict:
+    detail = {"offset": offset, "t_board": t_board, "t_host": t_board + offset, "seq": 1}
+    return {"kind": "device_clock", "src": src, "boot": "b", "detail": detail}
+
+
+def test_a_boards_block_times_move_to_the_host_clock_by_the_offset_of_their_time():
+    """A board counting from power-on, whose clock is then set (NTP): each sample is moved by the
+    estimate in effect when it was taken; a host source has no estimates and is not moved."""
+    events = [clock_event("board", 100.0, 900.0), clock_event("board", 1001.5, 0.0)]
+    events.append({"kind": "new_boot", "src": "board", "boot": "b", "detail": {}})
+    clocks = board_clocks(events)
+    assert set(clocks) == {"board"}
+    times = np.array([99.0, 100.0, 100.5, 1001.5, 1002.0])
+    assert clocks["board"].to_host(times).tolist() == [999.0, 1000.0, 1000.5, 1001.5, 1002.0]
