@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import ether
+from ether.data.columns import board_clocks
 from ether.data.recorded import RecordedSession, export
 from ether.runtime.session import new_session
 from test_arrays import assert_same_array
@@ -34,6 +35,8 @@ def frame_payload(k: int) -> dict:
         "label": f"frame {k}",
         "ok": k % 2 == 0,
         "spectrum": np.arange(k + 1, dtype=np.float64),  # a shape per message: ragged
+        "when": np.array(["2026-12-03T10:00:00"], dtype="M8[ns]") + k,  # no HDF5 or NWB type
+        "names": np.array(["left", "right"]),
     }
 
 
@@ -140,6 +143,7 @@ def test_zarr_has_the_hdf5_layout(recorded, tmp_path):
         frame_payload(k)["tag"] for k in range(5)
     ]
     assert_same_array(frames["spectrum/4"][:], np.arange(5, dtype=np.float64))
+    assert frames["names"][:].tolist() == [["left", "right"]] * 5
     assert list(frames["_ether/seq"][:]) == [r["_ether.seq"] for r in recorded.records("frames")]
 
 
@@ -214,3 +218,28 @@ def test_the_export_command_writes_nwb(recorded, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / f"{recorded.path.name}.nwb").exists() and "exported 5 topics" in done.stdout
+
+
+def test_hdf5_writes_times_and_unicode_arrays(recorded, tmp_path):
+    h5py = pytest.importorskip("h5py")
+    with h5py.File(exported(recorded, "hdf5", tmp_path)) as f:
+        when = f["frames/when"]
+        want = np.stack([frame_payload(k)["when"] for k in range(5)])
+        assert_same_array(when[()].view(when.attrs["dtype"]), want)
+        assert [s.decode() for s in f["frames/names"][0]] == ["left", "right"]
+
+
+def clock_event(src: str, t_board: float, offset: float) -> dict:
+    detail = {"offset": offset, "t_board": t_board, "t_host": t_board + offset, "seq": 1}
+    return {"kind": "device_clock", "src": src, "boot": "b", "detail": detail}
+
+
+def test_a_boards_block_times_move_to_the_host_clock_by_the_offset_of_their_time():
+    """A board counting from power-on, whose clock is then set (NTP): each sample is moved by the
+    estimate in effect when it was taken; a host source has no estimates and is not moved."""
+    events = [clock_event("board", 100.0, 900.0), clock_event("board", 1001.5, 0.0)]
+    events.append({"kind": "new_boot", "src": "board", "boot": "b", "detail": {}})
+    clocks = board_clocks(events)
+    assert set(clocks) == {"board"}
+    times = np.array([99.0, 100.0, 100.5, 1001.5, 1002.0])
+    assert clocks["board"].to_host(times).tolist() == [999.0, 1000.0, 1000.5, 1001.5, 1002.0]

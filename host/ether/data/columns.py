@@ -13,7 +13,8 @@ one array with its time axis) or **messages**: one column per field, each of one
 
 -- and the metadata columns (``_ether``). Times are seconds since the epoch on the recorder's clock:
 a message's ``t_recorded``; a block's sample times are the sender's, moved by the board's clock
-offset (its smallest ``device_clock`` offset, docs/data.md#device-clocks) when the sender is a board.
+offset in effect at each sample (its ``device_clock`` events, docs/data.md#device-clocks) when the
+sender is a board.
 """
 
 from __future__ import annotations
@@ -52,12 +53,12 @@ class TopicColumns:
 
 def session_columns(session: RecordedSession) -> Iterator[TopicColumns]:
     """Each topic of a session as columns, in topic order (one topic in memory at a time)."""
-    offsets = clock_offsets(session)
+    clocks = board_clocks(session.events)
     for topic in session.topics:
-        yield topic_columns(session, topic, offsets)
+        yield topic_columns(session, topic, clocks)
 
 
-def topic_columns(session: RecordedSession, topic: str, offsets: dict[str, float]) -> TopicColumns:
+def topic_columns(session: RecordedSession, topic: str, clocks: dict[str, BoardClock]) -> TopicColumns:
     import numpy as np
 
     try:
@@ -72,7 +73,8 @@ def topic_columns(session: RecordedSession, topic: str, offsets: dict[str, float
             {META_PREFIX + k: json.loads(r[k]) if k == "parents" else r[k] for k in META_COLUMNS}
             for r in rows
         ]
-        time = joined.times + offsets.get(records[0][META_PREFIX + "src"] or "", 0.0)
+        clock = clocks.get(records[0][META_PREFIX + "src"] or "")
+        time = joined.times if clock is None else clock.to_host(joined.times)
         columns: list[Column] = []
     else:
         records = session.records(topic)
@@ -129,15 +131,38 @@ def _meta(records: list[dict[str, Any]]) -> list[Column]:
     return columns
 
 
-def clock_offsets(session: RecordedSession) -> dict[str, float]:
-    """Host time minus board time per board (its smallest ``device_clock`` offset: the reading with the
-    least delivery delay); a host source shares the recorder's clock and has none."""
-    offsets: dict[str, float] = {}
-    for event in session.events:
+@dataclass
+class BoardClock:
+    """A board's ``device_clock`` events (docs/data.md#device-clocks): which offset held from which
+    board time on."""
+
+    t_board: Any  # float64, ascending: the board time of each estimate
+    offset: Any  # float64: host time minus board time from then on
+
+    def to_host(self, times: Any) -> Any:
+        """Board times on the host's clock: each moved by the last estimate made at or before it (the
+        first estimate for times before it)."""
+        import numpy as np
+
+        at = np.clip(np.searchsorted(self.t_board, times, side="right") - 1, 0, None)
+        return times + self.offset[at]
+
+
+def board_clocks(events: list[dict[str, Any]]) -> dict[str, BoardClock]:
+    """Per board, its clock estimates; a host source shares the recorder's clock and has none."""
+    import numpy as np
+
+    found: dict[str, list[tuple[float, float]]] = {}
+    for event in events:
         if event["kind"] == "device_clock" and event["src"]:
-            offset = float(event["detail"]["offset"])
-            offsets[event["src"]] = min(offset, offsets.get(event["src"], offset))
-    return offsets
+            detail = event["detail"]
+            found.setdefault(event["src"], []).append((float(detail["t_board"]), float(detail["offset"])))
+    clocks = {}
+    for src, estimates in found.items():
+        estimates.sort()
+        t_board, offset = np.array(estimates, dtype=np.float64).T
+        clocks[src] = BoardClock(t_board, offset)
+    return clocks
 
 
 def jsonable(value: Any) -> Any:

@@ -48,7 +48,7 @@ def export_hdf5(session: RecordedSession, out: Path, progress=None) -> Path:
 def _blocks(group: Any, columns: TopicColumns) -> None:
     joined = columns.blocks
     assert joined is not None
-    group.create_dataset("data", data=joined.data)
+    _array(group, "data", joined.data)
     group.create_dataset("times", data=columns.time)
     for name in ("rate", "units"):
         if getattr(joined, name) is not None:
@@ -64,17 +64,31 @@ def _dataset(group: Any, column: Column) -> None:
     import numpy as np
 
     if column.kind in ("numbers", "bools", "arrays"):
-        group.create_dataset(column.name, data=column.values)
+        _array(group, column.name, column.values)
     elif column.kind == "ragged":  # one dataset per message, named by its index
         sub = group.require_group(column.name)
         for i, v in enumerate(column.values):
-            if v is not None:
-                sub.create_dataset(
-                    str(i), data=v if isinstance(v, np.ndarray) else json.dumps(v, default=str)
-                )
+            if isinstance(v, np.ndarray):
+                _array(sub, str(i), v)
+            elif v is not None:
+                sub.create_dataset(str(i), data=json.dumps(v, default=str))
     elif column.kind == "bytes":
         data = group.create_dataset(column.name, (len(column.values),), dtype=h5py.vlen_dtype(np.uint8))
         for i, v in enumerate(column.values):
             data[i] = np.frombuffer(v or b"", np.uint8)
     else:
         group.create_dataset(column.name, data=column.values, dtype=h5py.string_dtype())
+
+
+def _array(group: Any, name: str, data: Any) -> None:
+    """A dataset of an array. HDF5 has no datetime or unicode type: times are written as int64 with
+    their numpy dtype in the attribute ``dtype`` (read ``data[()].view(dtype)``), unicode as UTF-8."""
+    import h5py
+    import numpy as np
+
+    if data.dtype.kind in "mM":
+        group.create_dataset(name, data=data.view(np.int64)).attrs["dtype"] = data.dtype.str
+    elif data.dtype.kind == "U":
+        group.create_dataset(name, data=data.astype(object), dtype=h5py.string_dtype())
+    else:
+        group.create_dataset(name, data=data)

@@ -53,21 +53,30 @@ def _array(group: Any, column: Column) -> None:
     import numpy as np
 
     if column.kind in ("numbers", "bools", "arrays"):
-        group.create_array(column.name, data=column.values)
+        _create(group, column.name, column.values)
     elif column.kind == "ragged":  # one array per message, named by its index
         sub = group.require_group(column.name)
         for i, v in enumerate(column.values):
             if v is not None:
-                if isinstance(v, np.ndarray):
-                    sub.create_array(str(i), data=v)
-                else:
-                    _array(sub, Column(str(i), "text", [json.dumps(v, default=str)]))
+                _create(
+                    sub, str(i), v if isinstance(v, np.ndarray) else np.array([json.dumps(v, default=str)])
+                )
     elif column.kind == "bytes":
         sub = group.require_group(column.name)
         blobs = [v or b"" for v in column.values]
         offsets = np.cumsum([0, *map(len, blobs)], dtype=np.int64)
         sub.create_array("data", data=np.frombuffer(b"".join(blobs), np.uint8))
         sub.create_array("offsets", data=offsets)
-    else:  # variable-length UTF-8: a Zarr v3 data type with a spec (fixed-length UTF-32 has none)
-        text = group.create_array(column.name, shape=(len(column.values),), dtype=str)
-        text[:] = np.array(column.values, dtype=object)
+    else:
+        _create(group, column.name, np.array(column.values, dtype=str))
+
+
+def _create(group: Any, name: str, data: Any) -> None:
+    """An array; text as variable-length UTF-8, a Zarr v3 data type with a spec (numpy's fixed-length
+    unicode has none)."""
+
+    if data.dtype.kind == "U":
+        text = group.create_array(name, shape=data.shape, dtype=str)
+        text[...] = data.astype(object)
+    else:
+        group.create_array(name, data=data)
