@@ -98,6 +98,10 @@ def test_every_process_keeps_its_lines_in_the_store(run_session, tmp_path, ether
     out = shown.stdout.splitlines()
     assert "chatty[" in out[0] and "ERROR log_classes: looked for something missing" in out[0]
     assert out[1].startswith("    Traceback") and all("line 1 of 2" not in o for o in out)
+    nobody = ether_cli("logs", str(session.recording.run_dir), "--instance", "nobody")
+    assert (
+        nobody.returncode == 1 and "no log lines of 'nobody'" in nobody.stderr and "chatty" in nobody.stderr
+    )
     everything = ether_cli("logs", str(session.recording.run_dir), "--since", "1h").stdout
     assert "broker[" in everything and "recorder[" in everything and "echo[" in everything
     assert ether_cli("logs", str(session.recording.run_dir), "--since", "1d").stdout == everything

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from ether.data.recorded import find_session
-from ether.data.recorder.store import RUNNING, StoreError, connect, read_logs, read_manifest
+from ether.data.recorder.store import RUNNING, StoreError, connect, log_sources, read_logs, read_manifest
 
 FOLLOW_POLL = 0.5  # seconds between two looks at a running session's store (like tail -f)
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
@@ -38,12 +38,13 @@ def parse_since(text: str, now: float | None = None) -> float:
 
 
 def format_line(line: dict[str, Any]) -> str:
-    """One log line as ``ether logs`` prints it; a traceback follows, indented."""
+    """One log line as ``ether logs`` prints it; the rest of a message of several lines, and a
+    traceback, follow indented."""
     when = datetime.fromtimestamp(line["t"]).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-    text = f"{when} {line['src']}[{line['pid']}] {line['level']} {line['logger']}: {line['message']}"
-    if line.get("traceback"):
-        text += "\n" + "\n".join("    " + t for t in line["traceback"].rstrip("\n").split("\n"))
-    return text
+    first, *more = line["message"].rstrip("\n").split("\n")
+    more += line["traceback"].rstrip("\n").split("\n") if line.get("traceback") else []
+    text = f"{when} {line['src']}[{line['pid']}] {line['level']} {line['logger']}: {first}"
+    return "\n".join([text, *("    " + m for m in more)])
 
 
 def cmd_logs(args) -> int:
@@ -54,6 +55,15 @@ def cmd_logs(args) -> int:
     except (ValueError, StoreError) as exc:
         print(f"ether: {exc}", file=sys.stderr)
         return 1
+    if args.instance and not args.follow:
+        known = log_sources(db)
+        if args.instance not in known:
+            print(
+                f"ether: no log lines of '{args.instance}' in {path.name}; of: {', '.join(known) or 'none'}",
+                file=sys.stderr,
+            )
+            db.close()
+            return 1
     after = 0
     try:
         while True:

@@ -141,6 +141,9 @@ class PrintedLines(io.TextIOBase):
         written = self.stream.write(text)
         with self._lock:
             *lines, self._partial = (self._partial + text).split("\n")
+            if len(self._partial) > LOG_MESSAGE_LIMIT:  # printed without an end of line, at length
+                lines.append(self._partial)
+                self._partial = ""
         if self.publisher.level <= logging.INFO:
             for line in lines:
                 self.publisher.handle(logging.LogRecord("print", logging.INFO, "", 0, line, None, None))

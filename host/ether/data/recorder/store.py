@@ -343,6 +343,14 @@ def read_logs(
         return []
 
 
+def log_sources(db: sqlite3.Connection) -> list[str]:
+    """The processes that have lines in the store's ``logs``, by name."""
+    try:
+        return [r[0] for r in db.execute("SELECT DISTINCT src FROM logs ORDER BY src")]
+    except sqlite3.OperationalError:  # no such table
+        return []
+
+
 def missing_count(db: sqlite3.Connection) -> int:
     return db.execute("SELECT COALESCE(SUM(last_seq - first_seq + 1), 0) FROM gaps").fetchone()[0]
 
