@@ -124,8 +124,9 @@ def mosquitto_pub(address, topic: str, message: str) -> None:
     )
 
 
-def test_a_plain_mqtt_client_starts_and_stops_trials_and_marks(run_session, tmp_path):
-    session, observer = run_session({"recorder": {"path": str(tmp_path)}})
+@pytest.mark.parametrize("broker", [None, "mosquitto"], ids=["embedded", "managed-mosquitto"])
+def test_a_plain_mqtt_client_starts_and_stops_trials_and_marks(run_session, tmp_path, broker):
+    session, observer = run_session({"recorder": {"path": str(tmp_path)}, "broker": broker})
     sent = [
         {"event": "start", "kind": "run", "name": "psychopy", "id": "block-1", "metadata": {"task": "gabor"}},
         {"event": "start", "kind": "trial", "name": "gabor"},
