@@ -9,13 +9,18 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
 import ether
 from ether import ether_pub, ether_sub
 from ether.contract.topics import STRUCTURE
-from support import REPO, ether_run, recorder_barrier
+from ether.contract.wire import Stamper
+from ether.runtime.hostclock import HostClock
+from ether.transport.bus import Bus
+from ether.transport.requests import Requester
+from support import REPO, ether_run, logged_in, recorder_barrier
 
 # -- a class the sessions below run (its instance process imports this module) ---------------------
 
@@ -119,8 +124,9 @@ def mosquitto_pub(address, topic: str, message: str) -> None:
     )
 
 
-def test_a_plain_mqtt_client_starts_and_stops_trials_and_marks(run_session, tmp_path):
-    session, observer = run_session({"recorder": {"path": str(tmp_path)}})
+@pytest.mark.parametrize("broker", [None, "mosquitto"], ids=["embedded", "managed-mosquitto"])
+def test_a_plain_mqtt_client_starts_and_stops_trials_and_marks(run_session, tmp_path, broker):
+    session, observer = run_session({"recorder": {"path": str(tmp_path)}, "broker": broker})
     sent = [
         {"event": "start", "kind": "run", "name": "psychopy", "id": "block-1", "metadata": {"task": "gabor"}},
         {"event": "start", "kind": "trial", "name": "gabor"},
@@ -355,3 +361,90 @@ def test_tap_and_a_live_view_inside_a_jupyter_kernel(tmp_path):
     recorded = ether.open_session(next(p.parent for p in tmp_path.rglob("session.sqlite")))
     assert list(recorded.runs["name"]) == ["notebook"] and list(recorded.markers["name"]) == ["from a cell"]
     assert recorded.manifest["status"] == "complete"
+
+
+# -- one clock -------------------------------------------------------------------------------------
+
+
+def test_each_supervisor_measures_its_offset_to_the_recorder_and_it_is_recorded(run_session, tmp_path):
+    session, _ = run_session({"recorder": {"path": str(tmp_path)}})
+    assert session.clock is not None and session.clock.measured.wait(30)  # measured as the session opens
+    # a host whose clock is 5 s behind the recorder's, measured three times (as every PERIOD)
+    bus = Bus(logged_in(session.address, "supervisor", "skewed"), client_id="skewed-supervisor")
+    bus.connect()
+    skewed = HostClock(
+        Requester(bus, session.topics, Stamper("main:skewed")),
+        session.topics,
+        "skewed",
+        "lab-pc-2",
+        lambda: ["main:skewed", "camera"],
+        clock=lambda: time.time() - 5.0,
+    )
+    measured = [skewed.measure() for _ in range(3)]
+    bus.close()
+    session.publish("samples", {"x": 1})
+    session.close()
+
+    recorded = ether.open_session(session.recording.run_dir)
+    clocks = recorded.clocks
+    own = clocks[clocks["src"] == session.name]
+    assert len(own) >= 1 and (own["offset"].abs() <= own["delay"] / 2).all()  # same host: 0 within delay/2
+    theirs = clocks[clocks["src"] == "skewed"]
+    assert list(theirs["offset"]) == [m[0] for m in measured] and list(theirs["delay"]) == [
+        m[1] for m in measured
+    ]
+    assert ((theirs["offset"] - 5.0).abs() <= theirs["delay"] / 2).all()  # NTP's bound: half the round trip
+    frame = recorded.on_common_clock("samples")
+    shift = (frame["_ether.t_common"] - frame["_ether.t_sent"]).dt.total_seconds()
+    assert shift.abs().max() <= own["delay"].max() / 2 + 1e-6  # the script's time, on the recorder's clock
+
+
+def test_a_drifting_board_clock_is_corrected_to_within_its_least_delay(tmp_path):
+    """A board whose crystal runs 500 ppm fast (43 s a day), started at an arbitrary time, sends one
+    reading a second for 10 minutes with delivery delays of 2 to 50 ms. The recorder's estimator
+    (DeviceClocks, one estimate a minute) and the reader's interpolation put every reading within
+    the delays of the estimates around it (≤ 10 ms here after the first minute) of the true time,
+    never early; a single offset would be 0.3 s off by the end."""
+    import random
+
+    from ether.data.recorder.clocks import DeviceClocks
+    from ether.data.recorder.store import Row, Store
+
+    rng = random.Random(18)
+    store, clocks = Store(tmp_path), DeviceClocks(period=60)
+    start, drift, board_start = 1.7e9, 500e-6, 1234.5
+    truth, least, estimated = {}, [], []
+    with store.transaction():
+        for seq in range(1, 601):
+            t_true = start + seq
+            t_board = board_start + (t_true - start) * (1 + drift)
+            delay = 0.002 + 0.003 * rng.random() if seq % 13 == 0 else 0.005 + 0.045 * rng.random()
+            t_host = t_true + delay
+            truth[seq] = t_true
+            payload = json.dumps({"v": seq})
+            store.insert([Row("board.temp", payload, f"b.{seq}", "board", "b1", seq, [], t_board, t_host)])
+            detail = clocks.observe("board", "b1", t_board, t_host, seq)
+            if detail is not None:
+                store.event("device_clock", "board", "b1", **detail)
+                least.append(detail["t_host"] - truth[detail["seq"]])
+                estimated.append(detail["t_host"])
+    store.close()
+
+    frame = ether.open_session(tmp_path).on_common_clock("board.temp")
+    common = frame["_ether.t_common"].astype("int64") / 1e9
+    error = common - frame["_ether.seq"].map(truth)
+    # the first estimate is the first reading's (any delay), each later one the least offset of its
+    # minute: a least delayed reading, or a later one with a little more delay (the fast clock's offset shrinks)
+    bias = max(least[1:])
+    assert len(least) >= 10 and bias <= 0.010
+    t = frame["_ether.t_recorded"].astype("int64") / 1e9
+    inside, beyond = error[(t >= estimated[1]) & (t <= estimated[-1])], error[t > estimated[-1]]
+    assert error.min() >= -1e-6  # never early: an estimate can only be late by its delivery delay
+    assert (
+        error[t <= estimated[1]].max() <= max(least[:2]) + 1e-6
+    )  # the first minute: the first reading's delay
+    assert inside.max() <= bias + 1e-6  # between estimates: within their delays
+    assert beyond.max() <= 2 * bias  # extrapolated for less than a minute beyond the last
+    print(f"residual: max {error.max() * 1e3:.2f} ms; between estimates {inside.max() * 1e3:.2f} ms")
+    first = least[0] + drift * 600  # with the first estimate only, drift adds up
+    assert first > 0.29

@@ -284,12 +284,33 @@ class SessionCommand(Message):
     instance: str | None = None
 
 
-class RecorderCommand(Message):
-    """``recorder/control``; a ``shutdown`` with ``forced_by`` stops at once (a forced quit)."""
+Seconds = Annotated[float, Field(ge=-T_LIMIT, lt=T_LIMIT, allow_inf_nan=False)]
 
-    command: Literal["status", "barrier", "shutdown"]
+
+class RecorderCommand(Message):
+    """``recorder/control``; a ``shutdown`` with ``forced_by`` stops at once (a forced quit). ``clock``
+    is answered at once with the recorder's receive and send times (``ClockReply``); ``clock_offset``
+    reports what a supervisor measured with it, to be recorded (docs/experiments.md#one-clock)."""
+
+    command: Literal["status", "barrier", "shutdown", "clock", "clock_offset"]
     forced_by: str | None = None
     unconfirmed: int | None = Field(None, description="on a forced quit: messages not confirmed saved")
+    offset: Seconds | None = Field(None, description="clock_offset: recorder's clock minus the supervisor's")
+    delay: Seconds | None = Field(None, ge=0, description="clock_offset: round trip of the exchange used")
+    supervisor: Source | None = Field(None, description="clock_offset: the supervisor that measured it")
+    host: str | None = Field(None, max_length=ID_LIMIT, description="clock_offset: its host")
+    sources: list[Source] | None = Field(
+        None,
+        max_length=PARENTS_LIMIT,
+        description="clock_offset: the sources on that host (its instances, itself)",
+    )
+
+
+class ClockReply(Message):
+    """The result of a ``clock`` request: when the recorder received it and when it answered (its clock)."""
+
+    received: float = Field(description="seconds since the epoch, recorder's clock")
+    sent: float
 
 
 class DeviceCall(Message):
@@ -394,6 +415,7 @@ MODELS: tuple[type[BaseModel], ...] = (
     InstanceCommand,
     SessionCommand,
     RecorderCommand,
+    ClockReply,
     DeviceCall,
     RecorderAck,
     RecorderClosing,

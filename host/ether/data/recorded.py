@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ether.contract.blocks import Block, Blocks, join
+from ether.data.clock import CommonClock
 from ether.data.recorder.settings import RecorderSettings
 from ether.data.recorder.store import (
     FAILED,
@@ -182,6 +183,32 @@ class RecordedSession:
 
     def lineage(self, msg_id: str) -> list[tuple[int, dict[str, Any]]]:
         return lineage(self.db, self.manifest, msg_id)
+
+    # -- one clock (docs/experiments.md#one-clock) ----------------------------------------------------
+
+    @property
+    def clocks(self):
+        """Every clock offset estimate as a DataFrame: kind (device/host), src, boot, t (recorder's
+        clock), offset (recorder's clock minus the sender's, s), delay (a host's round trip, s)."""
+        columns = ["kind", "src", "boot", "t", "offset", "delay"]
+        return _pandas().DataFrame(CommonClock(self.db).estimates, columns=columns)
+
+    def on_common_clock(self, topic: str):
+        """``session[topic]`` with ``_ether.t_common``: each message's send time on the recorder's clock
+        (its sender's time corrected by its measured offset; NaT when none was measured, e.g. a
+        foreign client's)."""
+        pd = _pandas()
+        clock = CommonClock(self.db)
+        frame = self[topic]
+        src, boot, sent = (META_PREFIX + c for c in ("src", "boot", "t_sent"))
+        seconds = [
+            clock.common(s, b, None if pd.isna(t) else t.timestamp())
+            for s, b, t in zip(frame[src], frame[boot], frame[sent], strict=True)
+        ]
+        frame[META_PREFIX + "t_common"] = pd.to_datetime(
+            pd.Series(seconds, dtype="float64"), unit="s", utc=True
+        )
+        return frame
 
     # -- structure: runs, trials, markers (docs/experiments.md) ----------------------------------------
 

@@ -18,6 +18,7 @@ from ether.contract.topics import Topics, check_publish_topic
 from ether.contract.wire import Stamper, WireError, decode, encode
 from ether.data.recorder.recording import Recording
 from ether.runtime import context
+from ether.runtime.hostclock import HostClock
 from ether.runtime.registry import LIVE_STATES, LiveRegistry
 from ether.runtime.services import ServiceClient
 from ether.runtime.supervisor import Supervisor
@@ -92,6 +93,7 @@ class Session:
         self._lock = threading.Lock()
         self.end_requested = threading.Event()  # set by `ether shutdown` from anywhere
         self.started_at = time.time()
+        self.clock: HostClock | None = None  # this host's offset to the recorder's clock, measured
 
     @property
     def address(self) -> BrokerAddress:
@@ -157,6 +159,14 @@ class Session:
             raise
         self.bus.publish(self.topics.supervisor_status(self.name), self._status("running"), retain=True)
         context.set_client(self)
+        self.clock = HostClock(
+            self.services.requester,
+            self.topics,
+            self.name,
+            socket.gethostname(),
+            lambda: [self.stamper.source, *self.supervisor.instances],
+        )
+        self.clock.start()
         log.info(
             "Ether session '%s' ready on %s with instances: %s",
             self.topics.session,
@@ -287,6 +297,8 @@ class Session:
         ``failure``: why the session could not start (its recording is sealed as failed)."""
         with self._lock:
             context.set_client(None)
+            if self.clock is not None:
+                self.clock.stop()
             # the drain barrier: nothing unsaved is left behind
             self.recording.end(self.supervisor, timeout, failure)
             codes = self.supervisor.close(timeout) if self._bus else {}

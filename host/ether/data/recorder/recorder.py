@@ -24,6 +24,7 @@ from typing import Any
 from ether import exits
 from ether.contract import arrays
 from ether.contract.messages import (
+    ClockReply,
     ContractError,
     DeviceSchema,
     ErrorEvent,
@@ -80,6 +81,14 @@ class _Barrier:
 
     def __init__(self, request: Meta | None, then_stop: bool = False, forced: dict | None = None) -> None:
         self.request, self.then_stop, self.forced = request, then_stop, forced
+
+
+@dataclass
+class _HostClock:
+    """A supervisor's measured clock offset, to be recorded."""
+
+    report: RecorderCommand
+    t: float
 
 
 @dataclass
@@ -147,6 +156,7 @@ class Recorder:
             self.inbox.put((topic, raw, time.time()))
 
     def on_control(self, raw: bytes) -> None:
+        received = time.time()  # a clock exchange's receive time: first thing
         try:
             payload, meta = decode(raw)
         except WireError as exc:  # not answered: its reply_to cannot be trusted
@@ -164,6 +174,8 @@ class Recorder:
             )
         elif control.command == "status":
             answer(self.bus, self.stamper, meta, ok(self.status("ready")))
+        elif control.command in ("clock", "clock_offset"):
+            self.on_clock(control, meta, received)
         else:
             forced = None
             if control.command == "shutdown" and control.forced_by:  # a forced quit (the monitor's): at once
@@ -171,6 +183,21 @@ class Recorder:
             self.inbox.put(_Barrier(meta, then_stop=control.command == "shutdown", forced=forced))
             if forced:
                 self.forcing = True  # after the put: the writer then finds this request in its queue
+
+    def on_clock(self, control: RecorderCommand, meta: Meta | None, received: float) -> None:
+        """A supervisor's clock exchange (``runtime/hostclock``): answered at once with our receive and
+        send times; its result, a ``clock_offset``, is recorded as a ``host_clock`` event."""
+        if control.command == "clock":
+            answer(
+                self.bus, self.stamper, meta, ok(ClockReply(received=received, sent=time.time()).payload())
+            )
+            return
+        if control.offset is None or control.delay is None or not control.supervisor:
+            problem = "recorder: clock_offset needs offset, delay and supervisor"
+            answer(self.bus, self.stamper, meta, refused("validation", problem))
+            return
+        self.inbox.put(_HostClock(control, received))
+        answer(self.bus, self.stamper, meta, ok())
 
     def status(self, state: str) -> dict[str, Any]:
         """The recorder's status now, as a JSON object (announced, and the result of status requests)."""
@@ -253,6 +280,16 @@ class Recorder:
         self._batch = {}
         with self.store.transaction():
             for item in items:
+                if isinstance(item, _HostClock):
+                    r = item.report
+                    detail = {
+                        "offset": r.offset,
+                        "delay": r.delay,
+                        "host": r.host,
+                        "sources": r.sources or [],
+                    }
+                    self.store.event("host_clock", r.supervisor, None, t_recorder=item.t, **detail)
+                    continue
                 if isinstance(item, _Oversized):
                     topic = self.topics.user_topic(item.topic)
                     self._refuse("oversized", topic, self.bus.oversized(topic, item.size), size=item.size)
