@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import ether
+from ether.contract.topics import STRUCTURE
 from ether.data.columns import board_clocks
 from ether.data.recorded import RecordedSession, export
 from ether.runtime.session import new_session
@@ -62,6 +63,16 @@ def recorded(tmp_path_factory):
             )
             session.publish("frames", frame_payload(k))
             session.publish("in", {"value": k})
+        structure = [  # a run holding two trials, as any MQTT client sends them (docs/experiments.md)
+            {"event": "start", "kind": "run", "name": "block 1", "id": "run-1"},
+            {"event": "start", "kind": "trial", "name": "stim A", "id": "t-1", "metadata": {"stim": "A"}},
+            {"event": "stop", "kind": "trial", "id": "t-1"},
+            {"event": "start", "kind": "trial", "name": "stim B", "id": "t-2", "metadata": {"stim": "B"}},
+            {"event": "stop", "kind": "trial", "id": "t-2", "status": "failed", "error": "no response"},
+            {"event": "stop", "kind": "run", "id": "run-1"},
+        ]
+        for event in structure:
+            session.publish(STRUCTURE, event)
     finally:
         session.close()
     run = RecordedSession(session.recording.run_dir)
@@ -75,16 +86,8 @@ def exported(run: RecordedSession, fmt: str, tmp_path: Path) -> Path:
     return path
 
 
-def test_nwb_holds_every_topic_as_timeseries_with_the_session_metadata(recorded, tmp_path, monkeypatch):
+def test_nwb_holds_every_topic_as_timeseries_with_the_session_metadata(recorded, tmp_path):
     pynwb = pytest.importorskip("pynwb")
-    trials = [
-        {
-            "start_time": recorded.manifest["started_at"] + 1,
-            "stop_time": recorded.manifest["started_at"] + 2,
-            "stim": "A",
-        }
-    ]
-    monkeypatch.setattr(RecordedSession, "trials", trials, raising=False)  # the hook: a runs/trials table
     path = exported(recorded, "nwb", tmp_path)
     start = recorded.manifest["started_at"]
     with pynwb.NWBHDF5IO(str(path), "r") as io:
@@ -121,8 +124,15 @@ def test_nwb_holds_every_topic_as_timeseries_with_the_session_metadata(recorded,
         out = nwb.processing["ether"]["out.value"]  # derived: in the processing module
         assert sorted(out.data[()]) == [0, 1, 2, 3, 4]
 
-        table = nwb.trials.to_dataframe()
-        assert list(table["stim"]) == ["A"] and table["start_time"].iloc[0] == pytest.approx(1.0)
+        trials, epochs = nwb.trials.to_dataframe(), nwb.epochs.to_dataframe()  # ether.trial / ether.run
+        want = recorded.structure_records().entries
+        assert list(trials["label"]) == ["stim A", "stim B"] and list(trials["status"]) == ["ok", "failed"]
+        assert json.loads(trials["metadata"].iloc[0]) == {"stim": "A"}
+        assert trials["start_time"].iloc[0] == pytest.approx(want[1]["start"] - start, abs=1e-6)
+        assert list(trials["parent_id"]) == [want[0]["id"]] * 2 and trials["error"].iloc[1] == "no response"
+        assert (
+            list(epochs["label"]) == ["block 1"] and epochs["stop_time"].iloc[0] > trials["stop_time"].max()
+        )
 
 
 def test_zarr_has_the_hdf5_layout(recorded, tmp_path):
@@ -217,7 +227,9 @@ def test_the_export_command_writes_nwb(recorded, tmp_path):
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert (tmp_path / f"{recorded.path.name}.nwb").exists() and "exported 5 topics" in done.stdout
+    assert (
+        tmp_path / f"{recorded.path.name}.nwb"
+    ).exists() and "exported 6 topics" in done.stdout  # ether.structure too
 
 
 def test_hdf5_writes_times_and_unicode_arrays(recorded, tmp_path):

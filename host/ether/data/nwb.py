@@ -7,9 +7,9 @@ numeric, bool or stacked array field, stamped with the messages' ``t_recorded``.
 derived ones (messages with parents) to the ``ether`` processing module. Times are on the recorder's
 clock (``ether.data.columns``), relative to the session's start.
 
-Trials and epochs: ``intervals(nwbfile, session, start)`` is the hook. It writes the rows of ``session.trials`` and
-``session.epochs`` (each a list of dicts with ``start_time`` and ``stop_time`` in seconds since the
-epoch, and any other columns) as the file's trials and epochs tables when the recorded session has them.
+Trials and epochs: the session's trials (``ether.trial``) are the NWB trials table and its runs
+(``ether.run``) the epochs table (docs/experiments.md), with their name (``label``), number, status,
+error, parent (``parent_id``), source and metadata (JSON) as columns; an entry that never stopped has a NaN stop_time.
 """
 
 from __future__ import annotations
@@ -27,7 +27,17 @@ if TYPE_CHECKING:
 
 UNKNOWN_UNIT = "unknown"  # a message field has no unit in Ether's contract
 NUMERIC = "biuf"  # the dtypes a TimeSeries holds (not complex, times or strings: use hdf5 or zarr)
-TABLES = ("trials", "epochs")  # the interval tables NWB knows and a recorded session may hold
+INTERVALS = {"trial": "trial", "run": "epoch"}  # an Ether entry kind: the NWB interval table it goes to
+# an entry's fields, as the table's columns (NWB tables have a name and a parent of their own)
+ENTRY_COLUMNS = {
+    "label": "name",
+    "number": "number",
+    "status": "status",
+    "error": "error",
+    "parent_id": "parent",
+    "source": "src",
+    "metadata": "metadata",
+}
 
 
 def export_nwb(session: RecordedSession, out: Path, progress=None) -> Path:
@@ -130,25 +140,26 @@ def _name(topic: str, field: str | None, taken: set[str]) -> str:
 
 
 def intervals(nwbfile: Any, session: RecordedSession, start: float) -> None:
-    """The trials/epochs hook: ``session.trials`` / ``session.epochs`` rows (start_time, stop_time in
-    seconds since the epoch, other keys as columns) written as NWB interval tables; none today."""
-    for table in TABLES:
-        rows = list(getattr(session, table, None) or [])
+    """The session's trials and runs as NWB's trials and epochs tables (times relative to ``start``)."""
+    entries = session.structure_records().entries
+    for kind, table in INTERVALS.items():
+        rows = [e for e in entries if e["kind"] == kind]
         if not rows:
             continue
-        extra = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in ("start_time", "stop_time")]
-        add_column = getattr(nwbfile, f"add_{table.removesuffix('s')}_column")
-        add_row = getattr(nwbfile, f"add_{table.removesuffix('s')}")
-        for key in extra:
-            add_column(name=key, description=f"'{key}' of the session's {table}")
+        for column, key in ENTRY_COLUMNS.items():
+            getattr(nwbfile, f"add_{table}_column")(name=column, description=f"the {kind}'s {key} (Ether)")
+        add_row = getattr(nwbfile, f"add_{table}")
         for row in rows:
-            values = {k: _cell(row.get(k)) for k in extra}
+            stop = row["stop"]
             add_row(
-                start_time=float(row["start_time"]) - start,
-                stop_time=float(row["stop_time"]) - start,
-                **values,
+                start_time=float(row["start"]) - start,
+                stop_time=float("nan") if stop is None else float(stop) - start,
+                **{column: _cell(row.get(key)) for column, key in ENTRY_COLUMNS.items()},
             )
 
 
 def _cell(value: Any) -> Any:
+    """A table cell NWB can hold: numbers and text as they are, None as "", anything else as JSON."""
+    if value is None:
+        return ""
     return value if isinstance(value, (int, float, str, bool)) else json.dumps(value, default=str)
