@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ether.contract.blocks import Block, Blocks, join
+from ether.data.recorder import journal
 from ether.data.recorder.settings import RecorderSettings
 from ether.data.recorder.store import (
     FAILED,
@@ -78,6 +79,7 @@ class RecordedSession:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = find_session(path)
+        journal.merge_ended(self.path)  # what a session recorded when its recorder could not
         self.db = connect(self.path, readonly=True)
         self.manifest = read_manifest(self.db)
 
@@ -285,6 +287,7 @@ def cmd_sessions(args) -> int:
         f" {'conflicts':>9}"
     )
     for path in stores:
+        journal.merge_ended(path.parent)  # what a session recorded when its recorder could not
         try:
             db = connect(path, readonly=True)
             s = summary(db)

@@ -144,7 +144,9 @@ class Session:
             self.registry = LiveRegistry(bus, self.topics)
             self._services = ServiceClient(requester, self.registry, self.topics)
             self.supervisor.attach(address, bus, requester, key)
-            self.recording.attach(address, bus, requester, self.stamper, timeout, key, self.embedded is None)
+            self.recording.attach(
+                address, bus, requester, self.stamper, timeout, key, self.embedded is None, self.name
+            )
             bus.subscribe(self.topics.session_control(), self._on_session_control)
             names = [i.name for i in autorun]
             self.supervisor.wait_ready(names, timeout)
@@ -177,7 +179,10 @@ class Session:
         return BrokerKey.find(address) or BrokerKey.create(address.port, logins=False, pid=os.getpid())
 
     def _status(self, state: str) -> bytes:
-        """This supervisor's retained status: running, stopped, or dead (its Last Will)."""
+        """This supervisor's retained status: running, stopped (with what its outboxes still hold), or
+        dead (its Last Will). It names the recorder's run, so that a recorder's session that we joined
+        waits for our data at its end."""
+        unsaved = self.recording.unsaved_ranges if state == "stopped" else None
         status = SupervisorStatus(
             name=self.name,
             host=socket.gethostname(),
@@ -185,6 +190,8 @@ class Session:
             state=state,
             instances=sorted(self.config.instances),
             since=self.started_at,
+            recorder_run=self.recording.recorder_run,
+            unsaved=unsaved or None,
         )
         return encode(status.payload())
 
