@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 import ether
-from ether import ether_save_all
+from ether import ether_save_all, ether_sub
 
 
 class LastWord:
@@ -18,3 +20,11 @@ class LastWord:
         with open(self.gate) as gate:  # blocks until the test opens the other end
             gate.read()
         ether.pub({"last": True}, "last_word")
+
+
+class SlowSink:
+    """Handles each tick in 0.5 s: far slower than a Ticker sends, so a short drain leaves many unhandled."""
+
+    @ether_sub(topic="tick")
+    def take(self, n: int) -> None:
+        time.sleep(0.5)  # the work itself, not a synchronisation

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from ether.contract.wire import Stamper
 from ether.data.recorder.recording import seal_line
 from ether.data.recorder.store import connect, read_manifest
 from ether.runtime.session import new_session
+from ether.transport.broker import BrokerAddress
 from ether.transport.bus import Bus
 from ether.transport.requests import Requester
 from ether.transport.waiting import wait_until
@@ -228,3 +230,43 @@ def test_a_journal_left_by_a_dead_session_is_merged_by_ether_sessions_and_open_s
     assert recorded.manifest["forced_quit"][0]["by"] == "monitor:x"
     recorded.close()
     assert journal.merge(second) == 0  # once only
+
+
+def test_ether_run_with_unprocessed_inputs_exits_incomplete_and_shows_them(tmp_path):
+    """A subscriber slower than its source, and a drain too short to catch up: what it never handled is
+    in `ether sessions`, in `open_session(...).unprocessed`, in the seal line (printed last), and
+    `ether run` exits 6 (incomplete)."""
+    config_file = tmp_path / "lab.yaml"
+    instances = {
+        "ticker": {"class_path": "lab_classes.Ticker"},
+        "sink": {"class_path": "seal_classes.SlowSink"},
+    }
+    recorder = {"path": str(tmp_path / "data"), "drain_timeout": 1}
+    config_file.write_text(json.dumps({"recorder": recorder, "instances": instances}))
+    proc = ether_run(config_file, "--headless", "--port", "0", "--timeout", "8", env=env())
+    url = next(m.group(1) for line in proc.stdout if (m := re.search(r"Ether is running on (\S+)", line)))
+    observer = Observer(BrokerAddress.parse(url), "tick")
+    observer.wait_for("tick", 100, timeout=60)  # the sink is far behind by now
+    observer.close()
+    proc.send_signal(signal.SIGINT)
+    output = proc.stdout.read().strip().splitlines()
+    code = proc.wait(60)
+    run = open_session(next((tmp_path / "data").iterdir()))
+    (sink,) = [u for u in run.unprocessed if u["instance"] == "sink"]
+    ranges = sink["ranges"]["ticker"]
+    assert (
+        sink["durable"] > 0 and sum(b - a + 1 for boot in ranges.values() for a, b in boot) == sink["durable"]
+    )
+    assert run.manifest["status"] == "incomplete" and run.manifest["unprocessed"] == {"sink": sink["durable"]}
+    handled = run.records("tick")
+    run.close()
+    assert len(handled) > sink["durable"] > 0
+    assert code == exits.INCOMPLETE, output[-20:]
+    assert output[-1].startswith("Session ") and f"{sink['durable']} not processed by sink" in output[-1]
+    listing = subprocess.run(
+        [sys.executable, "-m", "ether", "sessions", "--data", str(tmp_path / "data")],
+        capture_output=True,
+        text=True,
+    )
+    header, row = listing.stdout.splitlines()[:2]
+    assert header.split()[-1] == "unprocessed" and row.split()[-1] == str(sink["durable"])

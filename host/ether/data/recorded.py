@@ -97,6 +97,17 @@ class RecordedSession:
         return conflicts(self.db)
 
     @property
+    def unprocessed(self) -> list[dict[str, Any]]:
+        """Per instance, what it never processed, as its session sealed: ``instance``, ``durable`` and
+        ``latest`` counts and ``ranges`` ``{src: {boot: [[first, last], ...]}}`` (docs/data.md)."""
+        last: dict[str, dict[str, Any]] = {}
+        for src, detail in self.db.execute(
+            "SELECT src, detail FROM events WHERE kind = 'unprocessed' ORDER BY rowid"
+        ):
+            last[src] = {"instance": src, **json.loads(detail)}
+        return list(last.values())
+
+    @property
     def events(self) -> list[dict[str, Any]]:
         return [
             {**dict(r), "detail": json.loads(r["detail"])}
@@ -284,7 +295,7 @@ def cmd_sessions(args) -> int:
         return 0
     print(
         f"{'run':<38} {'status':<10} {'duration':>9} {'messages':>9} {'missing':>8} {'unsaved':>8}"
-        f" {'conflicts':>9}"
+        f" {'conflicts':>9} {'unprocessed':>11}"
     )
     for path in stores:
         journal.merge_ended(path.parent)  # what a session recorded when its recorder could not
@@ -299,7 +310,7 @@ def cmd_sessions(args) -> int:
         duration = f"{stop - start:.1f}s" if start and stop else "-"
         print(
             f"{path.parent.name:<38} {s['status'] or '?':<10} {duration:>9} {s['messages']:>9}"
-            f" {s['missing']:>8} {s['unsaved'] or 0:>8} {s['conflicts']:>9}"
+            f" {s['missing']:>8} {s['unsaved'] or 0:>8} {s['conflicts']:>9} {s['unprocessed']:>11}"
         )
     return 0
 
