@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -270,3 +271,44 @@ def test_ether_run_with_unprocessed_inputs_exits_incomplete_and_shows_them(tmp_p
     )
     header, row = listing.stdout.splitlines()[:2]
     assert header.split()[-1] == "unprocessed" and row.split()[-1] == str(sink["durable"])
+
+
+def test_what_a_joined_supervisor_left_in_its_outboxes_is_counted_against_the_store(broker, tmp_path):
+    """The recorder freezes while the other supervisor ends: that one stops with messages in its
+    outboxes and says which; the seal counts exactly those the store does not hold."""
+    session = f"two{uuid.uuid4().hex[:6]}"
+    owner = new_session(
+        {"session": session, "recorder": {"path": str(tmp_path / "owner")}}, broker_url=broker
+    )
+    owner.open()
+    recorder = owner.recording.process
+    try:
+        guest, output, reader = guest_run(
+            tmp_path, session, owner.address.url, {"ticker": {"class_path": "lab_classes.Ticker"}}
+        )
+        ticks = Observer(owner.address, f"{session}/tick")
+        ticks.wait_for(f"{session}/tick", 20)
+        ticks.close()
+        os.kill(recorder.pid, signal.SIGSTOP)
+        try:
+            guest.send_signal(signal.SIGINT)  # its drain cannot finish: nothing gets confirmed
+            code = guest.wait(90)
+            reader.join(10)
+        finally:
+            os.kill(recorder.pid, signal.SIGCONT)
+        owner.close()
+    finally:
+        owner.close()
+    guest_outboxes = next((tmp_path / "guest").iterdir()) / "outbox"
+    kept = {
+        (boot, seq)
+        for path in guest_outboxes.glob("*.sqlite")
+        for boot, seq in sqlite3.connect(path).execute("SELECT boot, seq FROM outbox")
+    }
+    db = connect(owner.recording.run_dir, readonly=True)
+    stored = {(boot, seq) for boot, seq in db.execute("SELECT boot, seq FROM messages WHERE seq IS NOT NULL")}
+    (stopped,) = events(db, "joined_stopped")
+    manifest = read_manifest(db)
+    assert kept and code == exits.INCOMPLETE, "".join(output)[-3000:]  # its own seal: unsaved
+    assert sum(stopped["unsaved"].values()) == len(kept - stored) == manifest["unsaved"]
+    assert manifest["status"] == ("incomplete" if kept - stored or manifest["missing"] else "complete")

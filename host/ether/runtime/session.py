@@ -154,7 +154,10 @@ class Session:
         except BaseException as exc:
             self.close(failure=f"{type(exc).__name__}: {exc}")
             raise
-        self.bus.publish(self.topics.supervisor_status(self.name), self._status("running"), retain=True)
+        # on the broker before we say we run: a recorder's session that we joined then knows of us
+        self.bus.publish_and_wait(
+            self.topics.supervisor_status(self.name), self._status("running"), retain=True
+        )
         context.set_client(self)
         log.info(
             "Ether session '%s' ready on %s with instances: %s",

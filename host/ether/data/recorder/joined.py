@@ -15,7 +15,7 @@ from ether.contract.messages import ContractError, SupervisorStatus, parse
 from ether.contract.topics import Topics
 from ether.contract.wire import WireError, decode
 from ether.transport.bus import Bus
-from ether.transport.waiting import wait_until
+from ether.transport.waiting import Deadline, wait_until
 
 log = logging.getLogger("ether.recorder")
 
@@ -24,10 +24,13 @@ class JoinedSupervisors:
     """The latest status of every other supervisor that records into ``run_dir``."""
 
     def __init__(self, bus: Bus, topics: Topics, own_name: str, run_dir: str) -> None:
-        self.topics, self.own_name, self.run_dir = topics, own_name, run_dir
+        self.bus, self.topics, self.own_name, self.run_dir = bus, topics, own_name, run_dir
         self.statuses: dict[str, SupervisorStatus] = {}
         self._changed = threading.Condition()
+        self._echo = f"{topics.replies(bus.client_id)}/joined"
+        self._echoed = threading.Event()
         bus.subscribe(topics.supervisor_status("+"), self._on_status)
+        bus.subscribe(self._echo, lambda topic, raw: self._echoed.set())
 
     def _on_status(self, topic: str, raw: bytes) -> None:
         try:
@@ -47,7 +50,16 @@ class JoinedSupervisors:
             return sorted(n for n, s in self.statuses.items() if s.state == "running")
 
     def wait_stopped(self, timeout: float) -> dict[str, SupervisorStatus]:
-        """Wait until no joined supervisor is running (at most ``timeout``); return every one's status."""
+        """Wait until no joined supervisor is running (at most ``timeout``); return every one's status.
+
+        First a message to ourselves: the broker passes on messages in the order it took them, so once
+        it is back, every status the broker took before it has reached us (a supervisor that joined a
+        moment ago, its status still on its way, is not missed)."""
+        deadline = Deadline(timeout)
+        self._echoed.clear()
+        self.bus.publish(self._echo, b"{}")
+        if not self._echoed.wait(deadline.remaining):
+            log.warning("the broker did not pass on our own message within %.0f s", timeout)
         waiting = self.running()
         if waiting:
             log.info(
@@ -55,6 +67,6 @@ class JoinedSupervisors:
                 timeout,
                 ", ".join(waiting),
             )
-            wait_until(self._changed, lambda: not self.running(), timeout)
+            wait_until(self._changed, lambda: not self.running(), deadline.remaining)
         with self._changed:
             return dict(self.statuses)

@@ -53,7 +53,9 @@ from ether.transport.requests import Requester, RequestTimeout
 
 log = logging.getLogger("ether")
 
-PROBE_TIMEOUT = 1.0  # on a shared broker: how long to listen for a recorder already running
+# on a shared broker: how long a recorder that announced itself has to answer (a stale announcement
+# of a killed one costs this much at the start); a busy machine's recorder may need seconds
+PROBE_TIMEOUT = 5.0
 FORCED_GRACE = 2.0  # a forced quit: how long the recorder has to stop before it is taken for stuck
 
 
@@ -118,7 +120,7 @@ class Recording:
         stamper.key = key.signing_key(self.topics.session, stamper.source)  # its requests are signed too
         self.requester = requester
         self.data = DataPublisher(bus, self.topics, stamper, self.settings)
-        if self.process is not None and shared_broker and self._recorder_announced(bus):
+        if self.process is not None and shared_broker and self._recorder_announced(bus, timeout):
             try:  # a retained 'ready' may be stale (a killed recorder's Last Will comes late): ask it
                 other = read_reply(
                     requester.request(
@@ -151,7 +153,7 @@ class Recording:
             log.info("Recording session '%s' to %s", self.topics.session, self.run_dir)
         self.data.attach()
 
-    def _recorder_announced(self, bus: Bus) -> bool:
+    def _recorder_announced(self, bus: Bus, timeout: float) -> bool:
         """Whether the broker holds a retained 'ready' status of a recorder of this session.
 
         A retained message is sent right after the subscription is acknowledged; a message we send
@@ -168,7 +170,7 @@ class Recording:
         bus.subscribe(probe, lambda topic, raw: echoed.set())
         bus.subscribe(self.topics.recorder_status(), on_status)
         bus.publish(probe, b"{}")
-        echoed.wait(PROBE_TIMEOUT)
+        echoed.wait(timeout)
         return bool(seen) and seen[-1].get("state") == "ready"
 
     def publish(self, topic: str, payload: Any) -> Meta:
@@ -396,23 +398,30 @@ def _account_joined(store: Store, joined: dict[str, SupervisorStatus], left: dic
             continue
         unsaved = {}
         for boot, ranges in (status.unsaved or {}).items():
-            n = sum(
-                b
-                - a
-                + 1
-                - store.db.execute(
-                    "SELECT COUNT(*) FROM messages WHERE boot = ? AND seq BETWEEN ? AND ?", (boot, a, b)
-                ).fetchone()[0]
-                for a, b in ranges
-                if a <= b
-            )
+            n = sum(_not_stored(store, boot, first, last) for first, last in ranges)
             if n:
                 unsaved[f"{name}/{boot}"] = n
         left.update(unsaved)
         store.event(
-            "joined_stopped", name, None, host=status.host, instances=status.instances, unsaved=unsaved
+            "joined_stopped",
+            name,
+            None,
+            host=status.host,
+            instances=status.instances,
+            unsaved=unsaved,
+            outbox_spans=status.unsaved or {},
         )
     return not_drained
+
+
+def _not_stored(store: Store, boot: str, first: int, last: int) -> int:
+    """How many of the seqs ``first..last`` of ``boot`` the store does not hold."""
+    if first > last:
+        return 0
+    held = store.db.execute(
+        "SELECT COUNT(*) FROM messages WHERE boot = ? AND seq BETWEEN ? AND ?", (boot, first, last)
+    ).fetchone()[0]
+    return last - first + 1 - held
 
 
 def _note_stopped(store: Store, codes: dict[str, int | None]) -> None:
