@@ -24,6 +24,8 @@ Id = Annotated[str, Field(max_length=ID_LIMIT)]
 Source = Annotated[str, Field(max_length=ID_LIMIT, pattern=r"^[^/+#\s\x00-\x1f\x7f]*$")]
 Seq = Annotated[int, Field(ge=0, lt=SEQ_LIMIT, strict=True)]
 BOOTS_LIMIT = 16  # boots in one acknowledgement or closing report (a publisher has two: durable, latest)
+RANGES_LIMIT = 1024  # boots, and ranges per boot, in a supervisor's last status (its outboxes' leftovers)
+Ranges = Annotated[list[tuple[Seq, Seq]], Field(max_length=RANGES_LIMIT)]  # [first, last] seq ranges
 
 
 class Message(BaseModel):
@@ -144,6 +146,14 @@ class SupervisorStatus(Message):
     state: Literal["running", "stopped", "dead"]
     instances: list[str]
     since: float
+    recorder_run: str | None = Field(
+        None, max_length=4096, description="the run folder of the recorder that records its data"
+    )
+    unsaved: dict[Id, Ranges] | None = Field(
+        None,
+        max_length=RANGES_LIMIT,
+        description="at 'stopped': per boot, the seq ranges its outboxes still hold (never confirmed saved)",
+    )
 
 
 class RecorderStatus(Message):

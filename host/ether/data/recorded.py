@@ -18,6 +18,7 @@ from typing import Any
 
 from ether.contract.blocks import Block, Blocks, join
 from ether.data.clock import CommonClock
+from ether.data.recorder import journal
 from ether.data.recorder.settings import RecorderSettings
 from ether.data.recorder.store import (
     FAILED,
@@ -83,6 +84,7 @@ class RecordedSession:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = find_session(path)
+        journal.merge_ended(self.path)  # what a session recorded when its recorder could not
         self.db = connect(self.path, readonly=True)
         self.manifest = read_manifest(self.db)
 
@@ -104,6 +106,17 @@ class RecordedSession:
         """Every process's log lines in the order logged: t, src, level, logger, message, traceback, ...
         (docs/data.md#logs; ``pandas.DataFrame(session.logs)`` for a table)."""
         return read_logs(self.db)
+
+    @property
+    def unprocessed(self) -> list[dict[str, Any]]:
+        """Per instance, what it never processed, as its session sealed: ``instance``, ``durable`` and
+        ``latest`` counts and ``ranges`` ``{src: {boot: [[first, last], ...]}}`` (docs/data.md)."""
+        last: dict[str, dict[str, Any]] = {}
+        for src, detail in self.db.execute(
+            "SELECT src, detail FROM events WHERE kind = 'unprocessed' ORDER BY rowid"
+        ):
+            last[src] = {"instance": src, **json.loads(detail)}
+        return list(last.values())
 
     @property
     def events(self) -> list[dict[str, Any]]:
@@ -401,9 +414,10 @@ def cmd_sessions(args) -> int:
         return 0
     print(
         f"{'run':<38} {'status':<10} {'duration':>9} {'messages':>9} {'missing':>8} {'unsaved':>8}"
-        f" {'conflicts':>9}"
+        f" {'conflicts':>9} {'unprocessed':>11}"
     )
     for path in stores:
+        journal.merge_ended(path.parent)  # what a session recorded when its recorder could not
         try:
             db = connect(path, readonly=True)
             s = summary(db)
@@ -415,7 +429,7 @@ def cmd_sessions(args) -> int:
         duration = f"{stop - start:.1f}s" if start and stop else "-"
         print(
             f"{path.parent.name:<38} {s['status'] or '?':<10} {duration:>9} {s['messages']:>9}"
-            f" {s['missing']:>8} {s['unsaved'] or 0:>8} {s['conflicts']:>9}"
+            f" {s['missing']:>8} {s['unsaved'] or 0:>8} {s['conflicts']:>9} {s['unprocessed']:>11}"
         )
     return 0
 

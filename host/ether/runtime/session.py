@@ -149,7 +149,9 @@ class Session:
             self.registry = LiveRegistry(bus, self.topics)
             self._services = ServiceClient(requester, self.registry, self.topics)
             self.supervisor.attach(address, bus, requester, key)
-            self.recording.attach(address, bus, requester, self.stamper, timeout, key, self.embedded is None)
+            self.recording.attach(
+                address, bus, requester, self.stamper, timeout, key, self.embedded is None, self.name
+            )
             bus.subscribe(self.topics.session_control(), self._on_session_control)
             names = [i.name for i in autorun]
             self.supervisor.wait_ready(names, timeout)
@@ -157,7 +159,10 @@ class Session:
         except BaseException as exc:
             self.close(failure=f"{type(exc).__name__}: {exc}")
             raise
-        self.bus.publish(self.topics.supervisor_status(self.name), self._status("running"), retain=True)
+        # on the broker before we say we run: a recorder's session that we joined then knows of us
+        self.bus.publish_and_wait(
+            self.topics.supervisor_status(self.name), self._status("running"), retain=True
+        )
         context.set_client(self)
         self.clock = HostClock(
             self.services.requester,
@@ -190,7 +195,10 @@ class Session:
         return BrokerKey.find(address) or BrokerKey.create(address.port, logins=False, pid=os.getpid())
 
     def _status(self, state: str) -> bytes:
-        """This supervisor's retained status: running, stopped, or dead (its Last Will)."""
+        """This supervisor's retained status: running, stopped (with what its outboxes still hold), or
+        dead (its Last Will). It names the recorder's run, so that a recorder's session that we joined
+        waits for our data at its end."""
+        unsaved = self.recording.unsaved_ranges if state == "stopped" else None
         status = SupervisorStatus(
             name=self.name,
             host=socket.gethostname(),
@@ -198,6 +206,8 @@ class Session:
             state=state,
             instances=sorted(self.config.instances),
             since=self.started_at,
+            recorder_run=self.recording.recorder_run,
+            unsaved=unsaved or None,
         )
         return encode(status.payload())
 

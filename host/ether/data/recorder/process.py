@@ -83,7 +83,14 @@ class RecorderProcess:
                 " see its log above, or run without recording (recorder: {enabled: false})"
             )
 
+    def wait_stopped(self, timeout: float) -> bool:
+        """Wait until the recorder has exited (``timeout`` at most); whether it has."""
+        child = self.child
+        return child is None or wait_until(self._changed, lambda: not child.running(), timeout)
+
     def _watch(self, child: Child, code: int) -> None:
+        with self._changed:
+            self._changed.notify_all()
         if self._stopping.is_set() or child is not self.child:
             return
         if code == exits.OK:  # it was told to stop (a forced quit): a restart would undo that

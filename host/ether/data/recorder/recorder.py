@@ -41,6 +41,7 @@ from ether.contract.messages import (
 )
 from ether.contract.topics import Topic, Topics
 from ether.contract.wire import Meta, MetaError, Stamper, WireError, decode, encode
+from ether.data.processed import LATEST_SUFFIX
 from ether.data.recorder.clocks import DeviceClocks
 from ether.data.recorder.ledger import Ledger, Stream
 from ether.data.recorder.store import Row, Store, payload_text
@@ -262,17 +263,43 @@ class Recorder:
                 break
         self.send_acks()  # what is on disk is saved: its publishers must not count it as unsaved
         barriers = [b for b in batch if isinstance(b, _Barrier)]
-        not_written = len(batch) - len(barriers)
+        not_written = self._kinds([b for b in batch if not isinstance(b, _Barrier)])
         with self.store.transaction():
             for barrier in barriers:
                 if barrier.forced:
                     self.store.event("forced_quit", None, None, not_written=not_written, **barrier.forced)
         log.warning(
-            "recorder: stopping now (a forced quit); %d messages received were not written", not_written
+            "recorder: stopping now (a forced quit); not written: %d durable messages (kept in their"
+            " publishers' outboxes), %d of `latest` streams or foreign clients (kept nowhere), %d system"
+            " messages (statuses, closing reports, errors)",
+            not_written["durable"],
+            not_written["dropped"],
+            not_written["system"],
         )
         for barrier in barriers:
             answer(self.bus, self.stamper, barrier.request, ok(self.status("stopped")))
         self.finished.set()
+
+    def _kinds(self, items: list) -> dict[str, int]:
+        """What a forced quit leaves unwritten, by who still has it: ``durable`` (numbered data: the
+        publisher's outbox keeps it until acknowledged, so the seal counts it as unsaved), ``dropped``
+        (a `latest` stream's or a foreign client's: kept nowhere) and ``system`` (everything else)."""
+        counts = {"durable": 0, "dropped": 0, "system": 0}
+        for item in items:
+            if isinstance(item, _Oversized):
+                continue  # never kept anyway (an `oversized` event says so when it is written)
+            topic, raw, _ = item
+            where = self.topics.parse(topic)
+            if where is None or where.kind != "data":
+                counts["system"] += 1
+                continue
+            try:
+                meta = decode(raw)[1]
+            except WireError:
+                meta = None
+            durable = meta is not None and meta.seq > 0 and meta.src and not meta.boot.endswith(LATEST_SUFFIX)
+            counts["durable" if durable else "dropped"] += 1
+        return counts
 
     def commit(self, items: list) -> None:
         rows: list[Row] = []

@@ -17,11 +17,19 @@ from pathlib import Path
 from typing import Any
 
 from ether.config import Config
-from ether.contract.messages import RecorderCommand, read_reply
+from ether.contract.messages import (
+    RANGES_LIMIT,
+    RecorderCommand,
+    RecorderStatus,
+    SupervisorStatus,
+    read_reply,
+)
 from ether.contract.topics import Topics
-from ether.contract.wire import Meta, Stamper, decode_object
+from ether.contract.wire import Meta, Stamper, WireError, decode, decode_object, encode
 from ether.data import processed, provenance
 from ether.data.outbox import DataPublisher
+from ether.data.recorder import journal
+from ether.data.recorder.joined import JoinedSupervisors
 from ether.data.recorder.process import RecorderProcess
 from ether.data.recorder.store import (
     COMPLETE,
@@ -45,7 +53,10 @@ from ether.transport.requests import Requester, RequestTimeout
 
 log = logging.getLogger("ether")
 
-PROBE_TIMEOUT = 1.0  # on a shared broker: how long to listen for a recorder already running
+# on a shared broker: how long a recorder that announced itself has to answer (a stale announcement
+# of a killed one costs this much at the start); a busy machine's recorder may need seconds
+PROBE_TIMEOUT = 5.0
+FORCED_GRACE = 2.0  # a forced quit: how long the recorder has to stop before it is taken for stuck
 
 
 class Recording:
@@ -58,6 +69,11 @@ class Recording:
         self.data: DataPublisher | None = None
         self.ended = False
         self.recorded = False  # a recorder (ours or another supervisor's) serves the session
+        self.recorder_run: str | None = None  # the run folder our data goes to (ours, or the joined one)
+        self.joined: JoinedSupervisors | None = None  # supervisors recording into ours: the seal waits
+        self.unsaved_ranges: dict[str, list[tuple[int, int]]] = {}  # at the end: boot -> outbox leftovers
+        self.requester: Requester | None = None
+        self.forced = threading.Event()  # a forced quit was asked for (the monitor's)
 
     def begin(self) -> None:
         """Seal sessions that crashed, create this run's folder and manifest, start the recorder process."""
@@ -91,16 +107,20 @@ class Recording:
         timeout: float,
         key: BrokerKey,
         shared_broker: bool = False,
+        supervisor: str = "",
     ) -> None:
         """Connect the script's publisher and wait for the recorder to be ready (its login, its
         script's signing key and the recorder's secret derive from ``key``).
 
         On a shared broker another supervisor of the session may already record it: then we join that
         recorder (our outbox waits for its acknowledgements) and our store keeps only our manifest.
+        When we record, the supervisors that join us (``supervisor`` is our own name) are followed, so
+        that our seal waits for their data.
         """
         stamper.key = key.signing_key(self.topics.session, stamper.source)  # its requests are signed too
+        self.requester = requester
         self.data = DataPublisher(bus, self.topics, stamper, self.settings)
-        if self.process is not None and shared_broker and self._recorder_announced(bus):
+        if self.process is not None and shared_broker and self._recorder_announced(bus, timeout):
             try:  # a retained 'ready' may be stale (a killed recorder's Last Will comes late): ask it
                 other = read_reply(
                     requester.request(
@@ -119,17 +139,21 @@ class Recording:
                 self.process.abandon()
                 self.process = None
                 self.recorded = True
+                self.recorder_run = where
                 if self.run_dir is None:
                     raise RuntimeError("the recording has not begun: call begin() first")
                 Store(self.run_dir).set_manifest(recorded_by=other.result)
         if self.process is not None:
+            self.recorder_run = str(self.run_dir)
+            self.joined = JoinedSupervisors(bus, self.topics, supervisor, self.recorder_run)
+            bus.subscribe(self.topics.recorder_control(), self._on_recorder_control)
             self.process.attach(address, bus, requester, key)
             self.process.wait_ready(timeout)
             self.recorded = True
             log.info("Recording session '%s' to %s", self.topics.session, self.run_dir)
         self.data.attach()
 
-    def _recorder_announced(self, bus: Bus) -> bool:
+    def _recorder_announced(self, bus: Bus, timeout: float) -> bool:
         """Whether the broker holds a retained 'ready' status of a recorder of this session.
 
         A retained message is sent right after the subscription is acknowledged; a message we send
@@ -146,7 +170,7 @@ class Recording:
         bus.subscribe(probe, lambda topic, raw: echoed.set())
         bus.subscribe(self.topics.recorder_status(), on_status)
         bus.publish(probe, b"{}")
-        echoed.wait(PROBE_TIMEOUT)
+        echoed.wait(timeout)
         return bool(seen) and seen[-1].get("state") == "ready"
 
     def publish(self, topic: str, payload: Any) -> Meta:
@@ -171,14 +195,71 @@ class Recording:
                 log.info("Letting every instance finish the messages published to it")
                 supervisor.finish_inputs(running, self.settings.drain_timeout)
             log.info("Stopping instances: save_all -> cleanup -> exit, each waits until its data is saved")
-            codes = supervisor.stop(running, timeout)
+            codes = supervisor.close(timeout)  # every instance (none restarts now): each one's exit code
+        joined = self.joined.wait_stopped(self.settings.drain_timeout) if self.joined else {}
         if self.process is not None:
-            self.process.stop(timeout)
+            if not self.forced.is_set():  # a forced quit stops the recorder at once, as asked
+                self._commit_received(timeout)
+            self.process.stop(FORCED_GRACE if self.forced.is_set() else timeout)
         if self.data is not None:
             self.data.close()
         if self.run_dir is not None:
-            seal(self.run_dir, codes, FAILED if failure else None, failure)
+            seal(self.run_dir, codes, FAILED if failure else None, failure, joined)
+            self.unsaved_ranges = outbox_ranges(self.run_dir)
         return codes
+
+    def _on_recorder_control(self, topic: str, raw: bytes) -> None:
+        """A forced quit sent to our recorder: journal it at once (a stuck recorder writes nothing),
+        then make sure the recorder stops (network thread: hand off)."""
+        try:
+            command = RecorderCommand.read(decode(raw)[0])
+        except WireError:
+            return
+        if command is None or command.command != "shutdown" or not command.forced_by or self.run_dir is None:
+            return
+        if self.forced.is_set():
+            return
+        self.forced.set()
+        journal.note(
+            self.run_dir,
+            "forced_quit",
+            by=command.forced_by,
+            unconfirmed=command.unconfirmed,
+            noted_by="session",
+        )
+        threading.Thread(target=self._stop_forced, name="ether-forced-quit", daemon=True).start()
+
+    def _stop_forced(self) -> None:
+        """Give the recorder FORCED_GRACE to stop as told; a stuck one is killed, and its publishers
+        are told it stopped (they stop waiting for confirmations; their outboxes keep what is unsaved)."""
+        process = self.process
+        if process is None or process.wait_stopped(FORCED_GRACE):
+            return
+        log.error(
+            "The recorder did not stop within %g s of the forced quit: it is stuck; killing it", FORCED_GRACE
+        )
+        process.stop(0)
+        if self.requester is not None:
+            stopped = RecorderStatus(state="stopped", pid=process.pid or 0)
+            self.requester.bus.publish(self.topics.recorder_status(), encode(stopped.payload()), retain=True)
+
+    def _commit_received(self, timeout: float) -> None:
+        """Ask our recorder, through the broker, to commit what the broker took before this request.
+        The broker passes messages on in the order it took them, so every last status and closing
+        report it acknowledged -- an instance's ``stopped`` sent just before it exited, a joined
+        supervisor's -- is then in the store (closing the recorder's stdin alone orders nothing)."""
+        if self.requester is None or self.process is None or not self.process.ready():
+            return
+        try:
+            reply = read_reply(
+                self.requester.request(
+                    self.topics.recorder_control(), RecorderCommand(command="barrier"), timeout
+                )
+            )
+        except RequestTimeout:
+            reply = None
+        if reply is None or not reply.ok:
+            log.warning("The recorder did not confirm, within %g s, that it saved what it was sent", timeout)
 
 
 def unsaved_in_outboxes(run_dir: Path) -> dict[str, int]:
@@ -202,19 +283,45 @@ def unsaved_in_outboxes(run_dir: Path) -> dict[str, int]:
     return left
 
 
+def outbox_ranges(run_dir: Path) -> dict[str, list[tuple[int, int]]]:
+    """What the outboxes of a run still hold, per boot (a boot is one source's): the span from its
+    lowest to its highest seq. Whoever counts what is unsaved subtracts what its store holds of a span
+    (acknowledged, hence stored), so a span is as exact as the ranges and always fits a status."""
+    spans: dict[str, list[tuple[int, int]]] = {}
+    for path in sorted((run_dir / "outbox").glob("*.sqlite")):
+        try:
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+            rows = db.execute("SELECT boot, MIN(seq), MAX(seq) FROM outbox GROUP BY boot").fetchall()
+            db.close()
+        except sqlite3.Error:
+            continue
+        for boot, low, high in rows:
+            if len(spans) < RANGES_LIMIT:
+                spans[boot] = [(low, high)]
+    return spans
+
+
 def seal(
-    run_dir: Path, codes: dict[str, int | None], status: str | None = None, error: str | None = None
+    run_dir: Path,
+    codes: dict[str, int | None],
+    status: str | None = None,
+    error: str | None = None,
+    joined: dict[str, SupervisorStatus] | None = None,
 ) -> str:
     """Write stop time, status (and why it failed) and what is missing into the manifest; returns the
-    status. ``complete`` only when nothing is unsaved, no durable message is missing from the store,
+    status. ``complete`` only when nothing is unsaved (here or in the outboxes of a supervisor that
+    joined us), every joined supervisor stopped in time, no durable message is missing from the store,
     no two messages claim the same numbers (conflicts), and every subscriber instance processed every
     durable message on its topics."""
+    journal.merge(run_dir)  # what the session recorded because the recorder could not
     left_unprocessed = processed.account(run_dir)  # before the outboxes that hold the ledgers go
     left = unsaved_in_outboxes(run_dir)
-    unsaved = sum(left.values())
     unprocessed = {name: u.durable for name, u in left_unprocessed.items() if u.durable}
     store = Store(run_dir)
     try:
+        with store.transaction():
+            not_drained = _account_joined(store, joined or {}, left)
+        unsaved = sum(left.values())
         last = store.db.execute("SELECT MAX(t_recorded) FROM messages").fetchone()[0]
         missing = store.db.execute(
             "SELECT COALESCE(SUM(last_seq - first_seq + 1), 0) FROM gaps WHERE boot NOT LIKE ?",
@@ -222,7 +329,7 @@ def seal(
         ).fetchone()[0]
         conflicting = len(conflicts(store.db))
         status = status or (
-            COMPLETE if not (unsaved or missing or unprocessed or conflicting) else INCOMPLETE
+            COMPLETE if not (unsaved or missing or unprocessed or conflicting or not_drained) else INCOMPLETE
         )
         with store.transaction():
             if unsaved:
@@ -251,6 +358,8 @@ def seal(
             missing=missing,
             unprocessed=unprocessed,
             conflicts=conflicting,
+            not_drained=not_drained,
+            forced_quit=journal.forced_quits(store),
             instance_exit_codes=codes,
             **({"error": error} if error else {}),
         )
@@ -258,6 +367,61 @@ def seal(
         store.close()
     log.info("%s", seal_line(run_dir))
     return status
+
+
+def _account_joined(store: Store, joined: dict[str, SupervisorStatus], left: dict[str, int]) -> list[str]:
+    """What the supervisors that joined our recorder left unsaved: a stopped one's outbox leftovers
+    that the store does not hold are added to ``left`` (as ``<supervisor>/<boot>``); one that did not
+    stop in time (still running, or dead) is recorded with the last seqs saved of its sources, since
+    what it sent after them cannot be known here. Returns the names of those that did not stop."""
+    not_drained = []
+    for name, status in sorted(joined.items()):
+        if status.state != "stopped":
+            not_drained.append(name)
+            saved = {
+                src: dict(
+                    store.db.execute("SELECT boot, max_seq FROM streams WHERE src = ?", (src,)).fetchall()
+                )
+                for src in [*status.instances, f"main:{name}"]
+            }
+            store.event(
+                "joined_not_drained", name, None, host=status.host, state=status.state, last_saved=saved
+            )
+            log.error(
+                "Supervisor '%s' (%s) was still %s when the recording ended: what its instances (%s) sent"
+                " after their last saved messages is not in the store",
+                name,
+                status.host,
+                status.state,
+                ", ".join(status.instances) or "none",
+            )
+            continue
+        unsaved = {}
+        for boot, ranges in (status.unsaved or {}).items():
+            n = sum(_not_stored(store, boot, first, last) for first, last in ranges)
+            if n:
+                unsaved[f"{name}/{boot}"] = n
+        left.update(unsaved)
+        store.event(
+            "joined_stopped",
+            name,
+            None,
+            host=status.host,
+            instances=status.instances,
+            unsaved=unsaved,
+            outbox_spans=status.unsaved or {},
+        )
+    return not_drained
+
+
+def _not_stored(store: Store, boot: str, first: int, last: int) -> int:
+    """How many of the seqs ``first..last`` of ``boot`` the store does not hold."""
+    if first > last:
+        return 0
+    held = store.db.execute(
+        "SELECT COUNT(*) FROM messages WHERE boot = ? AND seq BETWEEN ? AND ?", (boot, first, last)
+    ).fetchone()[0]
+    return last - first + 1 - held
 
 
 def _note_stopped(store: Store, codes: dict[str, int | None]) -> None:
@@ -287,6 +451,11 @@ def seal_line(run_dir: Path) -> str:
             ("conflicts", "conflicting duplicates"),
         )
         if m.get(key)
+    ]
+    problems += [f"supervisor {name} did not finish its data" for name in m.get("not_drained") or []]
+    problems += [
+        f"a forced quit by {f.get('by')} with {f.get('unconfirmed')} unconfirmed"
+        for f in m.get("forced_quit") or []
     ]
     problems += [f"{n} not processed by {name}" for name, n in (m.get("unprocessed") or {}).items()]
     detail = f" ({'; '.join(problems)})" if problems else ""

@@ -369,6 +369,7 @@ def summary(db: sqlite3.Connection) -> dict[str, Any]:
         "missing": missing_count(db),
         "unsaved": manifest.get("unsaved", 0),
         "conflicts": len(conflicts(db)),
+        "unprocessed": sum((manifest.get("unprocessed") or {}).values()),  # durable, all instances
     }
 
 
