@@ -11,13 +11,14 @@ with the recorder. ``bench/run.py`` runs these side by side; this module only me
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import threading
 import time
 import uuid
 from pathlib import Path
 
-from brokers import RawProcess
+from brokers import HERE, RawProcess
 
 from ether.contract.wire import decode
 from ether.runtime.session import new_session
@@ -60,10 +61,21 @@ def raw_fanout(address: BrokerAddress, n: int, k: int) -> float:
     return n / (last - start)
 
 
-def ether_session(url: str, instances: dict, recorded: bool, folder: Path):
+UNSIGNED = "-unsigned"  # a client name's suffix: its session's processes sign nothing (bench/unsigned)
+
+
+def ether_session(url: str, instances: dict, recorded: bool, folder: Path, signed: bool = True):
+    """An open session on ``url``; unsigned: its child processes start with ``bench/unsigned`` first
+    on their path, which switches signing off (to measure what it costs)."""
     config = {"recorder": {"enabled": recorded, "path": str(folder / "data")}, "instances": instances}
-    session = new_session(config, broker_url=url)
-    session.open(timeout=120)
+    path = os.environ.get("PYTHONPATH", "")
+    if not signed:
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE / "unsigned"), path) if p)
+    try:
+        session = new_session(config, broker_url=url)
+        session.open(timeout=120)
+    finally:
+        os.environ["PYTHONPATH"] = path
     return session
 
 
@@ -91,7 +103,9 @@ def ether_go(session, n: int, pace: float, finishers: int, topic: str = "bench/g
     return max(last) - start
 
 
-def ether_pipeline(url: str, n: int, pace: float, recorded: bool) -> tuple[float, list[float]]:
+def ether_pipeline(
+    url: str, n: int, pace: float, recorded: bool, signed: bool = True
+) -> tuple[float, list[float]]:
     """Source -> Relay -> Sink instances; returns (messages/s, one-hop latencies in s)."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -101,7 +115,7 @@ def ether_pipeline(url: str, n: int, pace: float, recorded: bool) -> tuple[float
             "relay": {"class_path": "bench_classes.Relay", "kwargs": {"stats": str(stats)}},
             "sink": {"class_path": "bench_classes.Sink", "kwargs": {"n": n}},
         }
-        session = ether_session(url, instances, recorded, folder)
+        session = ether_session(url, instances, recorded, folder, signed)
         try:
             elapsed = ether_go(session, n, pace, 1)
         finally:
@@ -109,13 +123,13 @@ def ether_pipeline(url: str, n: int, pace: float, recorded: bool) -> tuple[float
         return n / elapsed, json.loads(stats.read_text())["latencies"]
 
 
-def ether_fanout(url: str, n: int, k: int, recorded: bool) -> float:
+def ether_fanout(url: str, n: int, k: int, recorded: bool, signed: bool = True) -> float:
     """One Source and k Listener instances; returns messages/s."""
     instances = {"source": {"class_path": "bench_classes.Source"}} | {
         f"listener{j}": {"class_path": "bench_classes.Listener", "kwargs": {"n": n}} for j in range(k)
     }
     with tempfile.TemporaryDirectory() as tmp:
-        session = ether_session(url, instances, recorded, Path(tmp))
+        session = ether_session(url, instances, recorded, Path(tmp), signed)
         try:
             return n / ether_go(session, n, 0.0, k)
         finally:
@@ -123,14 +137,16 @@ def ether_fanout(url: str, n: int, k: int, recorded: bool) -> float:
 
 
 def chain(client: str, address: BrokerAddress, n: int, pace: float) -> tuple[float, list[float]]:
-    """The pipeline for one client: 'raw', 'ether' or 'ether+recorder'."""
+    """The pipeline for one client: 'raw', 'ether' or 'ether+recorder' (either with '-unsigned')."""
     if client == "raw":
         return raw_pipeline(address, n, pace)
-    return ether_pipeline(address.url, n, pace, client == "ether+recorder")
+    name = client.removesuffix(UNSIGNED)
+    return ether_pipeline(address.url, n, pace, name == "ether+recorder", name == client)
 
 
 def fanout(client: str, address: BrokerAddress, n: int, k: int) -> float:
-    """The fan-out for one client: 'raw', 'ether' or 'ether+recorder'."""
+    """The fan-out for one client: 'raw', 'ether' or 'ether+recorder' (either with '-unsigned')."""
     if client == "raw":
         return raw_fanout(address, n, k)
-    return ether_fanout(address.url, n, k, client == "ether+recorder")
+    name = client.removesuffix(UNSIGNED)
+    return ether_fanout(address.url, n, k, name == "ether+recorder", name == client)

@@ -3,7 +3,8 @@
   broker delivery   a plain subscriber's receive rate of a stream of N data messages
   recorder ingest   the same stream, until the recorder acknowledged the last one (on disk)
   store write       rows/s of the session store alone (batched commits, no broker)
-  publish           messages/s a publisher can stamp (+ keep in its outbox) and hand to paho
+  publish           messages/s a publisher can stamp (+ keep in its outbox) and get to the broker
+                    (until the broker confirmed the last one)
 
 Run: python bench/recorder.py [--n 20000]
 """
@@ -104,6 +105,8 @@ def outbox_rate(address, topics: Topics, n: int, folder: Path, durable: bool, la
     start = time.perf_counter()
     for i in range(n):
         publisher.publish("bench/outbox", {"i": i})
+    if not publisher.flush(300):  # until written, sent and the last one confirmed by the broker
+        raise RuntimeError("the publisher did not get its messages to the broker within 300 s")
     rate = n / (time.perf_counter() - start)
     publisher.close()
     bus.close()

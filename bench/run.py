@@ -35,7 +35,7 @@ PARTS = ("pipeline", "latency", "fanout", "startup")
 def one_round(address, args) -> dict[str, dict[str, float]]:
     """Every client measured once, side by side."""
     result: dict[str, dict[str, float]] = {}
-    for client in CLIENTS:
+    for client in args.clients:
         m: dict[str, float | None] = {}
         if "pipeline" in args.parts:
             rate = attempt(pipeline.chain, client, address, args.n, 0)
@@ -47,7 +47,7 @@ def one_round(address, args) -> dict[str, dict[str, float]]:
         if "fanout" in args.parts:
             m["fanout_msgs_per_s"] = attempt(pipeline.fanout, client, address, args.fanout_n, args.fanout)
         result[client] = m
-        print(f"    {client:<15} " + "  ".join(f"{k} {v}" for k, v in m.items()), flush=True)
+        print(f"    {client:<24} " + "  ".join(f"{k} {v}" for k, v in m.items()), flush=True)
     return result
 
 
@@ -79,7 +79,7 @@ COLUMNS["fanout_msgs_per_s"] = ("fan-out/s", 11, 0)
 
 
 def header() -> str:
-    return f"{'broker':<10} {'client':<15}" + "".join(f" {h:>{w}}" for h, w, _ in COLUMNS.values())
+    return f"{'broker':<10} {'client':<24}" + "".join(f" {h:>{w}}" for h, w, _ in COLUMNS.values())
 
 
 def table(label: str, med: dict[str, dict[str, float]]) -> list[str]:
@@ -98,9 +98,9 @@ def table(label: str, med: dict[str, dict[str, float]]) -> list[str]:
 
     rows = []
     for client, m in med.items():
-        rows.append(f"{label:<10} {client:<15}" + cells(m, False))
-        if client != "raw":
-            rows.append(f"{label:<10} {'  ratio to raw':<15}" + cells(m, True))
+        rows.append(f"{label:<10} {client:<24}" + cells(m, False))
+        if client != "raw" and "raw" in med:
+            rows.append(f"{label:<10} {'  ratio to raw':<24}" + cells(m, True))
     return rows
 
 
@@ -131,6 +131,12 @@ def main() -> None:
     parser.add_argument("--fanout-n", type=int, default=500, help="messages in the fan-out")
     parser.add_argument(
         "--parts", type=lambda s: s.split(","), default=list(PARTS), help=f"a subset of {','.join(PARTS)}"
+    )
+    parser.add_argument(
+        "--clients",
+        type=lambda s: s.split(","),
+        default=list(CLIENTS),
+        help=f"a subset of {','.join(CLIENTS)}, each Ether one also with '-unsigned' (signing off)",
     )
     parser.add_argument("--out", default=f"ether-bench-{time.strftime('%Y%m%d-%H%M%S')}.json")
     args = parser.parse_args()

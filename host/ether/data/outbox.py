@@ -1,10 +1,15 @@
 """Publishing data messages: stamp, keep durable ones in an outbox on disk until the recorder has them.
 
 A message of a ``durable`` stream is written to the publisher's outbox file *before* it is sent, and
-deleted when the recorder acknowledges it (``{boot: seq}`` on ``ether/<s>/recorder/ack/<src>``). What
-is not acknowledged is sent again -- to the recorder only, on ``ether/<s>/recorder/resend/<topic>`` --
-when acknowledgements stall (a reconnect, a recorder restart) and, by the next process of the same
-instance, after a kill. The broker is not trusted to redeliver (amqtt
+deleted when the recorder acknowledges it (``{boot: seq}`` on ``ether/<s>/recorder/ack/<src>``).
+Writing is a group commit: ``publish`` queues the message and returns; the outbox's writer thread
+writes everything queued since its last round (and deletes what was acknowledged) in one
+transaction, then sends it, in seq order. So a message is on disk before any process can receive
+it; a kill -9 loses at most what was queued and never sent (a handler's input is then not marked
+processed either, and is handled again). What is not acknowledged is sent again -- to the recorder
+only, on ``ether/<s>/recorder/resend/<topic>``, with a bounded window of messages the broker has not
+confirmed -- when acknowledgements stall (a reconnect, a recorder restart) and, by the next process
+of the same instance, after a kill. The broker is not trusted to redeliver (amqtt
 0.12.1 does not). A ``latest`` stream is sent at QoS 0 with its own sequence (boot ``<boot>-latest``),
 so its losses show in the recorder's gap ledger without holding back the durable stream's acks.
 Every message, and the closing report, is signed with the stamper's key (``transport/signing``).
@@ -16,6 +21,7 @@ import logging
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,6 +41,7 @@ from ether.data.processed import LATEST_SUFFIX, Processed, numbered
 from ether.data.recorder.settings import LATEST, RecorderSettings
 from ether.data.recorder.store import PAGE_SIZE, Transaction
 from ether.processes import backoff
+from ether.transport.broker import BrokerError
 from ether.transport.bus import Bus, PayloadTooLarge
 from ether.transport.signing import sign
 from ether.transport.waiting import Deadline
@@ -43,15 +50,24 @@ log = logging.getLogger("ether.outbox")
 
 RESEND_AFTER = 1.0  # seconds without acknowledgement progress before unacknowledged messages are resent
 RESEND_MAX_WAIT = 30.0  # resends that bring no progress back off up to this
-RESEND_CHUNK = 20000
+RESEND_WINDOW = 1000  # resent messages the recorder has not acknowledged yet: a backlog never floods it
+SEND_WINDOW = 2000  # live messages sent that the broker has not confirmed yet
+WINDOW_BYTES = 64 * 2**20  # ... and their bytes
+CONFIRM_TIMEOUT = 10.0  # a resend round stops when the recorder confirms nothing for this long
+QUEUE_MESSAGES = 10_000  # published, not yet sent: publish() waits for room beyond this
+QUEUE_BYTES = 64 * 2**20
+
+Message = tuple[Meta, str, bytes]  # (meta, broker topic, signed body)
 
 
 class Outbox:
-    """An SQLite file of messages sent but not yet acknowledged by the recorder, per (boot, seq)."""
+    """An SQLite file of messages sent but not yet acknowledged by the recorder, per (boot, seq).
+    One connection shared by threads: ``lock`` is held for each use, ``transaction()`` holds it."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.lock = threading.RLock()
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         self.db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # as the store's: arrays write faster
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -64,6 +80,7 @@ class Outbox:
         self.last: dict[str, int] = {}  # boot -> highest seq written
         for boot, low, high in self.db.execute("SELECT boot, MIN(seq), MAX(seq) FROM outbox GROUP BY boot"):
             self.acked[boot], self.last[boot] = low - 1, high
+        self._deleted = dict(self.acked)  # boot -> seq up to which the rows are deleted
 
     def add(self, meta: Meta, topic: str, body: bytes) -> None:
         """Keep one message until acknowledged (inside the caller's transaction, if any)."""
@@ -72,36 +89,80 @@ class Outbox:
         )
         self.last[meta.boot] = meta.seq
         self.acked.setdefault(meta.boot, meta.seq - 1)
+        self._deleted.setdefault(meta.boot, meta.seq - 1)
 
     def ack(self, boot: str, seq: int) -> bool:
-        """Forget what the recorder has of one boot, up to ``seq``; an acknowledgement of more than
-        was written (or of nothing new) is not believed."""
+        """Forget what the recorder has of one boot, up to ``seq`` (its rows are deleted by the next
+        ``delete_acknowledged``); an acknowledgement of more than was written (or of nothing new)
+        is not believed."""
         if boot not in self.last or not self.acked[boot] < seq <= self.last[boot]:
             return False
         self.acked[boot] = seq
-        self.db.execute("DELETE FROM outbox WHERE boot = ? AND seq <= ?", (boot, seq))
         return True
+
+    @property
+    def deletions_due(self) -> bool:
+        return self.acked != self._deleted
+
+    def delete_acknowledged(self) -> None:
+        """Delete the rows acknowledged since the last call (inside the caller's transaction, if any)."""
+        for boot, seq in list(self.acked.items()):
+            if self._deleted.get(boot, seq) < seq:
+                self.db.execute("DELETE FROM outbox WHERE boot = ? AND seq <= ?", (boot, seq))
+                self._deleted[boot] = seq
 
     @property
     def pending(self) -> int:
         return sum(self.last[b] - self.acked[b] for b in self.last)
 
-    def unacknowledged(self, limit: int) -> list[tuple[str, bytes]]:
-        rows: list[tuple[str, bytes]] = []
-        for boot, acked in list(self.acked.items()):
-            if len(rows) >= limit:
-                break
-            rows += self.db.execute(
-                "SELECT topic, body FROM outbox WHERE boot = ? AND seq > ? ORDER BY seq LIMIT ?",
-                (boot, acked, limit - len(rows)),
-            ).fetchall()
+    def unacknowledged(self, limit: int, after: dict[str, int]) -> list[tuple[str, int, str, bytes]]:
+        """Up to ``limit`` (boot, seq, topic, body) not acknowledged, in seq order per boot, each
+        boot's beyond ``after[boot]`` when given (a resend's position)."""
+        rows: list[tuple[str, int, str, bytes]] = []
+        with self.lock:
+            for boot, acked in list(self.acked.items()):
+                if len(rows) >= limit:
+                    break
+                rows += self.db.execute(
+                    "SELECT boot, seq, topic, body FROM outbox WHERE boot = ? AND seq > ? ORDER BY seq LIMIT ?",
+                    (boot, max(acked, after.get(boot, acked)), limit - len(rows)),
+                ).fetchall()
         return rows
 
-    def transaction(self) -> Transaction:
-        return Transaction(self.db)
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self.lock, Transaction(self.db) as db:
+            yield db
 
     def close(self) -> None:
-        self.db.close()
+        with self.lock:
+            self.delete_acknowledged()
+            self.db.close()
+
+
+class _Window:
+    """Messages handed to paho whose broker acknowledgement has not come: at most ``size`` of them
+    (and ``WINDOW_BYTES``) at a time, so a backlog flows at the broker's pace and paho's 16-bit
+    message ids never run out."""
+
+    def __init__(self, bus: Bus, size: int) -> None:
+        self.bus, self.size = bus, size
+        self.sent: deque[tuple[Any, int]] = deque()  # (paho info, bytes)
+        self.bytes = 0
+
+    def room(self, closed: threading.Event) -> None:
+        """Wait until one more message may be sent (or ``closed``: the rest goes without waiting)."""
+        while self.sent and self.bus.acknowledged(self.sent[0][0]):
+            self.bytes -= self.sent.popleft()[1]
+        while (len(self.sent) >= self.size or self.bytes > WINDOW_BYTES) and not closed.is_set():
+            if self.bus.wait_published(self.sent[0][0], 1.0):  # a second at most: then look at closed
+                self.bytes -= self.sent.popleft()[1]
+
+    def send(self, topic: str, body: bytes) -> Any:
+        info = self.bus.publish(topic, body)
+        self.sent.append((info, len(body)))
+        self.bytes += len(body)
+        return info
 
 
 class DataPublisher:
@@ -113,20 +174,31 @@ class DataPublisher:
         self.latest.boot = stamper.boot + LATEST_SUFFIX
         self.outbox: Outbox | None = None
         self.processed: Processed | None = None  # what this source handled, beside its outbox
-        if settings.enabled and settings.run_dir:
-            name = stamper.source.replace(":", "-").replace("/", "-")
-            self.outbox = Outbox(Path(settings.run_dir) / "outbox" / f"{name}.sqlite")
-            self.processed = Processed(self.outbox.db)
         self._lock = threading.Lock()
         self._held = threading.local()  # the messages a handler published, sent once it has returned
-        self._acked = threading.Condition(self._lock)
+        self._changed = threading.Condition(self._lock)  # acks, the queue, the recorder's state
+        self._queue: list[tuple[list[Message], Meta | None]] = []  # (messages, processed mark) to write
+        self._unwritten = 0  # messages queued, not yet on disk
+        self._unsent = self._unsent_bytes = 0  # messages queued, not yet handed to paho
+        self._marking: set[tuple[str, str, int]] = set()  # processed marks queued, not yet on disk
         self._progress = time.monotonic()
         self._stalled_resends = 0
         self._closed = threading.Event()
+        self._resending = threading.Lock()
+        self._resend_again = False
         self._recorder_boot: str | None = None
         self._recorder_state: str | None = None  # 'stopped': it will not come back to confirm
         self.last_durable = self.last_latest = 0
         self._last_sent: Any = None  # the last durable message's paho info: has the broker got it?
+        self._writer: threading.Thread | None = None
+        if settings.enabled and settings.run_dir:
+            name = stamper.source.replace(":", "-").replace("/", "-")
+            self.outbox = Outbox(Path(settings.run_dir) / "outbox" / f"{name}.sqlite")
+            self.processed = Processed(self.outbox.db)
+            self._writer = threading.Thread(
+                target=self._write, args=(self.outbox,), name="ether-outbox-writer", daemon=True
+            )
+            self._writer.start()
 
     def attach(self) -> None:
         """Listen for acknowledgements; resend what a previous process of this source left unacknowledged."""
@@ -134,13 +206,13 @@ class DataPublisher:
             return
         self.bus.subscribe(self.topics.recorder_ack(self.stamper.source), self._on_ack)
         self.bus.subscribe(self.topics.recorder_status(), self._on_recorder_status)
-        if self.outbox.pending:
+        if self.outbox.pending:  # paced by the recorder: in the background, not holding up the start
             log.info(
                 "%s: resending %d unsaved messages from before a restart",
                 self.stamper.source,
                 self.outbox.pending,
             )
-            self.resend()
+            threading.Thread(target=self.resend, name="ether-outbox-resend", daemon=True).start()
         threading.Thread(
             target=self._watch_acks, args=(self.outbox,), name="ether-outbox", daemon=True
         ).start()
@@ -153,15 +225,17 @@ class DataPublisher:
             self.bus.publish(topic, body, qos=0)
             return meta
         with self._lock:  # seq order == outbox order == send order
+            held = getattr(self._held, "messages", None)
+            if held is None and self.outbox is not None:
+                self._changed.wait_for(self._room)
             meta, body = self._stamped(self.stamper, topic, payload, parents)
             self.last_durable = meta.seq
-            held = getattr(self._held, "messages", None)
             if held is not None:
                 held.append((meta, topic, body))
-                return meta
-            if self.outbox is not None:
-                self.outbox.add(meta, topic, body)
-            self._last_sent = self.bus.publish(topic, body)
+            elif self.outbox is not None:
+                self._enqueue([(meta, topic, body)], None)
+            else:
+                self._last_sent = self.bus.publish(topic, body)
         return meta
 
     def _stamped(
@@ -178,11 +252,94 @@ class DataPublisher:
             raise
         return meta, body
 
+    def _room(self) -> bool:
+        """Whether the queue takes one more message (the caller holds the lock)."""
+        return self._closed.is_set() or (self._unsent < QUEUE_MESSAGES and self._unsent_bytes < QUEUE_BYTES)
+
+    def _enqueue(self, messages: list[Message], mark: Meta | None) -> None:
+        """Hand messages (and a handled message's mark) to the writer (the caller holds the lock)."""
+        if self._closed.is_set():
+            raise RuntimeError(f"{self.stamper.source}: the outbox is closed: nothing more can be published")
+        self._queue.append((messages, mark))
+        self._unwritten += len(messages)
+        self._unsent += len(messages)
+        self._unsent_bytes += sum(len(body) for _, _, body in messages)
+        if mark is not None:
+            self._marking.add((mark.src, mark.boot, mark.seq))
+        self._changed.notify_all()
+
+    def _write(self, outbox: Outbox) -> None:
+        """The writer thread: each round writes what was queued since the last one, and deletes
+        what was acknowledged, in one transaction; then sends it in order, within the send window."""
+        window = _Window(self.bus, SEND_WINDOW)
+        while True:
+            with self._lock:
+                self._changed.wait_for(lambda: self._queue or self._closed.is_set() or outbox.deletions_due)
+                units, self._queue = self._queue, []
+                if not units and self._closed.is_set():
+                    return
+            try:
+                self._write_round(outbox, window, units)
+            except Exception:  # a bug must not stop every later message: they stay in the outbox
+                log.exception("%s: the outbox writer failed a round", self.stamper.source)
+
+    def _write_round(
+        self, outbox: Outbox, window: _Window, units: list[tuple[list[Message], Meta | None]]
+    ) -> None:
+        messages = [m for unit, _ in units for m in unit]
+        try:
+            with outbox.transaction():
+                for meta, topic, body in messages:
+                    outbox.add(meta, topic, body)
+                for _, mark in units:
+                    if mark is not None and self.processed is not None:
+                        self.processed.mark(mark)
+                outbox.delete_acknowledged()
+        except sqlite3.Error as exc:  # e.g. a full disk: sent anyway, and said so
+            log.error(
+                "%s: %d messages could not be kept in the outbox %s (%s); sent without it: a kill"
+                " before the recorder has them loses them",
+                self.stamper.source,
+                len(messages),
+                outbox.path,
+                exc,
+            )
+        with self._lock:
+            self._unwritten -= len(messages)
+            for _, mark in units:
+                if mark is not None:
+                    self._marking.discard((mark.src, mark.boot, mark.seq))
+        for _, topic, body in messages:
+            window.room(self._closed)
+            try:
+                info = window.send(topic, body)
+            except BrokerError as exc:  # kept in the outbox: the resend brings it to the recorder
+                log.warning("%s: %s", self.stamper.source, exc)
+                info = None
+            with self._lock:
+                self._last_sent = info or self._last_sent
+                self._unsent -= 1
+                self._unsent_bytes -= len(body)
+                self._changed.notify_all()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every durable message published so far is written, sent and acknowledged by
+        the broker (not necessarily by the recorder); False if that took longer than ``timeout``."""
+        deadline = Deadline(timeout)
+        with self._changed:
+            if not self._changed.wait_for(lambda: not self._unsent, deadline.remaining):
+                return False
+            last = self._last_sent
+        return last is None or self.bus.wait_published(last, deadline.remaining)
+
     def seen(self, meta: Meta | None) -> bool:
         """Whether this message was handled here before (by this process or an earlier one)."""
-        if self.processed is None or not numbered(meta):
+        if self.processed is None or self.outbox is None or not numbered(meta):
             return False
         with self._lock:
+            if (meta.src, meta.boot, meta.seq) in self._marking:
+                return True
+        with self.outbox.lock:
             return self.processed.seen(meta)
 
     @contextmanager
@@ -190,21 +347,21 @@ class DataPublisher:
         """Handle one message as a transaction: what the handler publishes is held, then written to
         the outbox together with the message's processed mark, then sent. A kill -9 in between keeps
         all of it (sent again from the outbox) or none of it (the message is handled again)."""
-        held: list[tuple[Meta, str, bytes]] = []
+        held: list[Message] = []
         self._held.messages = held
         try:
             yield
         finally:
             self._held.messages = None
             with self._lock:
-                if self.outbox is not None and (held or numbered(meta)):
-                    with self.outbox.transaction():
-                        for m, topic, body in held:
-                            self.outbox.add(m, topic, body)
-                        if numbered(meta) and self.processed is not None:
-                            self.processed.mark(meta)
-                for _, topic, body in held:
-                    self._last_sent = self.bus.publish(topic, body)
+                if self.outbox is not None:
+                    mark = meta if numbered(meta) and self.processed is not None else None
+                    if held or mark is not None:
+                        self._changed.wait_for(self._room)
+                        self._enqueue(held, mark)
+                else:
+                    for _, topic, body in held:
+                        self._last_sent = self.bus.publish(topic, body)
 
     # -- acknowledgements ---------------------------------------------------------------------
     def _on_ack(self, topic: str, raw: bytes) -> None:
@@ -215,7 +372,7 @@ class DataPublisher:
         except (WireError, ContractError) as exc:
             self._refused(topic, f"ignored an acknowledgement: {exc}")
             return
-        with self._acked:
+        with self._changed:
             if self._closed.is_set():  # a late acknowledgement after the outbox file was closed
                 return
             progressed = False
@@ -225,7 +382,7 @@ class DataPublisher:
             if progressed:
                 self._progress = time.monotonic()
                 self._stalled_resends = 0
-                self._acked.notify_all()
+                self._changed.notify_all()  # the writer deletes the rows; drain may be done
 
     def _refused(self, topic: str, reason: str) -> None:
         """A system message that does not fit the contract: an error event, and nothing else happens."""
@@ -239,14 +396,14 @@ class DataPublisher:
         except (WireError, ContractError) as exc:
             self._refused(topic, f"ignored a recorder status: {exc}")
             return
-        with self._acked:
+        with self._changed:
             self._recorder_state = status.state
-            self._acked.notify_all()
+            self._changed.notify_all()
         if status.state == "ready":
             boot, self._recorder_boot = self._recorder_boot, status.boot
             if boot != self._recorder_boot and self.pending:  # a (re)started recorder: send again at once
                 self._stalled_resends = 0
-                threading.Thread(target=self.resend, daemon=True).start()
+                threading.Thread(target=self.resend, name="ether-outbox-resend", daemon=True).start()
 
     def _watch_acks(self, outbox: Outbox) -> None:
         """Resend when acknowledgements stall while messages wait (a lost connection or recorder);
@@ -256,59 +413,119 @@ class DataPublisher:
                 if self._sending():  # still on its way (e.g. megabytes of arrays): not a stall
                     self._progress = time.monotonic()
                 stalled = outbox.pending and time.monotonic() - self._progress > self._resend_wait()
-            if stalled:
+                away = self._recorder_state not in (None, "ready")  # it resends to us once back
+            if stalled and not away:
                 self.resend()
                 self._stalled_resends += 1
 
     def _sending(self) -> bool:
-        """Whether paho, connected, is still handing our last durable message to the broker."""
+        """Whether paho, connected, is still handing our queued or last durable message to the broker."""
         last = self._last_sent
-        return last is not None and self.bus.connected and not last.is_published()
+        return self.bus.connected and (
+            self._unsent > 0 or (last is not None and not self.bus.acknowledged(last))
+        )
 
     def _resend_wait(self) -> float:
         return backoff(self._stalled_resends + 1, RESEND_AFTER, RESEND_MAX_WAIT)
 
     def resend(self) -> None:
-        with self._lock:
-            if self.outbox is None:
-                return
-            rows = self.outbox.unacknowledged(RESEND_CHUNK)
-            self._progress = time.monotonic()
-        for topic, body in rows:
-            self.bus.publish(self.topics.recorder_resend(topic), body)
-        if rows:
-            log.info("%s: resent %d unacknowledged messages", self.stamper.source, len(rows))
+        """Send what the recorder has not acknowledged again, to the recorder only, one round at a
+        time (a request during a round makes one more round after it). Never raises: what a round
+        could not send waits for the next."""
+        if self.outbox is None:
+            return
+        if not self._resending.acquire(blocking=False):
+            self._resend_again = True
+            return
+        try:
+            again = True
+            while again and not self._closed.is_set():
+                self._resend_again = False
+                sent = self._resend_round(self.outbox)
+                if sent:
+                    log.info("%s: resent %d unacknowledged messages", self.stamper.source, sent)
+                again = self._resend_again
+        except Exception:  # e.g. the outbox closed under us at the end: the next process resends
+            if not self._closed.is_set():
+                log.exception("%s: a resend round failed; the next one retries", self.stamper.source)
+        finally:
+            self._resending.release()
+
+    def _resend_round(self, outbox: Outbox) -> int:
+        """One pass over the unacknowledged messages, with end-to-end flow control: a message is
+        resent only once the recorder has acknowledged all but RESEND_WINDOW of those before it, so
+        the broker never queues more than that for the recorder (amqtt drops a delivery its
+        subscriber does not acknowledge within 5 s). Stops when the recorder confirms nothing for
+        CONFIRM_TIMEOUT (e.g. one of the window was lost): the next round starts from there."""
+        after: dict[str, int] = {}
+        sent = 0
+        self._progress = time.monotonic()
+        while not self._closed.is_set():
+            rows = outbox.unacknowledged(RESEND_WINDOW, after)
+            if not rows:
+                break
+            for boot, seq, topic, body in rows:
+                if not self._resend_room(outbox, boot, seq):
+                    log.warning(
+                        "%s: the recorder confirmed no resent message for %.0f s; resending later",
+                        self.stamper.source,
+                        CONFIRM_TIMEOUT,
+                    )
+                    return sent
+                try:
+                    self.bus.publish(self.topics.recorder_resend(topic), body)
+                except BrokerError as exc:
+                    log.warning("%s: resending stopped (%s); resending later", self.stamper.source, exc)
+                    return sent
+                after[boot] = seq
+                sent += 1
+        return sent
+
+    def _resend_room(self, outbox: Outbox, boot: str, seq: int) -> bool:
+        """Wait until the recorder has acknowledged all but RESEND_WINDOW messages before ``seq``;
+        False once it has acknowledged nothing for CONFIRM_TIMEOUT."""
+        with self._changed:
+            while not (self._closed.is_set() or seq - outbox.acked[boot] <= RESEND_WINDOW):
+                if time.monotonic() - self._progress > CONFIRM_TIMEOUT:
+                    return False
+                self._changed.wait(CONFIRM_TIMEOUT)  # acknowledgements notify
+            return True
 
     @property
     def pending(self) -> int:
         with self._lock:
-            return self.outbox.pending if self.outbox else 0
+            return self._pending()
+
+    def _pending(self) -> int:
+        """Durable messages not yet acknowledged: written and sent, or still queued (caller holds the lock)."""
+        return (self.outbox.pending + self._unwritten) if self.outbox else 0
 
     def drain(self, timeout: float, closing: bool = True) -> int:
-        """Tell the recorder our last seqs (when ``closing``: this source sends no more), then wait
-        (logging progress) until every durable message is acknowledged. Returns how many are still
-        unsaved (they stay in the outbox file)."""
-        with self._lock:
+        """Send what is queued, tell the recorder our last seqs (when ``closing``: this source sends
+        no more), then wait (logging progress) until every durable message is acknowledged. Returns
+        how many are still unsaved (they stay in the outbox file)."""
+        deadline = Deadline(timeout)
+        with self._changed:  # our data first, then the closing report
+            self._changed.wait_for(lambda: not self._unsent, deadline.remaining)
             last = {self.stamper.boot: self.last_durable, self.latest.boot: self.last_latest}
         report = RecorderClosing(src=self.stamper.source, boots={b: s for b, s in last.items() if s})
         if closing and report.boots and self.settings.enabled:
             body = sign(encode(report.payload(), self.stamper.control()), self.stamper.key)
             self.bus.publish(self.topics.recorder_closing(), body)  # after our data
-        deadline = Deadline(timeout)
         announced = time.monotonic()
-        with self._acked:
-            while self.outbox is not None and self.outbox.pending and not deadline.expired:
+        with self._changed:
+            while self.outbox is not None and self._pending() and not deadline.expired:
                 if self._recorder_state == "stopped":  # e.g. the session died: nobody will confirm
                     break
-                self._acked.wait(min(1.0, deadline.remaining))
-                if time.monotonic() - announced > 2.0 and self.outbox.pending:
+                self._changed.wait(min(1.0, deadline.remaining))
+                if time.monotonic() - announced > 2.0 and self._pending():
                     log.info(
                         "%s: waiting for the recorder to save %d messages",
                         self.stamper.source,
-                        self.outbox.pending,
+                        self._pending(),
                     )
                     announced = time.monotonic()
-            left = self.outbox.pending if self.outbox else 0
+            left = self._pending()
         if left and self.outbox is not None:
             log.error(
                 "%s: %d messages not confirmed saved by the recorder after %.0f s; they stay in %s",
@@ -320,7 +537,11 @@ class DataPublisher:
         return left
 
     def close(self) -> None:
-        self._closed.set()
+        """Write what is still queued, stop the writer, close the outbox file."""
+        with self._changed:
+            self._closed.set()
+            self._changed.notify_all()
+        if self._writer is not None:
+            self._writer.join()
         if self.outbox is not None:
-            with self._lock:
-                self.outbox.close()
+            self.outbox.close()

@@ -202,6 +202,19 @@ class Bus:
             raise BrokerError(f"publishing to {topic!r} failed: {mqtt.error_string(info.rc)}")
         return info
 
+    @staticmethod
+    def acknowledged(info: mqtt.MQTTMessageInfo) -> bool:
+        """Whether the broker has acknowledged the message of ``info``. Unlike paho's
+        ``is_published`` (which raises), also for a message queued while disconnected, which paho
+        sends after the reconnect. (Reads paho 2's own flag and condition.)"""
+        with info._condition:
+            return info._published
+
+    def wait_published(self, info: mqtt.MQTTMessageInfo, timeout: float) -> bool:
+        """Wait until the broker has acknowledged the message of ``info``; False after ``timeout``."""
+        with info._condition:  # paho's own: notified when the message is acknowledged
+            return info._condition.wait_for(lambda: info._published, timeout)
+
     def publish_and_wait(
         self, topic: str, payload: bytes, *, retain: bool = False, timeout: float = 5.0
     ) -> bool:

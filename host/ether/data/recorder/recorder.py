@@ -348,8 +348,9 @@ class Recorder:
         if not self._acks or (not force and now - self._acked_at < ACK_INTERVAL):
             return
         acks, self._acks, self._acked_at = self._acks, {}, now
-        for src, boots in acks.items():
-            self.bus.publish(self.topics.recorder_ack(src), encode(RecorderAck(boots).payload()))
+        for src, boots in acks.items():  # QoS 0: each ack covers all before it, and a lost one is
+            # made good by the next, or by the publisher's resend, which the recorder acknowledges again
+            self.bus.publish(self.topics.recorder_ack(src), encode(RecorderAck(boots).payload()), qos=0)
 
     def _take(self, topic: str, raw: bytes, now: float, rows: list[Row], touched: dict) -> None:
         where = self.topics.parse(topic)
