@@ -912,6 +912,7 @@ def test_snapshot_of_the_main_screen(quiet_lab, snap_compare, size):
         observer.publish("in", '{"value": 13}')
         await until(pilot, lambda: column(app, TopicsTable, "out", "msgs") == "1", "out")
         await until(pilot, lambda: app.snapshot.recorder.saved == 8, "the recorder's count")
+        await until(pilot, lambda: column(app, InstancesTable, "echo", "failed") == "1", "echo's error")
         if app.compact:
             return  # one panel: the instances (the log, whose lines come in any order, is not shown)
         await pilot.click("#log-lines")
