@@ -2,18 +2,22 @@
 
 One run, per broker (embedded amqtt, and Mosquitto when installed): a recorded session, `ether monitor`
 attached in its own process on a pseudo-terminal (120x40, a topic selected and one field plotted, as a
-user would leave it), then the monitor's CPU over a window, side by side:
+user would leave it), then the monitor's CPU over a window:
 
   idle        the session runs, nothing is published
-  N msg/s     a publisher sends N data messages/s (QoS 1, Ether metadata, 4 topics) that the recorder
-              saves and acknowledges; a plain subscriber counts what the broker really delivered
+  N msg/s     a publisher sends N data messages/s (QoS 1, Ether metadata, signed as a host source is,
+              4 topics) that the recorder saves and acknowledges; a plain subscriber counts what the
+              broker really delivered
 
 CPU is the monitor process's user+system time over the window (/proc/<pid>/stat), in % of one core;
 "key to screen" is the median time from typing `m` until the monitor has written the publish dialog's
-title (5 tries); "key right after the burst" is the
-same for one key typed the moment the publisher stops (a screen still busy with the burst shows here).
+title (5 tries); "key right after the burst" is the same for one key typed the moment the publisher
+stops (a screen still busy with the burst shows here).
 
-Run: python bench/monitor.py [--rate 2000] [--seconds 10]
+With --baseline DIR a second monitor, from another source tree, is attached beside this one: both are
+measured over the same windows (their keys in turn), so their ratio holds on a loaded machine.
+
+Run: python bench/monitor.py [--rate 2000] [--seconds 10] [--broker amqtt] [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from brokers import brokers, close, paho_client, subscribe
 
 from ether.contract.wire import Stamper, encode
 from ether.runtime.session import new_session
+from ether.transport.signing import sign
 
 TOPICS = ("bench/a", "bench/b", "bench/c", "bench/d")
 
@@ -49,15 +54,22 @@ class Terminal:
     """`ether monitor` on a pseudo-terminal. A key's time is until its text is in what the monitor wrote;
     whether a text is still on the screen is asked of a terminal emulator (pyte), fed only then."""
 
-    def __init__(self, url: str, columns: int = 120, lines: int = 40) -> None:
+    def __init__(
+        self,
+        url: str,
+        columns: int = 120,
+        lines: int = 40,
+        options: tuple[str, ...] = (),
+        env: dict | None = None,
+    ) -> None:
         self.master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", lines, columns, 0, 0))
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "ether", "monitor", "--broker", url],
+            [sys.executable, "-m", "ether", "monitor", "--broker", url, *options],
             stdin=slave,
             stdout=slave,
             stderr=slave,
-            env={**os.environ, "TERM": "xterm-256color"},
+            env={**os.environ, **(env or {}), "TERM": "xterm-256color"},
             start_new_session=True,
         )
         os.close(slave)
@@ -124,8 +136,9 @@ class Terminal:
         os.close(self.master)
 
 
-def publish(url_address, rate: int, stop: threading.Event, sent: list[int]) -> None:
-    """Send ``rate`` messages/s in 10 ms slices until ``stop``; counts what it sent."""
+def publish(url_address, key: bytes, rate: int, stop: threading.Event, sent: list[int]) -> None:
+    """Send ``rate`` messages/s in 10 ms slices until ``stop``, signed as a host source is (else the
+    recorder reports every one as an unverified source); counts what it sent."""
     client = paho_client(url_address)
     stamper = Stamper("bench-source")
     start, n = time.perf_counter(), 0
@@ -134,21 +147,28 @@ def publish(url_address, rate: int, stop: threading.Event, sent: list[int]) -> N
         while n < due:
             meta = stamper.stamp()
             body = {"value": (n % 100) / 10, "n": n}
-            client.publish(TOPICS[n % len(TOPICS)], encode(body, meta), qos=1)
+            client.publish(TOPICS[n % len(TOPICS)], sign(encode(body, meta), key), qos=1)
             n += 1
         stop.wait(0.01)
     sent.append(n)
     close(client)
 
 
-def measure(monitor: Terminal, seconds: float) -> float:
-    pid = monitor.process.pid
-    cpu, wall = cpu_seconds(pid), time.perf_counter()
+def measure(monitors: list[Terminal], seconds: float) -> list[float]:
+    """Each monitor's CPU over the same window, in % of one core."""
+    pids = [m.process.pid for m in monitors]
+    cpu, wall = [cpu_seconds(pid) for pid in pids], time.perf_counter()
     time.sleep(seconds)  # the measuring window
-    return 100 * (cpu_seconds(pid) - cpu) / (time.perf_counter() - wall)
+    took = time.perf_counter() - wall
+    return [100 * (cpu_seconds(pid) - before) / took for pid, before in zip(pids, cpu, strict=True)]
 
 
-def run(label: str, address, rate: int, seconds: float) -> list[tuple[str, ...]]:
+def key_median(monitor: Terminal, tries: int = 5) -> float:
+    return sorted(monitor.response("m", "Publish a message", "\x1b") for _ in range(tries))[tries // 2]
+
+
+def run(label: str, address, rate: int, seconds: float, monitors: dict[str, dict]) -> list[tuple[str, ...]]:
+    """``monitors``: name -> {"options": ..., "env": ...} of each monitor attached side by side."""
     data = tempfile.mkdtemp()
     session = new_session({"recorder": {"path": data}, "instances": {}}, broker_url=address.url)
     session.open()
@@ -156,43 +176,51 @@ def run(label: str, address, rate: int, seconds: float) -> list[tuple[str, ...]]
     delivered = [0]
     counter.on_message = lambda *a: delivered.__setitem__(0, delivered[0] + 1)
     subscribe(counter, "bench/#")
-    monitor = Terminal(address.url)
+    shown = {name: Terminal(address.url, **how) for name, how in monitors.items()}
     rows = []
     try:
-        monitor.wait_for("Instances")
-        cpu = measure(monitor, seconds)
-        keys = sorted(monitor.response("m", "Publish a message", "\x1b") for _ in range(5))
-        rows.append((label, "idle", "0", f"{cpu:.1f} %", f"{1000 * keys[2]:.0f} ms", ""))
+        for monitor in shown.values():
+            monitor.wait_for("Instances")
+        cpus = measure(list(shown.values()), seconds)
+        for (name, monitor), cpu in zip(shown.items(), cpus, strict=True):
+            key = key_median(monitor)
+            rows.append((label, name, "idle", "0", f"{cpu:.1f} %", f"{1000 * key:.0f} ms", ""))
 
         stop, sent = threading.Event(), []
-        source = threading.Thread(target=publish, args=(address, rate, stop, sent))
+        assert session.key is not None  # open() made it
+        key = session.key.signing_key(session.topics.session, "bench-source")
+        source = threading.Thread(target=publish, args=(address, key, rate, stop, sent))
         source.start()
-        monitor.wait_for("bench/a")
-        monitor.keys("\t\t")  # to the topics table: its first topic's last message is shown
-        monitor.wait_for("Last message on 'bench/a'")
-        monitor.keys("f")  # plot a field of it
-        monitor.wait_for("Plot a field")
-        monitor.keys("\r")
+        for monitor in shown.values():
+            monitor.wait_for("bench/a")
+            monitor.keys("\t\t")  # to the topics table: its first topic's last message is shown
+            monitor.wait_for("Last message on 'bench/a'")
+            monitor.keys("f")  # plot a field of it
+            monitor.wait_for("Plot a field")
+            monitor.keys("\r")
         time.sleep(1.0)  # let the plot fill and the rates settle before measuring
         before, wall = delivered[0], time.perf_counter()
-        cpu = measure(monitor, seconds)
+        cpus = measure(list(shown.values()), seconds)
         got = (delivered[0] - before) / (time.perf_counter() - wall)
-        keys = sorted(monitor.response("m", "Publish a message", "\x1b") for _ in range(5))
+        keys = [key_median(monitor) for monitor in shown.values()]  # in turn, under the same load
         stop.set()
         source.join()
-        after = monitor.response("m", "Publish a message", "\x1b")  # a stall after the burst shows here
-        rows.append(
-            (
-                label,
-                f"{rate} msg/s",
-                f"{got:.0f}",
-                f"{cpu:.1f} %",
-                f"{1000 * keys[2]:.0f} ms",
-                f"{1000 * after:.0f} ms",
+        after = [monitor.response("m", "Publish a message", "\x1b") for monitor in shown.values()]
+        for name, cpu, k, a in zip(shown, cpus, keys, after, strict=True):
+            rows.append(
+                (
+                    label,
+                    name,
+                    f"{rate} msg/s",
+                    f"{got:.0f}",
+                    f"{cpu:.1f} %",
+                    f"{1000 * k:.0f} ms",
+                    f"{1000 * a:.0f} ms",
+                )
             )
-        )
     finally:
-        monitor.close()
+        for monitor in shown.values():
+            monitor.close()
         close(counter)
         session.close()
     return rows
@@ -204,10 +232,29 @@ def main() -> None:
     )
     parser.add_argument("--rate", type=int, default=2000, help="messages/s to publish (default 2000)")
     parser.add_argument("--seconds", type=float, default=10.0, help="measuring window (default 10 s)")
+    parser.add_argument("--broker", action="append", help="amqtt, mosquitto or a URL (default: both)")
+    parser.add_argument(
+        "--monitor-option", action="append", default=[], help="passed to `ether monitor` (e.g. --data-qos=1)"
+    )
+    parser.add_argument(
+        "--baseline",
+        help="a source tree (with host/ and lite/, e.g. `git archive <commit> host lite | tar -x -C DIR`) "
+        "whose monitor runs beside this one, measured in the same windows",
+    )
+    parser.add_argument(
+        "--baseline-option", action="append", default=[], help="passed to the baseline monitor"
+    )
     args = parser.parse_args()
+    monitors: dict[str, dict] = {"this": {"options": tuple(args.monitor_option)}}
+    if args.baseline:
+        tree = Path(args.baseline).resolve()
+        path = f"{tree / 'host'}{os.pathsep}{tree / 'lite'}"
+        monitors["baseline"] = {"options": tuple(args.baseline_option), "env": {"PYTHONPATH": path}}
+    print(f"load before: {os.getloadavg()[0]:.1f}")
     rows = [
         (
             "broker",
+            "monitor",
             "traffic",
             "delivered msg/s",
             "monitor CPU (% of a core)",
@@ -215,11 +262,12 @@ def main() -> None:
             "key right after the burst",
         )
     ]
-    for label, address in brokers():
-        rows += run(label, address, args.rate, args.seconds)
+    for label, address in brokers(args.broker):
+        rows += run(label, address, args.rate, args.seconds, monitors)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+    print(f"load after: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -58,8 +58,9 @@ from ether.monitor.widgets import (
 from ether.processes import parse_ready
 from ether.runtime.session import new_session
 from ether.transport.access import BrokerKey
+from ether.transport.broker import BrokerAddress
 from ether.transport.signing import sign
-from support import REPO, Observer
+from support import REPO, Observer, recorder_barrier
 
 SIZE = (130, 42)
 LAB = {
@@ -489,7 +490,8 @@ def test_filter_and_sort_a_table_and_open_an_error_in_full(lab):
 
             await select(app, pilot, InstancesTable, "echo")
             await pilot.press("enter")
-            await until(pilot, lambda: isinstance(app.screen, TextScreen), "the error in full")
+            shown = lambda: isinstance(app.screen, TextScreen) and app.screen.query("#full-text")  # noqa: E731
+            await until(pilot, shown, "the error in full (its text mounted)")
             assert "ValueError: unlucky number" in str(app.screen.query_one("#full-text").render())
             await pilot.press("escape")
 
@@ -595,6 +597,143 @@ def test_banner_shows_gaps_and_clears_when_they_are_filled(lab):
             await until(pilot, lambda: not app.query_one(Banner).display, "the banner to clear")
 
     run(scenario)
+
+
+def test_conflicts_and_forged_sources_show_in_the_banner_and_the_recorder_line(lab):
+    session, observer = lab
+    boot = uuid.uuid4().hex[:12]
+    key = BrokerKey.find(session.address).signing_key("default", "prober")
+
+    def numbered(value: int, src: str = "prober", signed: bool = True) -> bytes:
+        body = encode({"v": value}, Meta(f"{boot}.1", src, boot, 1, time.time()))
+        return sign(body, key) if signed else body
+
+    async def scenario():
+        async with monitor(session) as (app, pilot):
+            observer.publish("forged", numbered(1, src="echo", signed=False))  # claims echo, unsigned
+            await until(pilot, lambda: "UNVERIFIED SOURCES: 1 message(s)" in banner(app), "the forgery")
+            observer.publish("twice", numbered(1))
+            observer.publish("twice", numbered(2))  # the same numbers, other content
+            await until(pilot, lambda: "CONFLICTS: 1 message(s)" in banner(app), "the conflict")
+            line = str(app.query_one("#recorder").render())
+            assert "conflicts 1" in line and "unverified 1" in line
+
+    run(scenario)
+
+
+def test_an_instance_shows_the_messages_it_failed_and_unprocessed_only_when_told(lab):
+    session, observer = lab
+
+    async def scenario():
+        async with monitor(session) as (app, pilot):
+            observer.publish("in", '{"value": 13}')  # echo raises on it: an error event
+            await until(pilot, lambda: column(app, InstancesTable, "echo", "failed") == "1", "a failure")
+            assert column(app, InstancesTable, "echo", "unproc") == "-"  # the session does not say
+
+    run(scenario)
+
+
+def test_the_model_reads_new_fields_when_present_and_hostile_values_as_absent():
+    model = SessionModel(BrokerAddress(), "default")
+    model.synced.set()
+    topics = model.topics
+
+    def send(topic: str, payload: dict) -> None:
+        model.on_message(topic, json.dumps(payload).encode())
+
+    supervisor = {
+        "name": "main",
+        "host": "h",
+        "pid": 1,
+        "state": "running",
+        "instances": ["a", "b", "c"],
+        "since": 1.0,
+    }
+    send(topics.supervisor_status("main"), supervisor)
+    status = {"class": "m:C", "state": "ready", "pid": 2}
+    send(topics.instance_status("a"), {**status, "instance": "a", "unprocessed": 3})
+    send(topics.instance_status("b"), {**status, "instance": "b", "unprocessed": "many"})
+    send(topics.instance_status("c"), {**status, "instance": "c", "unprocessed": -1})
+    snapshot = model.snapshot()
+    assert [i.unprocessed for i in snapshot.instances] == [3, None, None]
+    assert snapshot.recorder.broker_lag is None and snapshot.problems == ()  # nothing says: nothing shown
+    send(topics.supervisor_status("main"), {**supervisor, "broker_lag": 0.25})
+    send(topics.supervisor_status("other"), {**supervisor, "name": "other", "broker_lag": "NaN"})
+    for reason in (
+        "conflict: a second message numbered (x, b, 1) differs",
+        "stored as foreign: src 'a' is not",
+    ):
+        send(topics.errors(), {"instance": "recorder", "topic": "t", "reason": reason})
+    send(topics.errors(), {"instance": "a", "topic": "in", "reason": "ValueError: no"})
+    snapshot = model.snapshot()
+    assert snapshot.recorder.broker_lag == 0.25
+    assert (snapshot.recorder.conflicts, snapshot.recorder.unverified) == (1, 1)
+    assert snapshot.instance("a").failed == 1 and snapshot.instance("b").failed == 0
+    assert [p.split(":")[0] for p in snapshot.problems] == ["CONFLICTS", "UNVERIFIED SOURCES"]
+
+
+def test_an_array_shows_as_dtype_and_shape_with_a_plot_of_one_channel(lab):
+    np = pytest.importorskip("numpy")
+    session, observer = lab
+    samples = np.tile(np.arange(300, dtype="<i2") % 50, (4, 1))  # 4 channels x 300 samples
+
+    async def scenario():
+        async with monitor(session) as (app, pilot):
+            observer.publish("wave", encode({"samples": samples, "rate": 30000}))
+            observer.publish("wave", b"\x89ETH\x01\x00\x00\x00\xff\xff\x00\x00{}")  # header past its end
+            await until(pilot, lambda: column(app, TopicsTable, "wave", "msgs") == "2", "both messages")
+            observer.publish("wave", encode({"samples": samples, "rate": 30000}))
+            await until(pilot, lambda: column(app, TopicsTable, "wave", "msgs") == "3", "the third")
+            await select(app, pilot, TopicsTable, "wave")
+            shown = lambda: str(app.query_one("#payload-json").render())  # noqa: E731
+            await until(pilot, lambda: "array <i2 [4, 300]" in shown(), "the array's outline")
+            assert '"rate": 30000' in shown() and "samples[:, 0]" not in shown()
+            assert "samples[0, :]: 49" in shown()  # the legend: channel 0's last value, min and max
+            assert any(0x2800 < ord(c) <= 0x28FF for c in shown())  # and its braille line
+
+    run(scenario)
+
+
+def test_a_dialog_holds_the_screen_behind_it_and_nothing_is_lost(lab):
+    session, observer = lab
+
+    async def scenario():
+        async with monitor(session) as (app, pilot):
+            log = app.query_one(LogPanel)
+            await pilot.press("question_mark")
+            await until(pilot, lambda: isinstance(app.screen, HelpScreen), "the help")
+            held = app.snapshot
+            observer.publish("in", '{"value": 13}')  # an error line, while the dialog is up
+            await until(pilot, lambda: any("unlucky" in line.text for line in app.held_log), "the error")
+            assert app.snapshot is held and not any("unlucky" in line for line in log.shown_lines())
+            await pilot.press("escape")
+            await until(pilot, lambda: any("unlucky" in line for line in log.shown_lines()), "the line")
+            assert app.snapshot is not held
+
+    run(scenario)
+
+
+def test_the_monitor_signs_what_it_sends(lab):
+    session, observer = lab
+    model = SessionModel(session.address, session.topics.session)
+    model.connect()
+    try:
+        model.publish("from-monitor", {"v": 1})
+        observer.wait_for("from-monitor", 1)
+        recorder_barrier(session)
+    finally:
+        model.close()
+    db = connect(session.recording.run_dir, readonly=True)
+    try:
+        rows = db.execute("SELECT src FROM messages WHERE topic = 'from-monitor'").fetchall()
+        claims = [
+            json.loads(r["detail"]).get("claimed_src")
+            for r in db.execute("SELECT detail FROM events WHERE kind = 'unverified_source'")
+        ]
+    finally:
+        db.close()
+    assert [r["src"] for r in rows] == [model.stamper.source]  # believed: not stored as foreign
+    assert model.stamper.source not in claims
 
 
 def test_banner_when_nothing_records_the_session(run_session):
@@ -773,6 +912,7 @@ def test_snapshot_of_the_main_screen(quiet_lab, snap_compare, size):
         observer.publish("in", '{"value": 13}')
         await until(pilot, lambda: column(app, TopicsTable, "out", "msgs") == "1", "out")
         await until(pilot, lambda: app.snapshot.recorder.saved == 8, "the recorder's count")
+        await until(pilot, lambda: column(app, InstancesTable, "echo", "failed") == "1", "echo's error")
         if app.compact:
             return  # one panel: the instances (the log, whose lines come in any order, is not shown)
         await pilot.click("#log-lines")

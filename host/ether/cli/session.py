@@ -63,6 +63,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("monitor", help="show a running session in the terminal and act on it")
     p.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="default mqtt://127.0.0.1:1883")
     p.add_argument("--session", default="default", help="the session's name (default: default)")
+    p.add_argument(
+        "--data-qos",
+        type=int,
+        choices=(0, 1),
+        default=0,
+        help="QoS of the data topics' subscription: 0 (default, lighter; a monitor that falls behind "
+        "may miss some) or 1 (every message, each acknowledged)",
+    )
     p.set_defaults(handler=monitor)
 
     p = commands.add_parser("graph", help="print the topic graph of a YAML file (mermaid) and its loose ends")
@@ -165,7 +173,7 @@ def monitor(args: argparse.Namespace) -> int:
     """``ether monitor``: the terminal UI on a running session (q detaches, e ends the session)."""
     from ether.monitor import attach
 
-    return attach(args.broker, args.session)
+    return attach(args.broker, args.session, args.data_qos)
 
 
 def graph(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from textual.widgets import DataTable, Footer, Header, Input, RichLog, Static, T
 
 from ether.monitor.commands import CommandFailed, Commands
 from ether.monitor.formats import Format
-from ether.monitor.model import SessionModel, Snapshot, numeric_fields
+from ether.monitor.model import LIVE, LogLine, SessionModel, Snapshot, numeric_fields
 from ether.monitor.screens import (
     CallScreen,
     ConfirmScreen,
@@ -108,6 +109,8 @@ class MonitorApp(App[int]):
         self.changes = -1  # the model's count of messages at the last tick
         self.idle_ticks = 0  # ticks in a row without a new message
         self.tree_view = False  # the topics shown as a tree of their levels (t) instead of the table
+        self.latest: Snapshot | None = None  # the newest snapshot, also while a dialog holds the screen
+        self.held_log: list[LogLine] = []  # log lines not shown yet (a dialog is on top)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -147,6 +150,17 @@ class MonitorApp(App[int]):
         self.query_one(InstancesTable).focus()
         self.tick()
         self.set_interval(self.refresh_every, self.tick)
+        self.screen_change_signal.subscribe(self, self._screen_changed)
+
+    def _screen_changed(self, screen: object) -> None:
+        """A dialog closed: the screen behind it shows the newest snapshot at once."""
+        if (
+            not isinstance(screen, ModalScreen)
+            and self.latest is not None
+            and self.latest is not self.snapshot
+        ):
+            self.snapshot = replace(self.latest, log=tuple(self.held_log))
+            self.held_log.clear()
 
     def tick(self) -> None:
         """Take the model's snapshot (the widgets watch it); notice when the session has ended. While
@@ -156,7 +170,14 @@ class MonitorApp(App[int]):
         if self.idle_ticks % 2:
             return
         snapshot = self.model.snapshot()
-        self.snapshot = snapshot
+        if snapshot.log:
+            self.held_log.extend(snapshot.log)
+        if isinstance(self.screen, ModalScreen):
+            self.latest = snapshot  # a dialog is on top: the screen behind it stays as it was (redrawing
+            # it dimmed costs as much as the whole screen), its new log lines wait
+        else:
+            self.latest = self.snapshot = replace(snapshot, log=tuple(self.held_log))
+            self.held_log.clear()
         if self.link.owns_session and self.link.finished(snapshot):
             self.exit(self.link.returncode)  # drained and sealed (or it ended on its own)
         elif self.ending and self.link.finished(snapshot) and isinstance(self.screen, DrainScreen):
@@ -488,11 +509,12 @@ class MonitorApp(App[int]):
     def _begin_end(self) -> None:
         self.ending = True
         self.refresh_bindings()
-        self.push_screen(DrainScreen(self.fmt, self.model.topics.session))
+        live = {i.name for i in self.latest.instances if i.state in LIVE} if self.latest else set()
+        self.push_screen(DrainScreen(self.fmt, self.model.topics.session, live))
         self.send("end the session", self.link.end)
 
     def _ask_force(self) -> None:
-        recorder = self.snapshot.recorder if self.snapshot else None
+        recorder = self.latest.recorder if self.latest else None
         unconfirmed = recorder.unconfirmed if recorder else 0
         question = (
             f"Force quit? {unconfirmed} messages are not confirmed saved yet. Forcing stops the recorder "
@@ -505,7 +527,7 @@ class MonitorApp(App[int]):
 
     def _force(self, unconfirmed: int) -> None:
         self.forced = True
-        if self.snapshot is not None and self.snapshot.recorder.state == "ready":
+        if self.latest is not None and self.latest.recorder.state == "ready":
             self._force_recorder(unconfirmed)
             return
         self.notify(

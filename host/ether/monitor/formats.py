@@ -37,6 +37,14 @@ class Format:
             return "-"
         return "·ms" if self.stable else f"{1000 * seconds:.1f}ms"
 
+    def seconds(self, seconds: float | None) -> str:
+        """A short duration: ``40 ms``, ``1.2 s``."""
+        if seconds is None:
+            return "-"
+        if self.stable:
+            return "· s"
+        return f"{1000 * seconds:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
+
     def uptime(self, since: float | None) -> str:
         if since is None:
             return "-"

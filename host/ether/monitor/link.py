@@ -140,7 +140,7 @@ class RunProcess:
         return code
 
 
-def attach(broker: str, session: str) -> int:
+def attach(broker: str, session: str, data_qos: int = 0) -> int:
     """``ether monitor``: show a running session until the user quits."""
     from ether.monitor.app import MonitorApp
 
@@ -151,7 +151,7 @@ def attach(broker: str, session: str) -> int:
         )
         return 1
     try:
-        model = SessionModel(BrokerAddress.parse(broker), session)
+        model = SessionModel(BrokerAddress.parse(broker), session, data_qos)
         model.connect()
     except BrokerError as exc:
         print(f"ether monitor: {exc}", file=sys.stderr)

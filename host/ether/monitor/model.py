@@ -22,6 +22,7 @@ from typing import Any
 
 import pydantic_core
 
+from ether.contract import arrays
 from ether.contract.messages import RecorderCommand, fits, read_reply
 from ether.contract.topics import Topic, Topics, matches
 from ether.contract.wire import META_KEY, Stamper, decode_object, encode
@@ -29,6 +30,7 @@ from ether.data.outbox import LATEST_SUFFIX
 from ether.transport.broker import BrokerAddress
 from ether.transport.bus import Bus
 from ether.transport.requests import Pending, Requester, RequestTimeout
+from ether.transport.signing import sign
 
 BEHIND_AFTER = 3.0  # s: a durable message not confirmed saved after this long means the recorder is behind
 BACKLOG_BEHIND = 10_000  # messages queued in the recorder, not yet written
@@ -40,6 +42,8 @@ LOG_LINES = 2000
 PARSED_TOPICS = 10_000
 RATE_SMOOTHING = 1.0  # s: the time constant of the rates shown  # broker topics whose parse is kept
 LIVE = ("starting", "ready", "restarting", "paused", "draining")
+CONFLICT = "conflict:"  # how the recorder's error events start (recorder.py: _refuse, _believed, _closing)
+UNVERIFIED = ("stored as foreign:", "ignored a closing report:")
 RUN_LOG = re.compile(r" - (?:Ether:\d+ - )?(DEBUG|INFO|WARNING|ERROR|CRITICAL) - ")
 
 
@@ -56,6 +60,8 @@ class InstanceRow:
     rate_out: float = 0.0
     error: str = ""
     services: dict[str, Any] = field(default_factory=dict)  # service -> {arg: {type, required}} or None
+    failed: int = 0  # error events it sent since the monitor started: messages its handlers rejected
+    unprocessed: int | None = None  # messages it was meant to process and did not, when the session says
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,9 @@ class RecorderView:
     answering: bool = True
     unconfirmed: int = 0  # durable messages seen here that the recorder has not acknowledged
     oldest: float = 0.0  # age in s of the oldest of them
+    conflicts: int = 0  # conflict events since the monitor started: a message numbered like a saved one
+    unverified: int = 0  # messages stored as foreign: their claimed source was not proved by a signature
+    broker_lag: float | None = None  # s, the largest a supervisor reports (when supervisors report it)
 
     @property
     def condition(self) -> str:
@@ -215,7 +224,7 @@ class _Topic:
         self.count += 1
         self.bytes += size
         self.payload = payload
-        self.history.append((now, payload))
+        self.history.append((now, payload.outline() if isinstance(payload, Frame) else payload))
         self.arrived = now
 
     def jitter(self) -> float | None:
@@ -232,37 +241,80 @@ def _read_data(raw: bytes) -> tuple[Any, tuple[str, str, int] | None]:
     """A data message's payload and its numbering (src, boot, seq), or None when it is not numbered.
 
     Like :func:`ether.contract.wire.decode`, without building a ``Meta`` (the monitor reads only these
-    three, thousands of times a second); malformed metadata counts as none, not JSON is shown as text."""
+    three, thousands of times a second); malformed metadata counts as none, not JSON is shown as text.
+    A binary frame's payload is a :class:`Frame`: its header is read here, its arrays only when shown."""
     try:
-        body = pydantic_core.from_json(raw)
-    except ValueError:
+        if arrays.is_frame(raw):
+            header, data = arrays.sections(raw)
+            body = pydantic_core.from_json(bytes(header))
+            if isinstance(body, dict):
+                meta = body.pop(META_KEY, None)
+                return Frame(body, data), _numbering(meta)
+        else:
+            body = pydantic_core.from_json(raw)
+    except ValueError:  # not JSON (ArrayError is one too: a frame whose header runs past its end)
         return bytes(raw[:200]).decode("utf-8", "replace"), None
     if not isinstance(body, dict):
         return body, None
-    meta = body.pop(META_KEY, None)
+    return body, _numbering(body.pop(META_KEY, None))
+
+
+def _numbering(meta: Any) -> tuple[str, str, int] | None:
     if not isinstance(meta, dict):
-        return body, None
+        return None
     src, boot, seq = meta.get("src"), meta.get("boot"), meta.get("seq")
     if isinstance(src, str) and isinstance(boot, str) and src and boot and type(seq) is int and seq > 0:
-        return body, (src, boot, seq)
-    return body, None
+        return src, boot, seq
+    return None
+
+
+class Frame:
+    """A binary message's payload as the monitor keeps it: its header (each array a ``$array``
+    reference: dtype and shape) and its data section, decoded only for the message on screen."""
+
+    __slots__ = ("header", "data")
+
+    def __init__(self, header: dict[str, Any], data: memoryview) -> None:
+        self.header, self.data = header, data
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Frame) and other.header == self.header and other.data == self.data
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def decoded(self) -> Any:
+        """The payload with its arrays (numpy views of the message) and bytes; raises ValueError
+        (ArrayError) for a malformed data section, or when numpy is missing."""
+        return arrays.join(self.header, self.data)
+
+    def outline(self) -> Frame:
+        """The same header without the data section (what the history keeps of a frame)."""
+        return Frame(self.header, memoryview(b""))
 
 
 class SessionModel:
     """Everything the monitor knows about one session; fed by the bus, read by :meth:`snapshot`."""
 
-    def __init__(self, address: BrokerAddress, session: str = "default") -> None:
+    def __init__(self, address: BrokerAddress, session: str = "default", data_qos: int = 0) -> None:
+        """``data_qos`` 0 (the default): the data topics come on a connection of their own at QoS 0,
+        without an acknowledgement each (the broker may drop some for a monitor that falls behind:
+        rates and counts are then what the monitor saw); 1: every one, acknowledged."""
         self.address = address
         self.topics = Topics(session)
+        self.data_qos = data_qos
         self.name = f"monitor-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
         self.stamper = Stamper(f"monitor:{socket.gethostname()}-{os.getpid()}")
         self.bus: Bus | None = None
+        self.data_bus: Bus | None = None  # the QoS 0 connection for the data topics
         self.requester: Requester | None = None
         self.synced = threading.Event()
         self._lock = threading.Lock()
         self._instances: dict[str, dict[str, Any]] = {}
         self._since: dict[str, tuple[Any, float]] = {}  # name -> (pid or boot, first seen alive)
         self._errors: dict[str, str] = {}  # instance or device -> last error
+        self._failed: dict[str, int] = {}  # instance or device -> error events it sent
+        self._conflicts = 0
+        self._unverified = 0
         self._devices: dict[str, dict[str, Any]] = {}  # name -> {"schema": ..., "state": ...}
         self._supervisors: dict[str, dict[str, Any]] = {}
         self._recorder: dict[str, Any] = {}
@@ -288,19 +340,29 @@ class SessionModel:
     # -- connection ---------------------------------------------------------------------------
 
     def connect(self, timeout: float = 10.0) -> None:
-        """Connect, subscribe to the whole session, and wait until its retained state has arrived."""
-        from ether.transport.access import client_address
+        """Connect, subscribe to the whole session, and wait until its retained state has arrived.
+        With this user's key of the broker, what the monitor sends is signed as its own source."""
+        from ether.transport.access import BrokerKey, client_address
 
+        key = BrokerKey.find(self.address)
+        if key is not None:
+            self.stamper.key = key.signing_key(self.topics.session, self.stamper.source)
         address = client_address(self.address, self.topics.session, "monitor")  # it may stop the session
-        self.bus = Bus(address, client_id=f"ether-{self.topics.session}-{self.name}")
+        client_id = f"ether-{self.topics.session}-{self.name}"
+        self.bus = Bus(address, client_id=client_id)
         self.bus.connect(timeout)
         self.requester = Requester(self.bus, self.topics, self.stamper)
-        if self.topics.data_all() == "#":
-            filters = ["#"]  # covers ether/<session>/ too; two overlapping filters would deliver twice
+        system = f"{self.topics.root}/#"
+        if self.data_qos == 0:  # a second connection: in the default session '#' also covers ether/
+            self.data_bus = Bus(address, client_id=f"{client_id}-data")
+            self.data_bus.connect(timeout)
+            self.data_bus.subscribe(self.topics.data_all(), self.on_data_message, timeout, qos=0)
+            self.bus.subscribe(system, self.on_message, timeout)
+        elif self.topics.data_all() == "#":
+            self.bus.subscribe("#", self.on_message, timeout)  # two overlapping filters deliver twice
         else:
-            filters = [self.topics.data_all(), f"{self.topics.root}/#"]
-        for topic_filter in filters:
-            self.bus.subscribe(topic_filter, self.on_message, timeout)
+            for topic_filter in (self.topics.data_all(), system):
+                self.bus.subscribe(topic_filter, self.on_message, timeout)
         # Retained messages come right after a subscription's acknowledgement; a message we send after
         # it comes back after them, so its echo says that everything retained has arrived.
         probe = f"{self.topics.replies(self.bus.client_id)}/synced"
@@ -309,9 +371,10 @@ class SessionModel:
         self.synced.wait(timeout)
 
     def close(self) -> None:
-        if self.bus is not None:
-            self.bus.close()
-            self.bus = None
+        for bus in (self.data_bus, self.bus):
+            if bus is not None:
+                bus.close()
+        self.bus = self.data_bus = None
 
     @property
     def url(self) -> str:
@@ -320,19 +383,30 @@ class SessionModel:
     # -- network thread: remember, never block -------------------------------------------------
 
     def on_message(self, topic: str, raw: bytes) -> None:
-        self.changes += 1
-        if topic in self._parsed:  # each topic is parsed once (a data topic carries thousands of messages)
-            where = self._parsed[topic]
-        else:
-            if len(self._parsed) >= PARSED_TOPICS:
-                self._parsed.clear()  # reply topics are one-off: the cache must not grow without end
-            where = self._parsed[topic] = self.topics.parse(topic)
+        where = self._where(topic)
         if where is None:
             return  # another session's, or outside the layout
+        self.changes += 1
         if where.kind == "data":
             self._on_data(where.detail, raw)
         else:
             self._on_system(where, raw)
+
+    def on_data_message(self, topic: str, raw: bytes) -> None:
+        """The data connection's: in the default session its '#' brings the system topics too, which
+        the other connection handles."""
+        where = self._where(topic)
+        if where is not None and where.kind == "data":
+            self.changes += 1
+            self._on_data(where.detail, raw)
+
+    def _where(self, topic: str) -> Topic | None:
+        where = self._parsed.get(topic, self)  # each topic is parsed once: a data topic carries thousands
+        if where is self:
+            if len(self._parsed) >= PARSED_TOPICS:
+                self._parsed.clear()  # reply topics are one-off: the cache must not grow without end
+            where = self._parsed[topic] = self.topics.parse(topic)
+        return where  # type: ignore[return-value]
 
     def _on_data(self, name: str, raw: bytes) -> None:
         now = time.monotonic()
@@ -427,11 +501,19 @@ class SessionModel:
                 self._add_log(level, "monitor", f"recorder {state} (pid {status.get('pid')}{where})")
 
     def _on_error(self, event: dict[str, Any]) -> None:
+        """An error event: a message an instance or board rejected, or one the recorder kept apart (a
+        conflict) or stored as foreign (its claimed source not proved: a forgery, or an unsigned sender)."""
         who = str(event.get("instance") or "?")
         method = f" ({event['method']})" if event.get("method") else ""
         reason = str(event.get("reason", ""))
         with self._lock:
             self._errors[who] = reason
+            if len(self._failed) < PARSED_TOPICS or who in self._failed:  # names are hostile input
+                self._failed[who] = self._failed.get(who, 0) + 1
+            if who == "recorder" and reason.startswith(CONFLICT):
+                self._conflicts += 1
+            elif who == "recorder" and reason.startswith(UNVERIFIED):
+                self._unverified += 1
             self._add_log("error", "errors", f"{who} topic '{event.get('topic')}'{method}: {reason}")
 
     def _on_instance(self, status: dict[str, Any]) -> None:
@@ -511,10 +593,12 @@ class SessionModel:
         return self.requester.request(topic, payload, timeout)
 
     def publish(self, user_topic: str, payload: Any) -> None:
-        """Publish a data message as the monitor (numbered, so a loss shows in the gap ledger)."""
+        """Publish a data message as the monitor (numbered, so a loss shows in the gap ledger; signed,
+        so the recorder believes its source)."""
         if self.bus is None:
             raise RequestTimeout("the monitor is not connected")
-        self.bus.publish(self.topics.data(user_topic), encode(payload, self.stamper.stamp()))
+        body = sign(encode(payload, self.stamper.stamp()), self.stamper.key)
+        self.bus.publish(self.topics.data(user_topic), body)
 
     # -- the app's timer -------------------------------------------------------------------------
 
@@ -632,9 +716,20 @@ class SessionModel:
                     sent.get(name, 0.0),
                     self._errors.get(name, ""),
                     dict(status.get("service_args") or {s: None for s in status.get("services") or ()}),
+                    self._failed.get(name, 0),
+                    self._unprocessed(name, status),
                 )
             )
         return tuple(rows)
+
+    def _unprocessed(self, name: str, status: dict[str, Any]) -> int | None:
+        """What the instance was meant to process and did not: from its status, or the recorder's
+        count per instance; None while neither says (sessions that do not report it)."""
+        polled = {**self._recorder, **self._recorder_polled}.get("unprocessed")
+        for value in (status.get("unprocessed"), polled.get(name) if isinstance(polled, dict) else None):
+            if type(value) is int and value >= 0:
+                return value
+        return None
 
     def _match(self, topic_filter: str, topic: str) -> bool:
         key = (topic_filter, topic)
@@ -676,7 +771,15 @@ class SessionModel:
             answering=status.get("state") != "ready" or now - self._answered_at < NOT_ANSWERING_AFTER,
             unconfirmed=sum(s.pending for s in pending),
             oldest=now - oldest,
+            conflicts=self._conflicts,
+            unverified=self._unverified,
+            broker_lag=self._broker_lag(),
         )
+
+    def _broker_lag(self) -> float | None:
+        lags = [s.get("broker_lag") for s in self._supervisors.values() if s.get("state") == "running"]
+        numbers = [float(x) for x in lags if isinstance(x, (int, float)) and not isinstance(x, bool)]
+        return max((x for x in numbers if math.isfinite(x) and x >= 0), default=None)
 
     def _store_size(self, run_dir: str, now: float) -> int | None:
         checked, size = self._size
@@ -739,6 +842,16 @@ class SessionModel:
             problems.append(
                 f"GAPS: {recorder.missing} messages missing in {recorder.gaps or '?'} "
                 "range(s) of the gap ledger (ether sessions / run.gaps)"
+            )
+        if recorder.conflicts:
+            problems.append(
+                f"CONFLICTS: {recorder.conflicts} message(s) numbered like saved ones but different: "
+                "both kept (run.conflicts); the store will be sealed incomplete"
+            )
+        if recorder.unverified:
+            problems.append(
+                f"UNVERIFIED SOURCES: {recorder.unverified} message(s) claimed a source without its "
+                "signature (forged, or an unsigned sender): stored as foreign (see the log)"
             )
         return tuple(problems)
 

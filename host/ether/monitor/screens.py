@@ -316,10 +316,11 @@ class DrainScreen(Screen):
     status: reactive[tuple[str, ...]] = reactive(())
     sealed: reactive[str] = reactive("")  # how the store was sealed, once it is known
 
-    def __init__(self, fmt: Format, session: str) -> None:
+    def __init__(self, fmt: Format, session: str, live: set[str] | frozenset[str] = frozenset()) -> None:
+        """``live``: the instances running when the end was asked (they may stop before a snapshot)."""
         super().__init__()
         self.fmt, self.session = fmt, session
-        self.instances: set[str] = set()
+        self.instances: set[str] = set(live)
         self.most_unconfirmed = 0
 
     def compose(self) -> ComposeResult:

@@ -3,6 +3,7 @@ reactive state, and posts a message when the user picks something; colours are i
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections import deque
@@ -15,13 +16,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
-from textual.reactive import reactive
+from textual.reactive import reactive, var
 from textual.widget import Widget
 from textual.widgets import DataTable, Input, RichLog, Static, Tree
 from textual.widgets.tree import TreeNode
 
+from ether.contract import arrays
 from ether.monitor.formats import Format
-from ether.monitor.model import LOG_LINES, LogLine, Snapshot
+from ether.monitor.model import LOG_LINES, Frame, LogLine, Snapshot
 
 BAD_STATES = (
     "dead",
@@ -55,10 +57,11 @@ def state_class(state: str) -> str:
 class Banner(Static):
     """Impossible to miss: every threat to the data-saving guarantee, or nothing at all."""
 
-    problems: reactive[tuple[str, ...]] = reactive(())
+    problems: var[tuple[str, ...]] = var(())
 
     def on_mount(self) -> None:
         self.display = False
+        self._rows = 0  # lines it takes: the screen is laid out again only when they change
         self.watch(self.app, "snapshot", self._take)
 
     def _take(self, snapshot: Snapshot | None) -> None:
@@ -66,15 +69,20 @@ class Banner(Static):
             self.problems = snapshot.problems
 
     def watch_problems(self, problems: tuple[str, ...]) -> None:
+        """Its counts change every tick while the recorder is behind: redrawn in place, unless its
+        height changes (a new problem, or a line that wraps once more)."""
+        width = max(self.size.width, 1)
+        rows = sum(-(-(len(p) + 3) // width) for p in problems)
         self.display = bool(problems)
-        self.update(Text("\n".join(f"!! {p}" for p in problems)))
+        self.update(Text("\n".join(f"!! {p}" for p in problems)), layout=rows != self._rows)
+        self._rows = rows
 
 
 class RecorderPanel(Static):
     """One line: the recorder's state, what it saved, what waits, the gap ledger, the store."""
 
     COMPONENT_CLASSES = {"state--ok", "state--warn", "state--bad"}
-    line: reactive[tuple[str, ...]] = reactive(())
+    line: var[tuple[str, ...]] = var(())
 
     def __init__(self, fmt: Format, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -87,12 +95,17 @@ class RecorderPanel(Static):
         if snapshot is None:
             return
         r, f = snapshot.recorder, self.fmt
+        events = [f"conflicts {r.conflicts:,}"] if r.conflicts else []
+        events += [f"unverified {r.unverified:,}"] if r.unverified else []
+        lag = [f"broker lag {f.seconds(r.broker_lag)}"] if r.broker_lag is not None else []
         self.line = (
             r.condition,
             f"saved {f.count(r.saved)}",
             f"backlog {f.count(r.backlog)}",
             f"unconfirmed {f.count(r.unconfirmed)}",
             f"gaps {f.count(r.missing)}",
+            *events,
+            *lag,
             f"store {f.size(r.size)}",
             f.path(r.run_dir),
         )
@@ -125,7 +138,7 @@ class LiveTable(DataTable):
     kind = ""
     columns_shown: tuple[str, ...] = ()
     state_columns: tuple[int, ...] = ()
-    contents: reactive[tuple[tuple[str, tuple[str, ...]], ...]] = reactive(())
+    contents: var[tuple[tuple[str, tuple[str, ...]], ...]] = var(())  # cells refresh what changed
     filter: reactive[str] = reactive("")
     sorting: reactive[tuple[int, bool]] = reactive((0, False))  # (column, descending)
 
@@ -199,9 +212,13 @@ class LiveTable(DataTable):
             max([len(label)] + [len(cells[i]) for _, cells in rows])
             for i, label in enumerate(self.columns_shown)
         )
-        if list(new) != list(self._shown) or widths != self._widths:
+        same_rows = list(new) == list(self._shown)
+        if not same_rows or any(w > old for w, old in zip(widths, self._widths, strict=True)):
+            # Rebuilt when the rows change or a cell outgrows its column; a column narrows only with
+            # the rows (a rate that flickers between '998/s' and '1.0k/s' must not rebuild each tick)
+            widths = widths if not same_rows else tuple(map(max, widths, self._widths))
             selected = self.selected
-            self.clear(columns=True)  # columns as wide as what they hold now, whatever they held before
+            self.clear(columns=True)
             for label, width in zip(self.columns_shown, widths, strict=True):
                 self.add_column(label, key=label, width=width)
             for key, cells in rows:
@@ -263,7 +280,18 @@ class LiveTable(DataTable):
 
 class InstancesTable(LiveTable):
     kind = "instance"
-    columns_shown = ("instance", "state", "host:pid", "restarts", "in", "out", "uptime", "last error")
+    columns_shown = (
+        "instance",
+        "state",
+        "host:pid",
+        "restarts",
+        "in",
+        "out",
+        "failed",
+        "unproc",
+        "uptime",
+        "last error",
+    )
     state_columns = (1,)
 
     def cells_of(self, snapshot: Snapshot) -> tuple[tuple[str, tuple[str, ...]], ...]:
@@ -278,6 +306,8 @@ class InstancesTable(LiveTable):
                     str(i.restarts),
                     f.rate(i.rate_in),
                     f.rate(i.rate_out),
+                    f"{i.failed:,}",
+                    "-" if i.unprocessed is None else f"{i.unprocessed:,}",
                     f.uptime(i.since),
                     _short(i.error),
                 ),
@@ -414,11 +444,12 @@ class PayloadView(VerticalScroll):
         Binding("left", "step(1)", "Older", show=False),
         Binding("right", "step(-1)", "Newer", show=False),
     ]
-    topic: reactive[str | None] = reactive(None)
-    payload: reactive[Any] = reactive(None)
-    history: reactive[tuple[tuple[float, Any], ...]] = reactive(())
-    paused: reactive[bool] = reactive(False)
-    back: reactive[int] = reactive(0)  # messages back from the newest
+    # vars: what changes is drawn by the payload's Static and the border, not by this container
+    topic: var[str | None] = var(None)
+    payload: var[Any] = var(None)
+    history: var[tuple[tuple[float, Any], ...]] = var(())
+    paused: var[bool] = var(False)
+    back: var[int] = var(0)  # messages back from the newest
 
     def __init__(self, fmt: Format, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -482,13 +513,72 @@ class PayloadView(VerticalScroll):
         if self.topic is None or not shown_in:
             return
         try:
-            shown: Any = JSON.from_data(payload, indent=2)
-            lines = shown.text.plain.count("\n")
+            if isinstance(payload, Frame):
+                shown: Any = frame_view(payload, max(self.content_size.width, 20))
+                lines = len(shown.plain.splitlines())
+            else:
+                shown = JSON.from_data(payload, indent=2)
+                lines = shown.text.plain.count("\n")
         except (TypeError, ValueError):
             shown, lines = Text(repr(payload)), -1
         # the screen is laid out again (and redrawn whole) only when the payload's height changes
         shown_in.first(Static).update(shown, layout=lines != self._lines or lines < 0)
         self._lines = lines
+
+
+ARRAY_PLOT_LINES = 8  # the mini plot of an array's channel
+
+
+def outline(header: Any) -> Any:
+    """A frame's header with each array as ``array <dtype> [shape]`` and each bytes value as its size."""
+    if isinstance(header, dict):
+        if len(header) == 1 and isinstance(ref := next(iter(header.values())), dict):
+            if arrays.ARRAY in header:
+                return f"array {ref.get('dtype')} {ref.get('shape')}"
+            if arrays.BYTES in header:
+                return f"bytes ({ref.get('nbytes')})"
+        return {k: outline(v) for k, v in header.items()}
+    if isinstance(header, list):
+        return [outline(v) for v in header]
+    return header
+
+
+def frame_view(frame: Frame, width: int) -> Text:
+    """A binary message: its fields, arrays as dtype and shape, and a mini plot of one channel of its
+    first numeric array (along its longest axis, index 0 of the others; thinned to the width)."""
+    text = JSON.from_data(outline(frame.header), indent=2).text
+    if not frame.data:
+        return text  # a message of the history: its outline only
+    try:
+        found = _first_array(frame.decoded(), "")
+    except ValueError as exc:  # numpy missing, or a malformed data section: say so, show the rest
+        text.append(f"\n(its arrays cannot be shown: {exc})", "yellow")
+        return text
+    if found is None:
+        return text
+    where, values, label = found
+    if values:
+        text.append("\n")
+        text.append_text(chart(((f"{where}{label}", values),), width, ARRAY_PLOT_LINES + 1))
+    return text
+
+
+def _first_array(value: Any, where: str) -> tuple[str, tuple[float, ...], str] | None:
+    """(its path, the values of one channel, which channel) of the first numeric array in ``value``."""
+    np = arrays.numpy_if_loaded()
+    if np is not None and isinstance(value, np.ndarray) and value.dtype.kind in "biuf" and value.size:
+        axis = int(np.argmax(value.shape))
+        index = tuple(slice(None) if i == axis else 0 for i in range(value.ndim))
+        channel = value[index].astype(float)
+        channel = channel[:: max(1, -(-len(channel) // 400))]  # at most 400 points (a wide terminal)
+        label = "[" + ", ".join(":" if i == axis else "0" for i in range(value.ndim)) + "]"
+        return where or "root", tuple(float(v) for v in channel if math.isfinite(v)), label
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _first_array(item, f"{where}.{key}" if where else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 COLOURS = ("green", "cyan", "magenta", "yellow", "bright_blue", "red")  # one per plotted field, in order

@@ -50,6 +50,7 @@ class Bus:
         self.max_payload = address.max_payload
         self.on_oversized: Callable[[str, int], None] = self._log_oversized  # (topic, size): replace it
         self._callbacks: dict[str, list[MessageCallback]] = {}
+        self._qos: dict[str, int] = {}  # filter -> the QoS it was subscribed with
         self._acked_subscriptions: set[int] = set()
         self._state = threading.Condition()
         self._connected = False
@@ -129,15 +130,19 @@ class Bus:
 
     # -- subscribe -----------------------------------------------------------------------------
 
-    def subscribe(self, topic_filter: str, callback: MessageCallback, timeout: float | None = 10.0) -> None:
+    def subscribe(
+        self, topic_filter: str, callback: MessageCallback, timeout: float | None = 10.0, qos: int = 1
+    ) -> None:
         """Call ``callback(topic, payload)`` for each message matching the filter.
 
-        With a timeout, returns once the broker acknowledged the subscription.
+        With a timeout, returns once the broker acknowledged the subscription. ``qos`` 0 (for a
+        viewer that may miss messages, such as the monitor) spares the acknowledgement of each one.
         """
         check_subscribe_filter(topic_filter)
         with self._state:  # paho is never called under this lock: its callbacks take it
             known = topic_filter in self._callbacks
             self._callbacks.setdefault(topic_filter, []).append(callback)
+            self._qos.setdefault(topic_filter, qos)
         if known:
             return
         # a shared subscription's messages come on the topics its filter matches
@@ -148,7 +153,7 @@ class Bus:
                 raise BrokerError(f"the broker did not acknowledge the subscription to {topic_filter!r}")
 
     def _send_subscribe(self, filters: list[str]) -> int | None:
-        result, mid = self._client.subscribe([(f, 1) for f in filters])
+        result, mid = self._client.subscribe([(f, self._qos.get(f, 1)) for f in filters])
         if result != mqtt.MQTT_ERR_SUCCESS:
             return None  # not connected yet: _on_connect subscribes
         return mid
