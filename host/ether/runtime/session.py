@@ -89,6 +89,7 @@ class Session:
         self._services: ServiceClient | None = None
         self._lock = threading.Lock()
         self.end_requested = threading.Event()  # set by `ether shutdown` from anywhere
+        self.broker_lost: str | None = None  # why the broker we started is gone for good
         self.started_at = time.time()
 
     @property
@@ -123,6 +124,8 @@ class Session:
                 self.supervisor.spawn(instance)
             if self.embedded:
                 self._address = self.embedded.wait_ready()
+            if isinstance(self.embedded, EmbeddedBroker):
+                self.embedded.supervise(self._broker_restarted, self._broker_lost)
             address = self.address  # the broker we started, or the one the URL names
             self.key = key = self._broker_key(address)
             if self.access and self.embedded:
@@ -187,6 +190,19 @@ class Session:
             since=self.started_at,
         )
         return encode(status.payload())
+
+    def _broker_restarted(self, restarts: int, exit_code: int | None) -> None:
+        """The embedded broker died and runs again on its port: clients reconnect, outboxes resend."""
+        log.warning("the embedded broker was restarted on %s (restart %d)", self.address.url, restarts)
+        self.recording.note("broker_restarted", restarts=restarts, exit_code=exit_code, url=self.address.url)
+
+    def _broker_lost(self, reason: str) -> None:
+        """The embedded broker cannot be restarted: the session ends now (its close does not wait for
+        a broker that is not there), and the seal counts what the outboxes still hold."""
+        log.error("%s; ending the session", reason)
+        self.broker_lost = reason
+        self.recording.note("broker_lost", reason=reason)
+        self.end_requested.set()
 
     def _on_session_control(self, topic: str, raw: bytes) -> None:
         """``ether shutdown`` / ``ether stop|restart|launch NAME`` from anywhere (network thread: hand off)."""
@@ -285,11 +301,13 @@ class Session:
         with self._lock:
             context.set_client(None)
             # the drain barrier: nothing unsaved is left behind
-            self.recording.end(self.supervisor, timeout, failure)
-            codes = self.supervisor.close(timeout) if self._bus else {}
+            reachable = self.broker_lost is None
+            self.recording.end(self.supervisor, timeout, failure, reachable)
+            codes = self.supervisor.close(timeout, ask=reachable) if self._bus else {}
             if self._bus:
                 status = self.topics.supervisor_status(self.name)
-                self._bus.publish_and_wait(status, self._status("stopped"), retain=True)
+                if reachable:
+                    self._bus.publish_and_wait(status, self._status("stopped"), retain=True)
                 self._bus.close()
                 self._bus = None
             if self.embedded:

@@ -20,13 +20,15 @@ import logging
 import os
 import signal
 import sys
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
 
 from ether import exits
 from ether.contract.wire import DEFAULT_MAX_PAYLOAD
 from ether.logs import setup_logging
-from ether.processes import Child, announce_ready, on_lifeline_cut, read_spec
+from ether.processes import Child, announce_ready, backoff, on_lifeline_cut, read_spec
 from ether.transport import limits
 from ether.transport.limits import PayloadLimit
 
@@ -124,6 +126,9 @@ class EmbeddedBroker:
         self.max_payload, self.session, self.secret = max_payload, session, secret
         self.child: Child | None = None
         self.pid: int | None = None
+        self.restarts = 0
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()  # a restart and stop() never overlap
 
     def launch(self) -> None:
         """Start the process without waiting (so instances can start importing meanwhile)."""
@@ -150,21 +155,61 @@ class EmbeddedBroker:
                 f" (exit code {self.child.process.poll()}); is the port already in use?"
             )
         self.pid = self.child.pid
-        return BrokerAddress(local_host(self.host), int(info["port"]), max_payload=self.max_payload)
+        self.requested_port = int(info["port"])  # a restart listens where the clients dial
+        return BrokerAddress(local_host(self.host), self.requested_port, max_payload=self.max_payload)
 
     def start(self, timeout: float = 15.0) -> BrokerAddress:
         self.launch()
         return self.wait_ready(timeout)
 
+    def supervise(self, restarted: Callable[[int, int | None], None], lost: Callable[[str], None]) -> None:
+        """Restart the broker on its port (same key, same logins) whenever it dies, so its clients
+        reconnect and their outboxes resend; ``restarted(restarts, exit_code)`` after each restart,
+        ``lost(reason)`` once if it cannot be restarted (from a thread of its own)."""
+        child = self.child
+        if child is None:
+            raise RuntimeError("EmbeddedBroker.supervise() before start()")
+        child.on_exit(lambda code: self._restart(child, code, restarted, lost))
+
+    def _restart(self, died: Child, code: int, restarted, lost) -> None:
+        with self._lock:
+            if self._stopping.is_set() or died is not self.child:
+                return
+            log.error("the embedded broker (pid %s) died with exit code %s; restarting it", died.pid, code)
+            problem = ""
+            for attempt in range(1, RESTART_ATTEMPTS + 1):
+                self.launch()
+                try:
+                    self.wait_ready(RESTART_TIMEOUT)
+                except BrokerError as exc:
+                    problem = str(exc)
+                    if self.child is not None:
+                        self.child.stop(RESTART_TIMEOUT)  # it has exited, or is exiting
+                    if self._stopping.wait(backoff(attempt, RESTART_BACKOFF)):
+                        return
+                    continue
+                self.restarts += 1
+                break
+            else:
+                lost(f"the embedded broker died (exit code {code}) and could not be restarted: {problem}")
+                return
+        restarted(self.restarts, code)
+        self.supervise(restarted, lost)
+
     def stop(self, timeout: float = 5.0) -> None:
-        if self.child is not None:
-            self.child.stop(timeout)
+        self._stopping.set()
+        with self._lock:
+            if self.child is not None:
+                self.child.stop(timeout)
 
 
 # -- the broker process ------------------------------------------------------------------------
 
 
 log = logging.getLogger("ether.broker")
+RESTART_ATTEMPTS = 3  # a broker that dies is started again on its port, at most this many tries in a row
+RESTART_TIMEOUT = 15.0  # seconds each try may take to accept connections
+RESTART_BACKOFF = 0.2  # seconds before the second try, doubling
 KEEP_ALIVE_GRACE = 1.5  # MQTT 3.1.1 section 3.1.2.10: silent for 1.5 x keep-alive means gone
 
 
@@ -353,5 +398,5 @@ def main() -> None:
             session=spec["session"],
         )
     except BrokerError as exc:
-        print(f"ether broker: {exc}", file=sys.stderr)
-        sys.exit(exits.CONFIG)
+        print(f"ether broker: {exc}", file=sys.stderr, flush=True)
+        os._exit(exits.CONFIG)  # amqtt's tasks of a failed start would hold the interpreter's exit

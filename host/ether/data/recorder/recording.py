@@ -149,14 +149,29 @@ class Recording:
         echoed.wait(PROBE_TIMEOUT)
         return bool(seen) and seen[-1].get("state") == "ready"
 
+    def note(self, kind: str, **detail: Any) -> None:
+        """An event of the session itself (e.g. ``broker_restarted``) in the store, written at once:
+        it needs no broker."""
+        if self.run_dir is None:
+            return
+        store = Store(self.run_dir)
+        try:
+            with store.transaction():
+                store.event(kind, None, None, **detail)
+        finally:
+            store.close()
+
     def publish(self, topic: str, payload: Any) -> Meta:
         if self.data is None:
             raise RuntimeError("the recording is not attached: open the session first")
         return self.data.publish(topic, payload)
 
-    def end(self, supervisor, timeout: float, failure: str | None = None) -> dict[str, int | None]:
+    def end(
+        self, supervisor, timeout: float, failure: str | None = None, reachable: bool = True
+    ) -> dict[str, int | None]:
         """Stop the instances (each drains its outbox), drain ours, stop the recorder, seal the manifest
-        (as ``failed``, with the reason, when the session could not start)."""
+        (as ``failed``, with the reason, when the session could not start). ``reachable=False``: the
+        broker is gone for good, so nothing waits for it; the outboxes keep what was not saved."""
         if self.ended:
             return {}
         self.ended = True
@@ -164,14 +179,14 @@ class Recording:
         if self.data is not None:  # first, so that instances can catch up on the script's messages
             if self.data.pending:
                 log.info("Waiting for the recorder to save %d messages of this script", self.data.pending)
-            self.data.drain(self.settings.drain_timeout if self.recorded else 0)
+            self.data.drain(self.settings.drain_timeout if self.recorded and reachable else 0)
         if supervisor.bus is not None:
             running = supervisor.running()
-            if self.recorded and not failure:
+            if self.recorded and not failure and reachable:
                 log.info("Letting every instance finish the messages published to it")
                 supervisor.finish_inputs(running, self.settings.drain_timeout)
             log.info("Stopping instances: save_all -> cleanup -> exit, each waits until its data is saved")
-            codes = supervisor.stop(running, timeout)
+            codes = supervisor.stop(running, timeout, reachable)
         if self.process is not None:
             self.process.stop(timeout)
         if self.data is not None:
