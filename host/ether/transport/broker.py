@@ -10,7 +10,8 @@ The embedded broker listens on 127.0.0.1 (by default) and works around four amqt
 retained messages sent at connect time to clients that never subscribed to them; a client's last
 messages dropped when it disconnects right after sending them (acknowledged, never delivered);
 keep-alive not enforced (a silent client stayed connected forever: now it is dropped after 1.5 x its
-keep-alive, so its Last Will tells everyone); and a 5 s wait at shutdown.
+keep-alive, so its Last Will tells everyone, also when it stops in the middle of a packet; a connection
+that sends no CONNECT is closed after ``CONNECT_TIMEOUT``); and a 5 s wait at shutdown.
 """
 
 from __future__ import annotations
@@ -211,13 +212,16 @@ RESTART_ATTEMPTS = 3  # a broker that dies is started again on its port, at most
 RESTART_TIMEOUT = 15.0  # seconds each try may take to accept connections
 RESTART_BACKOFF = 0.2  # seconds before the second try, doubling
 KEEP_ALIVE_GRACE = 1.5  # MQTT 3.1.1 section 3.1.2.10: silent for 1.5 x keep-alive means gone
+CONNECT_TIMEOUT = 10.0  # seconds a new connection may take to send its CONNECT
 
 
 def _broker_class():
     import asyncio
 
+    from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
     from amqtt.broker import Broker
     from amqtt.contexts import Action
+    from amqtt.errors import AMQTTError
     from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 
     from ether.transport.permissions import may_publish, may_subscribe
@@ -228,6 +232,18 @@ def _broker_class():
         asyncio.ensure_future(handler.handle_connection_closed())
 
     BrokerProtocolHandler.handle_read_timeout = drop_silent_client  # this process runs only the broker
+
+    class TimedReader(StreamReaderAdapter):
+        """amqtt reads a packet's rest, and a new connection's CONNECT, without a timeout: a client that
+        stops talking mid-packet (or never says CONNECT) held its connection forever. Each read that
+        must wait for the network gets ``timeout`` seconds (no wait, no timer, when the bytes are here)."""
+
+        timeout: float | None = CONNECT_TIMEOUT  # then 1.5 x the client's keep-alive; None if it has none
+
+        async def read(self, n: int = -1) -> bytes:
+            if self.timeout is None or n == -1 or len(self._reader._buffer) >= n:
+                return await super().read(n)
+            return await asyncio.wait_for(self._reader.readexactly(n), self.timeout)
 
     class EtherBroker(PayloadLimit, Broker):
         """amqtt's broker with the retained-message leak, the lost last messages and keep-alive fixed,
@@ -244,9 +260,21 @@ def _broker_class():
                 log.warning("broker: %s may not %s %s", login.username or login.role, action.value, topic)
             return allowed
 
-        async def _initialize_client_session(self, *args, **kwargs):
-            handler, session = await super()._initialize_client_session(*args, **kwargs)
+        async def stream_connected(self, reader, writer, listener_name: str) -> None:
+            await self._client_connected(listener_name, TimedReader(reader), StreamWriterAdapter(writer))
+
+        async def _initialize_client_session(self, reader, writer, *args, **kwargs):
+            try:
+                handler, session = await super()._initialize_client_session(reader, writer, *args, **kwargs)
+            except asyncio.TimeoutError:
+                log.warning(
+                    "broker: a connection from %s:%s sent no CONNECT in %g s", *args[:2], CONNECT_TIMEOUT
+                )
+                await writer.close()
+                raise AMQTTError("no CONNECT in time") from None
             session.keep_alive *= KEEP_ALIVE_GRACE  # the read timeout; 0 (no keep-alive) stays 0
+            if isinstance(reader, TimedReader):
+                reader.timeout = session.keep_alive or None
             return handler, session
 
         async def _handle_disconnect(self, client_session, handler, disconnect_waiter):
