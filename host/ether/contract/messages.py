@@ -144,6 +144,11 @@ class SupervisorStatus(Message):
     state: Literal["running", "stopped", "dead"]
     instances: list[str]
     since: float
+    broker_lag_s: float | None = Field(
+        None,
+        description="how many seconds the broker is behind (the round trip of the supervisor's probe, or"
+        " the age of the oldest probe not back); above 2 it is overloaded and delays every message",
+    )
 
 
 class RecorderStatus(Message):

@@ -283,25 +283,39 @@ class Supervisor:
     def running(self) -> list[str]:
         return [n for n, m in self.instances.items() if m.running()]
 
-    def stop(self, names: list[str], timeout: float = 10.0, ask: bool = True) -> dict[str, int | None]:
+    def stop(
+        self, names: list[str], timeout: float = 10.0, ask: bool = True, grace: float = 0.0
+    ) -> dict[str, int | None]:
         """save_all -> cleanup -> shutdown, each acknowledged; then terminate, then kill. Returns exit codes.
-        ``ask=False`` (the broker is gone): no steps, each process gets ``UNREACHABLE_GRACE`` seconds
-        after its lifeline is cut; what its outbox still holds stays on disk for the seal to count."""
+        ``ask=False`` (the broker is far behind, or gone): no steps through it; each process is released
+        (:meth:`release`) and gets ``grace`` seconds (its drain) plus ``UNREACHABLE_GRACE`` to exit; what
+        its outbox still holds stays on disk for the seal to count."""
         for name in names:
             self.instances[name].stopping = True
         if ask:
             for step in SHUTDOWN_STEPS:
                 self.command(step, names, timeout)
+        else:
+            self.release(names)
         codes: dict[str, int | None] = {}
-        deadline = Deadline(timeout if ask else UNREACHABLE_GRACE)
+        deadline = Deadline(timeout if ask else grace + UNREACHABLE_GRACE)
         for name in names:
             child = self.instances[name].child
             if child is not None:  # an instance still waiting for its launch spec exits at once
                 codes[name] = child.stop(deadline.remaining)
         return codes
 
+    def release(self, names: list[str]) -> None:
+        """Cut the lifelines of these instances, all at once: each runs save_all, cleanup and its drain
+        on its own and exits, without a word through the broker."""
+        for name in names:
+            self.instances[name].stopping = True
+            child = self.instances[name].child
+            if child is not None:
+                child.cut_lifeline()
+
     def close(self, timeout: float = 10.0, ask: bool = True) -> dict[str, int | None]:
-        """Stop every instance we launched."""
+        """Stop every instance we launched (``ask``: as in :meth:`stop`)."""
         self._closing.set()
         return self.stop(list(self.instances), timeout, ask)
 

@@ -167,26 +167,36 @@ class Recording:
         return self.data.publish(topic, payload)
 
     def end(
-        self, supervisor, timeout: float, failure: str | None = None, reachable: bool = True
+        self,
+        supervisor,
+        timeout: float,
+        failure: str | None = None,
+        via_broker: bool = True,
+        drain: bool = True,
     ) -> dict[str, int | None]:
         """Stop the instances (each drains its outbox), drain ours, stop the recorder, seal the manifest
-        (as ``failed``, with the reason, when the session could not start). ``reachable=False``: the
-        broker is gone for good, so nothing waits for it; the outboxes keep what was not saved."""
+        (as ``failed``, with the reason, when the session could not start). ``via_broker=False`` (a
+        broker far behind, or gone): the instances are stopped through their lifeline, all at once, and
+        drain while ours does; ``drain=False`` (the broker is gone): nothing waits for it. What is not
+        saved stays in the outboxes, and the seal counts it."""
         if self.ended:
             return {}
         self.ended = True
         codes: dict[str, int | None] = {}
+        running = supervisor.running() if supervisor.bus is not None else []
+        if not via_broker:
+            supervisor.release(running)  # each saves, cleans up and drains on its own, meanwhile
         if self.data is not None:  # first, so that instances can catch up on the script's messages
             if self.data.pending:
                 log.info("Waiting for the recorder to save %d messages of this script", self.data.pending)
-            self.data.drain(self.settings.drain_timeout if self.recorded and reachable else 0)
+            self.data.drain(self.settings.drain_timeout if self.recorded and drain else 0)
         if supervisor.bus is not None:
-            running = supervisor.running()
-            if self.recorded and not failure and reachable:
+            if self.recorded and not failure and via_broker:
                 log.info("Letting every instance finish the messages published to it")
                 supervisor.finish_inputs(running, self.settings.drain_timeout)
             log.info("Stopping instances: save_all -> cleanup -> exit, each waits until its data is saved")
-            codes = supervisor.stop(running, timeout, reachable)
+            grace = self.settings.drain_timeout if drain else 0.0
+            codes = supervisor.stop(running, timeout, ask=via_broker, grace=grace)
         if self.process is not None:
             self.process.stop(timeout)
         if self.data is not None:
