@@ -156,3 +156,15 @@ class Ephys:
     @ether_pub(topic="ephys")
     def emit(self, block: dict) -> dict:
         return block
+
+
+class Flood:
+    """A 1 kHz sensor (a periodic publisher): what ten of them do to a broker (bench/overload.py)."""
+
+    def __init__(self):
+        self.i = 0
+
+    @ether_pub(topic="bench/flood", interval=0.001)
+    def sample(self) -> dict:
+        self.i += 1
+        return {"i": self.i, "t": time.time()}

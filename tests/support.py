@@ -48,11 +48,13 @@ def recorder_barrier(session) -> None:
     assert reply["ok"]
 
 
-def wait_until_running(proc: subprocess.Popen) -> None:
-    """Read ``ether run``'s output until it says it is running (its session is ready)."""
+def wait_until_running(proc: subprocess.Popen) -> BrokerAddress:
+    """Read ``ether run``'s output until it says it is running (its session is ready); the broker's
+    address it names (with ``--port 0`` the broker binds a free port itself: no port picked here can
+    be taken before it binds)."""
     for line in proc.stdout:
         if "Press Ctrl-C" in line:
-            return
+            return BrokerAddress.parse(line.split(" on ", 1)[1].split()[0])
     raise AssertionError(f"ether run ended (code {proc.wait()}) before it was running")
 
 

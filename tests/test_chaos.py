@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
+import sqlite3
 
-from ether.data.recorder.store import connect, open_gaps, summary
+from ether.data.recorder.store import connect, open_gaps, read_manifest, summary
 from ether.transport.waiting import wait_until
 from support import recorder_barrier
 
@@ -118,33 +121,62 @@ def test_a_latest_stream_loses_samples_and_the_ledger_says_so(run_session, tmp_p
     assert gaps[0]["boot"].endswith("-latest") and summary(db)["missing"] == 50
 
 
-def test_broker_killed_and_restarted_mid_stream(run_session, tmp_path):
-    from ether.transport.broker import EmbeddedBroker
-
+def test_broker_killed_mid_stream_is_restarted_and_loses_nothing(run_session, tmp_path):
+    """kill -9 of the embedded broker while the script publishes: the session starts it again on its
+    port, every client reconnects, the outboxes resend; each input is stored once and answered once."""
     session, observer = run_session(config(tmp_path))
-    for i in range(1, 101):
+    broker = session.embedded
+    port, old_pid = session.address.port, broker.pid
+    for i in range(1, 151):
         session.publish("in", {"value": 1000 + i})
-    observer.wait_for("out", 100)
-    port = session.address.port
-    session.embedded.child.process.kill()  # kill -9: in-flight QoS 1 messages are gone with it
-    session.embedded.child.process.wait(10)
-    for i in range(101, 201):  # published with no broker: only the outboxes have them
+        if i == 100:  # mid-stream: some of these are in flight, unacknowledged
+            os.kill(old_pid, signal.SIGKILL)
+    assert wait_until(session.bus._state, lambda: broker.restarts == 1 and session.bus.connected, 30)
+    assert (broker.pid != old_pid, session.address.port) == (True, port)
+    for i in range(151, 301):
         session.publish("in", {"value": 1000 + i})
-    replacement = EmbeddedBroker(port=port, secret=session.secret)  # the same key: its logins still work
-    replacement.start()
-    try:
-        assert wait_until(session.bus._state, lambda: session.bus.connected, 30)
-        for i in range(201, 301):
-            session.publish("in", {"value": 1000 + i})
-        session.close()  # the drain waits until every outbox is empty
-    finally:
-        replacement.stop()
+    session.close()  # the drain waits until every outbox is empty and echo has answered everything
 
     db = connect(session.recording.run_dir, readonly=True)
-    assert seqs(db, "main:%", "in") == list(range(1, 301))
-    echo = seqs(db, "echo", "out")  # echo answered what reached it; each answer is saved once, no gaps
-    assert echo == list(range(1, len(echo) + 1)) and len(echo) >= 100
+    assert seqs(db, "main:%", "in") == list(range(1, 301))  # the script's messages, once each
+    assert seqs(db, "echo", "out") == list(range(1, 301))  # echo's answers, once each, no gaps
+    answered = sorted(
+        json.loads(r[0])["value"] for r in db.execute("SELECT payload FROM messages WHERE topic = 'out'")
+    )
+    assert answered == [1000 + i for i in range(1, 301)]  # each input processed once
     assert open_gaps(db) == [] and summary(db)["status"] == "complete"
+    restarted = db.execute("SELECT detail FROM events WHERE kind = 'broker_restarted'").fetchall()
+    assert [json.loads(r[0])["restarts"] for r in restarted] == [1]
+
+
+def test_a_broker_that_cannot_be_restarted_ends_the_session_with_the_unsaved_counted(run_session, tmp_path):
+    """The broker dies and its port is taken: the session ends at once (nothing waits for a broker that
+    is not there) and the seal counts, per publisher, what was published but never saved."""
+    session, observer = run_session(config(tmp_path))
+    for i in range(1, 51):
+        session.publish("in", {"value": 1000 + i})
+    observer.wait_for("out", 50)
+    with socket.socket() as taken:  # where the broker would listen again: someone else's now
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        session.embedded.requested_port = taken.getsockname()[1]
+        os.kill(session.embedded.pid, signal.SIGKILL)
+        for i in range(51, 101):  # no broker: only the script's outbox has them
+            session.publish("in", {"value": 1000 + i})
+        assert session.end_requested.wait(60)  # `ether run` and ether.run() end on this
+    session.close()
+
+    run_dir = session.recording.run_dir
+    db = connect(run_dir, readonly=True)
+    manifest = read_manifest(db)
+    stored = set(seqs(db, "main:%", "in"))
+    (outbox,) = (run_dir / "outbox").glob("main*.sqlite")  # the evidence beside the store
+    with sqlite3.connect(outbox) as kept:
+        unsaved = {r[0] for r in kept.execute("SELECT seq FROM outbox")}
+    assert stored | unsaved == set(range(1, 101)) and set(range(51, 101)) <= unsaved  # none lost silently
+    assert manifest["status"] == "incomplete" and manifest["unsaved"] >= len(unsaved)
+    kinds = [r[0] for r in db.execute("SELECT kind FROM events")]
+    assert "broker_lost" in kinds and "broker_restarted" not in kinds
 
 
 def test_a_killed_instance_resends_its_unsaved_messages_after_restart(run_session, tmp_path):

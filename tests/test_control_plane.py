@@ -34,16 +34,17 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def mosquitto():
     """A real Mosquitto on 127.0.0.1, configured as docs/operations.md recommends."""
-    port = free_port()
-    conf = Path(tempfile.mkdtemp()) / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nset_tcp_nodelay true\n"
-    )
-    proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stderr=subprocess.PIPE, text=True)
-    # Mosquitto logs "mosquitto version ... running" once it listens: wait for that line, not a time.
-    for line in proc.stderr:
-        if "running" in line:
+    for _ in range(3):  # the free port picked here may be taken before Mosquitto binds it: pick again
+        port = free_port()
+        conf = Path(tempfile.mkdtemp()) / "mosquitto.conf"
+        conf.write_text(
+            f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nset_tcp_nodelay true\n"
+        )
+        proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stderr=subprocess.PIPE, text=True)
+        # Mosquitto logs "mosquitto version ... running" once it listens: wait for that line, not a time.
+        if any("running" in line for line in proc.stderr):
             break
+        proc.wait()
     else:
         pytest.fail("mosquitto did not start")
     threading.Thread(target=proc.stderr.read, daemon=True).start()  # keep its log pipe from filling
@@ -218,10 +219,9 @@ def test_pause_holds_delivery_and_resume_releases_it(run_session):
 
 
 def test_remote_commands_end_an_ether_run_session(tmp_path):
-    port = free_port()
+    proc = ether_run(PIPELINE, "--port", "0")
+    port = wait_until_running(proc).port
     url = f"mqtt://127.0.0.1:{port}"
-    proc = ether_run(PIPELINE, "--port", str(port))
-    wait_until_running(proc)
 
     def cli(*args):
         return subprocess.run(

@@ -154,6 +154,11 @@ class SupervisorStatus(Message):
         max_length=RANGES_LIMIT,
         description="at 'stopped': per boot, the seq ranges its outboxes still hold (never confirmed saved)",
     )
+    broker_lag_s: float | None = Field(
+        None,
+        description="how many seconds the broker is behind (the round trip of the supervisor's probe, or"
+        " the age of the oldest probe not back); above 2 it is overloaded and delays every message",
+    )
 
 
 class RecorderStatus(Message):

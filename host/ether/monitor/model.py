@@ -34,6 +34,7 @@ from ether.transport.signing import sign
 
 BEHIND_AFTER = 3.0  # s: a durable message not confirmed saved after this long means the recorder is behind
 BACKLOG_BEHIND = 10_000  # messages queued in the recorder, not yet written
+BROKER_BEHIND = 2.0  # s: a supervisor that measures its broker this far behind (its status's broker_lag_s)
 POLL_EVERY = 1.0  # s between recorder status requests
 NOT_ANSWERING_AFTER = 3.0  # s without an answer to a status request
 PLOT_POINTS = 120
@@ -838,6 +839,10 @@ class SessionModel:
                 f"RECORDER BEHIND: {recorder.unconfirmed} messages{where} not confirmed saved "
                 f"(oldest {recorder.oldest:.0f} s), backlog {recorder.backlog or 0}"
             )
+        lags = [s.get("broker_lag_s") for s in self._supervisors.values() if s.get("state") == "running"]
+        lag = max((x for x in lags if isinstance(x, (int, float)) and math.isfinite(x)), default=0)
+        if lag >= BROKER_BEHIND:
+            problems.append(f"BROKER BEHIND: {lag:.0f} s; every message is delayed (overloaded)")
         if recorder.missing:
             problems.append(
                 f"GAPS: {recorder.missing} messages missing in {recorder.gaps or '?'} "

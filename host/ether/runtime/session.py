@@ -31,6 +31,7 @@ from ether.transport.broker import (
     needs_credentials,
 )
 from ether.transport.bus import Bus, Will
+from ether.transport.lag import BrokerLag
 from ether.transport.log_publishing import LogPublisher, publish_logs, stop_publishing_logs
 from ether.transport.mosquitto import ManagedMosquitto
 from ether.transport.permissions import Login
@@ -38,6 +39,10 @@ from ether.transport.requests import Requester, answer
 from ether.transport.signing import new_secret
 
 log = logging.getLogger("ether")
+
+LAG_BEHIND = 2.0  # seconds: a broker this far behind is overloaded (said in the log, status and store)
+LAG_CAUGHT_UP = 1.0  # seconds: below this again, it has caught up (a loaded machine adds ~0.1 s)
+LAG_STEP = 10.0  # seconds more behind before the log and the status say it again
 
 
 class Session:
@@ -92,6 +97,11 @@ class Session:
         self._services: ServiceClient | None = None
         self._lock = threading.Lock()
         self.end_requested = threading.Event()  # set by `ether shutdown` from anywhere
+        self.broker_lost: str | None = None  # why the broker we started is gone for good
+        self.lag: BrokerLag | None = None  # how far behind the broker is, from open() on
+        self._behind_since: float | None = None  # when the broker fell behind (None: it keeps up)
+        self._lag_shown = 0.0  # the broker_lag_s last put in our status (when behind)
+        self._worst_lag = 0.0  # the most it was behind, this time
         self.started_at = time.time()
         self.clock: HostClock | None = None  # this host's offset to the recorder's clock, measured
 
@@ -127,6 +137,8 @@ class Session:
                 self.supervisor.spawn(instance)
             if self.embedded:
                 self._address = self.embedded.wait_ready()
+            if isinstance(self.embedded, EmbeddedBroker):
+                self.embedded.supervise(self._broker_restarted, self._broker_lost)
             address = self.address  # the broker we started, or the one the URL names
             self.key = key = self._broker_key(address)
             if self.access and self.embedded:
@@ -145,6 +157,8 @@ class Session:
             )
             bus.connect()
             self._logs = publish_logs(bus, self.topics.log(self.name), logging.getLogger("ether"))
+            self.lag = BrokerLag(bus, f"{self.topics.replies(bus.client_id)}/lag", self._lag_measured)
+            self.lag.start()
             requester = Requester(bus, self.topics, self.stamper)
             self.registry = LiveRegistry(bus, self.topics)
             self._services = ServiceClient(requester, self.registry, self.topics)
@@ -208,8 +222,50 @@ class Session:
             since=self.started_at,
             recorder_run=self.recording.recorder_run,
             unsaved=unsaved or None,
+            broker_lag_s=round(self.lag.lag, 1) if self.lag else None,
         )
         return encode(status.payload())
+
+    def _broker_restarted(self, restarts: int, exit_code: int | None) -> None:
+        """The embedded broker died and runs again on its port: clients reconnect, outboxes resend."""
+        log.warning("the embedded broker was restarted on %s (restart %d)", self.address.url, restarts)
+        self.recording.note("broker_restarted", restarts=restarts, exit_code=exit_code, url=self.address.url)
+
+    def _lag_measured(self, lag: float) -> None:
+        """Each second: say when the broker falls behind (a log warning, our status's broker_lag_s,
+        a ``broker_behind`` event), how far while it is (every ``LAG_STEP`` s more), and when it caught up."""
+        behind = self._behind_since is not None
+        if behind:
+            self._worst_lag = max(self._worst_lag, lag)
+        if not behind and lag >= LAG_BEHIND:
+            self._behind_since, self._worst_lag = time.time(), lag
+            log.warning(
+                "the broker is %.0f s behind: every message is delayed (overloaded; the embedded broker"
+                " carries a few hundred messages/s, use --broker mosquitto for more)",
+                lag,
+            )
+        elif behind and lag < LAG_CAUGHT_UP:
+            log.warning("the broker caught up (it was up to %.0f s behind)", self._worst_lag)
+            self.recording.note(
+                "broker_behind", since=self._behind_since, worst_lag_s=round(self._worst_lag, 1)
+            )
+            self._behind_since = None
+        elif behind and lag >= self._lag_shown + LAG_STEP:
+            log.warning("the broker is %.0f s behind", lag)
+        else:
+            return
+        self._lag_shown = lag
+        bus = self._bus
+        if bus is not None:
+            bus.publish(self.topics.supervisor_status(self.name), self._status("running"), retain=True)
+
+    def _broker_lost(self, reason: str) -> None:
+        """The embedded broker cannot be restarted: the session ends now (its close does not wait for
+        a broker that is not there), and the seal counts what the outboxes still hold."""
+        log.error("%s; ending the session", reason)
+        self.broker_lost = reason
+        self.recording.note("broker_lost", reason=reason)
+        self.end_requested.set()
 
     def _on_session_control(self, topic: str, raw: bytes) -> None:
         """``ether shutdown`` / ``ether stop|restart|launch NAME`` from anywhere (network thread: hand off)."""
@@ -310,11 +366,29 @@ class Session:
             if self.clock is not None:
                 self.clock.stop()
             # the drain barrier: nothing unsaved is left behind
-            self.recording.end(self.supervisor, timeout, failure)
-            codes = self.supervisor.close(timeout) if self._bus else {}
+            reachable = self.broker_lost is None
+            via_broker = reachable
+            if self.lag is not None:
+                self.lag.stop()
+                if self._behind_since is not None:  # it never caught up: say so in the store
+                    lag = self.lag.lag
+                    worst = round(max(self._worst_lag, lag), 1)
+                    self.recording.note(
+                        "broker_behind", since=self._behind_since, worst_lag_s=worst, at_end=True
+                    )
+                    if lag >= LAG_BEHIND:
+                        log.warning(
+                            "the broker is %.0f s behind: instances stop on their own (save_all, cleanup,"
+                            " drain), not through it; what is not saved in the drain timeout is counted",
+                            lag,
+                        )
+                        via_broker = False
+            self.recording.end(self.supervisor, timeout, failure, via_broker, drain=reachable)
+            codes = self.supervisor.close(timeout, ask=via_broker) if self._bus else {}
             if self._bus:
                 status = self.topics.supervisor_status(self.name)
-                self._bus.publish_and_wait(status, self._status("stopped"), retain=True)
+                if reachable:
+                    self._bus.publish_and_wait(status, self._status("stopped"), retain=True)
                 if self._logs is not None:
                     stop_publishing_logs(self._logs, logging.getLogger("ether"))
                     self._logs = None

@@ -29,6 +29,7 @@ from ether.transport.waiting import Deadline, wait_until
 log = logging.getLogger("ether.supervisor")
 
 SHUTDOWN_STEPS = ("save_all", "cleanup", "shutdown")
+UNREACHABLE_GRACE = 2.0  # seconds an instance gets to exit when no broker can carry its shutdown steps
 
 
 class InstanceStartError(RuntimeError):
@@ -215,7 +216,10 @@ class Supervisor:
             exit_code=exit_code,
         )
         self.bus.publish(
-            self.topics.instance_status(managed.config.name), encode(status.payload()), retain=True
+            self.topics.instance_status(managed.config.name),
+            encode(status.payload()),
+            retain=True,
+            again=False,  # the instance's topic: its next process announces itself
         )
 
     # -- commands -----------------------------------------------------------------------------
@@ -282,24 +286,41 @@ class Supervisor:
     def running(self) -> list[str]:
         return [n for n, m in self.instances.items() if m.running()]
 
-    def stop(self, names: list[str], timeout: float = 10.0) -> dict[str, int | None]:
-        """save_all -> cleanup -> shutdown, each acknowledged; then terminate, then kill. Returns exit codes."""
+    def stop(
+        self, names: list[str], timeout: float = 10.0, ask: bool = True, grace: float = 0.0
+    ) -> dict[str, int | None]:
+        """save_all -> cleanup -> shutdown, each acknowledged; then terminate, then kill. Returns exit codes.
+        ``ask=False`` (the broker is far behind, or gone): no steps through it; each process is released
+        (:meth:`release`) and gets ``grace`` seconds (its drain) plus ``UNREACHABLE_GRACE`` to exit; what
+        its outbox still holds stays on disk for the seal to count."""
         for name in names:
             self.instances[name].stopping = True
-        for step in SHUTDOWN_STEPS:
-            self.command(step, names, timeout)
+        if ask:
+            for step in SHUTDOWN_STEPS:
+                self.command(step, names, timeout)
+        else:
+            self.release(names)
         codes: dict[str, int | None] = {}
-        deadline = Deadline(timeout)
+        deadline = Deadline(timeout if ask else grace + UNREACHABLE_GRACE)
         for name in names:
             child = self.instances[name].child
             if child is not None:  # an instance still waiting for its launch spec exits at once
                 codes[name] = child.stop(deadline.remaining)
         return codes
 
-    def close(self, timeout: float = 10.0) -> dict[str, int | None]:
-        """Stop every instance we launched."""
+    def release(self, names: list[str]) -> None:
+        """Cut the lifelines of these instances, all at once: each runs save_all, cleanup and its drain
+        on its own and exits, without a word through the broker."""
+        for name in names:
+            self.instances[name].stopping = True
+            child = self.instances[name].child
+            if child is not None:
+                child.cut_lifeline()
+
+    def close(self, timeout: float = 10.0, ask: bool = True, grace: float = 0.0) -> dict[str, int | None]:
+        """Stop every instance we launched (``ask``, ``grace``: as in :meth:`stop`)."""
         self._closing.set()
-        return self.stop(list(self.instances), timeout)
+        return self.stop(list(self.instances), timeout, ask, grace)
 
     def statuses(self) -> dict[str, dict[str, Any]]:
         """The latest status of each instance we launched, with the state its process is really in."""

@@ -10,7 +10,8 @@ The embedded broker listens on 127.0.0.1 (by default) and works around four amqt
 retained messages sent at connect time to clients that never subscribed to them; a client's last
 messages dropped when it disconnects right after sending them (acknowledged, never delivered);
 keep-alive not enforced (a silent client stayed connected forever: now it is dropped after 1.5 x its
-keep-alive, so its Last Will tells everyone); and a 5 s wait at shutdown.
+keep-alive, so its Last Will tells everyone, also when it stops in the middle of a packet; a connection
+that sends no CONNECT is closed after ``CONNECT_TIMEOUT``); and a 5 s wait at shutdown.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from ether import exits
 from ether.contract.wire import DEFAULT_MAX_PAYLOAD
 from ether.logs import collapse_repeats, setup_logging
-from ether.processes import Child, announce_ready, on_lifeline_cut, read_spec
+from ether.processes import Child, announce_ready, backoff, on_lifeline_cut, read_spec
 from ether.transport import limits
 from ether.transport.limits import PayloadLimit
 
@@ -243,6 +245,9 @@ class EmbeddedBroker:
         self.ports: dict[Listener, int] = {}
         self.child: Child | None = None
         self.pid: int | None = None
+        self.restarts = 0
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()  # a restart and stop() never overlap
 
     def launch(self) -> None:
         """Start the process without waiting (so instances can start importing meanwhile)."""
@@ -271,29 +276,72 @@ class EmbeddedBroker:
             )
         self.pid = self.child.pid
         self.ports = dict(zip(self.listeners, info["ports"], strict=True))
-        return BrokerAddress(local_host(self.host), int(info["port"]), max_payload=self.max_payload)
+        self.requested_port = int(info["port"])  # a restart listens where the clients dial
+        return BrokerAddress(local_host(self.host), self.requested_port, max_payload=self.max_payload)
 
     def start(self, timeout: float = 15.0) -> BrokerAddress:
         self.launch()
         return self.wait_ready(timeout)
 
+    def supervise(self, restarted: Callable[[int, int | None], None], lost: Callable[[str], None]) -> None:
+        """Restart the broker on its port (same key, same logins) whenever it dies, so its clients
+        reconnect and their outboxes resend; ``restarted(restarts, exit_code)`` after each restart,
+        ``lost(reason)`` once if it cannot be restarted (from a thread of its own)."""
+        child = self.child
+        if child is None:
+            raise RuntimeError("EmbeddedBroker.supervise() before start()")
+        child.on_exit(lambda code: self._restart(child, code, restarted, lost))
+
+    def _restart(self, died: Child, code: int, restarted, lost) -> None:
+        with self._lock:
+            if self._stopping.is_set() or died is not self.child:
+                return
+            log.error("the embedded broker (pid %s) died with exit code %s; restarting it", died.pid, code)
+            problem = ""
+            for attempt in range(1, RESTART_ATTEMPTS + 1):
+                self.launch()
+                try:
+                    self.wait_ready(RESTART_TIMEOUT)
+                except BrokerError as exc:
+                    problem = str(exc)
+                    if self.child is not None:
+                        self.child.stop(RESTART_TIMEOUT)  # it has exited, or is exiting
+                    if self._stopping.wait(backoff(attempt, RESTART_BACKOFF)):
+                        return
+                    continue
+                self.restarts += 1
+                break
+            else:
+                lost(f"the embedded broker died (exit code {code}) and could not be restarted: {problem}")
+                return
+        restarted(self.restarts, code)
+        self.supervise(restarted, lost)
+
     def stop(self, timeout: float = 5.0) -> None:
-        if self.child is not None:
-            self.child.stop(timeout)
+        self._stopping.set()
+        with self._lock:
+            if self.child is not None:
+                self.child.stop(timeout)
 
 
 # -- the broker process ------------------------------------------------------------------------
 
 
 log = logging.getLogger("ether.broker")
+RESTART_ATTEMPTS = 3  # a broker that dies is started again on its port, at most this many tries in a row
+RESTART_TIMEOUT = 15.0  # seconds each try may take to accept connections
+RESTART_BACKOFF = 0.2  # seconds before the second try, doubling
 KEEP_ALIVE_GRACE = 1.5  # MQTT 3.1.1 section 3.1.2.10: silent for 1.5 x keep-alive means gone
+CONNECT_TIMEOUT = 10.0  # seconds a new connection may take to send its CONNECT
 
 
 def _broker_class():
     import asyncio
 
+    from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
     from amqtt.broker import Broker
     from amqtt.contexts import Action
+    from amqtt.errors import AMQTTError
     from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 
     from ether.contract.topics import SHARE_PREFIX
@@ -305,6 +353,18 @@ def _broker_class():
         asyncio.ensure_future(handler.handle_connection_closed())
 
     BrokerProtocolHandler.handle_read_timeout = drop_silent_client  # this process runs only the broker
+
+    class TimedReader(StreamReaderAdapter):
+        """amqtt reads a packet's rest, and a new connection's CONNECT, without a timeout: a client that
+        stops talking mid-packet (or never says CONNECT) held its connection forever. Each read that
+        must wait for the network gets ``timeout`` seconds (no wait, no timer, when the bytes are here)."""
+
+        timeout: float | None = CONNECT_TIMEOUT  # then 1.5 x the client's keep-alive; None if it has none
+
+        async def read(self, n: int = -1) -> bytes:
+            if self.timeout is None or n == -1 or len(self._reader._buffer) >= n:
+                return await super().read(n)
+            return await asyncio.wait_for(self._reader.readexactly(n), self.timeout)
 
     class EtherBroker(PayloadLimit, Broker):
         """amqtt's broker with the retained-message leak, the lost last messages and keep-alive fixed,
@@ -328,9 +388,21 @@ def _broker_class():
                 log.warning("broker: %s may not %s %s", login.username or login.role, action.value, topic)
             return allowed
 
-        async def _initialize_client_session(self, *args, **kwargs):
-            handler, session = await super()._initialize_client_session(*args, **kwargs)
+        async def stream_connected(self, reader, writer, listener_name: str) -> None:
+            await self._client_connected(listener_name, TimedReader(reader), StreamWriterAdapter(writer))
+
+        async def _initialize_client_session(self, reader, writer, *args, **kwargs):
+            try:
+                handler, session = await super()._initialize_client_session(reader, writer, *args, **kwargs)
+            except asyncio.TimeoutError:
+                log.warning(
+                    "broker: a connection from %s:%s sent no CONNECT in %g s", *args[:2], CONNECT_TIMEOUT
+                )
+                await writer.close()
+                raise AMQTTError("no CONNECT in time") from None
             session.keep_alive *= KEEP_ALIVE_GRACE  # the read timeout; 0 (no keep-alive) stays 0
+            if isinstance(reader, TimedReader):
+                reader.timeout = session.keep_alive or None
             return handler, session
 
         async def _handle_disconnect(self, client_session, handler, disconnect_waiter):
@@ -534,5 +606,5 @@ def main() -> None:
             listeners=tuple(Listener(**listener) for listener in spec.get("listeners", ())),
         )
     except BrokerError as exc:
-        print(f"ether broker: {exc}", file=sys.stderr)
-        sys.exit(exits.CONFIG)
+        print(f"ether broker: {exc}", file=sys.stderr, flush=True)
+        os._exit(exits.CONFIG)  # amqtt's tasks of a failed start would hold the interpreter's exit

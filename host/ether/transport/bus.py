@@ -51,6 +51,7 @@ class Bus:
         self.on_oversized: Callable[[str, int], None] = self._log_oversized  # (topic, size): replace it
         self._callbacks: dict[str, list[MessageCallback]] = {}
         self._qos: dict[str, int] = {}  # filter -> the QoS it was subscribed with
+        self._retained: dict[str, bytes] = {}  # what we last left retained per topic, for a new broker
         self._acked_subscriptions: set[int] = set()
         self._state = threading.Condition()
         self._connected = False
@@ -114,6 +115,11 @@ class Bus:
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if not reason_code.is_failure and self._callbacks:  # a reconnect: restore what we listened to
             self._send_subscribe(list(self._callbacks))
+        if not reason_code.is_failure:  # a restarted broker lost every retained message: ours again
+            with self._state:
+                retained = list(self._retained.items())
+            for topic, payload in retained:
+                self._client.publish(topic, payload, qos=1, retain=True)
         with self._state:
             if reason_code.is_failure:
                 self._connect_error = str(reason_code)
@@ -196,12 +202,16 @@ class Bus:
     # -- publish ------------------------------------------------------------------------------
 
     def publish(
-        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False, again: bool = True
     ) -> mqtt.MQTTMessageInfo:
         """Queue a message; paho sends it (and keeps QoS 1 messages across a reconnect). The result's
-        ``is_published()`` tells when the broker has it."""
+        ``is_published()`` tells when the broker has it. A retained message is published again after
+        each reconnect (a restarted broker has lost it) unless ``again`` is False (a status we leave
+        on another client's topic, which that client may since have replaced)."""
         check_publish_topic(topic)
         self.check_size(topic, payload)
+        if retain:
+            self._remember(topic, payload if again else b"")
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             raise BrokerError(f"publishing to {topic!r} failed: {mqtt.error_string(info.rc)}")
@@ -226,12 +236,21 @@ class Bus:
         """Publish at QoS 1 and wait for the broker's acknowledgement."""
         check_publish_topic(topic)
         self.check_size(topic, payload)
+        if retain:
+            self._remember(topic, payload)
         info = self._client.publish(topic, payload, qos=1, retain=retain)
         try:
             info.wait_for_publish(timeout)
         except (ValueError, RuntimeError):
             return False
         return info.is_published()
+
+    def _remember(self, topic: str, payload: bytes) -> None:
+        with self._state:
+            if payload:
+                self._retained[topic] = payload
+            else:  # cleared (or not ours to restore)
+                self._retained.pop(topic, None)
 
 
 def _set_tls(client: mqtt.Client, address: BrokerAddress) -> None:

@@ -51,6 +51,9 @@ def password_line(username: str, secret_password: str) -> str:
     return f"{username}:$7${PBKDF2_ITERATIONS}${b64(salt).decode()}${b64(digest).decode()}\n"
 
 
+PORT_TRIES = 3  # a port picked for Mosquitto (--port 0) that another program took meanwhile: pick again
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -118,6 +121,12 @@ class ManagedMosquitto:
         if self.child is None:
             raise RuntimeError("ManagedMosquitto.wait_ready() before launch()")
         info = self.child.wait_ready(timeout)
+        for _ in range(PORT_TRIES - 1):  # the free port we picked may be taken before Mosquitto binds it
+            if info is not None or self.requested_port:
+                break
+            self.child.stop(timeout)
+            self.launch()
+            info = self.child.wait_ready(timeout)
         if info is None:
             raise BrokerError(
                 f"Mosquitto on 127.0.0.1:{self.port} did not start (see its log above); is the port in use?"

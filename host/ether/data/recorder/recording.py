@@ -173,30 +173,58 @@ class Recording:
         echoed.wait(timeout)
         return bool(seen) and seen[-1].get("state") == "ready"
 
+    def note(self, kind: str, **detail: Any) -> None:
+        """An event of the session itself (e.g. ``broker_restarted``) in the store, written at once:
+        it needs no broker."""
+        if self.run_dir is None:
+            return
+        store = Store(self.run_dir)
+        try:
+            with store.transaction():
+                store.event(kind, None, None, **detail)
+        finally:
+            store.close()
+
     def publish(self, topic: str, payload: Any) -> Meta:
         if self.data is None:
             raise RuntimeError("the recording is not attached: open the session first")
         return self.data.publish(topic, payload)
 
-    def end(self, supervisor, timeout: float, failure: str | None = None) -> dict[str, int | None]:
+    def end(
+        self,
+        supervisor,
+        timeout: float,
+        failure: str | None = None,
+        via_broker: bool = True,
+        drain: bool = True,
+    ) -> dict[str, int | None]:
         """Stop the instances (each drains its outbox), drain ours, stop the recorder, seal the manifest
-        (as ``failed``, with the reason, when the session could not start)."""
+        (as ``failed``, with the reason, when the session could not start). ``via_broker=False`` (a
+        broker far behind, or gone): the instances are stopped through their lifeline, all at once, and
+        drain while ours does; ``drain=False`` (the broker is gone): nothing waits for it. What is not
+        saved stays in the outboxes, and the seal counts it."""
         if self.ended:
             return {}
         self.ended = True
         codes: dict[str, int | None] = {}
+        running = supervisor.running() if supervisor.bus is not None else []
+        if not via_broker:
+            supervisor.release(running)  # each saves, cleans up and drains on its own, meanwhile
         if self.data is not None:  # first, so that instances can catch up on the script's messages
             if self.data.pending:
                 log.info("Waiting for the recorder to save %d messages of this script", self.data.pending)
-            self.data.drain(self.settings.drain_timeout if self.recorded else 0)
+            self.data.drain(self.settings.drain_timeout if self.recorded and drain else 0)
         if supervisor.bus is not None:
-            running = supervisor.running()
-            if self.recorded and not failure:
+            if self.recorded and not failure and via_broker:
                 log.info("Letting every instance finish the messages published to it")
                 supervisor.finish_inputs(running, self.settings.drain_timeout)
             log.info("Stopping instances: save_all -> cleanup -> exit, each waits until its data is saved")
-            codes = supervisor.close(timeout)  # every instance (none restarts now): each one's exit code
-        joined = self.joined.wait_stopped(self.settings.drain_timeout) if self.joined else {}
+            grace = self.settings.drain_timeout if drain else 0.0
+            # every instance (none restarts now): each one's exit code
+            codes = supervisor.close(timeout, ask=via_broker, grace=grace)
+        joined = (
+            self.joined.wait_stopped(self.settings.drain_timeout if drain else 0.0) if self.joined else {}
+        )
         if self.process is not None:
             if not self.forced.is_set():  # a forced quit stops the recorder at once, as asked
                 self._commit_received(timeout)
