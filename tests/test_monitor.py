@@ -657,8 +657,8 @@ def test_the_model_reads_new_fields_when_present_and_hostile_values_as_absent():
     snapshot = model.snapshot()
     assert [i.unprocessed for i in snapshot.instances] == [3, None, None]
     assert snapshot.recorder.broker_lag is None and snapshot.problems == ()  # nothing says: nothing shown
-    send(topics.supervisor_status("main"), {**supervisor, "broker_lag": 0.25})
-    send(topics.supervisor_status("other"), {**supervisor, "name": "other", "broker_lag": "NaN"})
+    send(topics.supervisor_status("main"), {**supervisor, "broker_lag_s": 0.25})
+    send(topics.supervisor_status("other"), {**supervisor, "name": "other", "broker_lag_s": "NaN"})
     for reason in (
         "conflict: a second message numbered (x, b, 1) differs",
         "stored as foreign: src 'a' is not",

@@ -24,6 +24,7 @@ from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Header, Input, RichLog, Static, Tree
 
+from ether.data.recorder import journal
 from ether.monitor.commands import CommandFailed, Commands
 from ether.monitor.formats import Format
 from ether.monitor.model import LIVE, LogLine, SessionModel, Snapshot, numeric_fields
@@ -538,6 +539,16 @@ class MonitorApp(App[int]):
         if not self.link.owns_session:
             self.exit(0)
 
+    def _journal_forced_quit(self, unconfirmed: int) -> None:
+        """Neither recorder nor session confirmed the forced quit (the command was lost): when the run
+        folder is on this machine, the session's journal records it (the seal merges it)."""
+        run_dir = Path(self.latest.recorder.run_dir) if self.latest and self.latest.recorder.run_dir else None
+        if run_dir is not None and run_dir.is_dir():
+            source = self.model.stamper.source
+            journal.note(
+                run_dir, "forced_quit", source, by=source, unconfirmed=unconfirmed, noted_by="monitor"
+            )
+
     @work(thread=True, group="commands")
     def _force_recorder(self, unconfirmed: int) -> None:
         """Stop the recorder, recording the forced quit; an attached monitor leaves, ``ether run`` waits
@@ -545,6 +556,7 @@ class MonitorApp(App[int]):
         try:
             self.call_from_thread(self.notify, self.commands.force_end(unconfirmed), title="force quit")
         except CommandFailed as exc:
+            self._journal_forced_quit(unconfirmed)
             self.call_from_thread(self.notify, str(exc), title="force quit", severity="error")
         if not self.link.owns_session:
             self.call_from_thread(self.exit, 0)

@@ -778,7 +778,7 @@ class SessionModel:
         )
 
     def _broker_lag(self) -> float | None:
-        lags = [s.get("broker_lag") for s in self._supervisors.values() if s.get("state") == "running"]
+        lags = [s.get("broker_lag_s") for s in self._supervisors.values() if s.get("state") == "running"]
         numbers = [float(x) for x in lags if isinstance(x, (int, float)) and not isinstance(x, bool)]
         return max((x for x in numbers if math.isfinite(x) and x >= 0), default=None)
 
@@ -839,8 +839,7 @@ class SessionModel:
                 f"RECORDER BEHIND: {recorder.unconfirmed} messages{where} not confirmed saved "
                 f"(oldest {recorder.oldest:.0f} s), backlog {recorder.backlog or 0}"
             )
-        lags = [s.get("broker_lag_s") for s in self._supervisors.values() if s.get("state") == "running"]
-        lag = max((x for x in lags if isinstance(x, (int, float)) and math.isfinite(x)), default=0)
+        lag = self._broker_lag() or 0.0
         if lag >= BROKER_BEHIND:
             problems.append(f"BROKER BEHIND: {lag:.0f} s; every message is delayed (overloaded)")
         if recorder.missing:
