@@ -54,6 +54,9 @@ def state_class(state: str) -> str:
     return "state--ok"
 
 
+LAG_SHOWN = 0.5  # s: a broker lag the recorder line shows (below it, every broker has it)
+
+
 class Banner(Static):
     """Impossible to miss: every threat to the data-saving guarantee, or nothing at all."""
 
@@ -97,7 +100,7 @@ class RecorderPanel(Static):
         r, f = snapshot.recorder, self.fmt
         events = [f"conflicts {r.conflicts:,}"] if r.conflicts else []
         events += [f"unverified {r.unverified:,}"] if r.unverified else []
-        lag = [f"broker lag {f.seconds(r.broker_lag)}"] if r.broker_lag is not None else []
+        lag = [f"broker lag {f.seconds(r.broker_lag)}"] if (r.broker_lag or 0) >= LAG_SHOWN else []
         self.line = (
             r.condition,
             f"saved {f.count(r.saved)}",

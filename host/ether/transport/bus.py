@@ -165,12 +165,12 @@ class Bus:
         return mid
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        failed = [rc for rc in reason_codes if rc.is_failure]
+        if failed:  # said before the subscriber is woken: it returns knowing
+            log.error("%s: the broker refused a subscription: %s", self.client_id, failed)
         with self._state:
             self._acked_subscriptions.add(mid)
             self._state.notify_all()
-        failed = [rc for rc in reason_codes if rc.is_failure]
-        if failed:
-            log.error("%s: the broker refused a subscription: %s", self.client_id, failed)
 
     def _dispatcher(self, topic_filter: str):
         def on_message(client, userdata, message: mqtt.MQTTMessage) -> None:
