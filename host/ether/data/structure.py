@@ -44,14 +44,38 @@ def read_structure(db: sqlite3.Connection, ended: bool = True) -> Structure:
     """Every run, trial and marker of the session store ``db``; an entry without a stop is ``open``
     while the session runs, ``unfinished`` once it has ``ended``."""
     rows = db.execute(
-        "SELECT row, payload, src, t_recorded FROM messages WHERE topic = ? ORDER BY row", (STRUCTURE,)
-    )
+        "SELECT row, payload, src, boot, seq, parents, t_recorded FROM messages WHERE topic = ? ORDER BY row",
+        (STRUCTURE,),
+    ).fetchall()
     builder = _Builder()
-    for r in rows:
+    for r in _causal_order(db, rows):
         builder.take(r["row"], json.loads(r["payload"]), r["src"], r["t_recorded"])
     for entry in builder.open if ended else ():
         entry["status"] = UNFINISHED
     return builder.structure
+
+
+def _causal_order(db: sqlite3.Connection, rows: list[sqlite3.Row]) -> list[sqlite3.Row]:
+    """Arrival order, except that an event sent while handling a message comes after the events the
+    message's sender sent before it: the broker may deliver those to the recorder later than it
+    delivered the message to its handler (a trial started by an instance, inside the script's run)."""
+    earlier: dict[tuple[Any, Any], list[tuple[int, int]]] = {}  # (src, boot) -> [(seq, row)]
+    for r in rows:
+        if r["seq"] is not None:
+            earlier.setdefault((r["src"], r["boot"]), []).append((r["seq"], r["row"]))
+    keys: dict[int, float] = {}
+    for r in rows:
+        key = float(r["row"])
+        for parent in json.loads(r["parents"] or "[]"):
+            cause = db.execute("SELECT src, boot, seq FROM messages WHERE msg_id = ?", (parent,)).fetchone()
+            if cause is None or cause["seq"] is None:
+                continue
+            before = [
+                row for seq, row in earlier.get((cause["src"], cause["boot"]), ()) if seq < cause["seq"]
+            ]
+            key = max(key, max(before, default=0) + 0.5)
+        keys[r["row"]] = key
+    return sorted(rows, key=lambda r: keys[r["row"]])
 
 
 class _Builder:
