@@ -7,10 +7,15 @@ import os
 import signal
 import socket
 import sqlite3
+import threading
 
+import pytest
+
+from ether.contract.messages import RecorderStatus
+from ether.contract.wire import encode
 from ether.data.recorder.store import connect, open_gaps, read_manifest, summary
 from ether.transport.waiting import wait_until
-from support import recorder_barrier
+from support import Observer, logged_in, recorder_barrier
 
 
 def config(tmp_path, **extra) -> dict:
@@ -203,3 +208,52 @@ def test_a_killed_instance_resends_its_unsaved_messages_after_restart(run_sessio
     assert [r[0] for r in old] == list(range(1, 51))  # every result of the killed process, once
     assert seqs(db, "main:%", "in") == list(range(1, 51))
     assert open_gaps(db) == [] and summary(db)["status"] == "complete"
+
+
+@pytest.mark.parametrize("broker", [None, "mosquitto"], ids=["embedded", "managed-mosquitto"])
+def test_a_killed_recorder_is_announced_dead_by_its_supervisor_until_it_is_back(
+    run_session, tmp_path, broker
+):
+    """kill -9 of the recorder, its restart held: the retained status says `dead` with the exit code
+    the supervisor saw (not only a Last Will, which a recorder killed early never set); an anonymous
+    client and an instance cannot overwrite it; the restart makes it `ready` again; the store keeps a
+    `recorder_dead` event."""
+    session, observer = run_session(config(tmp_path, broker=broker))
+    recorder = session.recording.process
+    topic, old_pid = session.topics.recorder_status(), recorder.pid
+    gate = threading.Event()
+    launch = recorder.launch
+    recorder.launch = lambda: (gate.wait(60), launch())  # the restart waits for us
+    restarts = kill_recorder(session)
+
+    def retained() -> dict:
+        reader = Observer(session.address, topic)
+        try:
+            return reader.wait_for(topic)[-1][0]
+        finally:
+            reader.close()
+
+    def dead(messages) -> bool:
+        return any(
+            t == topic and p.get("state") == "dead" and p.get("exit_code") == -9 for t, p, _ in messages
+        )
+
+    observer.wait_until(dead, "dead status with the exit code", 30)
+    assert retained() == {"state": "dead", "pid": old_pid, "exit_code": -9, "restarts": 0}
+    forged = encode(RecorderStatus(state="ready", pid=old_pid).payload())
+    forgers = [Observer(session.address), Observer(logged_in(session.address, "instance", "echo"))]
+    for n, forger in enumerate(forgers):
+        forger.publish(topic, forged)  # refused by the broker: only the recorder and its supervisor
+        forger.publish("forged", str(n))  # allowed, and after the forgery: once it is here, so would be that
+        observer.wait_until(lambda m, n=n: ("forged", n) in [(t, p) for t, p, _ in m], "the marker")
+        forger.close()
+    assert [p["state"] for p, _ in observer.on(topic)][-1] == "dead"
+    assert retained()["state"] == "dead"
+
+    gate.set()
+    wait_recorder_back(session, restarts)
+    assert retained()["state"] == "ready" and retained()["pid"] == recorder.pid != old_pid
+    session.close()
+    db = connect(session.recording.run_dir, readonly=True)
+    events = [json.loads(r[0]) for r in db.execute("SELECT detail FROM events WHERE kind = 'recorder_dead'")]
+    assert [(e["pid"], e["exit_code"]) for e in events] == [(old_pid, -9)]

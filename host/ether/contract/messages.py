@@ -174,6 +174,7 @@ class RecorderStatus(Message):
     missing: int | None = Field(None, description="messages in the gap ledger")
     gaps: int | None = Field(None, description="ranges in the gap ledger")
     restarts: int | None = None
+    exit_code: int | None = Field(None, description="a dead recorder's, as the supervisor saw it exit")
     t: float | None = None
 
 

@@ -40,7 +40,7 @@ PUBLISH: dict[str, set[str]] = {
         "instance_status",  # 'restarting' between two processes of an instance
         "supervisor_status",
         "recorder_control",
-        "recorder_status",  # 'stopped' for a recorder that exited without its last word
+        "recorder_status",  # 'stopped' or 'dead' for its recorder that exited without a last word
         "recorder_closing",
         "recorder_resend",
         *_LOGS,  # its own and the embedded broker's

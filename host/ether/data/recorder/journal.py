@@ -2,8 +2,9 @@
 
 A forced quit stops the recorder at once -- unless the recorder is stuck, and then it writes nothing.
 So the session that hears a forced quit writes it here first: one JSON line per event in
-``journal.jsonl`` beside the store, on disk before anything else happens. The seal, the next recorder
-start, ``ether sessions`` and ``open_session`` merge the journal into the store (once: each line has
+``journal.jsonl`` beside the store, on disk before anything else happens. A recorder that died
+unasked is noted here too (``recorder_dead``), by the session that saw it exit. The seal, the next
+recorder start, ``ether sessions`` and ``open_session`` merge the journal into the store (once: each line has
 an id) and delete it; an event the recorder wrote itself is not merged twice.
 """
 
@@ -23,7 +24,7 @@ from ether.data.recorder.store import RUNNING, STORE_FILE, Store, StoreError, co
 log = logging.getLogger("ether.recorder")
 
 JOURNAL = "journal.jsonl"
-KINDS = ("forced_quit",)  # what a journal may hold; any other line is not believed
+KINDS = ("forced_quit", "recorder_dead")  # what a journal may hold; any other line is not believed
 
 
 def note(run_dir: Path, kind: str, src: str | None = None, **detail: Any) -> None:

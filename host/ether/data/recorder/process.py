@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import asdict
+from pathlib import Path
 
 from ether import exits
 from ether.contract.messages import RecorderStatus
 from ether.contract.topics import Topics
 from ether.contract.wire import decode_object, encode
+from ether.data.recorder import journal
 from ether.data.recorder.recorder import RecorderSpec
 from ether.processes import Child, backoff
 from ether.transport.access import BrokerKey
@@ -17,12 +19,13 @@ from ether.transport.broker import BrokerAddress
 from ether.transport.bus import Bus
 from ether.transport.permissions import Login
 from ether.transport.requests import Requester
-from ether.transport.waiting import wait_until
+from ether.transport.waiting import Deadline, wait_until
 
 log = logging.getLogger("ether.recorder")
 
 # the session's data waits in the publishers' outboxes while the recorder is down: retry soon
 BACKOFF, MAX_BACKOFF = 0.2, 2.0
+WILL_TIMEOUT = 10.0  # how long the broker may take to publish a killed recorder's Last Will
 
 
 class RecorderNotReady(RuntimeError):
@@ -101,16 +104,52 @@ class RecorderProcess:
                 self.requester.bus.publish(topic, encode(stopped.payload()), retain=True)
             return
         self.restarts += 1
-        delay = backoff(self.restarts, BACKOFF, MAX_BACKOFF)
+        delay = Deadline(backoff(self.restarts, BACKOFF, MAX_BACKOFF))
         log.warning(
             "the recorder exited with code %s; restarting it in %.1f s (restart %d)",
             code,
-            delay,
+            delay.remaining,
             self.restarts,
         )
-        if self._stopping.wait(delay):
+        self._announce_dead(child, code, delay)
+        if self._stopping.wait(delay.remaining):
             return
+        journal.merge(Path(self.run_dir))  # the recorder_dead event, before the next recorder writes
         self.launch()
+
+    def _announce_dead(self, child: Child, code: int, delay: Deadline) -> None:
+        """A recorder that died unasked: the journal keeps a ``recorder_dead`` event, and unless its
+        last word was ``failed``, its retained status says ``dead`` with its exit code, even if its
+        Last Will was never set or was lost. Ours
+        goes after its Last Will (a recorder that announced itself had set one: waited for up to
+        WILL_TIMEOUT; otherwise until the restart is due), so the broker keeps ours; not when our link
+        is down, and not again after a reconnect: a new recorder may be ready by then."""
+        journal.note(
+            Path(self.run_dir),
+            "recorder_dead",
+            "recorder",
+            pid=child.pid,
+            exit_code=code,
+            restarts=self.restarts,
+        )
+        bus = self.requester.bus if self.requester is not None else None
+        if bus is None or not bus.connected:  # not attached (or abandoned): not ours; or no broker to tell
+            return
+
+        def last_word() -> str | None:  # its own final status ('failed', 'stopped') or its Last Will
+            state = self.status.get("state") if self.status.get("pid") == child.pid else None
+            return state if state in ("dead", "failed", "stopped") else None
+
+        announced = self.status.get("pid") == child.pid
+        wait_until(
+            self._changed,
+            lambda: self._stopping.is_set() or last_word() is not None,
+            WILL_TIMEOUT if announced else delay.remaining,
+        )
+        if last_word() in ("failed", "stopped"):  # it said why it ended: that stays its status
+            return
+        dead = RecorderStatus(state="dead", pid=child.pid, exit_code=code, restarts=self.restarts - 1)
+        bus.publish(self.topics.recorder_status(), encode(dead.payload()), retain=True, again=False)
 
     def abandon(self) -> None:
         """Another recorder serves the session: let ours exit before it connects (no spec on stdin)."""
@@ -123,4 +162,6 @@ class RecorderProcess:
 
         A pipe, not a broker message, so the recorder stops cleanly even when the broker is unwell."""
         self._stopping.set()
+        with self._changed:  # a watcher waiting for a dead recorder's Last Will stops waiting
+            self._changed.notify_all()
         return self.child.stop(timeout) if self.child is not None else None
