@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -1039,12 +1038,6 @@ def test_ether_run_in_a_terminal_shows_the_monitor_pauses_and_drains_on_quit(tmp
         tmux.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @needs_tmux
 def test_quit_under_load_at_80x24_prints_the_seal_line_last(tmp_path):
     """The thermostat example at 80x24 while a foreign client floods the broker: q ends the session, the
@@ -1052,7 +1045,6 @@ def test_quit_under_load_at_80x24_prints_the_seal_line_last(tmp_path):
     example = (REPO / "examples" / "thermostat" / "config.yaml").read_text()
     lab = tmp_path / "thermostat.yaml"
     lab.write_text(f"recorder: {{path: {tmp_path / 'data'}}}\n{example}")
-    port = free_port()
     tmux = Tmux(80, 24)
     stop, sent = threading.Event(), [0]
 
@@ -1063,7 +1055,7 @@ def test_quit_under_load_at_80x24_prints_the_seal_line_last(tmp_path):
         client = mqtt.Client(CallbackAPIVersion.VERSION2)
         connected = threading.Event()
         client.on_connect = lambda *args: connected.set()
-        client.connect("127.0.0.1", port)
+        client.connect(address.host, address.port)
         client.loop_start()
         try:
             assert connected.wait(10), "the flood could not connect"
@@ -1077,8 +1069,10 @@ def test_quit_under_load_at_80x24_prints_the_seal_line_last(tmp_path):
             client.loop_stop()
 
     try:
-        tmux.keys(ether_run(lab, tmp_path, f"--port {port}"), "Enter")
-        tmux.wait_for("Instances")
+        tmux.keys(ether_run(lab, tmp_path, "--port 0"), "Enter")
+        shown = tmux.wait_for("Instances")
+        # the broker bound a free port itself (none picked here can be taken first); the header names it
+        address = BrokerAddress.parse(re.search(r" on (mqtt://\S+:\d+)", shown).group(1))
         tmux.wait_for("controller ")
         source = threading.Thread(target=flood, daemon=True)
         source.start()
