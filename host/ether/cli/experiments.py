@@ -88,15 +88,10 @@ def message(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def structure(args: argparse.Namespace) -> int:
-    import os
-    import socket
 
     from ether.contract.messages import ContractError, RecorderCommand, StructureEvent, parse, read_reply
     from ether.contract.topics import STRUCTURE, Topics
     from ether.contract.wire import Stamper, encode
-    from ether.transport.access import client_address
-    from ether.transport.broker import BrokerAddress, BrokerError
-    from ether.transport.bus import Bus
     from ether.transport.requests import Requester, RequestTimeout
 
     try:
@@ -105,15 +100,13 @@ def structure(args: argparse.Namespace) -> int:
     except (ValueError, ContractError) as exc:
         print(f"ether {args.command}: {exc}", file=sys.stderr)
         return exits.CONFIG
+    from ether.cli.session import connect_cli
+
     topics = Topics(args.session)
-    name = f"cli-{socket.gethostname()}-{os.getpid()}"
-    address = client_address(BrokerAddress.parse(args.broker), args.session, "cli")
-    bus = Bus(address, client_id=f"ether-{args.session}-{name}")
-    try:
-        bus.connect()
-    except BrokerError as exc:
-        print(f"ether: {exc}", file=sys.stderr)
+    connected = connect_cli(args)
+    if connected is None:
         return exits.FAILED
+    name, bus = connected
     try:
         requester = Requester(bus, topics, Stamper(name))
         if not bus.publish_and_wait(topics.data(STRUCTURE), encode(event), timeout=args.timeout):

@@ -192,20 +192,16 @@ def graph(args: argparse.Namespace) -> int:
     return exits.OK
 
 
-def remote(args: argparse.Namespace) -> int:
-    """Send a command to a running session: shutdown, stop/restart/launch an instance, pause/resume."""
+def connect_cli(args: argparse.Namespace):
+    """A bus of this ``ether`` command on ``args.broker`` in ``args.session``, logged in as the CLI, and
+    the name it signs with; None (said on stderr) when the broker cannot be reached."""
     import os
     import socket
 
-    from ether.contract.messages import InstanceCommand, SessionCommand, SupervisorStatus, read_reply
-    from ether.contract.topics import Topics
-    from ether.contract.wire import Stamper, decode_object
     from ether.transport.access import client_address
     from ether.transport.broker import BrokerAddress, BrokerError
     from ether.transport.bus import Bus
-    from ether.transport.requests import Requester, RequestTimeout
 
-    topics = Topics(args.session)
     name = f"cli-{socket.gethostname()}-{os.getpid()}"
     address = client_address(BrokerAddress.parse(args.broker), args.session, "cli")
     bus = Bus(address, client_id=f"ether-{args.session}-{name}")
@@ -213,7 +209,23 @@ def remote(args: argparse.Namespace) -> int:
         bus.connect()
     except BrokerError as exc:
         print(f"ether: {exc}", file=sys.stderr)
+        return None
+    return name, bus
+
+
+def remote(args: argparse.Namespace) -> int:
+    """Send a command to a running session: shutdown, stop/restart/launch an instance, pause/resume."""
+
+    from ether.contract.messages import InstanceCommand, SessionCommand, SupervisorStatus, read_reply
+    from ether.contract.topics import Topics
+    from ether.contract.wire import Stamper, decode_object
+    from ether.transport.requests import Requester, RequestTimeout
+
+    topics = Topics(args.session)
+    connected = connect_cli(args)
+    if connected is None:
         return exits.FAILED
+    name, bus = connected
     supervisors: dict[str, dict] = {}
 
     def on_status(topic: str, raw: bytes) -> None:
