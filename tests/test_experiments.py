@@ -7,6 +7,7 @@ import datetime
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import time
@@ -448,3 +449,43 @@ def test_a_drifting_board_clock_is_corrected_to_within_its_least_delay(tmp_path)
     print(f"residual: max {error.max() * 1e3:.2f} ms; between estimates {inside.max() * 1e3:.2f} ms")
     first = least[0] + drift * 600  # with the first estimate only, drift adds up
     assert first > 0.29
+
+
+def test_a_handler_s_trial_that_arrives_after_the_run_stop_is_still_inside_the_run():
+    """The order the broker delivers in is not the order things happened: the instance's trial for the
+    script's second message reaches the recorder after the script's run stop."""
+    from ether.data.structure import read_structure
+
+    db = sqlite3.connect(":memory:")
+    db.row_factory = sqlite3.Row
+    db.execute(
+        "CREATE TABLE messages (row INTEGER PRIMARY KEY, topic, msg_id, src, boot, seq, parents, payload, t_recorded)"
+    )
+    arrived = [  # (msg_id, src, seq, parents, topic, payload), in arrival order
+        (
+            "s.1",
+            "main",
+            1,
+            [],
+            STRUCTURE,
+            {"event": "start", "kind": "run", "id": "r", "name": "stimulation"},
+        ),
+        ("s.2", "main", 2, [], "stimulate", {"level": 0.1}),
+        ("i.1", "stim", 1, ["s.2"], STRUCTURE, {"event": "start", "kind": "trial", "id": "t1"}),
+        ("s.3", "main", 3, [], "stimulate", {"level": 0.2}),
+        ("i.2", "stim", 2, ["s.2"], STRUCTURE, {"event": "stop", "id": "t1"}),
+        ("s.4", "main", 4, [], STRUCTURE, {"event": "stop", "id": "r"}),
+        ("i.3", "stim", 3, ["s.3"], STRUCTURE, {"event": "start", "kind": "trial", "id": "t2"}),
+        ("i.4", "stim", 4, ["s.3"], STRUCTURE, {"event": "mark", "name": "stimulus on"}),
+        ("i.5", "stim", 5, ["s.3"], STRUCTURE, {"event": "stop", "id": "t2"}),
+    ]
+    for t, (msg_id, src, seq, parents, topic, payload) in enumerate(arrived):
+        db.execute(
+            "INSERT INTO messages (topic, msg_id, src, boot, seq, parents, payload, t_recorded) VALUES (?,?,?,?,?,?,?,?)",
+            (topic, msg_id, src, "b", seq, json.dumps(parents), json.dumps(payload), float(t)),
+        )
+    structure = read_structure(db)
+    assert structure.problems == []
+    trials = [e for e in structure.entries if e["kind"] == "trial"]
+    assert [(e["id"], e["parent"], e["status"]) for e in trials] == [("t1", "r", "ok"), ("t2", "r", "ok")]
+    assert [m["parent"] for m in structure.markers] == ["t2"]

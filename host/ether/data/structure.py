@@ -56,25 +56,29 @@ def read_structure(db: sqlite3.Connection, ended: bool = True) -> Structure:
 
 
 def _causal_order(db: sqlite3.Connection, rows: list[sqlite3.Row]) -> list[sqlite3.Row]:
-    """Arrival order, except that an event sent while handling a message comes after the events the
-    message's sender sent before it: the broker may deliver those to the recorder later than it
-    delivered the message to its handler (a trial started by an instance, inside the script's run)."""
+    """Arrival order, except that an event sent while handling a message goes where that message was
+    sent: right after the events its sender had sent before it. The broker may deliver the handler's
+    event to the recorder after later events of the message's sender (a trial an instance starts for a
+    script's message, arriving after the script's run stop). A source's own events keep their order."""
     earlier: dict[tuple[Any, Any], list[tuple[int, int]]] = {}  # (src, boot) -> [(seq, row)]
     for r in rows:
         if r["seq"] is not None:
             earlier.setdefault((r["src"], r["boot"]), []).append((r["seq"], r["row"]))
     keys: dict[int, float] = {}
+    last_of_source: dict[tuple[Any, Any], float] = {}
     for r in rows:
         key = float(r["row"])
+        causes = []
         for parent in json.loads(r["parents"] or "[]"):
             cause = db.execute("SELECT src, boot, seq FROM messages WHERE msg_id = ?", (parent,)).fetchone()
-            if cause is None or cause["seq"] is None:
-                continue
-            before = [
-                row for seq, row in earlier.get((cause["src"], cause["boot"]), ()) if seq < cause["seq"]
-            ]
-            key = max(key, max(before, default=0) + 0.5)
-        keys[r["row"]] = key
+            if cause is not None and cause["seq"] is not None:
+                before = earlier.get((cause["src"], cause["boot"]), ())
+                causes.append(max((row for seq, row in before if seq < cause["seq"]), default=0) + 0.5)
+        if causes:
+            key = max(causes)
+        source = (r["src"], r["boot"])
+        key = max(key, last_of_source.get(source, key))
+        keys[r["row"]] = last_of_source[source] = key
     return sorted(rows, key=lambda r: keys[r["row"]])
 
 
