@@ -198,8 +198,14 @@ class Session:
         session = self.topics.session
         if names is not None:
             return [Login("instance", session, n) for n in names]
-        clients = [Login("supervisor", session, n) for n in (self.name, "cli", "monitor", "remote")]
-        return [*clients, Login("recorder", session, "recorder"), *self._logins(list(self.config.instances))]
+        clients = [Login("supervisor", session, n) for n in (self.name, "remote")]
+        operators = [Login("operator", session, n) for n in ("cli", "monitor")]
+        return [
+            *clients,
+            *operators,
+            Login("recorder", session, "recorder"),
+            *self._logins(list(self.config.instances)),
+        ]
 
     def _broker_key(self, address: BrokerAddress) -> BrokerKey:
         """The key of our broker (its logins, the sources' signing keys; its process keeps the key
