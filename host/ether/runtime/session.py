@@ -28,6 +28,7 @@ from ether.transport.broker import (
     BrokerAddress,
     BrokerError,
     EmbeddedBroker,
+    SupervisedBroker,
     needs_credentials,
 )
 from ether.transport.bus import Bus, Will
@@ -137,7 +138,7 @@ class Session:
                 self.supervisor.spawn(instance)
             if self.embedded:
                 self._address = self.embedded.wait_ready()
-            if isinstance(self.embedded, EmbeddedBroker):
+            if isinstance(self.embedded, SupervisedBroker):
                 self.embedded.supervise(self._broker_restarted, self._broker_lost)
             address = self.address  # the broker we started, or the one the URL names
             self.key = key = self._broker_key(address)
@@ -233,8 +234,8 @@ class Session:
         return encode(status.payload())
 
     def _broker_restarted(self, restarts: int, exit_code: int | None) -> None:
-        """The embedded broker died and runs again on its port: clients reconnect, outboxes resend."""
-        log.warning("the embedded broker was restarted on %s (restart %d)", self.address.url, restarts)
+        """Our broker died and runs again on its port: clients reconnect, outboxes resend."""
+        log.warning("the broker was restarted on %s (restart %d)", self.address.url, restarts)
         self.recording.note("broker_restarted", restarts=restarts, exit_code=exit_code, url=self.address.url)
 
     def _lag_measured(self, lag: float) -> None:
@@ -266,7 +267,7 @@ class Session:
             bus.publish(self.topics.supervisor_status(self.name), self._status("running"), retain=True)
 
     def _broker_lost(self, reason: str) -> None:
-        """The embedded broker cannot be restarted: the session ends now (its close does not wait for
+        """Our broker cannot be restarted: the session ends now (its close does not wait for
         a broker that is not there), and the seal counts what the outboxes still hold."""
         log.error("%s; ending the session", reason)
         self.broker_lost = reason
