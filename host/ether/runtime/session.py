@@ -28,6 +28,7 @@ from ether.transport.broker import (
     BrokerAddress,
     BrokerError,
     EmbeddedBroker,
+    Listener,
     SupervisedBroker,
     needs_credentials,
 )
@@ -56,6 +57,7 @@ class Session:
         port: int = 0,
         listen: str = "127.0.0.1",
         max_payload: int | None = None,
+        listeners: tuple[Listener, ...] = (),
     ) -> None:
         if max_payload is not None:  # e.g. `ether run --max-payload`, over the file's limits.max_payload
             config.max_payload = max_payload
@@ -69,6 +71,10 @@ class Session:
         url = broker_url or config.broker_url
         managed = url == MANAGED_MOSQUITTO  # a Mosquitto this session starts (--broker mosquitto)
         hosted = managed or not url
+        if listeners and not hosted:
+            raise BrokerError("--listener adds ports to the broker the session starts; it joins " + str(url))
+        if listeners and managed:
+            raise BrokerError("--listener is for the embedded broker; a managed Mosquitto has one listener")
         if managed and needs_credentials(listen):
             raise BrokerError(
                 f"--broker mosquitto listens on 127.0.0.1 only (not {listen}); see docs/operations.md"
@@ -83,7 +89,9 @@ class Session:
             else None
         )
         self.embedded = (
-            EmbeddedBroker(listen, port, password_file, config.max_payload, config.session, self.secret)
+            EmbeddedBroker(
+                listen, port, password_file, config.max_payload, config.session, self.secret, listeners
+            )
             if not url
             else self.mosquitto
         )
@@ -187,6 +195,9 @@ class Session:
             lambda: [self.stamper.source, *self.supervisor.instances],
         )
         self.clock.start()
+        if isinstance(self.embedded, EmbeddedBroker):
+            for listener, bound in self.embedded.ports.items():
+                log.info("The broker also listens on %s://%s:%d", listener.scheme, self.embedded.host, bound)
         log.info(
             "Ether session '%s' ready on %s with instances: %s",
             self.topics.session,
@@ -414,9 +425,10 @@ def new_session(
     port: int = 0,
     listen: str = "127.0.0.1",
     max_payload: int | None = None,
+    listeners: tuple[Listener, ...] = (),
 ) -> Session:
     config = config if isinstance(config, Config) else load(config)
-    return Session(config, broker_url, port, listen, max_payload)
+    return Session(config, broker_url, port, listen, max_payload, listeners)
 
 
 __all__ = ["Session", "new_session"]

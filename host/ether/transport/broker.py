@@ -23,7 +23,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from ether import exits
@@ -336,8 +336,12 @@ class EmbeddedBroker(SupervisedBroker):
                 f" (exit code {self.child.process.poll()}); is the port already in use?"
             )
         self.pid = self.child.pid
-        self.ports = dict(zip(self.listeners, info["ports"], strict=True))
-        self.requested_port = int(info["port"])  # a restart listens where the clients dial
+        bound = [
+            replace(listener, port=port) for listener, port in zip(self.listeners, info["ports"], strict=True)
+        ]
+        self.ports = {listener: listener.port for listener in bound}
+        self.listeners = tuple(bound)  # a restart listens where the clients dial
+        self.requested_port = int(info["port"])
         return BrokerAddress(local_host(self.host), self.requested_port, max_payload=self.max_payload)
 
     def start(self, timeout: float = 15.0) -> BrokerAddress:
