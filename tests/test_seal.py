@@ -266,6 +266,7 @@ def test_ether_run_with_unprocessed_inputs_exits_incomplete_and_shows_them(tmp_p
     run.close()
     assert len(handled) > sink["durable"] > 0
     assert code == exits.INCOMPLETE, output[-20:]
+    assert not [line for line in output if "did not stop cleanly" in line]  # its backlog was left
     assert output[-1].startswith("Session ") and f"{sink['durable']} not processed by sink" in output[-1]
     listing = subprocess.run(
         [sys.executable, "-m", "ether", "sessions", "--data", str(tmp_path / "data")],
