@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -663,6 +664,87 @@ def test_a_host_killed_mid_stream_loses_nothing_silently(layout, tmp_path):
     assert row[-1] == str(len(not_reported) + others), listing.stdout  # the unprocessed column
     row = tally(run_dir, f"kill host B ({layout})", layout)
     assert row["seal"] == "incomplete", row
+
+
+@needs_mosquitto
+def test_what_another_host_processed_is_in_the_store_of_record(tmp_path):
+    """Host A records and collects; host B samples and processes (its ledgers stay on B). B ends first,
+    then A: the store knows from B's reports that B's processor handled every sample, so the seal
+    is complete, with nothing unprocessed and nothing unknown."""
+    port = free_port()
+    broker = run_mosquitto(tmp_path, f"listener {port} 127.0.0.1")
+    session = f"hosts{uuid.uuid4().hex[:6]}"
+    address = BrokerAddress(port=port)
+    observer = Observer(address, f"{session}/collected")
+    try:
+        host_a = Host(tmp_path, "a", session, {"coll": SOURCE_HOST["coll"]}, address)
+        host_b = Host(tmp_path, "b", session, {"source": SOURCE_HOST["source"], **PROCESSOR_HOST}, address)
+        observer.wait_for(f"{session}/collected", 100, timeout=60)
+        code_b, _ = host_b.end()
+        code, last = host_a.end()
+    finally:
+        observer.close()
+        broker.terminate()
+        broker.wait(10)
+    assert code_b == exits.OK and code == exits.OK and " sealed complete" in last, (code_b, code, last)
+    run_dir = Path(last.rsplit(" in ", 1)[1])
+    stored, processed, reported = host_b_accounting(run_dir)
+    assert stored == set(processed) == reported  # each sample once, each reported processed
+    recorded = ether.open_session(run_dir)
+    try:
+        assert recorded.unprocessed == [] and recorded.manifest["unknown_processed"] == {}
+    finally:
+        recorded.close()
+    assert not (run_dir / "outbox" / "proc.sqlite").exists()  # A counted from B's reports, not a file
+
+
+def test_a_forged_processed_report_is_not_believed(tmp_path):
+    """Another client claims, through the resend topic the broker lets it use, that an instance
+    processed messages: the recorder checks the instance's signature and keeps nothing of it."""
+    from ether.contract.messages import ProcessedReport
+    from ether.contract.wire import Meta, encode
+    from ether.data.recorder.store import connect
+    from ether.runtime.session import new_session
+    from ether.transport.access import BrokerKey
+    from ether.transport.permissions import Login
+    from ether.transport.signing import sign
+    from support import recorder_barrier
+
+    session = new_session(
+        {"recorder": {"path": str(tmp_path)}, "instances": {"echo": {"class_path": "lab_classes.Echo"}}}
+    )
+    session.open()
+    observer = Observer(session.address, "sync")
+    mallory = None
+    try:
+        key = BrokerKey.find(session.address)
+        assert key is not None
+        mallory = Bus(
+            key.address(session.address, Login("instance", "default", "mallory")), client_id="mallory"
+        )
+        mallory.connect()
+        report = ProcessedReport(instance="echo", subscribes=["in"], processed={"main:x": {"b": [(1, 1000)]}})
+        meta = Meta("f-processed.1", "echo", "f-processed", 1, time.time())
+        body = sign(encode(report.payload(), meta), os.urandom(32))
+        topics = session.topics
+        mallory.publish(topics.recorder_resend(topics.instance_processed("echo")), body)
+        mallory.publish(topics.instance_processed("echo"), body)  # not its own name: the broker refuses
+        mallory.publish("sync", b"{}")  # after the forged ones, from the same client
+        observer.wait_for("sync")
+        recorder_barrier(session)
+        db = connect(session.recording.run_dir, readonly=True)
+        forged = db.execute("SELECT COUNT(*) FROM processed_reports WHERE boot = 'f-processed'").fetchone()[0]
+        refused = db.execute("SELECT detail FROM events WHERE kind = 'bad_system_message'").fetchall()
+        db.close()
+        assert forged == 0
+        assert [json.loads(d)["reason"] for (d,) in refused] == [
+            "ignored a processed report: src 'echo' is not verified (no valid signature of that source)"
+        ]
+    finally:
+        if mallory is not None:
+            mallory.close()
+        observer.close()
+        session.close()
 
 
 def host_b_accounting(run_dir: Path) -> tuple[set[str], Counter, set[str]]:
