@@ -258,7 +258,8 @@ def _reports_complete(db: sqlite3.Connection, instance: str) -> bool:
 
 def account(run_dir: Path) -> dict[str, Unprocessed]:
     """Per subscriber instance of any host, what the store holds on its topics that it is not known
-    to have processed (the function the seal, ``ether sessions`` and the monitor read)."""
+    to have processed: what the seal records, and the one place to ask while a session runs (an
+    instance of another host counts as ``unknown`` until its last report and closing arrive)."""
     store = run_dir / STORE_FILE
     if not store.exists():
         return {}
