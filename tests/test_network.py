@@ -365,6 +365,47 @@ def test_one_message_crosses_tcp_tls_and_websockets(pki, embedded):
             bus.close()
 
 
+def test_ether_run_listens_also_on_websockets_and_tls(pki, tmp_path):
+    """``ether run --listener``: a session's embedded broker takes browsers and TLS clients too."""
+    config = tmp_path / "lab.yaml"
+    config.write_text(f"recorder: {{path: {tmp_path}}}\ninstances: {{}}\n")
+    tls = f"mqtts:0:{pki['server']}:{pki['server_key']}"
+    proc = ether_run(config, "--headless", "--port", "0", "--listener", "ws:0", "--listener", tls)
+    try:
+        ports = {}
+        for line in proc.stdout:
+            if "also listens on" in line:
+                scheme, port = line.rsplit(" ", 1)[-1].strip().split("://")
+                ports[scheme] = int(port.rsplit(":", 1)[1])
+            if "Press Ctrl-C" in line:
+                break
+        assert set(ports) == {"ws", "mqtts"}, ports
+        round_trip(BrokerAddress.parse(f"ws://127.0.0.1:{ports['ws']}/mqtt"))
+        round_trip(BrokerAddress.parse(f"mqtts://127.0.0.1:{ports['mqtts']}?ca={pki['ca']}"))
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "sealed complete" in out, out
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--listener", "ftp:21"], "--listener: a broker listener is mqtts, ws or wss (not 'ftp')"),
+        (
+            ["--listener", "ws:0", "--broker", "mqtt://127.0.0.1:1"],
+            "--listener: it adds ports to the embedded",
+        ),
+    ],
+)
+def test_bad_listener_options_of_ether_run_say_what_is_wrong(tmp_path, args, says):
+    config = tmp_path / "lab.yaml"
+    config.write_text("instances: {}\n")
+    proc = ether_run(config, "--headless", *args)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == exits.CONFIG and says in out, out
+
+
 @pytest.mark.parametrize(
     "text, says",
     [

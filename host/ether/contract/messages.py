@@ -288,9 +288,12 @@ InstanceCommandName = Literal[
 
 
 class InstanceCommand(Message):
-    """``instance/<name>/control``; ``sync`` is answered after every message queued before it."""
+    """``instance/<name>/control``; ``sync`` is answered after every message queued before it.
+    ``drain`` (``finish_inputs``, ``shutdown``): the seconds left of the session's drain budget, the
+    longest this instance's waits for its data may take in all (else its own ``drain_timeout``)."""
 
     command: InstanceCommandName
+    drain: float | None = Field(None, ge=0, lt=T_LIMIT, allow_inf_nan=False)
 
 
 class SessionCommand(Message):

@@ -46,6 +46,7 @@ from ether.transport.bus import Bus, Will
 from ether.transport.log_publishing import PrintedLines, publish_logs, stop_publishing_logs
 from ether.transport.requests import Requester, answer
 from ether.transport.signing import Sources
+from ether.transport.waiting import Deadline
 
 log = logging.getLogger("ether.runtime")
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # host/ether
@@ -113,6 +114,7 @@ class InstanceRuntime:
         self.handlers: dict[str, list[BoundMethod]] = {}  # user topic filter -> its handlers
         self.handled = 0  # messages handled since the last round of the session's end
         self.quiet = False  # the session is ending: periodic publishers stop
+        self.drain_budget = self.data.settings.drain_timeout  # the last drain's wait; shutdown sets it
         self.paused = False
         self._held: list[Callable[[], None]] = []
         self._pause_lock = threading.Lock()
@@ -288,17 +290,18 @@ class InstanceRuntime:
             self.handle(message.topic, message.payload, message.meta)
         return len(missed)
 
-    def finish_inputs(self, request: Meta | None) -> None:
+    def finish_inputs(self, request: Meta | None, drain: float | None = None) -> None:
         """One round of the session's end: stop periodic publishers and hold no more messages, get our
         results saved, catch up, get those saved; answer how many messages were handled since the last
-        round (the session repeats rounds until every instance answers 0)."""
+        round (the session repeats rounds until every instance answers 0). ``drain``: the seconds all
+        of it may wait for our data (what is left of the session's drain budget)."""
         self.quiet = True
         if self.paused:
             self.pause(False)
-        timeout = self.data.settings.drain_timeout
-        self.data.drain(timeout, closing=False)
+        deadline = Deadline(self.data.settings.drain_timeout if drain is None else drain)
+        self.data.drain(deadline.remaining, closing=False)
         self.catch_up()
-        unsaved = self.data.drain(timeout, closing=False)
+        unsaved = self.data.drain(deadline.remaining, closing=False)
         handled, self.handled = self.handled, 0
         answer(self.bus, self.stamper, request, ok({"handled": handled, "unsaved": unsaved}))
 
@@ -482,9 +485,12 @@ class InstanceRuntime:
             self.pause(command == "pause")
             answer(self.bus, self.stamper, meta, ok())
         elif command in ("init", "start", "save_all", "cleanup", "shutdown"):
+            if command == "shutdown" and control and control.drain is not None:
+                self.drain_budget = control.drain  # what the session's drain has left for ours
             self.jobs.put(lambda: self.lifecycle(command, meta))
         elif command == "finish_inputs":
-            self.jobs.put(lambda: self.finish_inputs(meta))
+            drain = control.drain if control else None
+            self.jobs.put(lambda: self.finish_inputs(meta, drain))
         elif command == "sync":  # answered after every message queued before it (used by ether replay)
             self.jobs.put(lambda: answer(self.bus, self.stamper, meta, ok()))
         else:
@@ -609,7 +615,7 @@ def host(spec: LaunchSpec) -> int:
     runtime.announce("ready")
     runtime.finished.wait()
     runtime.report_suppressed()
-    runtime.data.drain(runtime.data.settings.drain_timeout)  # our part of the drain barrier
+    runtime.data.drain(runtime.drain_budget)  # our part of the drain barrier
     runtime.data.close()
     runtime.announce("stopped")
     runtime.jobs.put(None)

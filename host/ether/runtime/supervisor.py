@@ -224,14 +224,17 @@ class Supervisor:
 
     # -- commands -----------------------------------------------------------------------------
 
-    def command(self, command: str, names: list[str], timeout: float) -> dict[str, str]:
-        """Send a lifecycle command to instances at once and wait for each reply; return problems by name."""
+    def command(
+        self, command: str, names: list[str], timeout: float, drain: float | None = None
+    ) -> dict[str, str]:
+        """Send a lifecycle command to instances at once and wait for each reply; return problems by
+        name. ``drain``: what is left of the session's drain budget (InstanceCommand)."""
         pending: dict[str, Pending] = {}
         if self.requester is None:  # never connected: nothing can be asked
             return {}
         for name in names:
             if self.instances[name].state in ("ready", "paused"):
-                control = InstanceCommand(command=command)
+                control = InstanceCommand(command=command, drain=drain)
                 pending[name] = self.requester.send(self.topics.instance_control(name), control)
         problems: dict[str, str] = {}
         deadline = Deadline(timeout)
@@ -254,7 +257,7 @@ class Supervisor:
         deadline = Deadline(timeout)
         total = 0
         while self.requester is not None and not deadline.expired:
-            command = InstanceCommand(command="finish_inputs")
+            command = InstanceCommand(command="finish_inputs", drain=round(deadline.remaining, 3))
             pending = {
                 n: self.requester.send(self.topics.instance_control(n), command)
                 for n in names
@@ -297,7 +300,7 @@ class Supervisor:
             self.instances[name].stopping = True
         if ask:
             for step in SHUTDOWN_STEPS:
-                self.command(step, names, timeout)
+                self.command(step, names, timeout, drain=round(grace, 3) if step == "shutdown" else None)
         else:
             self.release(names)
         codes: dict[str, int | None] = {}

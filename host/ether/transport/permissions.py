@@ -3,8 +3,10 @@
 
 Roles (docs/operations.md, "Who can do what"):
 
-  supervisor  a session's own process, ``ether`` commands, the monitor: every topic of its session
+  supervisor  a session's own process (and another host's, joining it): every topic of its session
               but the recorder's acknowledgements
+  operator    ``ether`` commands and the monitor: data, requests, replies and the session's, the
+              instances' and the recorder's controls; never a status, an acknowledgement or a log
   recorder    the recorder: its status and acknowledgements, replies, error events, its own log
   instance    one instance: data, requests, replies, error events, its resends and closing report,
               and only its own status, processed reports and log (the recorder checks its ``src`` by signature: ``signing``)
@@ -24,8 +26,13 @@ from functools import lru_cache
 
 from ether.contract.topics import DEFAULT_SESSION, Topics, session_of
 
-ROLES = ("supervisor", "recorder", "instance", "device", "anonymous")
-DERIVED_ROLES = ("supervisor", "recorder", "instance")  # logins a session derives from its broker key
+ROLES = ("supervisor", "operator", "recorder", "instance", "device", "anonymous")
+DERIVED_ROLES = (
+    "supervisor",
+    "operator",
+    "recorder",
+    "instance",
+)  # logins a session derives from its broker key
 
 _REQUESTS = {"instance_call", "device_call"}
 _ANSWERS = {"reply", "errors"}
@@ -45,6 +52,7 @@ PUBLISH: dict[str, set[str]] = {
         "recorder_resend",
         *_LOGS,  # its own and the embedded broker's
     },
+    "operator": {"data", *_REQUESTS, *_ANSWERS, "session_control", "instance_control", "recorder_control"},
     "recorder": {*_ANSWERS, *_LOGS, "recorder_status", "recorder_ack"},
     "instance": {
         "data",

@@ -50,6 +50,7 @@ from ether.transport.access import BrokerKey
 from ether.transport.broker import BrokerAddress
 from ether.transport.bus import Bus
 from ether.transport.requests import Requester, RequestTimeout
+from ether.transport.waiting import Deadline
 
 log = logging.getLogger("ether")
 
@@ -208,23 +209,22 @@ class Recording:
         self.ended = True
         codes: dict[str, int | None] = {}
         running = supervisor.running() if supervisor.bus is not None else []
+        # one drain timeout for every step that waits on data (not one each): Ctrl-C ends in about it
+        drained = Deadline(self.settings.drain_timeout if drain else 0.0)
         if not via_broker:
             supervisor.release(running)  # each saves, cleans up and drains on its own, meanwhile
         if self.data is not None:  # first, so that instances can catch up on the script's messages
             if self.data.pending:
                 log.info("Waiting for the recorder to save %d messages of this script", self.data.pending)
-            self.data.drain(self.settings.drain_timeout if self.recorded and drain else 0)
+            self.data.drain(drained.remaining if self.recorded else 0.0)
         if supervisor.bus is not None:
             if self.recorded and not failure and via_broker:
                 log.info("Letting every instance finish the messages published to it")
-                supervisor.finish_inputs(running, self.settings.drain_timeout)
+                supervisor.finish_inputs(running, drained.remaining)
             log.info("Stopping instances: save_all -> cleanup -> exit, each waits until its data is saved")
-            grace = self.settings.drain_timeout if drain else 0.0
             # every instance (none restarts now): each one's exit code
-            codes = supervisor.close(timeout, ask=via_broker, grace=grace)
-        joined = (
-            self.joined.wait_stopped(self.settings.drain_timeout if drain else 0.0) if self.joined else {}
-        )
+            codes = supervisor.close(timeout, ask=via_broker, grace=drained.remaining)
+        joined = self.joined.wait_stopped(drained.remaining) if self.joined else {}
         if self.process is not None:
             if not self.forced.is_set():  # a forced quit stops the recorder at once, as asked
                 self._commit_received(timeout)
