@@ -363,6 +363,19 @@ class RecorderClosing(Message):
     boots: dict[Id, Seq] = Field(max_length=BOOTS_LIMIT)
 
 
+class ProcessedReport(Message):
+    """``instance/<name>/processed``: what an instance processed since its last report, numbered in
+    its own durable stream (boot ``<boot>-processed``), so the recorder of every host knows it."""
+
+    instance: Source
+    subscribes: list[Annotated[str, Field(max_length=TOPIC_LIMIT)]] = Field(
+        max_length=RANGES_LIMIT, description="the user topic filters it processes (accounted for)"
+    )
+    processed: dict[Source, dict[Id, Ranges]] = Field(
+        max_length=RANGES_LIMIT, description="src -> boot -> [first, last] seq ranges handled"
+    )
+
+
 # -- structure inside a session: runs, trials, markers -------------------------------------------
 
 STRUCTURE_NAME_LIMIT = 256  # characters of a run's, trial's or marker's name
@@ -438,6 +451,7 @@ MODELS: tuple[type[BaseModel], ...] = (
     DeviceCall,
     RecorderAck,
     RecorderClosing,
+    ProcessedReport,
     DeviceSchema,
     DeviceState,
     StructureEvent,
@@ -449,6 +463,7 @@ ON_TOPIC: dict[str, tuple[type[BaseModel], ...]] = {
     "instance_status": (InstanceStatus,),
     "instance_control": (InstanceCommand,),
     "instance_call": (DataMessage,),  # the service's arguments
+    "instance_processed": (ProcessedReport,),
     "errors": (ErrorEvent,),
     "log": (LogRecord,),
     "session_control": (SessionCommand,),

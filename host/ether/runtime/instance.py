@@ -214,8 +214,7 @@ class InstanceRuntime:
                     self.spec.name,
                     f,
                 )
-            with self.data.outbox.transaction():
-                self.data.processed.subscribe(accounted)
+            self.data.subscribed(accounted)
         self.sources.follow(self.bus, self.topics)
         self.bus.subscribe(self.topics.instance_control(self.spec.name), self.on_control)
         self.bus.subscribe(
@@ -264,8 +263,9 @@ class InstanceRuntime:
     def handle(self, user_topic: str, payload: Any, meta: Meta | None, raw: bytes = b"") -> None:
         """Validate one message for each handler and call it, unless it was handled before or is
         another pool worker's; any failure becomes an error event. Its processed mark commits with what
-        the handlers publish."""
-        if self.data.seen(meta):
+        the handlers publish. After the shutdown step nothing is handled (it would come after
+        cleanup, and after the last report of what this instance processed): it is left unprocessed."""
+        if self.shutting_down or self.data.seen(meta):
             return
         if share_of(meta, raw, self.spec.workers) != self.spec.worker:
             with self.data.handling(meta):  # marked as passed over: the ledger of its worker tells

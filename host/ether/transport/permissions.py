@@ -9,7 +9,7 @@ Roles (docs/operations.md, "Who can do what"):
               instances' and the recorder's controls; never a status, an acknowledgement or a log
   recorder    the recorder: its status and acknowledgements, replies, error events, its own log
   instance    one instance: data, requests, replies, error events, its resends and closing report,
-              and only its own status and log (the recorder checks its ``src`` by signature: ``signing``)
+              and only its own status, processed reports and log (the recorder checks its ``src`` by signature: ``signing``)
   device      a board's login (``ether access add NAME``): its own device topics and readings
   anonymous   any client without a login (loopback only): data, requests (service and device calls),
               and what a board sends (boards need no login on loopback): its device topics, replies
@@ -60,6 +60,7 @@ PUBLISH: dict[str, set[str]] = {
         *_ANSWERS,
         *_LOGS,
         "instance_status",
+        "instance_processed",
         "recorder_closing",
         "recorder_resend",
     },
@@ -67,7 +68,7 @@ PUBLISH: dict[str, set[str]] = {
     "anonymous": {"data", *_REQUESTS, *_ANSWERS, "device_schema", "device_state"},  # boards, on loopback
 }
 OWN = {
-    "instance": {"instance_status", "log"},
+    "instance": {"instance_status", "instance_processed", "log"},
     "recorder": {"log"},
     "device": {"device_schema", "device_state"},
 }  # own name only
