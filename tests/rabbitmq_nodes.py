@@ -34,7 +34,6 @@ class RabbitNode:
         self.mqtt_port = free_port()
         (self.folder / "enabled_plugins").write_text("[rabbitmq_mqtt].\n")
         (self.folder / "rabbitmq.conf").write_text(
-            "loopback_users = none\n"  # guest, the anonymous MQTT login, may log in (on 127.0.0.1 only)
             f"mqtt.listeners.tcp.default = 127.0.0.1:{self.mqtt_port}\n"
             "mqtt.allow_anonymous = true\n"
             "mqtt.tcp_listen_options.nodelay = true\n"

@@ -16,6 +16,7 @@ import uuid
 import pytest
 
 from ether import exits
+from ether.contract.wire import DEFAULT_MAX_PAYLOAD
 from ether.transport.bus import Bus, Will
 from rabbitmq_nodes import RabbitCluster, installed
 from support import PIPELINE, REPO
@@ -92,16 +93,20 @@ def test_ether_run_refuses_rabbitmq_and_says_why(cluster):
 
 
 def test_one_node_delivers_qos1_and_wills_but_not_shares(cluster):
-    """QoS 1 and a Last Will work on one node; '$share/g/t' is granted and gets nothing (a message
-    to it would come before the one sent after it: one queue per client)."""
+    """QoS 1, Ether's largest default payload and a Last Will work on one node; 'a.b' arrives on 'a/b';
+    '$share/g/t' is granted and gets nothing (a message to it would come before the ones sent after
+    it: one queue per client)."""
     address = cluster.nodes[0].address
-    heard = Heard(address, "rabbit/plain", "$share/g/rabbit/shared", "rabbit/will", "rabbit/dotted/+")
+    filters = ("rabbit/plain", "$share/g/rabbit/shared", "rabbit/will", "rabbit/dotted/+", "rabbit/big")
+    heard = Heard(address, *filters)
     sender = Heard(address)
     try:
         assert sender.bus.publish_and_wait("rabbit/shared", b"shared")
         assert sender.bus.publish_and_wait("rabbit/dotted.x", b"dotted")
+        assert sender.bus.publish_and_wait("rabbit/big", b"x" * DEFAULT_MAX_PAYLOAD, timeout=30)
         assert sender.bus.publish_and_wait("rabbit/plain", b"plain")
-        assert heard.until(b"plain") == [("rabbit/dotted/x", b"dotted"), ("rabbit/plain", b"plain")]
+        got = [(topic, len(raw)) for topic, raw in heard.until(b"plain", 30)]
+        assert got == [("rabbit/dotted/x", 6), ("rabbit/big", DEFAULT_MAX_PAYLOAD), ("rabbit/plain", 5)]
         holder = holding_a_will(address, "rabbit/will")
         holder.kill()
         holder.wait(10)
