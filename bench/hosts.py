@@ -2,7 +2,7 @@
 
 Engines: one shared broker (Mosquitto, the embedded amqtt, one RabbitMQ node), two Mosquittos joined
 by a bridge, with Mosquitto's defaults and with the low-latency settings of docs/operations.md, and
-two clustered RabbitMQ nodes (``rabbitmq-cluster``: B's publisher on node 1, A's subscriber on node 0). Both clients are
+two clustered RabbitMQ nodes (B's publisher on node 1, A's subscriber on node 0). Both clients are
 Ether's own (``transport.bus``), QoS 1. Latency: one message at a time, publish to arrival (p50/p99);
 throughput: N messages sent at once, first send to last arrival. Each engine is measured in turn in
 one run, ``--runs`` times, medians printed. Usage: ``python bench/hosts.py [-n 500] [--runs 3]``.
