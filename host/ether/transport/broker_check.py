@@ -13,7 +13,7 @@ import threading
 from ether.transport.broker import BrokerError
 from ether.transport.bus import Bus
 
-CHECK_TIMEOUT = 5.0  # seconds for the broker to deliver both probes
+CHECK_TIMEOUT = 10.0  # seconds for the broker to deliver both probes (an overloaded amqtt is seconds behind)
 
 
 def check_broker(bus: Bus, root: str, timeout: float = CHECK_TIMEOUT) -> None:
@@ -38,14 +38,18 @@ def check_broker(bus: Bus, root: str, timeout: float = CHECK_TIMEOUT) -> None:
             changed.wait_for(lambda: b"dotted" in arrived and b"retained" in arrived, timeout)
     finally:
         bus.publish(retained, b"", retain=True)  # clears it
-    problems = []
     if b"dotted" not in arrived:
-        problems.append(f"it did not deliver a message to its own sender within {timeout:g} s")
-    elif arrived[b"dotted"] != dotted:
+        raise BrokerError(
+            f"{where} did not deliver a message to its own sender within {timeout:g} s (or its ACL does"
+            f" not let this login publish and read {root}/#)"
+        )
+    problems = []
+    if arrived[b"dotted"] != dotted:
+        tail = "/".join(arrived[b"dotted"].split("/")[-2:])
         problems.append(
             "it treats '.' in a topic as a level separator (a message sent to .../dotted.level arrived"
-            f" on .../{arrived[b'dotted'][len(root) + 1 :]}): Ether's topics (ClassName.method,"
-            " services, runs and trials) would be renamed or lost"
+            f" on .../{tail}): Ether's topics (ClassName.method, services, runs and trials) would be"
+            " renamed or lost"
         )
     if b"retained" not in arrived:
         problems.append(
