@@ -32,6 +32,7 @@ from ether.transport.broker import (
     SupervisedBroker,
     needs_credentials,
 )
+from ether.transport.broker_check import check_broker
 from ether.transport.bus import Bus, Will
 from ether.transport.lag import BrokerLag
 from ether.transport.log_publishing import LogPublisher, publish_logs, stop_publishing_logs
@@ -165,6 +166,8 @@ class Session:
                 will=Will(self.topics.supervisor_status(self.name), self._status("dead")),
             )
             bus.connect()
+            if self.embedded is None:  # a broker we did not start: does it keep Ether's topics?
+                check_broker(bus, f"{self.topics.replies(bus.client_id)}/broker-check")
             self._logs = publish_logs(bus, self.topics.log(self.name), logging.getLogger("ether"))
             self.lag = BrokerLag(bus, f"{self.topics.replies(bus.client_id)}/lag", self._lag_measured)
             self.lag.start()
