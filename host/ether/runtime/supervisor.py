@@ -117,14 +117,15 @@ class Supervisor:
         return managed
 
     def _start_process(self, managed: Managed) -> None:
-        child = Child(f"instance '{managed.config.name}'", "ether.runtime.instance", forks=self.forks())
+        child = Child(f"instance '{managed.config.name}'", "ether.runtime.instance", forks=self.prepare())
         managed.child = child
         if self.address is not None:
             self._send_spec(managed)
         child.on_exit(lambda code: self._watch(managed, child, code))
 
-    def forks(self) -> ForkServer | None:
-        """The fork server the instance processes start from (a new one if the last one died)."""
+    def prepare(self) -> ForkServer | None:
+        """The fork server the instance processes start from, started now if it is not running (it
+        is ready for its first fork about as soon as a new interpreter would be)."""
         with self._forking:
             if FORKING and (self._forks is None or not self._forks.running()):
                 self._forks = ForkServer()
