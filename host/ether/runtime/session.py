@@ -142,6 +142,8 @@ class Session:
         if self.embedded:
             self.embedded.launch()
         try:
+            if autorun:  # the fork server imports while the broker starts and the run folder is written
+                self.supervisor.prepare()
             self.recording.begin()  # before any instance: they need the run folder for their outbox
             for instance in autorun:  # they import user code while the broker starts
                 self.supervisor.spawn(instance)
@@ -405,7 +407,8 @@ class Session:
                         )
                         via_broker = False
             self.recording.end(self.supervisor, timeout, failure, via_broker, drain=reachable)
-            codes = self.supervisor.close(timeout, ask=via_broker) if self._bus else {}
+            codes = self.supervisor.close(timeout, ask=via_broker and self._bus is not None)
+            codes = codes if self._bus else {}  # never connected: none got its spec; none ran
             if self._bus:
                 status = self.topics.supervisor_status(self.name)
                 if reachable:
