@@ -92,9 +92,8 @@ def engine(name: str) -> Iterator[tuple[BrokerAddress, BrokerAddress]]:
             stack.callback(broker.stop)
             yield address, address
         elif name.startswith("rabbitmq"):
-            cluster = rabbitmq_nodes.RabbitCluster(
-                Path(tempfile.mkdtemp()), 2 if name == "rabbitmq-cluster" else 1
-            )
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))  # removed after the nodes
+            cluster = rabbitmq_nodes.RabbitCluster(folder, 2 if name == "rabbitmq-cluster" else 1)
             stack.callback(cluster.stop)
             cluster.start()
             yield cluster.nodes[0].address, cluster.nodes[-1].address
