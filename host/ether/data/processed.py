@@ -22,6 +22,7 @@ from ether.contract.wire import Meta
 from ether.data.recorder.store import STORE_FILE, connect, payload_of
 
 LATEST_SUFFIX = "-latest"  # the boot suffix of a `latest` stream's own sequence (docs/data.md)
+HIGH_LIMIT = 10_000  # (src, boot) pairs whose highest processed seq is kept in memory
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS processed (
@@ -37,15 +38,40 @@ class Processed:
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
         db.executescript(SCHEMA)
+        # per (src, boot), the highest seq marked: a live message above it was not handled yet, which
+        # spares the lookup on disk (this process is the ledger's only writer; an earlier one's marks
+        # are read here). Bounded: a (src, boot) beyond the limit is looked up on disk.
+        self._high: dict[tuple[str, str], int] = {
+            (src, boot): seq
+            for src, boot, seq in db.execute("SELECT src, boot, MAX(seq) FROM processed GROUP BY src, boot")
+        }
+        self._complete = len(self._high) < HIGH_LIMIT
 
     def subscribe(self, user_topics: list[str]) -> None:
         self.db.executemany("INSERT OR IGNORE INTO subscribed VALUES (?)", [(t,) for t in user_topics])
+
+    def new(self, meta: Meta) -> bool:
+        """Whether ``meta`` is above every mark of its (src, boot), so certainly not handled yet
+        (known without reading the disk)."""
+        high = self._high.get((meta.src, meta.boot))
+        return self._complete if high is None else meta.seq > high
 
     def seen(self, meta: Meta) -> bool:
         row = self.db.execute(
             "SELECT 1 FROM processed WHERE src = ? AND boot = ? AND seq = ?", (meta.src, meta.boot, meta.seq)
         ).fetchone()
         return row is not None
+
+    def marking(self, meta: Meta) -> None:
+        """A mark about to be written (before its transaction): ``seen`` must not skip the disk for it."""
+        key = (meta.src, meta.boot)
+        high = self._high.get(key)
+        if high is not None:
+            self._high[key] = max(high, meta.seq)
+        elif len(self._high) < HIGH_LIMIT:
+            self._high[key] = meta.seq
+        else:
+            self._complete = False
 
     def mark(self, meta: Meta) -> None:
         self.db.execute("INSERT OR IGNORE INTO processed VALUES (?, ?, ?)", (meta.src, meta.boot, meta.seq))
