@@ -23,8 +23,7 @@ def test_large_bodies_are_kept_in_files_until_acknowledged(tmp_path, monkeypatch
     bodies = [os.urandom(SPOOL_FROM + i) for i in range(8)] + [b'{"small": 1}']
     box = Outbox(tmp_path / "camera.sqlite")
     with box.transaction():
-        for body in bodies:
-            box.add(stamper.stamp(), "frames", body)
+        box.add([(stamper.stamp(), "frames", body) for body in bodies])
     folder = tmp_path / "camera.bodies"
     assert len(list(folder.iterdir())) == 3  # 8 large bodies, 3 per file; the small one in SQLite
 

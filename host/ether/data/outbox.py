@@ -155,23 +155,26 @@ class Outbox:
             self.acked[boot], self.last[boot] = low - 1, high
         self._deleted = dict(self.acked)  # boot -> seq up to which the rows are deleted
 
-    def add(self, meta: Meta, topic: str, body: bytes) -> None:
-        """Keep one message until acknowledged (inside the caller's transaction, if any); a large body
+    def add(self, messages: list[Message]) -> None:
+        """Keep messages until acknowledged (inside the caller's transaction, if any); a large body
         is written to the body files first (OSError if it cannot be)."""
-        kept: bytes | None = body
-        if len(body) >= SPOOL_FROM:
-            segment, offset = self.bodies.append(body)
-            self.db.execute(
-                "INSERT OR REPLACE INTO spooled VALUES (?, ?, ?, ?, ?)",
-                (meta.boot, meta.seq, segment, offset, len(body)),
-            )
-            self._spooled, kept = True, None  # the spooled row says where it is
-        self.db.execute(
-            "INSERT OR REPLACE INTO outbox VALUES (?, ?, ?, ?)", (meta.boot, meta.seq, topic, kept)
-        )
-        self.last[meta.boot] = meta.seq
-        self.acked.setdefault(meta.boot, meta.seq - 1)
-        self._deleted.setdefault(meta.boot, meta.seq - 1)
+        rows: list[tuple[str, int, str, bytes | None]] = []
+        spooled: list[tuple[str, int, int, int, int]] = []
+        for meta, topic, body in messages:
+            if len(body) >= SPOOL_FROM:
+                segment, offset = self.bodies.append(body)
+                spooled.append((meta.boot, meta.seq, segment, offset, len(body)))
+                rows.append((meta.boot, meta.seq, topic, None))  # the spooled row says where it is
+            else:
+                rows.append((meta.boot, meta.seq, topic, body))
+        if spooled:
+            self._spooled = True
+            self.db.executemany("INSERT OR REPLACE INTO spooled VALUES (?, ?, ?, ?, ?)", spooled)
+        self.db.executemany("INSERT OR REPLACE INTO outbox VALUES (?, ?, ?, ?)", rows)
+        for meta, _, _ in messages:
+            self.last[meta.boot] = meta.seq
+            self.acked.setdefault(meta.boot, meta.seq - 1)
+            self._deleted.setdefault(meta.boot, meta.seq - 1)
 
     def ack(self, boot: str, seq: int) -> bool:
         """Forget what the recorder has of one boot, up to ``seq`` (its rows are deleted by the next
@@ -392,11 +395,9 @@ class DataPublisher:
         messages = [m for unit, _ in units for m in unit]
         try:
             with outbox.transaction():
-                for meta, topic, body in messages:
-                    outbox.add(meta, topic, body)
-                for _, mark in units:
-                    if mark is not None and self.processed is not None:
-                        self.processed.mark(mark)
+                outbox.add(messages)
+                if self.processed is not None:
+                    self.processed.mark([mark for _, mark in units if mark is not None])
                 outbox.delete_acknowledged()
             outbox.drop_bodies()
         except (sqlite3.Error, OSError) as exc:  # e.g. a full disk: sent anyway, and said so

@@ -73,8 +73,10 @@ class Processed:
         else:
             self._complete = False
 
-    def mark(self, meta: Meta) -> None:
-        self.db.execute("INSERT OR IGNORE INTO processed VALUES (?, ?, ?)", (meta.src, meta.boot, meta.seq))
+    def mark(self, metas: list[Meta]) -> None:
+        self.db.executemany(
+            "INSERT OR IGNORE INTO processed VALUES (?, ?, ?)", [(m.src, m.boot, m.seq) for m in metas]
+        )
 
 
 def numbered(meta: Meta | None) -> TypeGuard[Meta]:

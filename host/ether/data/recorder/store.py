@@ -133,9 +133,8 @@ class Row:
     parents: list[str]
     t_sent: float | None
     t_recorded: float
-    data: bytes | memoryview | None = (
-        None  # the data section of a payload with arrays or bytes (``payload_text``)
-    )
+    # the data section of a payload with arrays or bytes (``payload_text``)
+    data: bytes | memoryview | None = None
 
     def content(self) -> tuple:
         """What two copies of one message must share (a resend is byte-identical), arrays and bytes too."""
