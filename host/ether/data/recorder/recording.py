@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import sqlite3
 import threading
@@ -321,6 +322,7 @@ def unsaved_in_outboxes(run_dir: Path) -> dict[str, int]:
         else:
             for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
                 leftover.unlink(missing_ok=True)
+            shutil.rmtree(path.with_suffix(".bodies"), ignore_errors=True)  # its large bodies (outbox.Bodies)
     if not left and (run_dir / "outbox").is_dir() and not any((run_dir / "outbox").iterdir()):
         (run_dir / "outbox").rmdir()
     return left
