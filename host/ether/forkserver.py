@@ -31,7 +31,8 @@ from ether.processes import Child
 AVAILABLE = sys.platform == "linux"
 PRELOAD = "ether.runtime.instance"  # what every fork needs, imported once (never user code)
 PR_SET_PDEATHSIG = 1
-MESSAGE = 1 << 16  # bytes: the largest request or report (an environment fits many times over)
+MESSAGE = 1 << 20  # bytes: the largest request or report (an environment fits many times over)
+ANSWER_TIMEOUT = 120.0  # seconds for the server's answer to a fork request (it imports first)
 
 
 class ForkedProcess:
@@ -84,18 +85,24 @@ class ForkServer:
     def running(self) -> bool:
         return not self._gone and self.child.running()
 
-    def request(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
+    def request(self, message: dict[str, Any]) -> None:
+        """A request without an answer (a signal); lost if the server is gone, as its forks are."""
         try:
-            socket.send_fds(self.control, [json.dumps(message).encode()], fds or [])
+            self.control.send(json.dumps(message).encode())
         except OSError:
-            pass  # the server is gone: _hear reports its forks as dead
+            pass
 
     def fork(self, module: str, args: list[str], fds: list[int]) -> ForkedProcess:
         """A new process running ``module.main()`` with ``fds`` as its stdin, stdout and stderr."""
         message = {"module": module, "args": args, "env": dict(os.environ), "cwd": os.getcwd()}
         with self._lock, self._reported:
-            self.request(message, fds)
-            self._reported.wait_for(lambda: self._forked or self._gone)
+            try:
+                socket.send_fds(self.control, [json.dumps(message).encode()], fds)
+            except OSError as exc:
+                raise OSError(f"no process could be started: the fork server: {exc}") from exc
+            if not self._reported.wait_for(lambda: self._forked or self._gone, ANSWER_TIMEOUT):
+                self.child.process.kill()  # stuck: a late answer must not pass for the next one's
+                raise OSError(f"no process could be started: no answer in {ANSWER_TIMEOUT:g} s")
             forked = self._forked.pop() if self._forked else "the fork server is gone"
             if isinstance(forked, str):
                 raise OSError(f"no process could be started: {forked}")
@@ -211,7 +218,8 @@ def _run_fork(request: dict[str, Any], fds: list[int]) -> None:
         os.setsid()  # as start_new_session: Ctrl-C reaches only the supervisor
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
-        os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # the server's socket and the other forks' pipes
+        open_fds = [int(fd) for fd in os.listdir("/proc/self/fd")]
+        os.closerange(3, max(open_fds) + 1)  # the server's socket and pipe, and what they came with
         sys.stdin = open(0, closefd=False)  # noqa: SIM115  # the process's own, for its whole life
         sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
         sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115

@@ -67,15 +67,20 @@ class Child:
             self.stdin: IO[str] = self.process.stdin  # type: ignore[assignment]  # a PIPE: never None
             self._output = self.process.stdout
             return
-        lifeline, self_end = os.pipe()
+        stdin, lifeline = os.pipe()  # it reads its stdin; we hold the other end, its lifeline
         output, printed = os.pipe() if stdout else (None, 1)  # else ours, as a new interpreter gets
         try:
-            self.process = forks.fork(module, list(args), [lifeline, printed, printed if stderr else 2])
-        finally:
+            self.process = forks.fork(module, list(args), [stdin, printed, printed if stderr else 2])
+        except OSError:
             os.close(lifeline)
             if output is not None:
+                os.close(output)
+            raise
+        finally:
+            os.close(stdin)
+            if output is not None:
                 os.close(printed)
-        self.stdin = open(self_end, "w", buffering=1)  # noqa: SIM115  # closed by cut_lifeline
+        self.stdin = open(lifeline, "w", buffering=1)  # noqa: SIM115  # closed by cut_lifeline
         self._output = open(output, buffering=1) if output is not None else None  # noqa: SIM115
 
     @property

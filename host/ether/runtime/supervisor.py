@@ -128,6 +128,8 @@ class Supervisor:
         is ready for its first fork about as soon as a new interpreter would be)."""
         with self._forking:
             if FORKING and (self._forks is None or not self._forks.running()):
+                if self._forks is not None:  # it died (and its forks with it)
+                    self._forks.close(0)
                 self._forks = ForkServer()
             return self._forks
 
