@@ -70,6 +70,8 @@ def check_subscribe_filter(topic_filter: str) -> str:
 def matches(topic_filter: str, topic: str) -> bool:
     """MQTT topic-filter matching (used where the broker cannot do it for us); a shared subscription
     matches what its filter matches."""
+    if topic_filter == topic:  # no wildcard (a topic has none): the common case
+        return True
     f_levels, t_levels = unshared(topic_filter).split("/"), topic.split("/")
     if topic.startswith("$") and f_levels[0] in ("+", "#"):
         return False

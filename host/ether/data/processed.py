@@ -34,6 +34,7 @@ from ether.data.recorder.store import STORE_FILE, connect, payload_of
 LATEST_SUFFIX = "-latest"  # the boot suffix of a `latest` stream's own sequence (docs/data.md)
 REPORTS_SUFFIX = "-processed"  # the boot suffix of an instance's stream of processed reports
 REPORT_INTERVAL = 0.25  # seconds: how long marks may wait on disk before they are reported
+HIGH_LIMIT = 10_000  # (src, boot) pairs whose highest processed seq is kept in memory
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS processed (
@@ -54,10 +55,24 @@ class Processed:
         db.executescript(SCHEMA)
         # something to report: marks an earlier process of this instance kept but did not report
         self.due = db.execute("SELECT 1 FROM unreported LIMIT 1").fetchone() is not None
+        # per (src, boot), the highest seq marked: a live message above it was not handled yet, which
+        # spares the lookup on disk (this process is the ledger's only writer; an earlier one's marks
+        # are read here). Bounded: a (src, boot) beyond the limit is looked up on disk.
+        self._high: dict[tuple[str, str], int] = {
+            (src, boot): seq
+            for src, boot, seq in db.execute("SELECT src, boot, MAX(seq) FROM processed GROUP BY src, boot")
+        }
+        self._complete = len(self._high) < HIGH_LIMIT
 
     def subscribe(self, user_topics: list[str]) -> None:
         self.db.executemany("INSERT OR IGNORE INTO subscribed VALUES (?)", [(t,) for t in user_topics])
         self.due = self.due or bool(user_topics)  # its first report says what it is meant to process
+
+    def new(self, meta: Meta) -> bool:
+        """Whether ``meta`` is above every mark of its (src, boot), so certainly not handled yet
+        (known without reading the disk)."""
+        high = self._high.get((meta.src, meta.boot))
+        return self._complete if high is None else meta.seq > high
 
     def seen(self, meta: Meta) -> bool:
         row = self.db.execute(
@@ -65,11 +80,22 @@ class Processed:
         ).fetchone()
         return row is not None
 
-    def mark(self, meta: Meta) -> None:
-        key = (meta.src, meta.boot, meta.seq)
-        self.db.execute("INSERT OR IGNORE INTO processed VALUES (?, ?, ?)", key)
-        self.db.execute("INSERT OR IGNORE INTO unreported VALUES (?, ?, ?)", key)
-        self.due = True
+    def marking(self, meta: Meta) -> None:
+        """A mark about to be written (before its transaction): ``seen`` must not skip the disk for it."""
+        key = (meta.src, meta.boot)
+        high = self._high.get(key)
+        if high is not None:
+            self._high[key] = max(high, meta.seq)
+        elif len(self._high) < HIGH_LIMIT:
+            self._high[key] = meta.seq
+        else:
+            self._complete = False
+
+    def mark(self, metas: list[Meta]) -> None:
+        keys = [(m.src, m.boot, m.seq) for m in metas]
+        self.db.executemany("INSERT OR IGNORE INTO processed VALUES (?, ?, ?)", keys)
+        self.db.executemany("INSERT OR IGNORE INTO unreported VALUES (?, ?, ?)", keys)
+        self.due = self.due or bool(keys)
 
     def take_report(self, instance: str) -> ProcessedReport | None:
         """The next report of what was marked and not reported yet (at most RANGES_LIMIT ranges),

@@ -168,7 +168,7 @@ def run_on_terminal(args: argparse.Namespace) -> int:
     """``ether run`` with a terminal: the session in a child process, the monitor in front of it."""
     from ether.monitor.app import MonitorApp
 
-    process = launch(args).process
+    process = launch(args).popen
     ready = _startup(process)
     if ready is None:
         return process.wait()

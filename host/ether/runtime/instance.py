@@ -115,6 +115,8 @@ class InstanceRuntime:
         self.handled = 0  # messages handled since the last round of the session's end
         self.quiet = False  # the session is ending: periodic publishers stop
         self.drain_budget = self.data.settings.drain_timeout  # the last drain's wait; shutdown sets it
+        self.ending = False  # the session's end has begun (finish_inputs came; network thread)
+        self.cutting = False  # the end's save_all is queued: the inputs waiting before it are left
         self.paused = False
         self._held: list[Callable[[], None]] = []
         self._pause_lock = threading.Lock()
@@ -233,7 +235,10 @@ class InstanceRuntime:
     # -- data path ------------------------------------------------------------------------
 
     def deliver(self, user_filter: str, topic: str, raw: bytes) -> None:
-        """A live message from the subscription of one filter: handled once, by every matching handler."""
+        """A live message from the subscription of one filter: handled once, by every matching handler;
+        one still waiting when the session's end gets to save_all is left (the seal counts it)."""
+        if self.cutting:
+            return
         with self._pause_lock:
             if self.paused:  # held, in order, until resume
                 self._held.append(lambda: self.deliver(user_filter, topic, raw))
@@ -288,6 +293,8 @@ class InstanceRuntime:
         if missed:
             log.info("instance '%s': catching up on %d messages it missed", self.spec.name, len(missed))
         for message in missed:
+            if self.cutting:
+                break
             self.handle(message.topic, message.payload, message.meta)
         return len(missed)
 
@@ -295,7 +302,10 @@ class InstanceRuntime:
         """One round of the session's end: stop periodic publishers and hold no more messages, get our
         results saved, catch up, get those saved; answer how many messages were handled since the last
         round (the session repeats rounds until every instance answers 0). ``drain``: the seconds all
-        of it may wait for our data (what is left of the session's drain budget)."""
+        of it may wait for our data (what is left of the session's drain budget). A round still
+        waiting when the session moved on to save_all (its drain budget spent) is not run."""
+        if self.cutting:
+            return
         self.quiet = True
         if self.paused:
             self.pause(False)
@@ -488,8 +498,11 @@ class InstanceRuntime:
         elif command in ("init", "start", "save_all", "cleanup", "shutdown"):
             if command == "shutdown" and control and control.drain is not None:
                 self.drain_budget = control.drain  # what the session's drain has left for ours
+            if command == "save_all" and self.ending:  # the end's drain is over: do not wait for inputs
+                self.cutting = True
             self.jobs.put(lambda: self.lifecycle(command, meta))
         elif command == "finish_inputs":
+            self.ending = True
             drain = control.drain if control else None
             self.jobs.put(lambda: self.finish_inputs(meta, drain))
         elif command == "sync":  # answered after every message queued before it (used by ether replay)
@@ -500,6 +513,7 @@ class InstanceRuntime:
 
     def lifecycle(self, event: str, request: Meta | None) -> None:
         """Run every method marked for this step, in name order; report each failure."""
+        self.cutting = False  # what arrives from now on (another instance's last word) is handled
         errors = []
         for method in sorted((m for m in self.methods if event in m.spec.lifecycle), key=lambda m: m.name):
             _, exc = self.invoke(method, {}, f"<{event}>", request)

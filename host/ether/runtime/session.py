@@ -32,6 +32,7 @@ from ether.transport.broker import (
     SupervisedBroker,
     needs_credentials,
 )
+from ether.transport.broker_check import check_broker
 from ether.transport.bus import Bus, Will
 from ether.transport.lag import BrokerLag
 from ether.transport.log_publishing import LogPublisher, publish_logs, stop_publishing_logs
@@ -141,6 +142,8 @@ class Session:
         if self.embedded:
             self.embedded.launch()
         try:
+            if autorun:  # the fork server imports while the broker starts and the run folder is written
+                self.supervisor.prepare()
             self.recording.begin()  # before any instance: they need the run folder for their outbox
             for instance in autorun:  # they import user code while the broker starts
                 self.supervisor.spawn(instance)
@@ -165,6 +168,8 @@ class Session:
                 will=Will(self.topics.supervisor_status(self.name), self._status("dead")),
             )
             bus.connect()
+            if self.embedded is None:  # a broker we did not start: does it keep Ether's topics?
+                check_broker(bus, f"{self.topics.replies(bus.client_id)}/broker-check")
             self._logs = publish_logs(bus, self.topics.log(self.name), logging.getLogger("ether"))
             self.lag = BrokerLag(bus, f"{self.topics.replies(bus.client_id)}/lag", self._lag_measured)
             self.lag.start()
@@ -402,7 +407,8 @@ class Session:
                         )
                         via_broker = False
             self.recording.end(self.supervisor, timeout, failure, via_broker, drain=reachable)
-            codes = self.supervisor.close(timeout, ask=via_broker) if self._bus else {}
+            codes = self.supervisor.close(timeout, ask=via_broker and self._bus is not None)
+            codes = codes if self._bus else {}  # never connected: none got its spec; none ran
             if self._bus:
                 status = self.topics.supervisor_status(self.name)
                 if reachable:

@@ -52,6 +52,9 @@ def password_line(username: str, secret_password: str) -> str:
     return f"{username}:$7${PBKDF2_ITERATIONS}${b64(salt).decode()}${b64(digest).decode()}\n"
 
 
+# no limit in effect; not 0 ("no maximum"): Mosquitto 2.0.11 then drops the connection of a client
+# whose publish the ACL denies (its quota check misses the 0 case), and the client's resends repeat it
+MAX_QUEUED = 1_000_000_000
 PORT_TRIES = 3  # a port picked for Mosquitto (--port 0) that another program took meanwhile: pick again
 
 
@@ -102,7 +105,7 @@ class ManagedMosquitto(SupervisedBroker):
                     f"password_file {self.folder / 'passwords'}",
                     f"acl_file {self.folder / 'acl'}",
                     "persistence false",  # the recorder and the outboxes keep the data; statuses are per run
-                    "max_queued_messages 0",  # a slow subscriber (the recorder) must not lose messages
+                    f"max_queued_messages {MAX_QUEUED}",  # a slow subscriber (the recorder) loses nothing
                     f"message_size_limit {self.max_payload}",  # drops a larger message (docs/topics.md#limits)
                     "connection_messages false",
                     "log_dest stderr",

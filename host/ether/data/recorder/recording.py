@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import sqlite3
 import threading
@@ -30,7 +31,7 @@ from ether.data import processed, provenance
 from ether.data.outbox import DataPublisher
 from ether.data.recorder import journal
 from ether.data.recorder.joined import JoinedSupervisors
-from ether.data.recorder.process import RecorderProcess
+from ether.data.recorder.process import RecorderNotReady, RecorderProcess
 from ether.data.recorder.store import (
     COMPLETE,
     CRASHED,
@@ -49,14 +50,11 @@ from ether.processes import alive
 from ether.transport.access import BrokerKey
 from ether.transport.broker import BrokerAddress
 from ether.transport.bus import Bus
-from ether.transport.requests import Requester, RequestTimeout
+from ether.transport.requests import Pending, Requester, RequestTimeout
 from ether.transport.waiting import Deadline
 
 log = logging.getLogger("ether")
 
-# on a shared broker: how long a recorder that announced itself has to answer (a stale announcement
-# of a killed one costs this much at the start); a busy machine's recorder may need seconds
-PROBE_TIMEOUT = 5.0
 FORCED_GRACE = 2.0  # a forced quit: how long the recorder has to stop before it is taken for stuck
 
 
@@ -121,29 +119,19 @@ class Recording:
         stamper.key = key.signing_key(self.topics.session, stamper.source)  # its requests are signed too
         self.requester = requester
         self.data = DataPublisher(bus, self.topics, stamper, self.settings)
-        if self.process is not None and shared_broker and self._recorder_announced(bus, timeout):
-            try:  # a retained 'ready' may be stale (a killed recorder's Last Will comes late): ask it
-                other = read_reply(
-                    requester.request(
-                        self.topics.recorder_control(), RecorderCommand(command="status"), PROBE_TIMEOUT
-                    )
-                )
-            except RequestTimeout:
-                other = None
-            if other is not None and other.ok:
-                where = other.result.get("run_dir")
-                log.info(
-                    "Session '%s' is already recorded (to %s); joining that recorder",
-                    self.topics.session,
-                    where,
-                )
-                self.process.abandon()
-                self.process = None
-                self.recorded = True
-                self.recorder_run = where
-                if self.run_dir is None:
-                    raise RuntimeError("the recording has not begun: call begin() first")
-                Store(self.run_dir).set_manifest(recorded_by=other.result)
+        other = self._recorder_answer(bus, requester, timeout) if self.process and shared_broker else None
+        if self.process is not None and other is not None:
+            where = other.get("run_dir")
+            log.info(
+                "Session '%s' is already recorded (to %s); joining that recorder", self.topics.session, where
+            )
+            self.process.abandon()
+            self.process = None
+            self.recorded = True
+            self.recorder_run = where
+            if self.run_dir is None:
+                raise RuntimeError("the recording has not begun: call begin() first")
+            Store(self.run_dir).set_manifest(recorded_by=other)
         if self.process is not None:
             self.recorder_run = str(self.run_dir)
             self.joined = JoinedSupervisors(bus, self.topics, supervisor, self.recorder_run)
@@ -154,25 +142,53 @@ class Recording:
             log.info("Recording session '%s' to %s", self.topics.session, self.run_dir)
         self.data.attach()
 
-    def _recorder_announced(self, bus: Bus, timeout: float) -> bool:
-        """Whether the broker holds a retained 'ready' status of a recorder of this session.
+    def _recorder_answer(self, bus: Bus, requester: Requester, timeout: float) -> dict | None:
+        """The status of the recorder that already records this session on this shared broker, as it
+        answers a status request; None if the broker holds no 'ready' status of one.
 
-        A retained message is sent right after the subscription is acknowledged; a message we send
-        ourselves afterwards arrives after it, so once our own echo is back we know what was there."""
-        seen: list[dict] = []
+        A retained message is sent right after the subscription is acknowledged, and a message we send
+        ourselves afterwards arrives after it: once our own echo is back we know what was there. A
+        'ready' is believed until that recorder answers or its status changes (a killed recorder's Last
+        Will may come late: then there is none); on a busy machine an answer may take many seconds.
+        Neither within ``timeout`` is an error, not a second store: each would hold half the session."""
+        statuses: list[dict] = []
+        asked: list[Pending] = []
+        lock = threading.Lock()
         echoed = threading.Event()
         probe = f"{self.topics.replies(bus.client_id)}/probe"
 
         def on_status(topic: str, raw: bytes) -> None:
             status = decode_object(raw)
-            if status is not None:
-                seen.append(status)
+            if status is None:
+                return
+            with lock:
+                statuses.append(status)
+                if asked and status.get("state") != "ready":
+                    asked[0].abandon()  # it is gone: no answer will come
 
         bus.subscribe(probe, lambda topic, raw: echoed.set())
         bus.subscribe(self.topics.recorder_status(), on_status)
         bus.publish(probe, b"{}")
         echoed.wait(timeout)
-        return bool(seen) and seen[-1].get("state") == "ready"
+        with lock:
+            announced = statuses[-1] if statuses else {}
+            if announced.get("state") != "ready":
+                return None
+            asked.append(requester.send(self.topics.recorder_control(), RecorderCommand(command="status")))
+        try:
+            reply = asked[0].reply(timeout)
+        except RequestTimeout:
+            raise RecorderNotReady(
+                f"session '{self.topics.session}' has a recorder (pid {announced.get('pid')}, store"
+                f" {announced.get('run_dir')}) that says it is ready but did not answer within {timeout:g} s;"
+                " if it is gone, clear its stale status (an empty retained message on"
+                f" {self.topics.recorder_status()}) and start again"
+            ) from None
+        if reply is None:
+            log.info("The recorder of session '%s' is gone; recording it here", self.topics.session)
+            return None
+        other = read_reply(reply)
+        return other.result if other.ok else None
 
     def note(self, kind: str, **detail: Any) -> None:
         """An event of the session itself (e.g. ``broker_restarted``) in the store, written at once:
@@ -309,6 +325,7 @@ def unsaved_in_outboxes(run_dir: Path) -> dict[str, int]:
         else:
             for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
                 leftover.unlink(missing_ok=True)
+            shutil.rmtree(path.with_suffix(".bodies"), ignore_errors=True)  # its large bodies (outbox.Bodies)
     if not left and (run_dir / "outbox").is_dir() and not any((run_dir / "outbox").iterdir()):
         (run_dir / "outbox").rmdir()
     return left

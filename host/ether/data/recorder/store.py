@@ -143,7 +143,8 @@ class Row:
     parents: list[str]
     t_sent: float | None
     t_recorded: float
-    data: bytes | None = None  # the data section of a payload with arrays or bytes (``payload_text``)
+    # the data section of a payload with arrays or bytes (``payload_text``)
+    data: bytes | memoryview | None = None
 
     def content(self) -> tuple:
         """What two copies of one message must share (a resend is byte-identical), arrays and bytes too."""
@@ -153,13 +154,15 @@ class Row:
         return (self.topic, self.payload, self.msg_id, self.src, self.boot, self.seq, *self.content()[3:])
 
 
-def payload_text(payload: Any) -> tuple[str, bytes | None]:
+def payload_text(payload: Any) -> tuple[str, bytes | memoryview | None]:
     """How a payload is stored: its JSON text (references in place of arrays and bytes) and their raw
-    bytes, the data section of Ether's binary encoding; (JSON text, None) for a plain JSON payload."""
+    bytes, the data section of Ether's binary encoding; (JSON text, None) for a plain JSON payload.
+    A data section of one array is a view of it (a frame is not copied before SQLite copies it)."""
     if not arrays.holds_binary(payload):
         return pydantic_core.to_json(payload).decode(), None
     header, parts = arrays.split(payload)
-    return pydantic_core.to_json(header).decode(), b"".join(parts) if parts else None
+    data = (parts[0] if len(parts) == 1 else b"".join(parts)) if parts else None
+    return pydantic_core.to_json(header).decode(), data
 
 
 def payload_of(row: sqlite3.Row) -> Any:
