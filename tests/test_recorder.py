@@ -8,6 +8,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import lab_classes
@@ -258,3 +259,28 @@ def test_a_script_that_forgets_shutdown_still_stops_in_order_and_saves(tmp_path)
     assert steps.read_text().split()[-3:] == ["save_all", "cleanup", "shutdown"]
     db = connect(next((tmp_path / "data").iterdir()), readonly=True)
     assert summary(db)["status"] == "complete" and open_gaps(db) == []
+
+
+def test_the_recorder_status_counts_live_what_a_paused_instance_has_not_processed(run_session, tmp_path):
+    """While someone polls its status (the monitor does), the recorder counts per instance what the
+    store holds on its topics that it has not processed yet: a paused echo falls behind, then catches up."""
+    session, observer = run_session(
+        {"recorder": {"path": str(tmp_path)}, "instances": {"echo": {"class_path": "lab_classes.Echo"}}}
+    )
+    process = session.recording.process
+
+    def unprocessed() -> dict | None:
+        reply = process.requester.request(session.topics.recorder_control(), {"command": "status"}, 10)
+        return reply["result"].get("unprocessed")
+
+    session.pause(True, ["echo"])
+    for i in range(5):
+        session.publish("in", {"value": i})
+    assert session.recording.data.drain(30) == 0  # all five in the store
+    for expected in (5, 0):
+        deadline = time.monotonic() + 60
+        while (counted := unprocessed()) is None or counted.get("echo", 0) != expected:
+            assert time.monotonic() < deadline, counted  # each ask keeps the count going (every 2 s)
+            time.sleep(0.2)  # the monitor's pace of asking; the wait is on the condition above
+        session.pause(False, ["echo"])
+        observer.wait_for("out", 5)

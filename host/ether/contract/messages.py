@@ -175,6 +175,11 @@ class RecorderStatus(Message):
     gaps: int | None = Field(None, description="ranges in the gap ledger")
     restarts: int | None = None
     exit_code: int | None = Field(None, description="a dead recorder's, as the supervisor saw it exit")
+    unprocessed: dict[str, int] | None = Field(
+        None,
+        description="per subscriber instance, durable messages of the store on its topics it has not"
+        " processed (yet); counted every few seconds while someone asks for the status",
+    )
     t: float | None = None
 
 

@@ -724,10 +724,11 @@ class SessionModel:
         return tuple(rows)
 
     def _unprocessed(self, name: str, status: dict[str, Any]) -> int | None:
-        """What the instance was meant to process and did not: from its status, or the recorder's
-        count per instance; None while neither says (sessions that do not report it)."""
+        """What the instance was meant to process and did not (yet): from its status, or the recorder's
+        live count per instance (an instance it does not name has nothing left); None while neither
+        says (sessions that do not report it)."""
         polled = {**self._recorder, **self._recorder_polled}.get("unprocessed")
-        for value in (status.get("unprocessed"), polled.get(name) if isinstance(polled, dict) else None):
+        for value in (status.get("unprocessed"), polled.get(name, 0) if isinstance(polled, dict) else None):
             if type(value) is int and value >= 0:
                 return value
         return None

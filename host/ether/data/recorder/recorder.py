@@ -15,10 +15,12 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import sqlite3
 import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ether import exits
@@ -42,7 +44,7 @@ from ether.contract.messages import (
 )
 from ether.contract.topics import Topic, Topics
 from ether.contract.wire import Meta, MetaError, Stamper, WireError, decode, encode
-from ether.data.processed import LATEST_SUFFIX, REPORTS_SUFFIX, numbered
+from ether.data.processed import LATEST_SUFFIX, REPORTS_SUFFIX, account, numbered
 from ether.data.recorder.clocks import DeviceClocks
 from ether.data.recorder.ledger import Ledger, Stream
 from ether.data.recorder.store import Row, Store, payload_text
@@ -55,6 +57,7 @@ from ether.transport.requests import answer
 from ether.transport.signing import Sources
 
 log = logging.getLogger("ether.recorder")
+UNPROCESSED_EVERY = 2.0  # seconds between live counts of what instances have not processed
 
 BATCH = 5000
 ACK_INTERVAL = 0.02  # acknowledgements are coalesced: at most one per source per 20 ms
@@ -131,6 +134,8 @@ class Recorder:
         self._acked_at = 0.0
         self._batch: dict[tuple[str, str, int], Row] = {}  # the numbered rows of the batch being written
         self.since = store.manifest().get("started_at") or time.time()  # the session's start
+        self.unprocessed: dict[str, int] | None = None  # the last live count (count_unprocessed)
+        self._asked_at = float("-inf")  # when our status was last asked for (monotonic)
         bus.on_oversized = lambda topic, size: self.inbox.put(_Oversized(topic, size, time.time()))
         self._load()
 
@@ -183,6 +188,7 @@ class Recorder:
                 refused("unknown_command", f"recorder: unknown command {what!r}"),
             )
         elif control.command == "status":
+            self._asked_at = time.monotonic()
             answer(self.bus, self.stamper, meta, ok(self.status("ready")))
         elif control.command in ("clock", "clock_offset"):
             self.on_clock(control, meta, received)
@@ -222,7 +228,21 @@ class Recorder:
             gaps=self.gaps,
             restarts=self.spec.restarts,
             t=time.time(),
+            unprocessed=self.unprocessed,
         ).payload()
+
+    def count_unprocessed(self) -> None:
+        """A thread: while someone polls our status (the monitor does), count every few seconds what
+        each subscriber instance has not processed (yet) of the store, as the seal would."""
+        while not self.finished.wait(UNPROCESSED_EVERY):
+            if time.monotonic() - self._asked_at > 3 * UNPROCESSED_EVERY:
+                continue
+            try:
+                counts = account(Path(self.spec.run_dir))
+            except sqlite3.Error as exc:  # a ledger being created, a busy store: the next round counts
+                log.debug("recorder: no live unprocessed count this time (%s)", exc)
+                continue
+            self.unprocessed = {name: left.durable + left.unknown for name, left in counts.items()}
 
     def announce(self, state: str) -> None:
         if not self.bus.publish_and_wait(
@@ -619,6 +639,9 @@ def record(spec: RecorderSpec) -> int:
     store.db.execute("COMMIT")
     writer = threading.Thread(target=recorder.write, name="ether-recorder-writer", daemon=True)
     writer.start()
+    threading.Thread(
+        target=recorder.count_unprocessed, name="ether-recorder-unprocessed", daemon=True
+    ).start()
     filters = [topics.data_all()]
     if filters != ["#"]:  # '#' already covers the rest; overlapping filters would deliver twice
         filters += [topics.errors(), topics.instance_status_all(), topics.device_schema_all()]
