@@ -33,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from bench_classes import array_of  # noqa: E402
-from brokers import RawProcess, brokers  # noqa: E402
+from brokers import RawProcess, brokers, cpu_seconds  # noqa: E402
 from pipeline import ether_go, ether_session  # noqa: E402
 
 import ether  # noqa: E402
@@ -96,12 +96,6 @@ def ether_throughput(address, n: int, kind: str, nbytes: int) -> float:
         finally:
             session.close()
     return n * nbytes / elapsed / 1e6
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def sustained(address, seconds: float) -> dict:
