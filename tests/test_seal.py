@@ -14,14 +14,17 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 
 from ether import exits, open_session
-from ether.contract.messages import RecorderCommand
-from ether.contract.wire import Stamper
+from ether.contract.messages import RecorderCommand, RecorderStatus
+from ether.contract.topics import Topics
+from ether.contract.wire import Stamper, encode
+from ether.data.recorder.process import RecorderNotReady
 from ether.data.recorder.recording import seal_line
 from ether.data.recorder.store import connect, read_manifest
 from ether.runtime.session import new_session
@@ -263,6 +266,7 @@ def test_ether_run_with_unprocessed_inputs_exits_incomplete_and_shows_them(tmp_p
     run.close()
     assert len(handled) > sink["durable"] > 0
     assert code == exits.INCOMPLETE, output[-20:]
+    assert not [line for line in output if "did not stop cleanly" in line]  # its backlog was left
     assert output[-1].startswith("Session ") and f"{sink['durable']} not processed by sink" in output[-1]
     listing = subprocess.run(
         [sys.executable, "-m", "ether", "sessions", "--data", str(tmp_path / "data")],
@@ -288,9 +292,12 @@ def test_what_a_joined_supervisor_left_in_its_outboxes_is_counted_against_the_st
         )
         ticks = Observer(owner.address, f"{session}/tick")
         ticks.wait_for(f"{session}/tick", 20)
-        ticks.close()
         os.kill(recorder.pid, signal.SIGSTOP)
         try:
+            frozen_at = time.time()
+            # a tick stamped after this cannot be confirmed: the guest's outbox holds at least one
+            ticks.wait_until(lambda seen: any(m and m.t > frozen_at for _, _, m in seen), "a later tick")
+            ticks.close()
             guest.send_signal(signal.SIGINT)  # its drain cannot finish: nothing gets confirmed
             code = guest.wait(90)
             reader.join(10)
@@ -312,3 +319,33 @@ def test_what_a_joined_supervisor_left_in_its_outboxes_is_counted_against_the_st
     assert kept and code == exits.INCOMPLETE, "".join(output)[-3000:]  # its own seal: unsaved
     assert sum(stopped["unsaved"].values()) == len(kept - stored) == manifest["unsaved"]
     assert manifest["status"] == ("incomplete" if kept - stored or manifest["missing"] else "complete")
+
+
+@needs_mosquitto
+def test_a_supervisor_waits_for_the_announced_recorder_instead_of_making_a_second_store(request, tmp_path):
+    """A retained 'ready' recorder status is believed until that recorder answers or its status changes
+    (a Last Will that came late: there is none, this supervisor records); one that does neither is an
+    error that names it. A busy recorder's late answer never makes a second store of one session."""
+    url = request.getfixturevalue("mosquitto").url
+    topics = Topics(f"stale{uuid.uuid4().hex[:6]}")
+    announced = Observer(BrokerAddress.parse(url), topics.recorder_control())  # plays the announced recorder
+    status = topics.recorder_status()
+    ready = RecorderStatus(state="ready", pid=1, run_dir="/elsewhere").payload()
+    announced.bus.publish_and_wait(status, encode(ready), retain=True)
+    try:
+        joining = new_session({"session": topics.session, "recorder": {"path": str(tmp_path)}}, url)
+        with pytest.raises(RecorderNotReady, match=r"says it is ready but did not answer within 2 s"):
+            joining.open(timeout=2)
+        joining = new_session({"session": topics.session, "recorder": {"path": str(tmp_path)}}, url)
+        opening = threading.Thread(target=joining.open)
+        opening.start()
+        announced.wait_for(topics.recorder_control(), 2)  # asked again; it waits for the answer
+        assert opening.is_alive() and joining.recording.process is not None
+        gone = RecorderStatus(state="dead", pid=1).payload()
+        announced.bus.publish_and_wait(status, encode(gone), retain=True)
+        opening.join(60)
+        assert joining.recording.recorder_run == str(joining.recording.run_dir)  # it records the session
+        joining.close()
+    finally:
+        announced.bus.publish_and_wait(status, b"", retain=True)
+        announced.close()

@@ -101,6 +101,7 @@ _LAYOUT = {
     ("instance", "*", "status"): "instance_status",
     ("instance", "*", "control"): "instance_control",
     ("instance", "*", "call", "*"): "instance_call",
+    ("instance", "*", "processed"): "instance_processed",
     ("supervisor", "*", "status"): "supervisor_status",
     ("recorder", "status"): "recorder_status",
     ("recorder", "control"): "recorder_control",
@@ -198,6 +199,10 @@ class Topics:
 
     def instance_calls(self, instance: str) -> str:
         return f"{self.root}/instance/{instance}/call/+"
+
+    def instance_processed(self, instance: str) -> str:
+        """What one instance processed since its last report (durable, for the recorder: docs/data.md)."""
+        return f"{self.root}/instance/{instance}/processed"
 
     # session-wide ---------------------------------------------------------
     def errors(self) -> str:

@@ -12,6 +12,8 @@ confirmed -- when acknowledgements stall (a reconnect, a recorder restart) and, 
 of the same instance, after a kill. The broker is not trusted to redeliver (amqtt
 0.12.1 does not). A ``latest`` stream is sent at QoS 0 with its own sequence (boot ``<boot>-latest``),
 so its losses show in the recorder's gap ledger without holding back the durable stream's acks.
+A subscriber's processed marks are reported the same way, in a durable stream of their own (boot
+``<boot>-processed``, ``data/processed``), so the store of record knows them whatever host it is on.
 Every message, and the closing report, is signed with the stamper's key (``transport/signing``).
 """
 
@@ -39,7 +41,7 @@ from ether.contract.messages import (
 )
 from ether.contract.topics import Topics
 from ether.contract.wire import Meta, Stamper, WireError, decode, encode
-from ether.data.processed import LATEST_SUFFIX, Processed, numbered
+from ether.data.processed import LATEST_SUFFIX, REPORT_INTERVAL, REPORTS_SUFFIX, Processed, numbered
 from ether.data.recorder.settings import LATEST, RecorderSettings
 from ether.data.recorder.store import PAGE_SIZE, Transaction
 from ether.processes import backoff
@@ -135,8 +137,8 @@ class Outbox:
         self.lock = threading.RLock()
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         self.db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # as the store's: arrays write faster
-        self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=OFF")  # survives a killed process; a power cut is not our case
+        self.db.execute("PRAGMA journal_mode=WAL")  # after: switching under FULL syncs (~30 ms a start)
         self.db.execute(
             "CREATE TABLE IF NOT EXISTS outbox"
             " (boot TEXT, seq INTEGER, topic TEXT, body BLOB, PRIMARY KEY (boot, seq))"
@@ -275,6 +277,8 @@ class DataPublisher:
         self.bus, self.topics, self.stamper, self.settings = bus, topics, stamper, settings
         self.latest = Stamper(stamper.source)
         self.latest.boot = stamper.boot + LATEST_SUFFIX
+        self.reports = Stamper(stamper.source)  # what it processed: written by the outbox writer only
+        self.reports.boot = stamper.boot + REPORTS_SUFFIX
         self.outbox: Outbox | None = None
         self.processed: Processed | None = None  # what this source handled, beside its outbox
         self._lock = threading.Lock()
@@ -291,7 +295,10 @@ class DataPublisher:
         self._resend_again = False
         self._recorder_boot: str | None = None
         self._recorder_state: str | None = None  # 'stopped': it will not come back to confirm
-        self.last_durable = self.last_latest = 0
+        self.last_durable = self.last_latest = self.last_report = 0
+        self._reported_at = 0.0  # when the writer last reported processed marks (monotonic)
+        self._report_now = False  # a drain: report every mark at once
+        self._reporting = False  # the writer's round reports marks: until they are sent
         self._last_sent: Any = None  # the last durable message's paho info: has the broker got it?
         self._writer: threading.Thread | None = None
         if settings.enabled and settings.run_dir:
@@ -319,6 +326,16 @@ class DataPublisher:
         threading.Thread(
             target=self._watch_acks, args=(self.outbox,), name="ether-outbox", daemon=True
         ).start()
+
+    def subscribed(self, user_topics: list[str]) -> None:
+        """Keep the topic filters this source processes (and is accounted for) in its ledger; its
+        first processed report names them."""
+        if self.outbox is None or self.processed is None:
+            return
+        with self.outbox.transaction():
+            self.processed.subscribe(user_topics)
+        with self._changed:
+            self._changed.notify_all()
 
     def publish(self, topic: str, payload: Any, parents: list[str] | None = None) -> Meta:
         """Publish one data message on a broker topic; durable ones are on disk before they are sent."""
@@ -380,10 +397,16 @@ class DataPublisher:
         window = _Window(self.bus, SEND_WINDOW)
         while True:
             with self._lock:
-                self._changed.wait_for(lambda: self._queue or self._closed.is_set() or outbox.deletions_due)
+                self._changed.wait_for(
+                    lambda: (
+                        self._queue or self._closed.is_set() or outbox.deletions_due or self._report_due()
+                    ),
+                    self._report_wait(),
+                )
                 units, self._queue = self._queue, []
                 if not units and self._closed.is_set():
                     return
+                self._reporting = self._report_due()
             try:
                 self._write_round(outbox, window, units)
             except Exception:  # a bug must not stop every later message: they stay in the outbox
@@ -393,11 +416,14 @@ class DataPublisher:
         self, outbox: Outbox, window: _Window, units: list[tuple[list[Message], Meta | None]]
     ) -> None:
         messages = [m for unit, _ in units for m in unit]
+        report: Message | None = None
         try:
             with outbox.transaction():
                 outbox.add(messages)
                 if self.processed is not None:
                     self.processed.mark([mark for _, mark in units if mark is not None])
+                if self._reporting:
+                    report = self._take_report(outbox)
                 outbox.delete_acknowledged()
             outbox.drop_bodies()
         except (sqlite3.Error, OSError) as exc:  # e.g. a full disk: sent anyway, and said so
@@ -426,6 +452,42 @@ class DataPublisher:
                 self._unsent -= 1
                 self._unsent_bytes -= len(body)
                 self._changed.notify_all()
+        if report is not None:  # after the messages whose marks it reports
+            window.room(self._closed)
+            try:
+                window.send(report[1], report[2])
+            except BrokerError as exc:  # kept in the outbox: the resend brings it to the recorder
+                log.warning("%s: %s", self.stamper.source, exc)
+        with self._lock:
+            self._reporting = False
+            self._changed.notify_all()
+
+    def _report_due(self) -> bool:
+        """Whether the writer should report processed marks now (the caller holds the lock)."""
+        if self.processed is None or not self.processed.due:
+            return False
+        return self._report_now or time.monotonic() - self._reported_at >= REPORT_INTERVAL
+
+    def _report_wait(self) -> float | None:
+        """How long the writer may wait for work before marks are due to be reported."""
+        if self.processed is None or not self.processed.due:
+            return None
+        return max(0.0, REPORT_INTERVAL - (time.monotonic() - self._reported_at))
+
+    def _take_report(self, outbox: Outbox) -> Message | None:
+        """The marks not reported yet as the next message of the report stream, kept in the outbox
+        (inside the writer's transaction, which also takes them out of the ledger's ``unreported``)."""
+        assert self.processed is not None
+        self._reported_at = time.monotonic()
+        report = self.processed.take_report(self.stamper.source)
+        if report is None:
+            return None
+        meta = self.reports.stamp()
+        topic = self.topics.instance_processed(self.stamper.source)
+        body = sign(encode(report.payload(), meta), self.stamper.key)
+        outbox.add([(meta, topic, body)])
+        self.last_report = meta.seq
+        return meta, topic, body
 
     def flush(self, timeout: float) -> bool:
         """Wait until every durable message published so far is written, sent and acknowledged by
@@ -612,9 +674,20 @@ class DataPublisher:
         no more), then wait (logging progress) until every durable message is acknowledged. Returns
         how many are still unsaved (they stay in the outbox file)."""
         deadline = Deadline(timeout)
-        with self._changed:  # our data first, then the closing report
+        with self._changed:  # our data and what we processed first, then the closing report
             self._changed.wait_for(lambda: not self._unsent, deadline.remaining)
-            last = {self.stamper.boot: self.last_durable, self.latest.boot: self.last_latest}
+            self._report_now = True
+            self._changed.notify_all()
+            self._changed.wait_for(
+                lambda: not self._reporting and not (self.processed and self.processed.due),
+                deadline.remaining,
+            )
+            self._report_now = False
+            last = {
+                self.stamper.boot: self.last_durable,
+                self.latest.boot: self.last_latest,
+                self.reports.boot: self.last_report,
+            }
         report = RecorderClosing(src=self.stamper.source, boots={b: s for b, s in last.items() if s})
         if closing and report.boots and self.settings.enabled:
             body = sign(encode(report.payload(), self.stamper.control()), self.stamper.key)

@@ -43,6 +43,11 @@ class Pending:
     def done(self) -> bool:
         return self._done.is_set()
 
+    def abandon(self) -> None:
+        """Stop waiting (the one asked is known to be gone): :meth:`reply` returns None."""
+        self._forget()
+        self._resolve(None)
+
     def reply(self, timeout: float) -> Any:
         if not self._done.wait(timeout):
             self._forget()  # a late reply will find nobody waiting

@@ -31,7 +31,7 @@ from ether.data import processed, provenance
 from ether.data.outbox import DataPublisher
 from ether.data.recorder import journal
 from ether.data.recorder.joined import JoinedSupervisors
-from ether.data.recorder.process import RecorderProcess
+from ether.data.recorder.process import RecorderNotReady, RecorderProcess
 from ether.data.recorder.store import (
     COMPLETE,
     CRASHED,
@@ -50,13 +50,11 @@ from ether.processes import alive
 from ether.transport.access import BrokerKey
 from ether.transport.broker import BrokerAddress
 from ether.transport.bus import Bus
-from ether.transport.requests import Requester, RequestTimeout
+from ether.transport.requests import Pending, Requester, RequestTimeout
+from ether.transport.waiting import Deadline
 
 log = logging.getLogger("ether")
 
-# on a shared broker: how long a recorder that announced itself has to answer (a stale announcement
-# of a killed one costs this much at the start); a busy machine's recorder may need seconds
-PROBE_TIMEOUT = 5.0
 FORCED_GRACE = 2.0  # a forced quit: how long the recorder has to stop before it is taken for stuck
 
 
@@ -121,29 +119,19 @@ class Recording:
         stamper.key = key.signing_key(self.topics.session, stamper.source)  # its requests are signed too
         self.requester = requester
         self.data = DataPublisher(bus, self.topics, stamper, self.settings)
-        if self.process is not None and shared_broker and self._recorder_announced(bus, timeout):
-            try:  # a retained 'ready' may be stale (a killed recorder's Last Will comes late): ask it
-                other = read_reply(
-                    requester.request(
-                        self.topics.recorder_control(), RecorderCommand(command="status"), PROBE_TIMEOUT
-                    )
-                )
-            except RequestTimeout:
-                other = None
-            if other is not None and other.ok:
-                where = other.result.get("run_dir")
-                log.info(
-                    "Session '%s' is already recorded (to %s); joining that recorder",
-                    self.topics.session,
-                    where,
-                )
-                self.process.abandon()
-                self.process = None
-                self.recorded = True
-                self.recorder_run = where
-                if self.run_dir is None:
-                    raise RuntimeError("the recording has not begun: call begin() first")
-                Store(self.run_dir).set_manifest(recorded_by=other.result)
+        other = self._recorder_answer(bus, requester, timeout) if self.process and shared_broker else None
+        if self.process is not None and other is not None:
+            where = other.get("run_dir")
+            log.info(
+                "Session '%s' is already recorded (to %s); joining that recorder", self.topics.session, where
+            )
+            self.process.abandon()
+            self.process = None
+            self.recorded = True
+            self.recorder_run = where
+            if self.run_dir is None:
+                raise RuntimeError("the recording has not begun: call begin() first")
+            Store(self.run_dir).set_manifest(recorded_by=other)
         if self.process is not None:
             self.recorder_run = str(self.run_dir)
             self.joined = JoinedSupervisors(bus, self.topics, supervisor, self.recorder_run)
@@ -154,25 +142,53 @@ class Recording:
             log.info("Recording session '%s' to %s", self.topics.session, self.run_dir)
         self.data.attach()
 
-    def _recorder_announced(self, bus: Bus, timeout: float) -> bool:
-        """Whether the broker holds a retained 'ready' status of a recorder of this session.
+    def _recorder_answer(self, bus: Bus, requester: Requester, timeout: float) -> dict | None:
+        """The status of the recorder that already records this session on this shared broker, as it
+        answers a status request; None if the broker holds no 'ready' status of one.
 
-        A retained message is sent right after the subscription is acknowledged; a message we send
-        ourselves afterwards arrives after it, so once our own echo is back we know what was there."""
-        seen: list[dict] = []
+        A retained message is sent right after the subscription is acknowledged, and a message we send
+        ourselves afterwards arrives after it: once our own echo is back we know what was there. A
+        'ready' is believed until that recorder answers or its status changes (a killed recorder's Last
+        Will may come late: then there is none); on a busy machine an answer may take many seconds.
+        Neither within ``timeout`` is an error, not a second store: each would hold half the session."""
+        statuses: list[dict] = []
+        asked: list[Pending] = []
+        lock = threading.Lock()
         echoed = threading.Event()
         probe = f"{self.topics.replies(bus.client_id)}/probe"
 
         def on_status(topic: str, raw: bytes) -> None:
             status = decode_object(raw)
-            if status is not None:
-                seen.append(status)
+            if status is None:
+                return
+            with lock:
+                statuses.append(status)
+                if asked and status.get("state") != "ready":
+                    asked[0].abandon()  # it is gone: no answer will come
 
         bus.subscribe(probe, lambda topic, raw: echoed.set())
         bus.subscribe(self.topics.recorder_status(), on_status)
         bus.publish(probe, b"{}")
         echoed.wait(timeout)
-        return bool(seen) and seen[-1].get("state") == "ready"
+        with lock:
+            announced = statuses[-1] if statuses else {}
+            if announced.get("state") != "ready":
+                return None
+            asked.append(requester.send(self.topics.recorder_control(), RecorderCommand(command="status")))
+        try:
+            reply = asked[0].reply(timeout)
+        except RequestTimeout:
+            raise RecorderNotReady(
+                f"session '{self.topics.session}' has a recorder (pid {announced.get('pid')}, store"
+                f" {announced.get('run_dir')}) that says it is ready but did not answer within {timeout:g} s;"
+                " if it is gone, clear its stale status (an empty retained message on"
+                f" {self.topics.recorder_status()}) and start again"
+            ) from None
+        if reply is None:
+            log.info("The recorder of session '%s' is gone; recording it here", self.topics.session)
+            return None
+        other = read_reply(reply)
+        return other.result if other.ok else None
 
     def note(self, kind: str, **detail: Any) -> None:
         """An event of the session itself (e.g. ``broker_restarted``) in the store, written at once:
@@ -209,23 +225,22 @@ class Recording:
         self.ended = True
         codes: dict[str, int | None] = {}
         running = supervisor.running() if supervisor.bus is not None else []
+        # one drain timeout for every step that waits on data (not one each): Ctrl-C ends in about it
+        drained = Deadline(self.settings.drain_timeout if drain else 0.0)
         if not via_broker:
             supervisor.release(running)  # each saves, cleans up and drains on its own, meanwhile
         if self.data is not None:  # first, so that instances can catch up on the script's messages
             if self.data.pending:
                 log.info("Waiting for the recorder to save %d messages of this script", self.data.pending)
-            self.data.drain(self.settings.drain_timeout if self.recorded and drain else 0)
+            self.data.drain(drained.remaining if self.recorded else 0.0)
         if supervisor.bus is not None:
             if self.recorded and not failure and via_broker:
                 log.info("Letting every instance finish the messages published to it")
-                supervisor.finish_inputs(running, self.settings.drain_timeout)
+                supervisor.finish_inputs(running, drained.remaining)
             log.info("Stopping instances: save_all -> cleanup -> exit, each waits until its data is saved")
-            grace = self.settings.drain_timeout if drain else 0.0
             # every instance (none restarts now): each one's exit code
-            codes = supervisor.close(timeout, ask=via_broker, grace=grace)
-        joined = (
-            self.joined.wait_stopped(self.settings.drain_timeout if drain else 0.0) if self.joined else {}
-        )
+            codes = supervisor.close(timeout, ask=via_broker, grace=drained.remaining)
+        joined = self.joined.wait_stopped(drained.remaining) if self.joined else {}
         if self.process is not None:
             if not self.forced.is_set():  # a forced quit stops the recorder at once, as asked
                 self._commit_received(timeout)
@@ -341,12 +356,13 @@ def seal(
     """Write stop time, status (and why it failed) and what is missing into the manifest; returns the
     status. ``complete`` only when nothing is unsaved (here or in the outboxes of a supervisor that
     joined us), every joined supervisor stopped in time, no durable message is missing from the store,
-    no two messages claim the same numbers (conflicts), and every subscriber instance processed every
-    durable message on its topics."""
+    no two messages claim the same numbers (conflicts), and every subscriber instance, of any host,
+    is known to have processed every durable message on its topics."""
     journal.merge(run_dir)  # what the session recorded because the recorder could not
     left_unprocessed = processed.account(run_dir)  # before the outboxes that hold the ledgers go
     left = unsaved_in_outboxes(run_dir)
     unprocessed = {name: u.durable for name, u in left_unprocessed.items() if u.durable}
+    unknown = {name: u.unknown for name, u in left_unprocessed.items() if u.unknown}
     store = Store(run_dir)
     try:
         with store.transaction():
@@ -359,7 +375,9 @@ def seal(
         ).fetchone()[0]
         conflicting = len(conflicts(store.db))
         status = status or (
-            COMPLETE if not (unsaved or missing or unprocessed or conflicting or not_drained) else INCOMPLETE
+            COMPLETE
+            if not (unsaved or missing or unprocessed or unknown or conflicting or not_drained)
+            else INCOMPLETE
         )
         with store.transaction():
             if unsaved:
@@ -371,10 +389,26 @@ def seal(
                     left,
                 )
             for name, u in left_unprocessed.items():
-                store.event("unprocessed", name, None, durable=u.durable, latest=u.latest, ranges=u.ranges)
+                store.event(
+                    "unprocessed",
+                    name,
+                    None,
+                    durable=u.durable,
+                    latest=u.latest,
+                    unknown=u.unknown,
+                    ranges=u.ranges,
+                )
                 if u.durable:
                     log.error(
                         "Instance '%s' never processed %d saved messages: %s", name, u.durable, u.ranges
+                    )
+                if u.unknown:
+                    log.error(
+                        "Instance '%s' may not have processed %d saved messages: its last reports of what"
+                        " it processed never reached the store: %s",
+                        name,
+                        u.unknown,
+                        u.ranges,
                     )
             _note_stopped(store, codes)
             store.event("sealed", None, None, status=status, **({"error": error} if error else {}))
@@ -387,6 +421,7 @@ def seal(
             unsaved=unsaved,
             missing=missing,
             unprocessed=unprocessed,
+            unknown_processed=unknown,
             conflicts=conflicting,
             not_drained=not_drained,
             forced_quit=journal.forced_quits(store),
@@ -445,11 +480,13 @@ def _account_joined(store: Store, joined: dict[str, SupervisorStatus], left: dic
 
 
 def _not_stored(store: Store, boot: str, first: int, last: int) -> int:
-    """How many of the seqs ``first..last`` of ``boot`` the store does not hold."""
+    """How many of the seqs ``first..last`` of ``boot`` the store does not hold (a report stream's
+    messages are kept as processed reports)."""
     if first > last:
         return 0
+    table = "processed_reports" if boot.endswith(processed.REPORTS_SUFFIX) else "messages"
     held = store.db.execute(
-        "SELECT COUNT(*) FROM messages WHERE boot = ? AND seq BETWEEN ? AND ?", (boot, first, last)
+        f"SELECT COUNT(*) FROM {table} WHERE boot = ? AND seq BETWEEN ? AND ?", (boot, first, last)
     ).fetchone()[0]
     return last - first + 1 - held
 
@@ -488,6 +525,10 @@ def seal_line(run_dir: Path) -> str:
         for f in m.get("forced_quit") or []
     ]
     problems += [f"{n} not processed by {name}" for name, n in (m.get("unprocessed") or {}).items()]
+    problems += [
+        f"{n} not known to be processed by {name} (its reports stopped)"
+        for name, n in (m.get("unknown_processed") or {}).items()
+    ]
     detail = f" ({'; '.join(problems)})" if problems else ""
     return f"Session {m.get('run_id')} sealed {m.get('status')}: {m.get('saved', 0)} messages saved{detail} in {run_dir}"
 
