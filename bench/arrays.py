@@ -2,7 +2,8 @@
 
   throughput  n arrays of one kind from a source to a sink, one process each: raw paho sending the
               same number of bytes (bench/raw_paho.py --size, no in-flight cap) against Ether with
-              the recorder (``ArraySource`` -> ``ArraySink``); MB/s of array data, median of --runs
+              the recorder (``ArraySource`` -> ``ArraySink``); MB/s of array data, and the CPU the
+              processes spent per array (the recorder's too, the broker's not), median of --runs
   sustained   32 ch x 30 kHz int16 in 10 ms blocks (``Ephys``) for --seconds with the recorder:
               blocks sent and stored, gaps, the recorder's CPU, the store's size against the raw
               sample bytes (and that ratio for 1 h), and how long a 1 s slice takes to read
@@ -33,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from bench_classes import array_of  # noqa: E402
-from brokers import RawProcess, brokers  # noqa: E402
+from brokers import RawProcess, brokers, cpu_seconds  # noqa: E402
 from pipeline import ether_go, ether_session  # noqa: E402
 
 import ether  # noqa: E402
@@ -44,19 +45,32 @@ from ether.transport.bus import Bus  # noqa: E402
 KINDS = ("float64", "frame")
 
 
-def raw_throughput(address, n: int, nbytes: int) -> float:
+def raw_throughput(address, n: int, nbytes: int) -> tuple[float, float]:
+    """(MB/s, CPU ms per array of the two processes; the broker's not counted)."""
     sink = RawProcess(address, "sink", "-n", str(n), "--topic", "raw/data")
     source = RawProcess(address, "source", "-n", str(n), "--size", str(nbytes))
+    pids = (sink.process.pid, source.process.pid)
     try:
         for c in (sink, source):
             c.expect("ready")
+        cpu = cpu_seconds(*pids)
         start = time.time()
         source.send()
         last = sink.expect("last", 300)
+        cpu = cpu_seconds(*pids) - cpu
     finally:
         for c in (sink, source):
             c.stop()
-    return n * nbytes / (last - start) / 1e6
+    return n * nbytes / (last - start) / 1e6, cpu / n * 1e3
+
+
+def warm_up(session, kind: str) -> None:
+    """One small array saved before the measurement: the recorder imports numpy (~0.1 s of CPU) on
+    the first array it reads, which raw paho never does (the sink imports it when it starts)."""
+    session.publish("bench/warm_up", {"data": array_of(kind)[:1]})
+    session.recording.data.flush(30)
+    recorder = session.recording.process.requester
+    recorder.request(session.topics.recorder_control(), {"command": "barrier"}, 30)
 
 
 def ezmsg_throughput(n: int, kind: str, nbytes: int) -> float:
@@ -84,24 +98,24 @@ def ezmsg_throughput(n: int, kind: str, nbytes: int) -> float:
     return n * nbytes / (last - start) / 1e6
 
 
-def ether_throughput(address, n: int, kind: str, nbytes: int) -> float:
+def ether_throughput(address, n: int, kind: str, nbytes: int) -> tuple[float, float]:
+    """(MB/s, CPU ms per array of the source, the sink and the recorder; the broker's not counted)."""
     instances = {
         "source": {"class_path": "bench_classes.ArraySource"},
         "sink": {"class_path": "bench_classes.ArraySink", "kwargs": {"n": n}},
     }
     with tempfile.TemporaryDirectory() as tmp:
         session = ether_session(address.url, instances, True, Path(tmp))
+        pids = [session.supervisor.instances[name].pid for name in instances]
+        pids.append(session.recording.process.pid)
         try:
+            warm_up(session, kind)
+            cpu = cpu_seconds(*pids)
             elapsed = ether_go(session, n, 0.0, 1, topic="bench/go_arrays", kind=kind)
+            cpu = cpu_seconds(*pids) - cpu
         finally:
             session.close()
-    return n * nbytes / elapsed / 1e6
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return n * nbytes / elapsed / 1e6, cpu / n * 1e3
 
 
 def sustained(address, seconds: float) -> dict:
@@ -239,10 +253,16 @@ def main() -> None:
                 for _ in range(args.runs):
                     raw.append(raw_throughput(address, args.n, nbytes))
                     eth.append(ether_throughput(address, args.n, kind, nbytes))
-                    print(f"   {kind}: raw {raw[-1]:.0f} MB/s, ether+recorder {eth[-1]:.0f} MB/s", flush=True)
-                r, e = statistics.median(raw), statistics.median(eth)
+                    print(
+                        f"   {kind}: raw {raw[-1][0]:.0f} MB/s ({raw[-1][1]:.2f} ms CPU per array),"
+                        f" ether+recorder {eth[-1][0]:.0f} MB/s ({eth[-1][1]:.2f} ms), ratio {eth[-1][0] / raw[-1][0]:.2f}",
+                        flush=True,
+                    )
+                r, e = (statistics.median(x[0] for x in raw), statistics.median(x[0] for x in eth))
+                rc, ec = (statistics.median(x[1] for x in raw), statistics.median(x[1] for x in eth))
                 print(
-                    f"{kind} ({nbytes} B): raw paho {r:.0f} MB/s, ether+recorder {e:.0f} MB/s, ratio {e / r:.2f}"
+                    f"{kind} ({nbytes} B): raw paho {r:.0f} MB/s, ether+recorder {e:.0f} MB/s, ratio {e / r:.2f};"
+                    f" CPU per array raw {rc:.2f} ms, ether+recorder {ec:.2f} ms"
                 )
         if "ezmsg" in args.parts:
             for kind in KINDS:
@@ -250,7 +270,7 @@ def main() -> None:
                 ez, eth = [], []
                 for _ in range(args.runs):
                     ez.append(ezmsg_throughput(args.n, kind, nbytes))
-                    eth.append(ether_throughput(address, args.n, kind, nbytes))
+                    eth.append(ether_throughput(address, args.n, kind, nbytes)[0])
                     print(
                         f"   {kind}: ezmsg SHM {ez[-1]:.0f} MB/s, ether+recorder {eth[-1]:.0f} MB/s",
                         flush=True,

@@ -4,6 +4,7 @@ given URL), the raw paho-mqtt baseline clients (in-process, or one process each)
 from __future__ import annotations
 
 import json
+import os
 import queue
 import shutil
 import socket
@@ -23,6 +24,17 @@ from paho.mqtt.enums import CallbackAPIVersion
 from ether.transport.broker import BrokerAddress, EmbeddedBroker
 
 HERE = Path(__file__).resolve().parent
+
+
+def cpu_seconds(*pids: int) -> float:
+    """CPU time (user + system) the processes have used so far: a measure of work that, unlike
+    messages/s, holds up when other work shares the machine."""
+    total = 0.0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -1,6 +1,7 @@
 """The pipeline measurements, raw paho and Ether with the same process layout (one process per client).
 
-  pipeline  source -> relay -> sink (two hops, QoS 1): messages/s through it, and the one-hop
+  pipeline  source -> relay -> sink (two hops, QoS 1): messages/s through it, the CPU its
+            processes spent per message (the recorder's too, the broker's not), and the one-hop
             latency of paced messages (source's send to the relay's handler)
   fan-out   one source -> k subscribers: messages/s until every subscriber has all of them
 
@@ -18,31 +19,36 @@ import time
 import uuid
 from pathlib import Path
 
-from brokers import HERE, RawProcess
+from brokers import HERE, RawProcess, cpu_seconds
 
 from ether.contract.wire import decode
 from ether.runtime.session import new_session
 from ether.transport.broker import BrokerAddress
 from ether.transport.bus import Bus
 
+Measured = tuple[float, list[float], float]  # messages/s, one-hop latencies in s, CPU s per message
 
-def raw_pipeline(address: BrokerAddress, n: int, pace: float) -> tuple[float, list[float]]:
-    """Three paho processes; returns (messages/s, one-hop latencies in s)."""
+
+def raw_pipeline(address: BrokerAddress, n: int, pace: float) -> Measured:
+    """Three paho processes; the CPU is theirs (the broker's is not counted)."""
     sink = RawProcess(address, "sink", "-n", str(n))
     relay = RawProcess(address, "relay", "-n", str(n))
     source = RawProcess(address, "source", "-n", str(n), "--pace", str(pace))
     clients = (sink, relay, source)
+    pids = [c.process.pid for c in clients]
     try:
         for c in clients:
             c.expect("ready")
+        cpu = cpu_seconds(*pids)
         start = time.time()
         source.send()
         last = sink.expect("last", 300)
+        cpu = cpu_seconds(*pids) - cpu
         latencies = relay.expect("latencies")
     finally:
         for c in clients:
             c.stop()
-    return n / (last - start), latencies
+    return n / (last - start), latencies, cpu / n
 
 
 def raw_fanout(address: BrokerAddress, n: int, k: int) -> float:
@@ -103,10 +109,8 @@ def ether_go(session, n: int, pace: float, finishers: int, topic: str = "bench/g
     return max(last) - start
 
 
-def ether_pipeline(
-    url: str, n: int, pace: float, recorded: bool, signed: bool = True
-) -> tuple[float, list[float]]:
-    """Source -> Relay -> Sink instances; returns (messages/s, one-hop latencies in s)."""
+def ether_pipeline(url: str, n: int, pace: float, recorded: bool, signed: bool = True) -> Measured:
+    """Source -> Relay -> Sink instances; the CPU is theirs and the recorder's (not the broker's)."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         stats = folder / "relay.json"
@@ -116,11 +120,16 @@ def ether_pipeline(
             "sink": {"class_path": "bench_classes.Sink", "kwargs": {"n": n}},
         }
         session = ether_session(url, instances, recorded, folder, signed)
+        pids = [session.supervisor.instances[name].pid for name in instances]
+        if recorded:
+            pids.append(session.recording.process.pid)
         try:
+            cpu = cpu_seconds(*pids)
             elapsed = ether_go(session, n, pace, 1)
+            cpu = cpu_seconds(*pids) - cpu
         finally:
             session.close()
-        return n / elapsed, json.loads(stats.read_text())["latencies"]
+        return n / elapsed, json.loads(stats.read_text())["latencies"], cpu / n
 
 
 def ether_fanout(url: str, n: int, k: int, recorded: bool, signed: bool = True) -> float:
@@ -136,7 +145,7 @@ def ether_fanout(url: str, n: int, k: int, recorded: bool, signed: bool = True) 
             session.close()
 
 
-def chain(client: str, address: BrokerAddress, n: int, pace: float) -> tuple[float, list[float]]:
+def chain(client: str, address: BrokerAddress, n: int, pace: float) -> Measured:
     """The pipeline for one client: 'raw', 'ether' or 'ether+recorder' (either with '-unsigned')."""
     if client == "raw":
         return raw_pipeline(address, n, pace)

@@ -27,7 +27,9 @@ def test_large_bodies_are_kept_in_files_until_acknowledged(tmp_path, monkeypatch
     folder = tmp_path / "camera.bodies"
     assert len(list(folder.iterdir())) == 3  # 8 large bodies, 3 per file; the small one in SQLite
 
-    # the next process of the source (this one was killed: never closed) resends them as they were
+    # the next process of the source (this one was killed: never closed) resends them as they were;
+    # the file the killed process was writing when its last round failed to commit is left alone
+    (folder / "4").write_bytes(b"half a frame")
     again = Outbox(tmp_path / "camera.sqlite")
     sent = again.unacknowledged(100, {})
     assert [(seq, body) for _, seq, _, body in sent] == list(enumerate(bodies, 1))
@@ -36,7 +38,7 @@ def test_large_bodies_are_kept_in_files_until_acknowledged(tmp_path, monkeypatch
     with again.transaction():
         again.delete_acknowledged()
     again.drop_bodies()  # the files whose every body is acknowledged
-    assert sorted(os.listdir(folder)) == ["3"]  # bodies 7 and 8; a new process writes to file 4 on
+    assert sorted(os.listdir(folder)) == ["3", "4"]  # bodies 7 and 8; a new process writes to 5 on
     assert [seq for _, seq, _, _ in again.unacknowledged(100, {})] == [8, 9]
 
     assert again.ack(stamper.boot, 9)

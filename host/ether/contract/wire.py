@@ -104,6 +104,33 @@ class Meta:
         (every field is optional: a foreign client may send only ``reply_to`` and ``corr``)."""
         if type(d) is not dict:
             raise MetaError("", f"must be an object, got {type(d).__name__}")
+        get = d.get  # first the checks of a data message as Ether sends it, at once
+        mid, src, boot, sig = get("id", ""), get("src", ""), get("boot", ""), get("sig", "")
+        seq, t, parents = get("seq"), get("t"), get("parents")
+        if (
+            type(mid) is str
+            and type(src) is str
+            and type(boot) is str
+            and type(sig) is str
+            and max(len(mid), len(src), len(boot)) <= ID_LIMIT
+            and len(sig) <= SIG_LIMIT
+            and type(seq) is int
+            and 0 <= seq < SEQ_LIMIT
+            and type(t) is float
+            and 0 <= t < T_LIMIT
+            and type(parents) is list
+            and len(parents) <= PARENTS_LIMIT
+            and "reply_to" not in d
+            and "corr" not in d
+            and not _NOT_A_WORD.search(src)
+            and (not parents or all(type(p) is str and len(p) <= ID_LIMIT for p in parents))
+        ):
+            return cls(mid, src, boot, seq, t, parents)
+        return cls._checked(d)
+
+    @classmethod
+    def _checked(cls, d: dict) -> Meta:
+        """Any other metadata, field by field: the first outside the limits raises MetaError."""
         src = _text(d, "src", ID_LIMIT, None)
         if _NOT_A_WORD.search(src):
             raise MetaError("src", f"{src!r} contains '/', '+', '#', a space or a control character")

@@ -72,10 +72,11 @@ class Bodies:
     fifth of an SQLite BLOB (written to the WAL, then to the database, then freed). Written before
     the row that names it commits, so it survives a kill -9 as the row does (the page cache)."""
 
-    def __init__(self, folder: Path, used: list[int]) -> None:
+    def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.files = sorted(used)  # segments rows may name
-        self.segment = (max(used) + 1) if used else 1  # this process appends to a file of its own
+        found = [int(p.name) for p in folder.iterdir() if p.name.isdigit()] if folder.is_dir() else []
+        self.files = sorted(found)  # segments on disk (an earlier process's too)
+        self.segment = max(found, default=0) + 1  # this process appends to files of its own
         self._fd: int | None = None
         self._size = 0
 
@@ -147,10 +148,10 @@ class Outbox:
             "CREATE TABLE IF NOT EXISTS spooled (boot TEXT, seq INTEGER, segment INTEGER,"
             " offset INTEGER, size INTEGER, PRIMARY KEY (boot, seq))"
         )
-        used = [s for (s,) in self.db.execute("SELECT DISTINCT segment FROM spooled")]
-        self.bodies = Bodies(path.with_suffix(".bodies"), used)
-        self.bodies.keep_from(min(used, default=None))  # a killed process's files no row names
-        self._spooled = bool(used)  # whether a row may name a body file
+        oldest = self.db.execute("SELECT MIN(segment) FROM spooled").fetchone()[0]
+        self.bodies = Bodies(path.with_suffix(".bodies"))
+        self.bodies.keep_from(oldest)  # files only acknowledged bodies were in (a killed process's)
+        self._spooled = oldest is not None  # whether a row may name a body file
         self.acked: dict[str, int] = {}  # boot -> highest acknowledged seq
         self.last: dict[str, int] = {}  # boot -> highest seq written
         for boot, low, high in self.db.execute("SELECT boot, MIN(seq), MAX(seq) FROM outbox GROUP BY boot"):
