@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -106,3 +108,23 @@ class Observer:
 
     def close(self) -> None:
         self.bus.close()
+
+
+def recorder_kept_down(run_session, monkeypatch, session_name: str, run_dir) -> tuple:
+    """A recorded session whose recorder is killed -9 and restarted only when the returned event is
+    set: what is published meanwhile waits in the outboxes, and the recorder gets it as a resend."""
+    from ether.data.recorder.process import RecorderProcess
+
+    back = threading.Event()
+    restart = RecorderProcess._watch
+
+    def restart_when_told(self, child, code):
+        back.wait(120)
+        restart(self, child, code)
+
+    monkeypatch.setattr(RecorderProcess, "_watch", restart_when_told)
+    session, _ = run_session({"session": session_name, "recorder": {"path": str(run_dir)}})
+    process = session.recording.process
+    os.kill(process.pid, signal.SIGKILL)
+    process.child.process.wait(10)
+    return session, back

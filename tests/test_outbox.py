@@ -4,8 +4,6 @@ byte-exact for a resend (also by the next process of the source), and deleted on
 from __future__ import annotations
 
 import os
-import signal
-import threading
 import uuid
 
 import numpy as np
@@ -14,7 +12,7 @@ import ether
 from ether.contract.wire import Stamper
 from ether.data import outbox as outbox_module
 from ether.data.outbox import SPOOL_FROM, Outbox
-from ether.data.recorder.process import RecorderProcess
+from support import recorder_kept_down
 
 
 def test_large_bodies_are_kept_in_files_until_acknowledged(tmp_path, monkeypatch):
@@ -49,20 +47,7 @@ def test_large_bodies_are_kept_in_files_until_acknowledged(tmp_path, monkeypatch
 def test_frames_kept_in_body_files_reach_a_restarted_recorder_byte_exact(run_session, tmp_path, monkeypatch):
     """The recorder is killed; frames published meanwhile wait in the outbox's body files and are
     resent, whole, when it is back."""
-    back = threading.Event()
-    restart = RecorderProcess._watch
-
-    def restart_when_told(self, child, code):
-        back.wait(120)
-        restart(self, child, code)
-
-    monkeypatch.setattr(RecorderProcess, "_watch", restart_when_told)
-    session, _ = run_session(
-        {"session": f"bodies{uuid.uuid4().hex[:6]}", "recorder": {"path": str(tmp_path)}}
-    )
-    process = session.recording.process
-    os.kill(process.pid, signal.SIGKILL)
-    process.child.process.wait(10)
+    session, back = recorder_kept_down(run_session, monkeypatch, f"bodies{uuid.uuid4().hex[:6]}", tmp_path)
     rng = np.random.default_rng(1)
     frames = [rng.integers(0, 255, (120, 160, 3), dtype=np.uint8) for _ in range(5)]  # 57,600 B each
     blobs = [os.urandom(SPOOL_FROM * 2) for _ in range(5)]

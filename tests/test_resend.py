@@ -5,34 +5,18 @@ resend never dies."""
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import threading
 import uuid
 
-from ether.data.recorder.process import RecorderProcess
 from ether.data.recorder.store import connect, summary
-from support import Observer
+from support import Observer, recorder_kept_down
 
 BACKLOG = 3_000  # three resend windows; the resend before flow control sent it all at once
 
 
 def test_a_recorder_back_to_a_large_backlog_stalls_nothing(run_session, tmp_path, monkeypatch, caplog):
     caplog.set_level(logging.WARNING, logger="ether.outbox")
-    back = threading.Event()  # the recorder's restart waits for this: the backlog is built while it is away
-    restart = RecorderProcess._watch
-
-    def restart_when_told(self, child, code):
-        back.wait(120)
-        restart(self, child, code)
-
-    monkeypatch.setattr(RecorderProcess, "_watch", restart_when_told)
-    session, _ = run_session(
-        {"session": f"resend{uuid.uuid4().hex[:6]}", "recorder": {"path": str(tmp_path)}}
-    )
-    process = session.recording.process
-    os.kill(process.pid, signal.SIGKILL)
-    process.child.process.wait(10)
+    # the recorder's restart waits for `back`: the backlog is built while it is away
+    session, back = recorder_kept_down(run_session, monkeypatch, f"resend{uuid.uuid4().hex[:6]}", tmp_path)
     for i in range(BACKLOG):
         session.publish("backlog", {"i": i})
     data = session.recording.data
