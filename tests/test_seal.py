@@ -48,11 +48,14 @@ def env() -> dict:
     return {**os.environ, "PYTHONPATH": f"{REPO / 'tests'}:{os.environ.get('PYTHONPATH', '')}"}
 
 
-def guest_run(tmp_path: Path, session: str, url: str, instances: dict, timeout: float = 30) -> tuple:
+def guest_run(
+    tmp_path: Path, session: str, url: str, instances: dict, timeout: float = 30, drain_timeout: float = 5
+) -> tuple:
     """A second supervisor (``ether run --broker``, as another host joins) and its output, read aside;
     ``timeout``: for readiness and each stop step (the first supervisor's broker may be gone)."""
     config_file = tmp_path / "guest.yaml"
-    config = {"session": session, "recorder": {"path": str(tmp_path / "guest"), "drain_timeout": 5}}
+    recorder = {"path": str(tmp_path / "guest"), "drain_timeout": drain_timeout}
+    config = {"session": session, "recorder": recorder}
     config_file.write_text(json.dumps({**config, "instances": instances}))
     proc = ether_run(config_file, "--headless", "--broker", url, "--timeout", str(timeout), env=env())
     wait_until_running(proc)
@@ -287,9 +290,9 @@ def test_what_a_joined_supervisor_left_in_its_outboxes_is_counted_against_the_st
     owner.open()
     recorder = owner.recording.process
     try:
-        guest, output, reader = guest_run(
-            tmp_path, session, owner.address.url, {"ticker": {"class_path": "lab_classes.Ticker"}}
-        )
+        ticker = {"ticker": {"class_path": "lab_classes.Ticker"}}
+        # its drains cannot end before their timeout (nothing gets confirmed): a short one
+        guest, output, reader = guest_run(tmp_path, session, owner.address.url, ticker, drain_timeout=1)
         ticks = Observer(owner.address, f"{session}/tick")
         ticks.wait_for(f"{session}/tick", 20)
         os.kill(recorder.pid, signal.SIGSTOP)

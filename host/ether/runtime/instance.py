@@ -46,6 +46,7 @@ from ether.transport.bus import Bus, Will
 from ether.transport.log_publishing import PrintedLines, publish_logs, stop_publishing_logs
 from ether.transport.requests import Requester, answer
 from ether.transport.signing import Sources
+from ether.transport.waiting import Deadline
 
 log = logging.getLogger("ether.runtime")
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # host/ether
@@ -298,17 +299,19 @@ class InstanceRuntime:
     def finish_inputs(self, request: Meta | None) -> None:
         """One round of the session's end: stop periodic publishers and hold no more messages, get our
         results saved, catch up, get those saved; answer how many messages were handled since the last
-        round (the session repeats rounds until every instance answers 0). A round still waiting when
-        the session moved on to save_all (its drain timeout passed) is not run."""
+        round (the session repeats rounds until every instance answers 0). The session waits for a
+        round at most its drain timeout: so does the round; one still waiting when the session moved on
+        to save_all is not run."""
         if self.cutting:
             return
         self.quiet = True
         if self.paused:
             self.pause(False)
-        timeout = self.data.settings.drain_timeout
-        self.data.drain(timeout, closing=False)
-        self.catch_up()
-        unsaved = self.data.drain(timeout, closing=False)
+        deadline = Deadline(self.data.settings.drain_timeout)
+        unsaved = self.data.drain(deadline.remaining, closing=False)
+        if not deadline.expired and not self.cutting:
+            self.catch_up()
+            unsaved = self.data.drain(deadline.remaining, closing=False)
         handled, self.handled = self.handled, 0
         answer(self.bus, self.stamper, request, ok({"handled": handled, "unsaved": unsaved}))
 
