@@ -93,18 +93,20 @@ def events(db, kind: str) -> list[dict]:
 
 def test_the_seal_waits_for_the_last_message_of_a_joined_supervisor(broker, tmp_path):
     """Reproduced first: the recorder's session ended while the other supervisor's instance was still
-    saving; its last message stayed in that outbox and the store was sealed `complete`."""
+    saving; its last message stayed in that outbox and the store was sealed `complete`. Each wait here
+    ends on its signal (the last word's acknowledgement, the guest's last status): their bounds, the
+    drain timeouts, are far from what a loaded machine needs, so a seal never says `incomplete` for
+    lack of time."""
     session = f"two{uuid.uuid4().hex[:6]}"
-    owner = new_session(
-        {"session": session, "recorder": {"path": str(tmp_path / "owner")}}, broker_url=broker
-    )
+    recorder = {"path": str(tmp_path / "owner"), "drain_timeout": 60}
+    owner = new_session({"session": session, "recorder": recorder}, broker_url=broker)
     owner.open()
     gate = tmp_path / "gate"
     os.mkfifo(gate)
     instances = {"last": {"class_path": "seal_classes.LastWord", "kwargs": {"gate": str(gate)}}}
     waiting = LogSignal("ether.recorder", "Waiting up to")
     try:
-        guest, output, reader = guest_run(tmp_path, session, owner.address.url, instances)
+        guest, output, reader = guest_run(tmp_path, session, owner.address.url, instances, drain_timeout=60)
         guest.send_signal(signal.SIGINT)  # its instance now holds its last word until the gate opens
         closing = threading.Thread(target=owner.close)
         closing.start()
