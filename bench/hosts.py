@@ -1,7 +1,8 @@
 """Benchmark: one hop between two "hosts" -- a publisher on host B's broker, a subscriber on host A's.
 
-Engines: one shared broker (Mosquitto, the embedded amqtt), and two Mosquittos joined by a bridge,
-with Mosquitto's defaults and with the low-latency settings of docs/operations.md. Both clients are
+Engines: one shared broker (Mosquitto, the embedded amqtt, one RabbitMQ node), two Mosquittos joined
+by a bridge, with Mosquitto's defaults and with the low-latency settings of docs/operations.md, and
+two clustered RabbitMQ nodes (B's publisher on node 1, A's subscriber on node 0). Both clients are
 Ether's own (``transport.bus``), QoS 1. Latency: one message at a time, publish to arrival (p50/p99);
 throughput: N messages sent at once, first send to last arrival. Each engine is measured in turn in
 one run, ``--runs`` times, medians printed. Usage: ``python bench/hosts.py [-n 500] [--runs 3]``.
@@ -15,6 +16,7 @@ import shutil
 import statistics
 import struct
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -28,6 +30,9 @@ from brokers import free_port, percentile
 from ether.transport.broker import BrokerAddress, EmbeddedBroker
 from ether.transport.bus import Bus
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the tests' RabbitMQ nodes
+import rabbitmq_nodes  # noqa: E402
+
 RATE = 200  # Hz of the paced stream
 # a bridge from B to A: ENGINE (B's publisher, A's subscriber: the bridge pushes) or ENGINE:pull (A's
 # publisher, B's subscriber: the bridge's subscription on A pulls)
@@ -38,6 +43,8 @@ DEFAULT_ENGINES = [
     "bridge-default:pull",
     "bridge-nodelay",
     "bridge-nodelay:pull",
+    "rabbitmq",
+    "rabbitmq-cluster",
 ]
 LOW_LATENCY_BRIDGE = "set_tcp_nodelay true"  # both brokers: every socket, the bridge's own too (2.0)
 
@@ -84,6 +91,12 @@ def engine(name: str) -> Iterator[tuple[BrokerAddress, BrokerAddress]]:
             address = broker.start()
             stack.callback(broker.stop)
             yield address, address
+        elif name.startswith("rabbitmq"):
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))  # removed after the nodes
+            cluster = rabbitmq_nodes.RabbitCluster(folder, 2 if name == "rabbitmq-cluster" else 1)
+            stack.callback(cluster.stop)
+            cluster.start()
+            yield cluster.nodes[0].address, cluster.nodes[-1].address
         elif name == "mosquitto":
             address = stack.enter_context(mosquitto("set_tcp_nodelay true"))
             yield address, address
@@ -178,7 +191,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("engines", nargs="*", default=DEFAULT_ENGINES)
     args = parser.parse_args()
-    engines = [e for e in args.engines if e == "amqtt" or shutil.which("mosquitto")]
+    engines = [
+        e
+        for e in args.engines
+        if e == "amqtt"
+        or (rabbitmq_nodes.installed() if e.startswith("rabbitmq") else shutil.which("mosquitto"))
+    ]
     results: dict[str, list[dict[str, float]]] = {e: [] for e in engines}
     for _ in range(args.runs):
         for name in engines:  # side by side in each run

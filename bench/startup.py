@@ -1,7 +1,11 @@
-"""What an instance process costs to start and to keep: readiness time, resident memory, modules.
+"""What an instance process costs to start and to keep: readiness time, memory, modules.
 
-ready      ``Session.open()`` of k ``Probe`` instances on a running broker (spawn to all initialised)
-footprint  an idle instance's RSS and the modules it imported beyond paho and pydantic
+ready      ``Session.open()`` of k ``Probe`` instances on a running broker, the recorder included
+           (spawn to all initialised; on Linux the fork server's own start is in it)
+launch     ``Session.launch()`` of one more instance into the open session: one instance process
+           from its start to ready and initialised
+footprint  an idle instance's RSS, PSS and USS (bench_classes.Probe) and the modules it imported
+           beyond paho and pydantic
 import     modules ``import ether`` loads, beyond a bare interpreter
 """
 
@@ -20,6 +24,7 @@ BASELINE = (
     "import sys, paho.mqtt.client, pydantic; pydantic.create_model('M', a=(int, ...))(a=1);"
     " print(json.dumps(sorted(sys.modules)))"
 )
+PROBE = {"class_path": "bench_classes.Probe"}
 
 
 def modules_of(code: str) -> set[str]:
@@ -29,30 +34,36 @@ def modules_of(code: str) -> set[str]:
     return set(json.loads(out.stdout))
 
 
-def ready_time(url: str, k: int) -> tuple[float, list[dict]]:
-    """Seconds until k instances are ready and initialised, and each one's footprint."""
-    instances = {f"probe{j}": {"class_path": "bench_classes.Probe"} for j in range(k)}
+def ready_time(url: str, k: int) -> tuple[float, float, dict]:
+    """Seconds until k instances are ready and initialised, then until one more is; its footprint."""
+    instances = {f"probe{j}": PROBE for j in range(k)}
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         session = ether_session(url, instances, True, Path(tmp))
-        elapsed = time.perf_counter() - t0
+        opened = time.perf_counter() - t0
         try:
-            prints = [session.services.call("Probe.footprint", {}, name, 10) for name in instances]
+            t0 = time.perf_counter()
+            session.launch({"late": PROBE}, timeout=120)
+            launched = time.perf_counter() - t0
+            footprint = session.services.call("Probe.footprint", {}, "probe0", 10)
         finally:
             session.close()
-    return elapsed, prints
+    return opened, launched, footprint
 
 
 def measure(url: str) -> dict:
-    one, prints = ready_time(url, 1)
-    many, _ = ready_time(url, 32)
+    one, launch, footprint = ready_time(url, 1)
+    many, _, _ = ready_time(url, 32)
     bare = modules_of("import sys; print(json.dumps(sorted(sys.modules)))")
     paho_pydantic = modules_of(BASELINE)
     imported = modules_of("import sys, ether; print(json.dumps(sorted(sys.modules)))")
     return {
         "ready_1_s": one,
         "ready_32_s": many,
-        "instance_rss_mb": prints[0]["rss_mb"],
-        "instance_modules_beyond_paho_pydantic": len(set(prints[0]["modules"]) - paho_pydantic),
+        "launch_1_s": launch,
+        "instance_rss_mb": footprint["rss_mb"],
+        "instance_pss_mb": footprint["pss_mb"],
+        "instance_uss_mb": footprint["uss_mb"],
+        "instance_modules_beyond_paho_pydantic": len(set(footprint["modules"]) - paho_pydantic),
         "import_ether_modules": len(imported - bare),
     }

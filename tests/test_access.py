@@ -12,7 +12,7 @@ import pytest
 
 import ether.runtime.session
 from ether.runtime.session import new_session
-from ether.transport.access import Access
+from ether.transport.access import Access, client_address
 from ether.transport.broker import BrokerAddress, BrokerError, EmbeddedBroker, needs_credentials, serve
 from ether.transport.bus import Bus
 
@@ -83,6 +83,11 @@ def test_a_session_on_an_exposed_broker_logs_its_own_processes_in(access, monkey
         )
         other_host.connect()
         other_host.close()
+        operator = client_address(session.address, "default", "cli")  # an ether command's login
+        assert operator.username == "operator/default/cli"
+        cli = Bus(operator, "cli")
+        cli.connect()
+        cli.close()
         with pytest.raises(BrokerError, match="refused"):
             Bus(BrokerAddress(port=session.address.port), client_id="anonymous").connect()
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -126,10 +127,13 @@ def test_a_latest_stream_loses_samples_and_the_ledger_says_so(run_session, tmp_p
     assert gaps[0]["boot"].endswith("-latest") and summary(db)["missing"] == 50
 
 
-def test_broker_killed_mid_stream_is_restarted_and_loses_nothing(run_session, tmp_path):
-    """kill -9 of the embedded broker while the script publishes: the session starts it again on its
+@pytest.mark.parametrize("broker", [None, "mosquitto"], ids=["embedded", "managed-mosquitto"])
+def test_broker_killed_mid_stream_is_restarted_and_loses_nothing(run_session, tmp_path, broker):
+    """kill -9 of the session's broker while the script publishes: the session starts it again on its
     port, every client reconnects, the outboxes resend; each input is stored once and answered once."""
-    session, observer = run_session(config(tmp_path))
+    if broker and not shutil.which("mosquitto") and not os.path.exists("/usr/sbin/mosquitto"):
+        pytest.skip("no mosquitto")
+    session, observer = run_session(config(tmp_path, broker=broker))
     broker = session.embedded
     port, old_pid = session.address.port, broker.pid
     for i in range(1, 151):

@@ -171,6 +171,7 @@ def test_everything_a_session_sends_fits_the_contract():
         assert board.set_heater(on=True) is True
         assert board.call("battery") == 3.7  # through the device call topic
         ether.pub({"x": 1}, "from_main")  # the script's data: acknowledged, and in its closing report
+        ether.pub({"value": 2}, "in")  # echo handles it: its processed report follows
         barrier = RecorderCommand(command="barrier")
         assert read_reply(session.supervisor.requester.request(topics.recorder_control(), barrier, 10)).ok
         traffic.wait_for(lambda t: t == topics.recorder_ack(session.stamper.source), "the script's ack")

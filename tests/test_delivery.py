@@ -74,9 +74,11 @@ def tally(run_dir: Path, fault: str, broker_name: str) -> dict:
     for stage, inputs, outputs in (("proc", samples, by_proc), ("coll", [r[0] for r in results], by_coll)):
         assert all(outputs[i] <= 1 for i in inputs), f"{stage} processed a message twice"
         without_result = sum(1 for i in inputs if outputs[i] == 0)
-        # an input without a stored result was recorded as unprocessed, or its result as unsaved
-        assert without_result <= lost.get(stage, {}).get("durable", 0) + unsaved.get(stage, 0), stage
-    durable_lost = any(v["durable"] for v in lost.values())
+        # an input without a stored result was recorded as unprocessed (or not known to be processed:
+        # another host's reports stopped), or its result as unsaved
+        counted = lost.get(stage, {}).get("durable", 0) + lost.get(stage, {}).get("unknown", 0)
+        assert without_result <= counted + unsaved.get(stage, 0), stage
+    durable_lost = any(v["durable"] or v.get("unknown") for v in lost.values())
     assert (manifest["status"] == "complete") == (not unsaved and not durable_lost)
     row = {
         "fault": fault,
@@ -85,6 +87,7 @@ def tally(run_dir: Path, fault: str, broker_name: str) -> dict:
         "stored": len(samples),
         "processed": f"proc {len(by_proc)}, coll {len(by_coll)}",
         "lost": {k: v["durable"] for k, v in lost.items() if v["durable"]},
+        "unknown": {k: v["unknown"] for k, v in lost.items() if v.get("unknown")},
         "unsaved": unsaved,
         "seal": manifest["status"],
     }

@@ -169,7 +169,7 @@ def test_a_forged_acknowledgement_deletes_nothing(run_session, tmp_path):
 def test_an_outbox_believes_no_acknowledgement_beyond_what_it_sent(tmp_path):
     outbox = Outbox(tmp_path / "o.sqlite")
     meta = Stamper("s").stamp()
-    outbox.add(meta, "t", b"{}")
+    outbox.add([(meta, "t", b"{}")])
     assert not outbox.ack(meta.boot, 10**9) and outbox.pending == 1
     assert outbox.ack(meta.boot, 1) and outbox.pending == 0
     outbox.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import subprocess
 import sys
@@ -194,3 +195,37 @@ def test_the_brokers_repeats_are_collapsed_into_a_count():
     assert collapse.filter(count) and collapse.filter(
         record("Timeout waiting for PUBACK for packet ID 7 at 0x1")
     )
+
+
+@pytest.mark.parametrize(
+    "level, shown, hidden", [("WARNING", None, " - INFO - "), ("DEBUG", " - DEBUG - ", None)]
+)
+def test_the_log_level_option_reaches_every_process_and_the_seal_line_stays(tmp_path, level, shown, hidden):
+    config = tmp_path / "lab.yaml"
+    config.write_text(
+        f"recorder: {{path: {tmp_path}}}\ninstances:\n  echo: {{class_path: lab_classes.Echo}}\n"
+    )
+    tests = str(REPO / "tests")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])}
+    env.pop("ETHER_LOG_LEVEL", None)
+    run = [
+        sys.executable,
+        "-m",
+        "ether",
+        "--log-level",
+        level,
+        "run",
+        str(config),
+        "--headless",
+        "--port",
+        "0",
+    ]
+    proc = subprocess.run(
+        [*run, "--for", "1s"], capture_output=True, text=True, cwd=REPO, env=env, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith("Session ") and " sealed complete" in proc.stderr
+    if hidden:
+        assert hidden not in proc.stderr
+    if shown:
+        assert shown in proc.stderr and proc.stderr.count(shown) > 10  # the broker's, a child process

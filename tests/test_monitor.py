@@ -712,6 +712,38 @@ def test_a_dialog_holds_the_screen_behind_it_and_nothing_is_lost(lab):
     run(scenario)
 
 
+def test_a_dialog_opened_again_shows_what_this_opening_is_about(lab):
+    """Dialogs are made once and kept while closed (they open faster): each opening fills them anew."""
+    session, observer = lab
+
+    async def scenario():
+        async with monitor(session) as (app, pilot):
+            observer.publish("in", '{"value": 2}')
+            forms = []
+            for topic in ("in", "bench1.temperature"):
+                await select(app, pilot, TopicsTable, topic)
+                await pilot.press("m")
+                await until(pilot, lambda: isinstance(app.screen, PublishScreen), "the publish form")
+                form = app.screen
+                forms.append(form)
+                assert form.query_one("#topic").value == topic and form.focused is form.query_one("#topic")
+                assert topic != "in" or json.loads(form.query_one("#payload").value) == {"value": 2}
+                await pilot.click("#payload")  # the next opening starts on the topic again
+                await pilot.press("escape")
+                await until(pilot, lambda: not isinstance(app.screen, PublishScreen), "the form to close")
+            assert forms[0] is forms[1]
+            for name in ("echo", "store"):
+                await select(app, pilot, InstancesTable, name)
+                await pilot.press("enter")
+                await until(pilot, lambda: isinstance(app.screen, TextScreen), "the last error")
+                title = str(app.screen.query_one(".dialog-title").render())
+                assert title == f"Last error of instance '{name}'"
+                await pilot.press("escape")
+                await until(pilot, lambda: not isinstance(app.screen, TextScreen), "it to close")
+
+    run(scenario)
+
+
 def test_the_monitor_signs_what_it_sends(lab):
     session, observer = lab
     model = SessionModel(session.address, session.topics.session)

@@ -54,6 +54,9 @@ PUBLISHES = {  # role -> the kinds it may publish
     | {"instance status, other", "instance control", "supervisor status", "recorder status"}
     | {"recorder control", "recorder closing", "recorder resend"}
     | LOGS,
+    "operator": DATA
+    | REQUESTS
+    | {"reply", "errors", "session control", "instance control", "recorder control"},
     "recorder": {"reply", "errors", "recorder status", "recorder ack", "log, the recorder's own"},
     "instance": DATA
     | REQUESTS
@@ -66,7 +69,7 @@ PUBLISHES = {  # role -> the kinds it may publish
     | {"device state, other"},
 }
 READS = {  # role -> the kinds it receives when subscribed to each topic and to '#'
-    **{role: set(TOPICS) for role in ("supervisor", "recorder", "instance", "anonymous")},
+    **{role: set(TOPICS) for role in ("supervisor", "operator", "recorder", "instance", "anonymous")},
     "device": DATA | {"device call", "device schema, own", "device state, own"},
 }
 # a Mosquitto ACL cannot say "topics starting with 'thermo1.'": a board may publish any data topic there
@@ -75,6 +78,7 @@ MOSQUITTO_ALSO = {("device", "board reading, other"), ("device", "data"), ("devi
 
 LOGINS = {
     "supervisor": Login("supervisor", "default", "sup1"),
+    "operator": Login("operator", "default", "cli"),
     "recorder": Login("recorder", "default", "recorder"),
     "instance": Login("instance", "default", "echo"),
     "device": Login("device", name="thermo1"),

@@ -1,10 +1,15 @@
-"""Child processes: one backoff formula, capped; a child stops when its lifeline is cut; the ready line."""
+"""Child processes: one backoff formula, capped; a child stops when its lifeline is cut; the ready line;
+forks of the fork server are processes of their own."""
 
 from __future__ import annotations
+
+import os
+import signal
 
 import pytest
 
 from ether import exits
+from ether.forkserver import AVAILABLE, ForkServer
 from ether.processes import MAX_BACKOFF, Child, backoff, parse_ready
 from ether.runtime.session import new_session
 from ether.transport.broker import BrokerAddress, EmbeddedBroker, local_host
@@ -29,6 +34,23 @@ def test_ready_lines_are_parsed_by_name_only():
 def test_a_child_waiting_for_its_spec_exits_when_its_lifeline_is_cut():
     child = Child("the recorder", "ether.data.recorder.recorder")
     assert child.stop(30) == exits.NO_BROKER  # closed stdin before the spec: it leaves at once
+
+
+@pytest.mark.skipif(not AVAILABLE, reason="the fork server is Linux only")
+def test_forked_instances_are_processes_of_their_own():
+    """Killing one fork leaves its sibling running; each one's exit code is its own; a fork's lifeline
+    and its exit code work as a new interpreter's."""
+    forks = ForkServer()
+    try:
+        victim, sibling = (Child(n, "ether.runtime.instance", forks=forks) for n in ("victim", "sibling"))
+        assert victim.pid != sibling.pid and os.getpgid(victim.pid) == victim.pid  # its own session
+        os.kill(victim.pid, signal.SIGKILL)
+        assert victim.process.wait(30) == -signal.SIGKILL
+        assert sibling.running()
+        assert sibling.stop(30) == exits.INIT_FAILED  # closed stdin before the spec: it leaves at once
+    finally:
+        forks.close(30)
+    assert forks.child.process.returncode == exits.OK
 
 
 def test_a_broker_child_that_cannot_listen_says_why_and_is_a_clear_error():

@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from ether.data.recorder.store import connect, read_manifest
+from ether.forkserver import AVAILABLE as FORKING
 from ether.runtime.supervisor import InstanceStartError
 
 
@@ -47,6 +48,36 @@ def test_killed_instance_is_seen_dead_and_restarted(run_session):
     assert status["pid"] != first_pid and status["restarts"] == 1
     observer.publish("in", '{"value": 1}')
     assert observer.wait_for("out", 1)[0][0]["pid"] == status["pid"]
+
+
+def gone(pid: int, timeout: float = 10.0) -> bool:
+    """Whether process ``pid`` is gone (or a zombie) within ``timeout`` seconds."""
+    ended = threading.Event()
+    for _ in range(int(timeout / 0.05)):
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                if any(line.split()[1:2] == ["Z"] for line in f if line.startswith("State:")):
+                    return True
+        except FileNotFoundError:
+            return True
+        ended.wait(0.05)
+    return False
+
+
+@pytest.mark.skipif(not FORKING, reason="the fork server is Linux only")
+def test_a_killed_fork_server_takes_its_instances_along_and_they_restart(run_session):
+    """No fork outlives the server that reports its exit; each restarts by its policy from a new one."""
+    config = {"instances": {"echo": {"class_path": "lab_classes.Echo", "backoff": 0.1}}}
+    session, observer = run_session(config)
+    first_pid = session.supervisor.instances["echo"].pid
+    server = session.supervisor.prepare()
+    assert server is not None
+    os.kill(server.child.pid, signal.SIGKILL)
+    wait_state(session, "echo", lambda m: m.restarts == 1 and m.state == "ready")
+    assert gone(first_pid), "a fork outlived its fork server"
+    assert session.supervisor.prepare() is not server
+    observer.publish("in", '{"value": 1}')
+    assert observer.wait_for("out", 1)[0][0]["pid"] == session.supervisor.instances["echo"].pid
 
 
 def test_restart_policy_no_leaves_it_stopped(run_session):

@@ -11,13 +11,17 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from ether.transport.waiting import readline_with_timeout
+
+if TYPE_CHECKING:
+    from ether.forkserver import ForkedProcess, ForkServer
 
 log = logging.getLogger("ether.processes")
 
@@ -35,31 +39,67 @@ class Child:
     """One child process running ``module.main()``, with a lifeline on its stdin."""
 
     def __init__(
-        self, name: str, module: str, args: Sequence[str] = (), *, stdout: bool = False, stderr: bool = False
+        self,
+        name: str,
+        module: str,
+        args: Sequence[str] = (),
+        *,
+        stdout: bool = False,
+        stderr: bool = False,
+        keep: socket.socket | None = None,
+        forks: ForkServer | None = None,
     ) -> None:
-        """``stdout``: pipe its stdout to us (for its ready line); ``stderr``: its log lines too."""
+        """``stdout``: pipe its stdout to us (for its ready line); ``stderr``: its log lines too;
+        ``keep``: a socket it inherits; ``forks``: forked by that server instead of a new interpreter."""
         self.name = name
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", f"from {module} import main; main()", *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE if stdout else None,
-            stderr=subprocess.STDOUT if stderr else None,
-            text=True,
-            bufsize=1,
-            start_new_session=True,  # Ctrl-C reaches only the parent, which stops its children in order
-        )
-        self.stdin: IO[str] = self.process.stdin  # type: ignore[assignment]  # a PIPE: never None
+        self._output: IO[str] | None
+        if forks is None:
+            self.process: subprocess.Popen | ForkedProcess = subprocess.Popen(
+                [sys.executable, "-c", f"from {module} import main; main()", *args],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE if stdout else None,
+                stderr=subprocess.STDOUT if stderr else None,
+                text=True,
+                bufsize=1,
+                start_new_session=True,  # Ctrl-C reaches only the parent, which stops its children in order
+                pass_fds=(keep.fileno(),) if keep else (),
+            )
+            self.stdin: IO[str] = self.process.stdin  # type: ignore[assignment]  # a PIPE: never None
+            self._output = self.process.stdout
+            return
+        stdin, lifeline = os.pipe()  # it reads its stdin; we hold the other end, its lifeline
+        output, printed = os.pipe() if stdout else (None, 1)  # else ours, as a new interpreter gets
+        try:
+            self.process = forks.fork(module, list(args), [stdin, printed, printed if stderr else 2])
+        except OSError:
+            os.close(lifeline)
+            if output is not None:
+                os.close(output)
+            raise
+        finally:
+            os.close(stdin)
+            if output is not None:
+                os.close(printed)
+        self.stdin = open(lifeline, "w", buffering=1)  # noqa: SIM115  # closed by cut_lifeline
+        self._output = open(output, buffering=1) if output is not None else None  # noqa: SIM115
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
     @property
+    def popen(self) -> subprocess.Popen:
+        """The process, started as a new interpreter (not forked): all of ``subprocess.Popen``."""
+        if not isinstance(self.process, subprocess.Popen):
+            raise TypeError(f"{self.name}: forked, not a new interpreter")
+        return self.process
+
+    @property
     def output(self) -> IO[str]:
         """What it prints (started with ``stdout=True``)."""
-        if self.process.stdout is None:
+        if self._output is None:
             raise RuntimeError(f"{self.name}: started without stdout=True")
-        return self.process.stdout
+        return self._output
 
     def running(self) -> bool:
         return self.process.poll() is None

@@ -40,6 +40,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="address the embedded broker listens on (default 127.0.0.1); any other requires logins",
     )
     p.add_argument(
+        "--listener",
+        action="append",
+        default=[],
+        metavar="SCHEME:PORT[:CERT:KEY]",
+        help="the embedded broker listens also for mqtts (TLS), ws or wss (WebSockets) on PORT, "
+        "e.g. ws:9001 or mqtts:8883:server.pem:server.key (docs/operations.md)",
+    )
+    p.add_argument(
         "--timeout", type=float, default=30.0, help="seconds to wait for readiness and each stop step"
     )
     p.add_argument(
@@ -101,7 +109,16 @@ def run(args: argparse.Namespace) -> int:
         from ether.monitor import run_on_terminal
 
         return run_on_terminal(args)  # the same session, as a child process, behind the monitor
+    from ether.transport.broker import Listener
+
     setup_logging()
+    try:
+        listeners = tuple(Listener.parse(text) for text in args.listener)
+        if listeners and args.broker:
+            raise BrokerError(f"it adds ports to the embedded broker; --broker {args.broker} has its own")
+    except BrokerError as exc:
+        print(f"ether: --listener: {exc}", file=sys.stderr)
+        return exits.CONFIG
     try:
         session = new_session(
             args.config,
@@ -109,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
             port=args.port,
             listen=args.listen,
             max_payload=args.max_payload,
+            listeners=listeners,
         )
     except ConfigError as exc:
         print(f"ether: {exc}", file=sys.stderr)

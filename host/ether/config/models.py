@@ -150,7 +150,9 @@ class RecorderConfig(Section):
         None, description="relative to the config file; default $ETHER_DATA or ./ether_data"
     )
     drain_timeout: float = Field(
-        8.0, ge=0, description="seconds each publisher waits at its end for its data"
+        8.0,
+        ge=0,
+        description="seconds the end of a session waits, in all, for its data to be saved and processed",
     )
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import struct
 import sys
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pydantic_core
@@ -129,11 +130,17 @@ def split(value: Any) -> tuple[Any, list[Any]]:
     return splitter.value(value, ""), splitter.parts
 
 
-def pack(body: Any) -> bytes:
+Seal = Callable[[bytes, Sequence[Any]], bytes]  # (JSON or a frame's header, its data section) -> signed
+
+
+def pack(body: Any, seal: Seal | None = None) -> bytes:
     """One binary frame for a message body (its ``_ether`` key included) that holds arrays or bytes;
-    plain JSON if it held only numpy scalars."""
+    plain JSON if it held only numpy scalars. ``seal`` signs the header before the frame is
+    assembled, so a large frame is copied once."""
     header_value, parts = split(body)
     header = pydantic_core.to_json(header_value)
+    if seal is not None:
+        header = seal(header, parts)
     if not parts:
         return header
     return assemble(header, parts)
@@ -146,7 +153,7 @@ def assemble(header: bytes, parts: list[Any]) -> bytes:
 
 
 def is_frame(raw: bytes | bytearray | memoryview) -> bool:
-    return bytes(raw[:4]) == MAGIC
+    return raw[:4] == MAGIC
 
 
 def unpack(raw: bytes | bytearray | memoryview) -> Any:

@@ -288,9 +288,12 @@ InstanceCommandName = Literal[
 
 
 class InstanceCommand(Message):
-    """``instance/<name>/control``; ``sync`` is answered after every message queued before it."""
+    """``instance/<name>/control``; ``sync`` is answered after every message queued before it.
+    ``drain`` (``finish_inputs``, ``shutdown``): the seconds left of the session's drain budget, the
+    longest this instance's waits for its data may take in all (else its own ``drain_timeout``)."""
 
     command: InstanceCommandName
+    drain: float | None = Field(None, ge=0, lt=T_LIMIT, allow_inf_nan=False)
 
 
 class SessionCommand(Message):
@@ -358,6 +361,19 @@ class RecorderClosing(Message):
 
     src: Source
     boots: dict[Id, Seq] = Field(max_length=BOOTS_LIMIT)
+
+
+class ProcessedReport(Message):
+    """``instance/<name>/processed``: what an instance processed since its last report, numbered in
+    its own durable stream (boot ``<boot>-processed``), so the recorder of every host knows it."""
+
+    instance: Source
+    subscribes: list[Annotated[str, Field(max_length=TOPIC_LIMIT)]] = Field(
+        max_length=RANGES_LIMIT, description="the user topic filters it processes (accounted for)"
+    )
+    processed: dict[Source, dict[Id, Ranges]] = Field(
+        max_length=RANGES_LIMIT, description="src -> boot -> [first, last] seq ranges handled"
+    )
 
 
 # -- structure inside a session: runs, trials, markers -------------------------------------------
@@ -435,6 +451,7 @@ MODELS: tuple[type[BaseModel], ...] = (
     DeviceCall,
     RecorderAck,
     RecorderClosing,
+    ProcessedReport,
     DeviceSchema,
     DeviceState,
     StructureEvent,
@@ -446,6 +463,7 @@ ON_TOPIC: dict[str, tuple[type[BaseModel], ...]] = {
     "instance_status": (InstanceStatus,),
     "instance_control": (InstanceCommand,),
     "instance_call": (DataMessage,),  # the service's arguments
+    "instance_processed": (ProcessedReport,),
     "errors": (ErrorEvent,),
     "log": (LogRecord,),
     "session_control": (SessionCommand,),

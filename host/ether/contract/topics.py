@@ -70,6 +70,8 @@ def check_subscribe_filter(topic_filter: str) -> str:
 def matches(topic_filter: str, topic: str) -> bool:
     """MQTT topic-filter matching (used where the broker cannot do it for us); a shared subscription
     matches what its filter matches."""
+    if topic_filter == topic:  # no wildcard (a topic has none): the common case
+        return True
     f_levels, t_levels = unshared(topic_filter).split("/"), topic.split("/")
     if topic.startswith("$") and f_levels[0] in ("+", "#"):
         return False
@@ -99,6 +101,7 @@ _LAYOUT = {
     ("instance", "*", "status"): "instance_status",
     ("instance", "*", "control"): "instance_control",
     ("instance", "*", "call", "*"): "instance_call",
+    ("instance", "*", "processed"): "instance_processed",
     ("supervisor", "*", "status"): "supervisor_status",
     ("recorder", "status"): "recorder_status",
     ("recorder", "control"): "recorder_control",
@@ -196,6 +199,10 @@ class Topics:
 
     def instance_calls(self, instance: str) -> str:
         return f"{self.root}/instance/{instance}/call/+"
+
+    def instance_processed(self, instance: str) -> str:
+        """What one instance processed since its last report (durable, for the recorder: docs/data.md)."""
+        return f"{self.root}/instance/{instance}/processed"
 
     # session-wide ---------------------------------------------------------
     def errors(self) -> str:

@@ -115,7 +115,7 @@ class Meta:
         parents = d.get("parents") or []
         if type(parents) is not list or len(parents) > PARENTS_LIMIT:
             raise MetaError("parents", f"must be a list of at most {PARENTS_LIMIT} ids", src)
-        if any(type(p) is not str or len(p) > ID_LIMIT for p in parents):
+        if parents and any(type(p) is not str or len(p) > ID_LIMIT for p in parents):
             raise MetaError("parents", f"must hold ids (strings of at most {ID_LIMIT} characters)", src)
         reply_to = _text(d, "reply_to", TOPIC_LIMIT, src) or None
         if reply_to is not None:
@@ -167,18 +167,21 @@ class Stamper:
         return Meta(f"{self.boot}.c{n}", self.source, self.boot, 0, time.time(), list(parents or ()))
 
 
-def encode(payload: Any, meta: Meta | None = None) -> bytes:
-    """Serialise a payload (object or any JSON value) with optional metadata."""
+def encode(payload: Any, meta: Meta | None = None, seal: arrays.Seal | None = None) -> bytes:
+    """Serialise a payload (object or any JSON value) with optional metadata; ``seal`` signs it
+    (``transport/signing``), a frame before it is assembled."""
     if isinstance(payload, dict):
         body = dict(payload)
     else:
         body = {ROOT_KEY: payload}
+    binary = arrays.holds_binary(body)  # before the metadata, which holds none
     if meta is not None:
         body[META_KEY] = meta.to_dict()
     try:
-        if arrays.holds_binary(body):
-            return arrays.pack(body)
-        return pydantic_core.to_json(body)
+        if binary:
+            return arrays.pack(body, seal)
+        text = pydantic_core.to_json(body)
+        return text if seal is None else seal(text, ())
     except arrays.ArrayError as exc:
         raise WireError(str(exc)) from None
     except pydantic_core.PydanticSerializationError as exc:
@@ -189,7 +192,7 @@ def decode(raw: bytes | bytearray | str) -> tuple[Any, Meta | None]:
     """Parse a message into (payload, metadata or None). Object payloads lose the ``_ether`` key.
     Metadata outside the limits raises MetaError, which carries the payload (a foreign message)."""
     try:
-        if not isinstance(raw, str) and arrays.is_frame(raw):
+        if not isinstance(raw, str) and raw[:4] == arrays.MAGIC:
             body = arrays.unpack(raw)
         else:
             body = pydantic_core.from_json(raw)

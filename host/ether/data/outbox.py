@@ -12,12 +12,16 @@ confirmed -- when acknowledgements stall (a reconnect, a recorder restart) and, 
 of the same instance, after a kill. The broker is not trusted to redeliver (amqtt
 0.12.1 does not). A ``latest`` stream is sent at QoS 0 with its own sequence (boot ``<boot>-latest``),
 so its losses show in the recorder's gap ledger without holding back the durable stream's acks.
+A subscriber's processed marks are reported the same way, in a durable stream of their own (boot
+``<boot>-processed``, ``data/processed``), so the store of record knows them whatever host it is on.
 Every message, and the closing report, is signed with the stamper's key (``transport/signing``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -37,13 +41,13 @@ from ether.contract.messages import (
 )
 from ether.contract.topics import Topics
 from ether.contract.wire import Meta, Stamper, WireError, decode, encode
-from ether.data.processed import LATEST_SUFFIX, Processed, numbered
+from ether.data.processed import LATEST_SUFFIX, REPORT_INTERVAL, REPORTS_SUFFIX, Processed, numbered
 from ether.data.recorder.settings import LATEST, RecorderSettings
 from ether.data.recorder.store import PAGE_SIZE, Transaction
 from ether.processes import backoff
 from ether.transport.broker import BrokerError
 from ether.transport.bus import Bus, PayloadTooLarge
-from ether.transport.signing import sign
+from ether.transport.signing import seal, sign
 from ether.transport.waiting import Deadline
 
 log = logging.getLogger("ether.outbox")
@@ -56,13 +60,76 @@ WINDOW_BYTES = 64 * 2**20  # ... and their bytes
 CONFIRM_TIMEOUT = 10.0  # a resend round stops when the recorder confirms nothing for this long
 QUEUE_MESSAGES = 10_000  # published, not yet sent: publish() waits for room beyond this
 QUEUE_BYTES = 64 * 2**20
+SPOOL_FROM = 64 * 2**10  # a body of this many bytes or more is kept in the outbox's body files
+SEGMENT_BYTES = 64 * 2**20  # ... each file up to about this size; deleted once all it holds is acknowledged
 
 Message = tuple[Meta, str, bytes]  # (meta, broker topic, signed body)
 
 
+class Bodies:
+    """The outbox's large bodies (arrays, frames), appended to numbered files in ``<outbox>.bodies/``
+    beside the SQLite file, which keeps where each one is: a megabyte written once to a file costs a
+    fifth of an SQLite BLOB (written to the WAL, then to the database, then freed). Written before
+    the row that names it commits, so it survives a kill -9 as the row does (the page cache)."""
+
+    def __init__(self, folder: Path, used: list[int]) -> None:
+        self.folder = folder
+        self.files = sorted(used)  # segments rows may name
+        self.segment = (max(used) + 1) if used else 1  # this process appends to a file of its own
+        self._fd: int | None = None
+        self._size = 0
+
+    def append(self, body: bytes) -> tuple[int, int]:
+        """Write one body; returns (segment, offset). OSError (e.g. a full disk) as ``os.write``."""
+        if self._fd is None or self._size >= SEGMENT_BYTES:
+            self._rotate()
+        assert self._fd is not None
+        offset = self._size
+        view = memoryview(body)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        self._size += len(body)
+        return self.segment, offset
+
+    def _rotate(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self.segment += 1
+        self.folder.mkdir(exist_ok=True)
+        self._fd = os.open(self.folder / str(self.segment), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._size = 0
+        self.files.append(self.segment)
+
+    def read(self, segment: int, offset: int, size: int) -> bytes | None:
+        """One body; None if its file is gone or short (it cannot be sent again)."""
+        try:
+            with open(self.folder / str(segment), "rb") as f:
+                f.seek(offset)
+                body = f.read(size)
+        except OSError:
+            return None
+        return body if len(body) == size else None
+
+    def keep_from(self, oldest: int | None) -> None:
+        """Delete the files before segment ``oldest`` (the oldest a row names; None: no row names one),
+        except the one being written."""
+        for segment in [s for s in self.files if s != self.segment and (oldest is None or s < oldest)]:
+            (self.folder / str(segment)).unlink(missing_ok=True)
+            self.files.remove(segment)
+
+    def close(self, empty: bool) -> None:
+        """Close the file being written; with ``empty`` (no row names a body), delete the folder."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if empty:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
 class Outbox:
-    """An SQLite file of messages sent but not yet acknowledged by the recorder, per (boot, seq).
-    One connection shared by threads: ``lock`` is held for each use, ``transaction()`` holds it."""
+    """An SQLite file of messages sent but not yet acknowledged by the recorder, per (boot, seq);
+    bodies from SPOOL_FROM bytes on in its ``Bodies``. One connection shared by threads: ``lock``
+    is held for each use, ``transaction()`` holds it."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,26 +137,46 @@ class Outbox:
         self.lock = threading.RLock()
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         self.db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # as the store's: arrays write faster
-        self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=OFF")  # survives a killed process; a power cut is not our case
+        self.db.execute("PRAGMA journal_mode=WAL")  # after: switching under FULL syncs (~30 ms a start)
         self.db.execute(
             "CREATE TABLE IF NOT EXISTS outbox"
             " (boot TEXT, seq INTEGER, topic TEXT, body BLOB, PRIMARY KEY (boot, seq))"
         )
+        self.db.execute(  # where a body kept in the body files is (its outbox row's body is NULL)
+            "CREATE TABLE IF NOT EXISTS spooled (boot TEXT, seq INTEGER, segment INTEGER,"
+            " offset INTEGER, size INTEGER, PRIMARY KEY (boot, seq))"
+        )
+        used = [s for (s,) in self.db.execute("SELECT DISTINCT segment FROM spooled")]
+        self.bodies = Bodies(path.with_suffix(".bodies"), used)
+        self.bodies.keep_from(min(used, default=None))  # a killed process's files no row names
+        self._spooled = bool(used)  # whether a row may name a body file
         self.acked: dict[str, int] = {}  # boot -> highest acknowledged seq
         self.last: dict[str, int] = {}  # boot -> highest seq written
         for boot, low, high in self.db.execute("SELECT boot, MIN(seq), MAX(seq) FROM outbox GROUP BY boot"):
             self.acked[boot], self.last[boot] = low - 1, high
         self._deleted = dict(self.acked)  # boot -> seq up to which the rows are deleted
 
-    def add(self, meta: Meta, topic: str, body: bytes) -> None:
-        """Keep one message until acknowledged (inside the caller's transaction, if any)."""
-        self.db.execute(
-            "INSERT OR REPLACE INTO outbox VALUES (?, ?, ?, ?)", (meta.boot, meta.seq, topic, body)
-        )
-        self.last[meta.boot] = meta.seq
-        self.acked.setdefault(meta.boot, meta.seq - 1)
-        self._deleted.setdefault(meta.boot, meta.seq - 1)
+    def add(self, messages: list[Message]) -> None:
+        """Keep messages until acknowledged (inside the caller's transaction, if any); a large body
+        is written to the body files first (OSError if it cannot be)."""
+        rows: list[tuple[str, int, str, bytes | None]] = []
+        spooled: list[tuple[str, int, int, int, int]] = []
+        for meta, topic, body in messages:
+            if len(body) >= SPOOL_FROM:
+                segment, offset = self.bodies.append(body)
+                spooled.append((meta.boot, meta.seq, segment, offset, len(body)))
+                rows.append((meta.boot, meta.seq, topic, None))  # the spooled row says where it is
+            else:
+                rows.append((meta.boot, meta.seq, topic, body))
+        if spooled:
+            self._spooled = True
+            self.db.executemany("INSERT OR REPLACE INTO spooled VALUES (?, ?, ?, ?, ?)", spooled)
+        self.db.executemany("INSERT OR REPLACE INTO outbox VALUES (?, ?, ?, ?)", rows)
+        for meta, _, _ in messages:
+            self.last[meta.boot] = meta.seq
+            self.acked.setdefault(meta.boot, meta.seq - 1)
+            self._deleted.setdefault(meta.boot, meta.seq - 1)
 
     def ack(self, boot: str, seq: int) -> bool:
         """Forget what the recorder has of one boot, up to ``seq`` (its rows are deleted by the next
@@ -109,7 +196,15 @@ class Outbox:
         for boot, seq in list(self.acked.items()):
             if self._deleted.get(boot, seq) < seq:
                 self.db.execute("DELETE FROM outbox WHERE boot = ? AND seq <= ?", (boot, seq))
+                if self._spooled:
+                    self.db.execute("DELETE FROM spooled WHERE boot = ? AND seq <= ?", (boot, seq))
                 self._deleted[boot] = seq
+
+    def drop_bodies(self) -> None:
+        """Delete the body files whose every body was acknowledged (after the deletion committed)."""
+        if len(self.bodies.files) > 1:
+            with self.lock:
+                self.bodies.keep_from(self.db.execute("SELECT MIN(segment) FROM spooled").fetchone()[0])
 
     @property
     def pending(self) -> int:
@@ -123,10 +218,18 @@ class Outbox:
             for boot, acked in list(self.acked.items()):
                 if len(rows) >= limit:
                     break
-                rows += self.db.execute(
-                    "SELECT boot, seq, topic, body FROM outbox WHERE boot = ? AND seq > ? ORDER BY seq LIMIT ?",
+                for seq, topic, body, segment, offset, size in self.db.execute(
+                    "SELECT o.seq, o.topic, o.body, s.segment, s.offset, s.size FROM outbox o"
+                    " LEFT JOIN spooled s ON s.boot = o.boot AND s.seq = o.seq"
+                    " WHERE o.boot = ? AND o.seq > ? ORDER BY o.seq LIMIT ?",
                     (boot, max(acked, after.get(boot, acked)), limit - len(rows)),
-                ).fetchall()
+                ):
+                    if body is None and segment is not None:
+                        body = self.bodies.read(segment, offset, size)
+                    if body is None:  # its body file is gone: the recorder's gap ledger tells
+                        log.error("outbox %s: the body of (%s, %d) is lost", self.path, boot, seq)
+                        continue
+                    rows.append((boot, seq, topic, body))
         return rows
 
     @contextmanager
@@ -137,7 +240,9 @@ class Outbox:
     def close(self) -> None:
         with self.lock:
             self.delete_acknowledged()
+            empty = self.db.execute("SELECT 1 FROM spooled LIMIT 1").fetchone() is None
             self.db.close()
+        self.bodies.close(empty)
 
 
 class _Window:
@@ -172,6 +277,8 @@ class DataPublisher:
         self.bus, self.topics, self.stamper, self.settings = bus, topics, stamper, settings
         self.latest = Stamper(stamper.source)
         self.latest.boot = stamper.boot + LATEST_SUFFIX
+        self.reports = Stamper(stamper.source)  # what it processed: written by the outbox writer only
+        self.reports.boot = stamper.boot + REPORTS_SUFFIX
         self.outbox: Outbox | None = None
         self.processed: Processed | None = None  # what this source handled, beside its outbox
         self._lock = threading.Lock()
@@ -188,7 +295,10 @@ class DataPublisher:
         self._resend_again = False
         self._recorder_boot: str | None = None
         self._recorder_state: str | None = None  # 'stopped': it will not come back to confirm
-        self.last_durable = self.last_latest = 0
+        self.last_durable = self.last_latest = self.last_report = 0
+        self._reported_at = 0.0  # when the writer last reported processed marks (monotonic)
+        self._report_now = False  # a drain: report every mark at once
+        self._reporting = False  # the writer's round reports marks: until they are sent
         self._last_sent: Any = None  # the last durable message's paho info: has the broker got it?
         self._writer: threading.Thread | None = None
         if settings.enabled and settings.run_dir:
@@ -217,6 +327,16 @@ class DataPublisher:
             target=self._watch_acks, args=(self.outbox,), name="ether-outbox", daemon=True
         ).start()
 
+    def subscribed(self, user_topics: list[str]) -> None:
+        """Keep the topic filters this source processes (and is accounted for) in its ledger; its
+        first processed report names them."""
+        if self.outbox is None or self.processed is None:
+            return
+        with self.outbox.transaction():
+            self.processed.subscribe(user_topics)
+        with self._changed:
+            self._changed.notify_all()
+
     def publish(self, topic: str, payload: Any, parents: list[str] | None = None) -> Meta:
         """Publish one data message on a broker topic; durable ones are on disk before they are sent."""
         if self.settings.policy(self.topics.user_topic(topic)) == LATEST:
@@ -244,8 +364,9 @@ class DataPublisher:
         """The next numbered message; one that cannot be sent (not JSON, oversized) raises before it
         is kept or sent, and its number is taken back, so the sequence stays gap-free."""
         meta = stamper.stamp(parents)
+        key = self.stamper.key  # the latest stream's too: one source
         try:
-            body = sign(encode(payload, meta), self.stamper.key)  # the latest stream's too: one source
+            body = encode(payload, meta, None if key is None else lambda text, data: seal(text, data, key))
             self.bus.check_size(topic, body)
         except (WireError, PayloadTooLarge):
             stamper.unstamp(meta)
@@ -266,6 +387,8 @@ class DataPublisher:
         self._unsent_bytes += sum(len(body) for _, _, body in messages)
         if mark is not None:
             self._marking.add((mark.src, mark.boot, mark.seq))
+            if self.processed is not None:
+                self.processed.marking(mark)
         self._changed.notify_all()
 
     def _write(self, outbox: Outbox) -> None:
@@ -274,10 +397,16 @@ class DataPublisher:
         window = _Window(self.bus, SEND_WINDOW)
         while True:
             with self._lock:
-                self._changed.wait_for(lambda: self._queue or self._closed.is_set() or outbox.deletions_due)
+                self._changed.wait_for(
+                    lambda: (
+                        self._queue or self._closed.is_set() or outbox.deletions_due or self._report_due()
+                    ),
+                    self._report_wait(),
+                )
                 units, self._queue = self._queue, []
                 if not units and self._closed.is_set():
                     return
+                self._reporting = self._report_due()
             try:
                 self._write_round(outbox, window, units)
             except Exception:  # a bug must not stop every later message: they stay in the outbox
@@ -287,15 +416,17 @@ class DataPublisher:
         self, outbox: Outbox, window: _Window, units: list[tuple[list[Message], Meta | None]]
     ) -> None:
         messages = [m for unit, _ in units for m in unit]
+        report: Message | None = None
         try:
             with outbox.transaction():
-                for meta, topic, body in messages:
-                    outbox.add(meta, topic, body)
-                for _, mark in units:
-                    if mark is not None and self.processed is not None:
-                        self.processed.mark(mark)
+                outbox.add(messages)
+                if self.processed is not None:
+                    self.processed.mark([mark for _, mark in units if mark is not None])
+                if self._reporting:
+                    report = self._take_report(outbox)
                 outbox.delete_acknowledged()
-        except sqlite3.Error as exc:  # e.g. a full disk: sent anyway, and said so
+            outbox.drop_bodies()
+        except (sqlite3.Error, OSError) as exc:  # e.g. a full disk: sent anyway, and said so
             log.error(
                 "%s: %d messages could not be kept in the outbox %s (%s); sent without it: a kill"
                 " before the recorder has them loses them",
@@ -321,6 +452,42 @@ class DataPublisher:
                 self._unsent -= 1
                 self._unsent_bytes -= len(body)
                 self._changed.notify_all()
+        if report is not None:  # after the messages whose marks it reports
+            window.room(self._closed)
+            try:
+                window.send(report[1], report[2])
+            except BrokerError as exc:  # kept in the outbox: the resend brings it to the recorder
+                log.warning("%s: %s", self.stamper.source, exc)
+        with self._lock:
+            self._reporting = False
+            self._changed.notify_all()
+
+    def _report_due(self) -> bool:
+        """Whether the writer should report processed marks now (the caller holds the lock)."""
+        if self.processed is None or not self.processed.due:
+            return False
+        return self._report_now or time.monotonic() - self._reported_at >= REPORT_INTERVAL
+
+    def _report_wait(self) -> float | None:
+        """How long the writer may wait for work before marks are due to be reported."""
+        if self.processed is None or not self.processed.due:
+            return None
+        return max(0.0, REPORT_INTERVAL - (time.monotonic() - self._reported_at))
+
+    def _take_report(self, outbox: Outbox) -> Message | None:
+        """The marks not reported yet as the next message of the report stream, kept in the outbox
+        (inside the writer's transaction, which also takes them out of the ledger's ``unreported``)."""
+        assert self.processed is not None
+        self._reported_at = time.monotonic()
+        report = self.processed.take_report(self.stamper.source)
+        if report is None:
+            return None
+        meta = self.reports.stamp()
+        topic = self.topics.instance_processed(self.stamper.source)
+        body = sign(encode(report.payload(), meta), self.stamper.key)
+        outbox.add([(meta, topic, body)])
+        self.last_report = meta.seq
+        return meta, topic, body
 
     def flush(self, timeout: float) -> bool:
         """Wait until every durable message published so far is written, sent and acknowledged by
@@ -339,6 +506,8 @@ class DataPublisher:
         with self._lock:
             if (meta.src, meta.boot, meta.seq) in self._marking:
                 return True
+        if self.processed.new(meta):  # a live message, as almost all are: no lookup on disk
+            return False
         with self.outbox.lock:
             return self.processed.seen(meta)
 
@@ -505,9 +674,20 @@ class DataPublisher:
         no more), then wait (logging progress) until every durable message is acknowledged. Returns
         how many are still unsaved (they stay in the outbox file)."""
         deadline = Deadline(timeout)
-        with self._changed:  # our data first, then the closing report
+        with self._changed:  # our data and what we processed first, then the closing report
             self._changed.wait_for(lambda: not self._unsent, deadline.remaining)
-            last = {self.stamper.boot: self.last_durable, self.latest.boot: self.last_latest}
+            self._report_now = True
+            self._changed.notify_all()
+            self._changed.wait_for(
+                lambda: not self._reporting and not (self.processed and self.processed.due),
+                deadline.remaining,
+            )
+            self._report_now = False
+            last = {
+                self.stamper.boot: self.last_durable,
+                self.latest.boot: self.last_latest,
+                self.reports.boot: self.last_report,
+            }
         report = RecorderClosing(src=self.stamper.source, boots={b: s for b, s in last.items() if s})
         if closing and report.boots and self.settings.enabled:
             body = sign(encode(report.payload(), self.stamper.control()), self.stamper.key)

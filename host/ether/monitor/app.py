@@ -7,15 +7,16 @@ reply never freezes the screen.
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.text import Text
 from textual import events, work
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, ScreenStackError
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.geometry import Size
@@ -31,6 +32,7 @@ from ether.monitor.model import LIVE, LogLine, SessionModel, Snapshot, numeric_f
 from ether.monitor.screens import (
     CallScreen,
     ConfirmScreen,
+    Dialog,
     DrainScreen,
     FieldScreen,
     HelpScreen,
@@ -54,6 +56,7 @@ REFRESH = 0.5  # s between snapshots: the screen's pace, whatever the message ra
 INSTANCE_ACTIONS = ("pause", "start", "save_all", "restart", "stop", "launch")
 COMPACT_BELOW = Size(110, 30)  # a terminal narrower or shorter than this shows one panel at a time
 PANELS = ("instances", "devices", "topics", "plots", "log")  # in that order on Tab
+D = TypeVar("D", bound=Dialog[Any])
 
 
 class MonitorApp(App[int]):
@@ -112,6 +115,7 @@ class MonitorApp(App[int]):
         self.tree_view = False  # the topics shown as a tree of their levels (t) instead of the table
         self.latest: Snapshot | None = None  # the newest snapshot, also while a dialog holds the screen
         self.held_log: list[LogLine] = []  # log lines not shown yet (a dialog is on top)
+        self.dialogs: dict[type[Dialog[Any]], Dialog[Any]] = {}
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -152,6 +156,10 @@ class MonitorApp(App[int]):
         self.tick()
         self.set_interval(self.refresh_every, self.tick)
         self.screen_change_signal.subscribe(self, self._screen_changed)
+        # What exists once the screen is drawn (modules, widgets, styles) lives as long as the app: out
+        # of the collector's generations, a full collection no longer walks it (at 2000 msg/s one took
+        # ~60 ms of CPU every few seconds, each a stall of the screen and its keys)
+        self.call_after_refresh(gc.freeze)
 
     def _screen_changed(self, screen: object) -> None:
         """A dialog closed: the screen behind it shows the newest snapshot at once."""
@@ -170,10 +178,14 @@ class MonitorApp(App[int]):
         self.idle_ticks = self.idle_ticks + 1 if changes == self.changes else 0
         if self.idle_ticks % 2:
             return
+        try:
+            screen = self.screen
+        except ScreenStackError:
+            return  # closing: its screens are gone (the kept dialogs last a moment longer)
         snapshot = self.model.snapshot()
         if snapshot.log:
             self.held_log.extend(snapshot.log)
-        if isinstance(self.screen, ModalScreen):
+        if isinstance(screen, ModalScreen):
             self.latest = snapshot  # a dialog is on top: the screen behind it stays as it was (redrawing
             # it dimmed costs as much as the whole screen), its new log lines wait
         else:
@@ -181,10 +193,10 @@ class MonitorApp(App[int]):
             self.held_log.clear()
         if self.link.owns_session and self.link.finished(snapshot):
             self.exit(self.link.returncode)  # drained and sealed (or it ended on its own)
-        elif self.ending and self.link.finished(snapshot) and isinstance(self.screen, DrainScreen):
-            self.screen.done = True
-            if not self.screen.sealed:
-                self.screen.sealed = self.link.seal(snapshot)
+        elif self.ending and self.link.finished(snapshot) and isinstance(screen, DrainScreen):
+            screen.done = True
+            if not screen.sealed:
+                screen.sealed = self.link.seal(snapshot)
             if self.forced:
                 self.exit(0)
 
@@ -244,8 +256,17 @@ class MonitorApp(App[int]):
         tree.set_class(not self.tree_view, "-hidden")
         self.set_focus(tree if self.tree_view else table)
 
+    def dialog(self, kind: type[D]) -> D:
+        """The app's one dialog of this kind: made when it is first opened, kept while it is closed (see
+        ``Dialog``). The call form is made for each call: its fields are built per method anyway."""
+        dialog = self.dialogs.get(kind)
+        if dialog is None:
+            dialog = self.dialogs[kind] = kind()
+            self.install_screen(dialog, kind.__name__)
+        return dialog  # type: ignore[return-value]
+
     def action_help(self) -> None:
-        self.push_screen(HelpScreen())
+        self.push_screen(self.dialog(HelpScreen))
 
     # -- what the user picked ---------------------------------------------------------------------
 
@@ -264,7 +285,8 @@ class MonitorApp(App[int]):
             return
         row = self.snapshot.instance(name) if table.kind == "instance" else self.snapshot.device(name)
         error = row.error if row is not None else ""
-        self.push_screen(TextScreen(f"Last error of {table.kind} '{name}'", error or "(no error so far)"))
+        title = f"Last error of {table.kind} '{name}'"
+        self.push_screen(self.dialog(TextScreen).fill(title, error or "(no error so far)"))
 
     def on_tree_node_selected(self, event: Tree.NodeSelected) -> None:
         """Enter on a topic of the tree: to its messages, as from the table."""
@@ -345,7 +367,8 @@ class MonitorApp(App[int]):
                 self.send(f"{command} {name}", lambda: self.commands.session(command, name))
 
         if ask:
-            self.push_screen(ConfirmScreen(f"{command.capitalize()} instance '{name}'? {ask}", command), go)
+            question = f"{command.capitalize()} instance '{name}'? {ask}"
+            self.push_screen(self.dialog(ConfirmScreen).fill(question, command), go)
         else:
             go()
 
@@ -413,7 +436,7 @@ class MonitorApp(App[int]):
             if answer is not None:
                 self.send(f"publish to {answer[0]}", lambda: self.commands.publish(*answer))
 
-        self.push_screen(PublishScreen(topic, payload), publish)
+        self.push_screen(self.dialog(PublishScreen).fill(topic, payload), publish)
 
     def action_plot(self) -> None:
         topic = self._topic()
@@ -428,7 +451,7 @@ class MonitorApp(App[int]):
                 shown = self.model.plot(topic, field)
                 self.notify(f"{'plotting' if shown else 'stopped plotting'} {topic} {field}", timeout=3)
 
-        self.push_screen(FieldScreen(topic, fields), plot)
+        self.push_screen(self.dialog(FieldScreen).fill(topic, fields), plot)
 
     def action_filter(self) -> None:
         """``/`` filters the focused table's rows, or else the log."""
@@ -505,7 +528,10 @@ class MonitorApp(App[int]):
             f"End session '{self.model.topics.session}'? Every supervisor saves and stops its instances; "
             "the monitor shows the drain."
         )
-        self.push_screen(ConfirmScreen(question, "End it"), lambda yes: self._begin_end() if yes else None)
+        self.push_screen(
+            self.dialog(ConfirmScreen).fill(question, "End it"),
+            lambda yes: self._begin_end() if yes else None,
+        )
 
     def _begin_end(self) -> None:
         self.ending = True
@@ -523,7 +549,8 @@ class MonitorApp(App[int]):
             "store records the forced quit and the number of unsaved messages."
         )
         self.push_screen(
-            ConfirmScreen(question, "Force quit"), lambda yes: self._force(unconfirmed) if yes else None
+            self.dialog(ConfirmScreen).fill(question, "Force quit"),
+            lambda yes: self._force(unconfirmed) if yes else None,
         )
 
     def _force(self, unconfirmed: int) -> None:

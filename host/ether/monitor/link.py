@@ -168,7 +168,7 @@ def run_on_terminal(args: argparse.Namespace) -> int:
     """``ether run`` with a terminal: the session in a child process, the monitor in front of it."""
     from ether.monitor.app import MonitorApp
 
-    process = launch(args).process
+    process = launch(args).popen
     ready = _startup(process)
     if ready is None:
         return process.wait()
@@ -198,6 +198,8 @@ def launch(args: argparse.Namespace) -> Child:
     command += ["--broker", args.broker] if args.broker else []
     max_payload = getattr(args, "max_payload", None)  # not given by callers that build their own args
     command += ["--max-payload", str(max_payload)] if max_payload else []
+    for listener in getattr(args, "listener", ()):
+        command += ["--listener", listener]
     duration = getattr(args, "duration", None)  # ether run --for (docs/experiments.md)
     command += ["--for", str(duration)] if duration else []
     return Child("session", "ether.cli", command, stdout=True, stderr=True)

@@ -114,6 +114,7 @@ class InstanceRuntime:
         self.handlers: dict[str, list[BoundMethod]] = {}  # user topic filter -> its handlers
         self.handled = 0  # messages handled since the last round of the session's end
         self.quiet = False  # the session is ending: periodic publishers stop
+        self.drain_budget = self.data.settings.drain_timeout  # the last drain's wait; shutdown sets it
         self.ending = False  # the session's end has begun (finish_inputs came; network thread)
         self.cutting = False  # the end's save_all is queued: the inputs waiting before it are left
         self.paused = False
@@ -213,8 +214,7 @@ class InstanceRuntime:
                     self.spec.name,
                     f,
                 )
-            with self.data.outbox.transaction():
-                self.data.processed.subscribe(accounted)
+            self.data.subscribed(accounted)
         self.sources.follow(self.bus, self.topics)
         self.bus.subscribe(self.topics.instance_control(self.spec.name), self.on_control)
         self.bus.subscribe(
@@ -263,8 +263,9 @@ class InstanceRuntime:
     def handle(self, user_topic: str, payload: Any, meta: Meta | None, raw: bytes = b"") -> None:
         """Validate one message for each handler and call it, unless it was handled before or is
         another pool worker's; any failure becomes an error event. Its processed mark commits with what
-        the handlers publish."""
-        if self.data.seen(meta):
+        the handlers publish. After the shutdown step nothing is handled (it would come after
+        cleanup, and after the last report of what this instance processed): it is left unprocessed."""
+        if self.shutting_down or self.data.seen(meta):
             return
         if share_of(meta, raw, self.spec.workers) != self.spec.worker:
             with self.data.handling(meta):  # marked as passed over: the ledger of its worker tells
@@ -296,20 +297,20 @@ class InstanceRuntime:
             self.handle(message.topic, message.payload, message.meta)
         return len(missed)
 
-    def finish_inputs(self, request: Meta | None) -> None:
+    def finish_inputs(self, request: Meta | None, drain: float | None = None) -> None:
         """One round of the session's end: stop periodic publishers and hold no more messages, get our
         results saved, catch up, get those saved; answer how many messages were handled since the last
-        round (the session repeats rounds until every instance answers 0). The session waits for a
-        round at most its drain timeout: so does the round; one still waiting when the session moved on
-        to save_all is not run."""
+        round (the session repeats rounds until every instance answers 0). ``drain``: the seconds all
+        of it may wait for our data (what is left of the session's drain budget). A round still
+        waiting when the session moved on to save_all (its drain budget spent) is not run."""
         if self.cutting:
             return
         self.quiet = True
         if self.paused:
             self.pause(False)
-        deadline = Deadline(self.data.settings.drain_timeout)
+        deadline = Deadline(self.data.settings.drain_timeout if drain is None else drain)
         unsaved = self.data.drain(deadline.remaining, closing=False)
-        if not deadline.expired and not self.cutting:
+        if not deadline.expired and not self.cutting:  # else the session no longer waits for us
             self.catch_up()
             unsaved = self.data.drain(deadline.remaining, closing=False)
         handled, self.handled = self.handled, 0
@@ -495,12 +496,15 @@ class InstanceRuntime:
             self.pause(command == "pause")
             answer(self.bus, self.stamper, meta, ok())
         elif command in ("init", "start", "save_all", "cleanup", "shutdown"):
+            if command == "shutdown" and control and control.drain is not None:
+                self.drain_budget = control.drain  # what the session's drain has left for ours
             if command == "save_all" and self.ending:  # the end's drain is over: do not wait for inputs
                 self.cutting = True
             self.jobs.put(lambda: self.lifecycle(command, meta))
         elif command == "finish_inputs":
             self.ending = True
-            self.jobs.put(lambda: self.finish_inputs(meta))
+            drain = control.drain if control else None
+            self.jobs.put(lambda: self.finish_inputs(meta, drain))
         elif command == "sync":  # answered after every message queued before it (used by ether replay)
             self.jobs.put(lambda: answer(self.bus, self.stamper, meta, ok()))
         else:
@@ -626,7 +630,7 @@ def host(spec: LaunchSpec) -> int:
     runtime.announce("ready")
     runtime.finished.wait()
     runtime.report_suppressed()
-    runtime.data.drain(runtime.data.settings.drain_timeout)  # our part of the drain barrier
+    runtime.data.drain(runtime.drain_budget)  # our part of the drain barrier
     runtime.data.close()
     runtime.announce("stopped")
     runtime.jobs.put(None)

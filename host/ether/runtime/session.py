@@ -28,8 +28,11 @@ from ether.transport.broker import (
     BrokerAddress,
     BrokerError,
     EmbeddedBroker,
+    Listener,
+    SupervisedBroker,
     needs_credentials,
 )
+from ether.transport.broker_check import check_broker
 from ether.transport.bus import Bus, Will
 from ether.transport.lag import BrokerLag
 from ether.transport.log_publishing import LogPublisher, publish_logs, stop_publishing_logs
@@ -55,6 +58,7 @@ class Session:
         port: int = 0,
         listen: str = "127.0.0.1",
         max_payload: int | None = None,
+        listeners: tuple[Listener, ...] = (),
     ) -> None:
         if max_payload is not None:  # e.g. `ether run --max-payload`, over the file's limits.max_payload
             config.max_payload = max_payload
@@ -68,6 +72,10 @@ class Session:
         url = broker_url or config.broker_url
         managed = url == MANAGED_MOSQUITTO  # a Mosquitto this session starts (--broker mosquitto)
         hosted = managed or not url
+        if listeners and not hosted:
+            raise BrokerError("--listener adds ports to the broker the session starts; it joins " + str(url))
+        if listeners and managed:
+            raise BrokerError("--listener is for the embedded broker; a managed Mosquitto has one listener")
         if managed and needs_credentials(listen):
             raise BrokerError(
                 f"--broker mosquitto listens on 127.0.0.1 only (not {listen}); see docs/operations.md"
@@ -82,7 +90,9 @@ class Session:
             else None
         )
         self.embedded = (
-            EmbeddedBroker(listen, port, password_file, config.max_payload, config.session, self.secret)
+            EmbeddedBroker(
+                listen, port, password_file, config.max_payload, config.session, self.secret, listeners
+            )
             if not url
             else self.mosquitto
         )
@@ -132,12 +142,14 @@ class Session:
         if self.embedded:
             self.embedded.launch()
         try:
+            if autorun:  # the fork server imports while the broker starts and the run folder is written
+                self.supervisor.prepare()
             self.recording.begin()  # before any instance: they need the run folder for their outbox
             for instance in autorun:  # they import user code while the broker starts
                 self.supervisor.spawn(instance)
             if self.embedded:
                 self._address = self.embedded.wait_ready()
-            if isinstance(self.embedded, EmbeddedBroker):
+            if isinstance(self.embedded, SupervisedBroker):
                 self.embedded.supervise(self._broker_restarted, self._broker_lost)
             address = self.address  # the broker we started, or the one the URL names
             self.key = key = self._broker_key(address)
@@ -156,6 +168,8 @@ class Session:
                 will=Will(self.topics.supervisor_status(self.name), self._status("dead")),
             )
             bus.connect()
+            if self.embedded is None:  # a broker we did not start: does it keep Ether's topics?
+                check_broker(bus, f"{self.topics.replies(bus.client_id)}/broker-check")
             self._logs = publish_logs(bus, self.topics.log(self.name), logging.getLogger("ether"))
             self.lag = BrokerLag(bus, f"{self.topics.replies(bus.client_id)}/lag", self._lag_measured)
             self.lag.start()
@@ -186,6 +200,9 @@ class Session:
             lambda: [self.stamper.source, *self.supervisor.instances],
         )
         self.clock.start()
+        if isinstance(self.embedded, EmbeddedBroker):
+            for listener, bound in self.embedded.ports.items():
+                log.info("The broker also listens on %s://%s:%d", listener.scheme, self.embedded.host, bound)
         log.info(
             "Ether session '%s' ready on %s with instances: %s",
             self.topics.session,
@@ -198,8 +215,14 @@ class Session:
         session = self.topics.session
         if names is not None:
             return [Login("instance", session, n) for n in names]
-        clients = [Login("supervisor", session, n) for n in (self.name, "cli", "monitor", "remote")]
-        return [*clients, Login("recorder", session, "recorder"), *self._logins(list(self.config.instances))]
+        clients = [Login("supervisor", session, n) for n in (self.name, "remote")]
+        operators = [Login("operator", session, n) for n in ("cli", "monitor")]
+        return [
+            *clients,
+            *operators,
+            Login("recorder", session, "recorder"),
+            *self._logins(list(self.config.instances)),
+        ]
 
     def _broker_key(self, address: BrokerAddress) -> BrokerKey:
         """The key of our broker (its logins, the sources' signing keys; its process keeps the key
@@ -227,8 +250,8 @@ class Session:
         return encode(status.payload())
 
     def _broker_restarted(self, restarts: int, exit_code: int | None) -> None:
-        """The embedded broker died and runs again on its port: clients reconnect, outboxes resend."""
-        log.warning("the embedded broker was restarted on %s (restart %d)", self.address.url, restarts)
+        """Our broker died and runs again on its port: clients reconnect, outboxes resend."""
+        log.warning("the broker was restarted on %s (restart %d)", self.address.url, restarts)
         self.recording.note("broker_restarted", restarts=restarts, exit_code=exit_code, url=self.address.url)
 
     def _lag_measured(self, lag: float) -> None:
@@ -260,7 +283,7 @@ class Session:
             bus.publish(self.topics.supervisor_status(self.name), self._status("running"), retain=True)
 
     def _broker_lost(self, reason: str) -> None:
-        """The embedded broker cannot be restarted: the session ends now (its close does not wait for
+        """Our broker cannot be restarted: the session ends now (its close does not wait for
         a broker that is not there), and the seal counts what the outboxes still hold."""
         log.error("%s; ending the session", reason)
         self.broker_lost = reason
@@ -390,7 +413,8 @@ class Session:
                         )
                         via_broker = False
             self.recording.end(self.supervisor, timeout, failure, via_broker, drain=reachable)
-            codes = self.supervisor.close(timeout, ask=via_broker) if self._bus else {}
+            codes = self.supervisor.close(timeout, ask=via_broker and self._bus is not None)
+            codes = codes if self._bus else {}  # never connected: none got its spec; none ran
             if self._bus:
                 status = self.topics.supervisor_status(self.name)
                 if reachable:
@@ -413,9 +437,10 @@ def new_session(
     port: int = 0,
     listen: str = "127.0.0.1",
     max_payload: int | None = None,
+    listeners: tuple[Listener, ...] = (),
 ) -> Session:
     config = config if isinstance(config, Config) else load(config)
-    return Session(config, broker_url, port, listen, max_payload)
+    return Session(config, broker_url, port, listen, max_payload, listeners)
 
 
 __all__ = ["Session", "new_session"]

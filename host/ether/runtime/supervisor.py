@@ -17,6 +17,8 @@ from ether.config import Config, EtherInstanceConfig
 from ether.contract.messages import InstanceCommand, InstanceStatus, OkReply, read_reply
 from ether.contract.topics import Topics
 from ether.contract.wire import decode_object, encode
+from ether.forkserver import AVAILABLE as FORKING
+from ether.forkserver import ForkServer
 from ether.processes import Child, backoff
 from ether.runtime.instance import LaunchSpec
 from ether.transport.access import BrokerKey
@@ -77,6 +79,8 @@ class Supervisor:
         self.key: BrokerKey | None = None
         self._changed = threading.Condition()
         self._closing = threading.Event()
+        self._forks: ForkServer | None = None  # started with the first instance (Linux)
+        self._forking = threading.Lock()
 
     # -- wiring ------------------------------------------------------------------------------
 
@@ -113,11 +117,21 @@ class Supervisor:
         return managed
 
     def _start_process(self, managed: Managed) -> None:
-        child = Child(f"instance '{managed.config.name}'", "ether.runtime.instance")
+        child = Child(f"instance '{managed.config.name}'", "ether.runtime.instance", forks=self.prepare())
         managed.child = child
         if self.address is not None:
             self._send_spec(managed)
         child.on_exit(lambda code: self._watch(managed, child, code))
+
+    def prepare(self) -> ForkServer | None:
+        """The fork server the instance processes start from, started now if it is not running (it
+        is ready for its first fork about as soon as a new interpreter would be)."""
+        with self._forking:
+            if FORKING and (self._forks is None or not self._forks.running()):
+                if self._forks is not None:  # it died (and its forks with it)
+                    self._forks.close(0)
+                self._forks = ForkServer()
+            return self._forks
 
     def _send_spec(self, managed: Managed) -> None:
         c, child, key, session = managed.config, managed.child, self.key, self.topics.session
@@ -224,14 +238,17 @@ class Supervisor:
 
     # -- commands -----------------------------------------------------------------------------
 
-    def command(self, command: str, names: list[str], timeout: float) -> dict[str, str]:
-        """Send a lifecycle command to instances at once and wait for each reply; return problems by name."""
+    def command(
+        self, command: str, names: list[str], timeout: float, drain: float | None = None
+    ) -> dict[str, str]:
+        """Send a lifecycle command to instances at once and wait for each reply; return problems by
+        name. ``drain``: what is left of the session's drain budget (InstanceCommand)."""
         pending: dict[str, Pending] = {}
         if self.requester is None:  # never connected: nothing can be asked
             return {}
         for name in names:
             if self.instances[name].state in ("ready", "paused"):
-                control = InstanceCommand(command=command)
+                control = InstanceCommand(command=command, drain=drain)
                 pending[name] = self.requester.send(self.topics.instance_control(name), control)
         problems: dict[str, str] = {}
         deadline = Deadline(timeout)
@@ -254,7 +271,7 @@ class Supervisor:
         deadline = Deadline(timeout)
         total = 0
         while self.requester is not None and not deadline.expired:
-            command = InstanceCommand(command="finish_inputs")
+            command = InstanceCommand(command="finish_inputs", drain=round(deadline.remaining, 3))
             pending = {
                 n: self.requester.send(self.topics.instance_control(n), command)
                 for n in names
@@ -297,7 +314,7 @@ class Supervisor:
             self.instances[name].stopping = True
         if ask:
             for step in SHUTDOWN_STEPS:
-                self.command(step, names, timeout)
+                self.command(step, names, timeout, drain=round(grace, 3) if step == "shutdown" else None)
         else:
             self.release(names)
         codes: dict[str, int | None] = {}
@@ -320,7 +337,10 @@ class Supervisor:
     def close(self, timeout: float = 10.0, ask: bool = True, grace: float = 0.0) -> dict[str, int | None]:
         """Stop every instance we launched (``ask``, ``grace``: as in :meth:`stop`)."""
         self._closing.set()
-        return self.stop(list(self.instances), timeout, ask, grace)
+        codes = self.stop(list(self.instances), timeout, ask, grace)
+        if self._forks is not None:  # no instance is left: it exits at once
+            self._forks.close(timeout)
+        return codes
 
     def statuses(self) -> dict[str, dict[str, Any]]:
         """The latest status of each instance we launched, with the state its process is really in."""

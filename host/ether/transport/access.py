@@ -146,7 +146,7 @@ class BrokerKey:
 
 
 def client_address(address: BrokerAddress, session: str, name: str) -> BrokerAddress:
-    """An ``ether`` command's or the monitor's connection: a supervisor login of ``session`` when this
+    """An ``ether`` command's or the monitor's connection: an operator login of ``session`` when this
     user's key of that broker is here, else ``address`` as given (anonymous on loopback)."""
     key = BrokerKey.find(address)
-    return key.address(address, Login("supervisor", session, name)) if key else address
+    return key.address(address, Login("operator", session, name)) if key else address

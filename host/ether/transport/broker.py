@@ -23,7 +23,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from ether import exits
@@ -224,7 +224,68 @@ class Listener:
         return config
 
 
-class EmbeddedBroker:
+class SupervisedBroker:
+    """A broker in a child process that the session restarts on its port whenever it dies (the
+    embedded amqtt broker, a managed Mosquitto): :meth:`launch` and :meth:`wait_ready` start it,
+    :attr:`child` is its process, :meth:`stop` ends it for good."""
+
+    child: Child | None
+    restarts: int
+    _stopping: threading.Event
+    _lock: threading.Lock  # a restart and stop() never overlap
+
+    def launch(self) -> None:
+        raise NotImplementedError
+
+    def wait_ready(self, timeout: float = 15.0) -> BrokerAddress:
+        raise NotImplementedError
+
+    def _end(self, timeout: float) -> None:
+        """Stop the broker's process (``stop`` holds the lock and has said no restart)."""
+        if self.child is not None:
+            self.child.stop(timeout)
+
+    def supervise(self, restarted: Callable[[int, int | None], None], lost: Callable[[str], None]) -> None:
+        """Restart the broker on its port (same key, same logins) whenever it dies, so its clients
+        reconnect and their outboxes resend; ``restarted(restarts, exit_code)`` after each restart,
+        ``lost(reason)`` once if it cannot be restarted (from a thread of its own)."""
+        child = self.child
+        if child is None:
+            raise RuntimeError(f"{type(self).__name__}.supervise() before start()")
+        child.on_exit(lambda code: self._restart(child, code, restarted, lost))
+
+    def _restart(self, died: Child, code: int, restarted, lost) -> None:
+        with self._lock:
+            if self._stopping.is_set() or died is not self.child:
+                return
+            log.error("the broker (pid %s) died with exit code %s; restarting it", died.pid, code)
+            problem = ""
+            for attempt in range(1, RESTART_ATTEMPTS + 1):
+                self.launch()
+                try:
+                    self.wait_ready(RESTART_TIMEOUT)
+                except BrokerError as exc:
+                    problem = str(exc)
+                    if self.child is not None:
+                        self.child.stop(RESTART_TIMEOUT)  # it has exited, or is exiting
+                    if self._stopping.wait(backoff(attempt, RESTART_BACKOFF)):
+                        return
+                    continue
+                self.restarts += 1
+                break
+            else:
+                lost(f"the broker died (exit code {code}) and could not be restarted: {problem}")
+                return
+        restarted(self.restarts, code)
+        self.supervise(restarted, lost)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        with self._lock:
+            self._end(timeout)
+
+
+class EmbeddedBroker(SupervisedBroker):
     """An amqtt broker in a child process; :meth:`start` returns once it accepts connections.
     ``secret``: the broker key the session's logins are derived from (``signing.password``);
     ``listeners``: more ports (TLS, WebSockets), whose bound ports :attr:`ports` lists once started."""
@@ -275,53 +336,17 @@ class EmbeddedBroker:
                 f" (exit code {self.child.process.poll()}); is the port already in use?"
             )
         self.pid = self.child.pid
-        self.ports = dict(zip(self.listeners, info["ports"], strict=True))
-        self.requested_port = int(info["port"])  # a restart listens where the clients dial
+        bound = [
+            replace(listener, port=port) for listener, port in zip(self.listeners, info["ports"], strict=True)
+        ]
+        self.ports = {listener: listener.port for listener in bound}
+        self.listeners = tuple(bound)  # a restart listens where the clients dial
+        self.requested_port = int(info["port"])
         return BrokerAddress(local_host(self.host), self.requested_port, max_payload=self.max_payload)
 
     def start(self, timeout: float = 15.0) -> BrokerAddress:
         self.launch()
         return self.wait_ready(timeout)
-
-    def supervise(self, restarted: Callable[[int, int | None], None], lost: Callable[[str], None]) -> None:
-        """Restart the broker on its port (same key, same logins) whenever it dies, so its clients
-        reconnect and their outboxes resend; ``restarted(restarts, exit_code)`` after each restart,
-        ``lost(reason)`` once if it cannot be restarted (from a thread of its own)."""
-        child = self.child
-        if child is None:
-            raise RuntimeError("EmbeddedBroker.supervise() before start()")
-        child.on_exit(lambda code: self._restart(child, code, restarted, lost))
-
-    def _restart(self, died: Child, code: int, restarted, lost) -> None:
-        with self._lock:
-            if self._stopping.is_set() or died is not self.child:
-                return
-            log.error("the embedded broker (pid %s) died with exit code %s; restarting it", died.pid, code)
-            problem = ""
-            for attempt in range(1, RESTART_ATTEMPTS + 1):
-                self.launch()
-                try:
-                    self.wait_ready(RESTART_TIMEOUT)
-                except BrokerError as exc:
-                    problem = str(exc)
-                    if self.child is not None:
-                        self.child.stop(RESTART_TIMEOUT)  # it has exited, or is exiting
-                    if self._stopping.wait(backoff(attempt, RESTART_BACKOFF)):
-                        return
-                    continue
-                self.restarts += 1
-                break
-            else:
-                lost(f"the embedded broker died (exit code {code}) and could not be restarted: {problem}")
-                return
-        restarted(self.restarts, code)
-        self.supervise(restarted, lost)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stopping.set()
-        with self._lock:
-            if self.child is not None:
-                self.child.stop(timeout)
 
 
 # -- the broker process ------------------------------------------------------------------------

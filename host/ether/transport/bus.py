@@ -19,13 +19,14 @@ from typing import cast
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ether.contract.topics import check_publish_topic, check_subscribe_filter, unshared
+from ether.contract.topics import check_publish_topic, check_subscribe_filter, matches
 from ether.transport.broker import BrokerAddress, BrokerError
 from ether.transport.waiting import wait_until
 
 log = logging.getLogger("ether.bus")
 
 MessageCallback = Callable[[str, bytes], None]
+ROUTES_LIMIT = 4096  # topics whose matching filters are remembered
 
 
 class PayloadTooLarge(ValueError):
@@ -53,6 +54,7 @@ class Bus:
         self._qos: dict[str, int] = {}  # filter -> the QoS it was subscribed with
         self._retained: dict[str, bytes] = {}  # what we last left retained per topic, for a new broker
         self._acked_subscriptions: set[int] = set()
+        self._routes: dict[str, tuple[str, ...]] = {}  # topic -> the filters it matches (a cache)
         self._state = threading.Condition()
         self._connected = False
         self._connect_error: str | None = None
@@ -80,6 +82,7 @@ class Bus:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
         self._client = client
 
     # -- connection --------------------------------------------------------------------------
@@ -149,10 +152,9 @@ class Bus:
             known = topic_filter in self._callbacks
             self._callbacks.setdefault(topic_filter, []).append(callback)
             self._qos.setdefault(topic_filter, qos)
+            self._routes.clear()
         if known:
             return
-        # a shared subscription's messages come on the topics its filter matches
-        self._client.message_callback_add(unshared(topic_filter), self._dispatcher(topic_filter))
         mid = self._send_subscribe([topic_filter])
         if timeout is not None and mid is not None:
             if not wait_until(self._state, lambda: mid in self._acked_subscriptions, timeout):
@@ -172,18 +174,35 @@ class Bus:
             self._acked_subscriptions.add(mid)
             self._state.notify_all()
 
-    def _dispatcher(self, topic_filter: str):
-        def on_message(client, userdata, message: mqtt.MQTTMessage) -> None:
-            if len(message.payload) > self.max_payload:
-                self.on_oversized(message.topic, len(message.payload))
-                return
+    def _on_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
+        """Every message, on paho's network thread: to the callbacks of each filter it matches (a
+        dict lookup per topic once seen, where paho's own routing walks a tree per message)."""
+        topic = message.topic
+        filters = self._routes.get(topic)
+        if filters is None:
+            filters = self._route(topic)
+        if not filters:
+            return
+        payload = cast(bytes, message.payload)
+        if len(payload) > self.max_payload:
+            self.on_oversized(topic, len(payload))
+            return
+        for topic_filter in filters:
             for callback in self._callbacks.get(topic_filter, ()):
                 try:
-                    callback(message.topic, cast(bytes, message.payload))
+                    callback(topic, payload)
                 except Exception:  # a callback bug must not kill the network thread
-                    log.exception("%s: error handling a message on %s", self.client_id, message.topic)
+                    log.exception("%s: error handling a message on %s", self.client_id, topic)
 
-        return on_message
+    def _route(self, topic: str) -> tuple[str, ...]:
+        """The filters ``topic`` matches, in subscription order (a shared subscription's: those its
+        filter matches), remembered for the next message on it."""
+        with self._state:
+            filters = tuple(f for f in self._callbacks if matches(f, topic))
+            if len(self._routes) >= ROUTES_LIMIT:  # topics are the senders' choice: bounded
+                self._routes.clear()
+            self._routes[topic] = filters
+        return filters
 
     def _log_oversized(self, topic: str, size: int) -> None:
         log.warning("%s: %s", self.client_id, self.oversized(topic, size))

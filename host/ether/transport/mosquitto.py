@@ -18,13 +18,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from ether import exits
 from ether.contract.wire import DEFAULT_MAX_PAYLOAD
 from ether.processes import Child, announce_ready, on_lifeline_cut, read_spec
 from ether.transport.access import BrokerKey, access_folder, write_private
-from ether.transport.broker import BrokerAddress, BrokerError
+from ether.transport.broker import BrokerAddress, BrokerError, SupervisedBroker
 from ether.transport.permissions import Login, mosquitto_acl
 from ether.transport.signing import password
 
@@ -63,9 +64,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class ManagedMosquitto:
-    """Mosquitto on 127.0.0.1 for one session: :meth:`launch`, :meth:`wait_ready`, :meth:`stop` as
-    the embedded broker; :meth:`allow` lets in the logins of instances launched later."""
+class ManagedMosquitto(SupervisedBroker):
+    """Mosquitto on 127.0.0.1 for one session: :meth:`launch`, :meth:`wait_ready`, :meth:`stop` and
+    restarts as the embedded broker; :meth:`allow` lets in the logins of instances launched later."""
 
     host = "127.0.0.1"
 
@@ -79,6 +80,9 @@ class ManagedMosquitto:
         self.folder: Path | None = None
         self.child: Child | None = None
         self.pid: int | None = None  # Mosquitto's own process
+        self.restarts = 0
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
 
     def launch(self) -> None:
         binary = find_binary()
@@ -135,6 +139,7 @@ class ManagedMosquitto:
                 f"Mosquitto on 127.0.0.1:{self.port} did not start (see its log above); is the port in use?"
             )
         self.pid = int(info["pid"])
+        self.requested_port = self.port  # a restart listens where the clients dial
         BrokerKey.create(self.port, logins=True, pid=self.pid, secret=self.secret)  # for `ether` commands
         return BrokerAddress(self.host, self.port, max_payload=self.max_payload)
 
@@ -163,7 +168,7 @@ class ManagedMosquitto:
                 if deadline.expired:
                     raise
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def _end(self, timeout: float) -> None:
         if self.child is not None:
             self.child.stop(timeout)
             BrokerKey.path(self.port).unlink(missing_ok=True)

@@ -3,11 +3,13 @@
 
 Roles (docs/operations.md, "Who can do what"):
 
-  supervisor  a session's own process, ``ether`` commands, the monitor: every topic of its session
+  supervisor  a session's own process (and another host's, joining it): every topic of its session
               but the recorder's acknowledgements
+  operator    ``ether`` commands and the monitor: data, requests, replies and the session's, the
+              instances' and the recorder's controls; never a status, an acknowledgement or a log
   recorder    the recorder: its status and acknowledgements, replies, error events, its own log
   instance    one instance: data, requests, replies, error events, its resends and closing report,
-              and only its own status and log (the recorder checks its ``src`` by signature: ``signing``)
+              and only its own status, processed reports and log (the recorder checks its ``src`` by signature: ``signing``)
   device      a board's login (``ether access add NAME``): its own device topics and readings
   anonymous   any client without a login (loopback only): data, requests (service and device calls),
               and what a board sends (boards need no login on loopback): its device topics, replies
@@ -24,8 +26,13 @@ from functools import lru_cache
 
 from ether.contract.topics import DEFAULT_SESSION, Topics, session_of
 
-ROLES = ("supervisor", "recorder", "instance", "device", "anonymous")
-DERIVED_ROLES = ("supervisor", "recorder", "instance")  # logins a session derives from its broker key
+ROLES = ("supervisor", "operator", "recorder", "instance", "device", "anonymous")
+DERIVED_ROLES = (
+    "supervisor",
+    "operator",
+    "recorder",
+    "instance",
+)  # logins a session derives from its broker key
 
 _REQUESTS = {"instance_call", "device_call"}
 _ANSWERS = {"reply", "errors"}
@@ -45,6 +52,7 @@ PUBLISH: dict[str, set[str]] = {
         "recorder_resend",
         *_LOGS,  # its own and the embedded broker's
     },
+    "operator": {"data", *_REQUESTS, *_ANSWERS, "session_control", "instance_control", "recorder_control"},
     "recorder": {*_ANSWERS, *_LOGS, "recorder_status", "recorder_ack"},
     "instance": {
         "data",
@@ -52,6 +60,7 @@ PUBLISH: dict[str, set[str]] = {
         *_ANSWERS,
         *_LOGS,
         "instance_status",
+        "instance_processed",
         "recorder_closing",
         "recorder_resend",
     },
@@ -59,7 +68,7 @@ PUBLISH: dict[str, set[str]] = {
     "anonymous": {"data", *_REQUESTS, *_ANSWERS, "device_schema", "device_state"},  # boards, on loopback
 }
 OWN = {
-    "instance": {"instance_status", "log"},
+    "instance": {"instance_status", "instance_processed", "log"},
     "recorder": {"log"},
     "device": {"device_schema", "device_state"},
 }  # own name only

@@ -31,6 +31,7 @@ from ether.contract.messages import (
     InstanceStatus,
     LogRecord,
     Message,
+    ProcessedReport,
     RecorderAck,
     RecorderClosing,
     RecorderCommand,
@@ -41,7 +42,7 @@ from ether.contract.messages import (
 )
 from ether.contract.topics import Topic, Topics
 from ether.contract.wire import Meta, MetaError, Stamper, WireError, decode, encode
-from ether.data.processed import LATEST_SUFFIX
+from ether.data.processed import LATEST_SUFFIX, REPORTS_SUFFIX, numbered
 from ether.data.recorder.clocks import DeviceClocks
 from ether.data.recorder.ledger import Ledger, Stream
 from ether.data.recorder.store import Row, Store, payload_text
@@ -57,7 +58,15 @@ log = logging.getLogger("ether.recorder")
 
 BATCH = 5000
 ACK_INTERVAL = 0.02  # acknowledgements are coalesced: at most one per source per 20 ms
-RECORDED = ("data", "errors", "recorder_closing", "instance_status", "device_schema", "log")  # kinds saved
+RECORDED = (  # the kinds saved
+    "data",
+    "errors",
+    "recorder_closing",
+    "instance_status",
+    "instance_processed",
+    "device_schema",
+    "log",
+)
 SYSTEM: dict[str, type[Message]] = {
     "log": LogRecord,
     "recorder_closing": RecorderClosing,
@@ -359,6 +368,8 @@ class Recorder:
             row = self._row(topic, raw, now, touched)
             if row is not None:
                 rows.append(row)
+        elif where.kind == "instance_processed":
+            self._processed(topic, where, raw, now, touched)
         else:
             self._system(topic, where, raw, now)
 
@@ -430,29 +441,58 @@ class Recorder:
             data,
         )
         if seq is not None:
-            stream, new_boot = self.ledger.stream(meta.src, meta.boot, now)
-            if new_boot:  # a source seen with another boot before has restarted: a discontinuity
-                earlier = [b for b in self.ledger.boots_of(meta.src) if b != meta.boot]
-                self.store.event("new_boot", meta.src, meta.boot, first_seq=seq, earlier_boots=earlier)
-            is_new, opened, filled = stream.add(seq, now)
-            touched.setdefault(meta.src, {})[meta.boot] = 0
-            for gap in opened:
-                log.warning(
-                    "recorder: %s (boot %s) skipped seq %d..%d", meta.src, meta.boot, gap.first, gap.last
-                )
-                self.store.event(
-                    "gap", meta.src, meta.boot, first_seq=gap.first, last_seq=gap.last, topic=user_topic
-                )
-            for gap in filled:
-                self.store.event("gap_filled", meta.src, meta.boot, seq=seq, gap=[gap.first, gap.last])
             key = (meta.src, meta.boot, seq)
-            if not is_new:
+            if not self._numbered(meta, user_topic, now, touched):
                 self._duplicate(key, row)
                 return None
             self._batch[key] = row
             if meta.src in self._devices:
                 self._clock(meta, now)
         return row
+
+    def _numbered(self, meta: Meta, user_topic: str, now: float, touched: dict[str, dict[str, int]]) -> bool:
+        """Account for one numbered message in its stream (gaps opened and filled, a new boot; it is
+        acknowledged with the batch); whether it is new (not a resend of a saved one)."""
+        stream, new_boot = self.ledger.stream(meta.src, meta.boot, now)
+        if new_boot and not meta.boot.endswith(REPORTS_SUFFIX):  # a restart: a discontinuity
+            earlier = [b for b in self.ledger.boots_of(meta.src) if b != meta.boot]
+            self.store.event("new_boot", meta.src, meta.boot, first_seq=meta.seq, earlier_boots=earlier)
+        is_new, opened, filled = stream.add(meta.seq, now)
+        touched.setdefault(meta.src, {})[meta.boot] = 0
+        for gap in opened:
+            log.warning("recorder: %s (boot %s) skipped seq %d..%d", meta.src, meta.boot, gap.first, gap.last)
+            self.store.event(
+                "gap", meta.src, meta.boot, first_seq=gap.first, last_seq=gap.last, topic=user_topic
+            )
+        for gap in filled:
+            self.store.event("gap_filled", meta.src, meta.boot, seq=meta.seq, gap=[gap.first, gap.last])
+        return is_new
+
+    def _processed(self, topic: str, where: Topic, raw: bytes, now: float, touched: dict) -> None:
+        """An instance's report of what it processed (numbered, signed, its own name in the topic):
+        kept once, acknowledged like data; ignored, with an error event, if it does not fit."""
+        try:
+            payload, meta = decode(raw)
+            report = parse(ProcessedReport, payload)
+        except (WireError, ContractError) as exc:
+            sender = exc.src if isinstance(exc, MetaError) else None
+            self._refuse(
+                "bad_system_message", topic, str(exc), sender=sender, field=getattr(exc, "field", None)
+            )
+            return
+        if not numbered(meta) or meta.src != where.name or report.instance != where.name:
+            reason = f"a processed report must be numbered and come from '{where.name}' itself"
+            self._refuse("bad_system_message", topic, reason, sender=meta.src if meta else None, field="src")
+            return
+        problem = self.sources.problem(raw, meta.src)
+        implausible = (
+            self.ledger.streams.get((meta.src, meta.boot)) or Stream(meta.src, meta.boot)
+        ).implausible(meta.seq, now, since=self.since)
+        if problem or implausible:
+            self._refuse("bad_system_message", topic, f"ignored a processed report: {problem or implausible}")
+            return
+        if self._numbered(meta, topic, now, touched):
+            self.store.processed_report(meta.src, meta.boot, meta.seq, report, now)
 
     def _duplicate(self, key: tuple[str, str, int], row: Row) -> None:
         """A second message numbered like a saved one: a resend (identical: dropped) or a conflict (kept)."""
@@ -580,6 +620,7 @@ def record(spec: RecorderSpec) -> int:
     filters = [topics.data_all()]
     if filters != ["#"]:  # '#' already covers the rest; overlapping filters would deliver twice
         filters += [topics.errors(), topics.instance_status_all(), topics.device_schema_all()]
+        filters.append(topics.pattern("instance_processed"))
         filters.append(topics.pattern("log"))
         filters += [topics.recorder_closing(), topics.recorder_control(), topics.recorder_resend()]
     for topic_filter in filters:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import sqlite3
 import threading
@@ -50,6 +51,7 @@ from ether.transport.access import BrokerKey
 from ether.transport.broker import BrokerAddress
 from ether.transport.bus import Bus
 from ether.transport.requests import Pending, Requester, RequestTimeout
+from ether.transport.waiting import Deadline
 
 log = logging.getLogger("ether")
 
@@ -223,23 +225,22 @@ class Recording:
         self.ended = True
         codes: dict[str, int | None] = {}
         running = supervisor.running() if supervisor.bus is not None else []
+        # one drain timeout for every step that waits on data (not one each): Ctrl-C ends in about it
+        drained = Deadline(self.settings.drain_timeout if drain else 0.0)
         if not via_broker:
             supervisor.release(running)  # each saves, cleans up and drains on its own, meanwhile
         if self.data is not None:  # first, so that instances can catch up on the script's messages
             if self.data.pending:
                 log.info("Waiting for the recorder to save %d messages of this script", self.data.pending)
-            self.data.drain(self.settings.drain_timeout if self.recorded and drain else 0)
+            self.data.drain(drained.remaining if self.recorded else 0.0)
         if supervisor.bus is not None:
             if self.recorded and not failure and via_broker:
                 log.info("Letting every instance finish the messages published to it")
-                supervisor.finish_inputs(running, self.settings.drain_timeout)
+                supervisor.finish_inputs(running, drained.remaining)
             log.info("Stopping instances: save_all -> cleanup -> exit, each waits until its data is saved")
-            grace = self.settings.drain_timeout if drain else 0.0
             # every instance (none restarts now): each one's exit code
-            codes = supervisor.close(timeout, ask=via_broker, grace=grace)
-        joined = (
-            self.joined.wait_stopped(self.settings.drain_timeout if drain else 0.0) if self.joined else {}
-        )
+            codes = supervisor.close(timeout, ask=via_broker, grace=drained.remaining)
+        joined = self.joined.wait_stopped(drained.remaining) if self.joined else {}
         if self.process is not None:
             if not self.forced.is_set():  # a forced quit stops the recorder at once, as asked
                 self._commit_received(timeout)
@@ -321,6 +322,7 @@ def unsaved_in_outboxes(run_dir: Path) -> dict[str, int]:
         else:
             for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
                 leftover.unlink(missing_ok=True)
+            shutil.rmtree(path.with_suffix(".bodies"), ignore_errors=True)  # its large bodies (outbox.Bodies)
     if not left and (run_dir / "outbox").is_dir() and not any((run_dir / "outbox").iterdir()):
         (run_dir / "outbox").rmdir()
     return left
@@ -354,12 +356,13 @@ def seal(
     """Write stop time, status (and why it failed) and what is missing into the manifest; returns the
     status. ``complete`` only when nothing is unsaved (here or in the outboxes of a supervisor that
     joined us), every joined supervisor stopped in time, no durable message is missing from the store,
-    no two messages claim the same numbers (conflicts), and every subscriber instance processed every
-    durable message on its topics."""
+    no two messages claim the same numbers (conflicts), and every subscriber instance, of any host,
+    is known to have processed every durable message on its topics."""
     journal.merge(run_dir)  # what the session recorded because the recorder could not
     left_unprocessed = processed.account(run_dir)  # before the outboxes that hold the ledgers go
     left = unsaved_in_outboxes(run_dir)
     unprocessed = {name: u.durable for name, u in left_unprocessed.items() if u.durable}
+    unknown = {name: u.unknown for name, u in left_unprocessed.items() if u.unknown}
     store = Store(run_dir)
     try:
         with store.transaction():
@@ -372,7 +375,9 @@ def seal(
         ).fetchone()[0]
         conflicting = len(conflicts(store.db))
         status = status or (
-            COMPLETE if not (unsaved or missing or unprocessed or conflicting or not_drained) else INCOMPLETE
+            COMPLETE
+            if not (unsaved or missing or unprocessed or unknown or conflicting or not_drained)
+            else INCOMPLETE
         )
         with store.transaction():
             if unsaved:
@@ -384,10 +389,26 @@ def seal(
                     left,
                 )
             for name, u in left_unprocessed.items():
-                store.event("unprocessed", name, None, durable=u.durable, latest=u.latest, ranges=u.ranges)
+                store.event(
+                    "unprocessed",
+                    name,
+                    None,
+                    durable=u.durable,
+                    latest=u.latest,
+                    unknown=u.unknown,
+                    ranges=u.ranges,
+                )
                 if u.durable:
                     log.error(
                         "Instance '%s' never processed %d saved messages: %s", name, u.durable, u.ranges
+                    )
+                if u.unknown:
+                    log.error(
+                        "Instance '%s' may not have processed %d saved messages: its last reports of what"
+                        " it processed never reached the store: %s",
+                        name,
+                        u.unknown,
+                        u.ranges,
                     )
             _note_stopped(store, codes)
             store.event("sealed", None, None, status=status, **({"error": error} if error else {}))
@@ -400,6 +421,7 @@ def seal(
             unsaved=unsaved,
             missing=missing,
             unprocessed=unprocessed,
+            unknown_processed=unknown,
             conflicts=conflicting,
             not_drained=not_drained,
             forced_quit=journal.forced_quits(store),
@@ -458,11 +480,13 @@ def _account_joined(store: Store, joined: dict[str, SupervisorStatus], left: dic
 
 
 def _not_stored(store: Store, boot: str, first: int, last: int) -> int:
-    """How many of the seqs ``first..last`` of ``boot`` the store does not hold."""
+    """How many of the seqs ``first..last`` of ``boot`` the store does not hold (a report stream's
+    messages are kept as processed reports)."""
     if first > last:
         return 0
+    table = "processed_reports" if boot.endswith(processed.REPORTS_SUFFIX) else "messages"
     held = store.db.execute(
-        "SELECT COUNT(*) FROM messages WHERE boot = ? AND seq BETWEEN ? AND ?", (boot, first, last)
+        f"SELECT COUNT(*) FROM {table} WHERE boot = ? AND seq BETWEEN ? AND ?", (boot, first, last)
     ).fetchone()[0]
     return last - first + 1 - held
 
@@ -501,6 +525,10 @@ def seal_line(run_dir: Path) -> str:
         for f in m.get("forced_quit") or []
     ]
     problems += [f"{n} not processed by {name}" for name, n in (m.get("unprocessed") or {}).items()]
+    problems += [
+        f"{n} not known to be processed by {name} (its reports stopped)"
+        for name, n in (m.get("unknown_processed") or {}).items()
+    ]
     detail = f" ({'; '.join(problems)})" if problems else ""
     return f"Session {m.get('run_id')} sealed {m.get('status')}: {m.get('saved', 0)} messages saved{detail} in {run_dir}"
 

@@ -12,6 +12,7 @@ Tables:
   events    what happened: restarts, new boots, gaps found and filled, forced ends, device schemas
   conflicts a second message with the (src, boot, seq) of a saved one but other content (never dropped)
   logs      every process's log lines (instances, recorder, broker, supervisors), ``log/<source>``
+  processed_reports  what each subscriber instance (of any host) reported it processed
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 import pydantic_core
 
 from ether.contract import arrays
-from ether.contract.messages import LOG_LEVELS, LogRecord
+from ether.contract.messages import LOG_LEVELS, LogRecord, ProcessedReport
 
 SCHEMA_VERSION = 2  # 2: messages.data (arrays and bytes)
 STORE_FILE = "session.sqlite"
@@ -106,6 +107,15 @@ CREATE TABLE IF NOT EXISTS logs (
     t_recorded REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS logs_by_time ON logs (t);
+CREATE TABLE IF NOT EXISTS processed_reports (
+    src        TEXT NOT NULL,           -- the instance that reports what it processed
+    boot       TEXT NOT NULL,           -- its report stream: <its boot>-processed
+    seq        INTEGER NOT NULL,
+    subscribes TEXT NOT NULL,           -- JSON list of the user topic filters it processes
+    ranges     TEXT NOT NULL,           -- JSON {src: {boot: [[first, last], ...]}}: what it handled
+    t_recorded REAL NOT NULL,
+    PRIMARY KEY (src, boot, seq)
+);
 CREATE TABLE IF NOT EXISTS events (
     t      REAL NOT NULL,
     kind   TEXT NOT NULL,               -- recorder_start, restart, new_boot, gap, gap_filled, forced_end, ...
@@ -133,7 +143,8 @@ class Row:
     parents: list[str]
     t_sent: float | None
     t_recorded: float
-    data: bytes | None = None  # the data section of a payload with arrays or bytes (``payload_text``)
+    # the data section of a payload with arrays or bytes (``payload_text``)
+    data: bytes | memoryview | None = None
 
     def content(self) -> tuple:
         """What two copies of one message must share (a resend is byte-identical), arrays and bytes too."""
@@ -143,13 +154,15 @@ class Row:
         return (self.topic, self.payload, self.msg_id, self.src, self.boot, self.seq, *self.content()[3:])
 
 
-def payload_text(payload: Any) -> tuple[str, bytes | None]:
+def payload_text(payload: Any) -> tuple[str, bytes | memoryview | None]:
     """How a payload is stored: its JSON text (references in place of arrays and bytes) and their raw
-    bytes, the data section of Ether's binary encoding; (JSON text, None) for a plain JSON payload."""
+    bytes, the data section of Ether's binary encoding; (JSON text, None) for a plain JSON payload.
+    A data section of one array is a view of it (a frame is not copied before SQLite copies it)."""
     if not arrays.holds_binary(payload):
         return pydantic_core.to_json(payload).decode(), None
     header, parts = arrays.split(payload)
-    return pydantic_core.to_json(header).decode(), b"".join(parts) if parts else None
+    data = (parts[0] if len(parts) == 1 else b"".join(parts)) if parts else None
+    return pydantic_core.to_json(header).decode(), data
 
 
 def payload_of(row: sqlite3.Row) -> Any:
@@ -255,6 +268,13 @@ class Store:
         self.db.execute("DELETE FROM gaps WHERE src = ? AND boot = ?", (src, boot))
         self.db.executemany(
             "INSERT INTO gaps VALUES (?, ?, ?, ?, ?, ?)", [(src, boot, a, b, t, c) for a, b, t, c in gaps]
+        )
+
+    def processed_report(self, src: str, boot: str, seq: int, report: ProcessedReport, t: float) -> None:
+        """One instance's report of what it processed, inside the caller's transaction (once)."""
+        self.db.execute(
+            "INSERT OR IGNORE INTO processed_reports VALUES (?, ?, ?, ?, ?, ?)",
+            (src, boot, seq, json.dumps(report.subscribes), json.dumps(report.processed), t),
         )
 
     def log(self, src: str, line: LogRecord, t_recorded: float) -> None:
@@ -369,7 +389,9 @@ def summary(db: sqlite3.Connection) -> dict[str, Any]:
         "missing": missing_count(db),
         "unsaved": manifest.get("unsaved", 0),
         "conflicts": len(conflicts(db)),
-        "unprocessed": sum((manifest.get("unprocessed") or {}).values()),  # durable, all instances
+        # durable, all instances: known unprocessed, and not known to be processed (docs/data.md)
+        "unprocessed": sum((manifest.get("unprocessed") or {}).values())
+        + sum((manifest.get("unknown_processed") or {}).values()),
     }
 
 
