@@ -301,10 +301,12 @@ class DataPublisher:
         self._reporting = False  # the writer's round reports marks: until they are sent
         self._last_sent: Any = None  # the last durable message's paho info: has the broker got it?
         self._writer: threading.Thread | None = None
+        self._left_before = 0  # unacknowledged messages an earlier process of this source left
         if settings.enabled and settings.run_dir:
             name = stamper.source.replace(":", "-").replace("/", "-")
             self.outbox = Outbox(Path(settings.run_dir) / "outbox" / f"{name}.sqlite")
             self.processed = Processed(self.outbox.db)
+            self._left_before = self.outbox.pending
             self._writer = threading.Thread(
                 target=self._write, args=(self.outbox,), name="ether-outbox-writer", daemon=True
             )
@@ -316,11 +318,11 @@ class DataPublisher:
             return
         self.bus.subscribe(self.topics.recorder_ack(self.stamper.source), self._on_ack)
         self.bus.subscribe(self.topics.recorder_status(), self._on_recorder_status)
-        if self.outbox.pending:  # paced by the recorder: in the background, not holding up the start
+        if self._left_before:  # paced by the recorder: in the background, not holding up the start
             log.info(
                 "%s: resending %d unsaved messages from before a restart",
                 self.stamper.source,
-                self.outbox.pending,
+                self._left_before,
             )
             threading.Thread(target=self.resend, name="ether-outbox-resend", daemon=True).start()
         threading.Thread(

@@ -19,7 +19,6 @@ ones arrived) that count is ``unknown``, never taken as processed.
 
 from __future__ import annotations
 
-import bisect
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from ether.contract.messages import RANGES_LIMIT, ProcessedReport
-from ether.contract.topics import matches
+from ether.contract.topics import matches, unshared
 from ether.contract.wire import SEQ_LIMIT, Meta
 from ether.data.recorder.store import STORE_FILE, connect, payload_of
 
@@ -221,15 +220,20 @@ class Handled:
                     merged.append((a, b))
             self.spans[key] = merged
 
-    def holds(self, src: str, boot: str, seq: int) -> bool:
-        spans = self.spans.get((src, boot), ())
-        i = bisect.bisect_right(spans, (seq, SEQ_LIMIT)) - 1
-        return i >= 0 and spans[i][0] <= seq <= spans[i][1]
+    def not_handled(self, src: str, boot: str) -> list[tuple[int, int]]:
+        """The seq ranges of (src, boot) between and around its merged handled ranges."""
+        gaps, next_seq = [], 1
+        for a, b in self.spans.get((src, boot), ()):
+            if a > next_seq:
+                gaps.append((next_seq, a - 1))
+            next_seq = max(next_seq, b + 1)
+        return [*gaps, (next_seq, SEQ_LIMIT - 1)]
 
 
 def handled(run_dir: Path, db: sqlite3.Connection) -> dict[str, Handled]:
     """Per instance, what it processed: from the ledgers in this run's outbox folder (the instances
-    of this host) and from the processed reports in the store ``db`` (the instances of every host)."""
+    of this host) and from the processed reports in the store ``db`` (the instances of every host);
+    the topics it processes also from its stored ``instance_ready`` status."""
     result: dict[str, Handled] = {}
     for ledger in sorted((run_dir / "outbox").glob("*.sqlite")):
         try:
@@ -258,6 +262,13 @@ def handled(run_dir: Path, db: sqlite3.Connection) -> dict[str, Handled]:
             for boot, spans in boots.items():
                 for a, b in spans:
                     reported.add(src, boot, a, b)
+    for instance, detail in db.execute("SELECT src, detail FROM events WHERE kind = 'instance_ready'"):
+        # its status names its topics: an instance killed before its first report is accounted too
+        filters = json.loads(detail).get("subscribes") or []
+        if isinstance(filters, list) and instance:
+            accounted = {f for f in filters if isinstance(f, str) and unshared(f) == f}
+            if accounted:
+                result.setdefault(instance, Handled()).filters.update(accounted)
     for instance, reported in result.items():
         reported.merge()
         reported.exact = reported.exact or _reports_complete(db, instance)
@@ -298,26 +309,29 @@ def account(run_dir: Path) -> dict[str, Unprocessed]:
             topics = [t for t in stored if any(matches(f, t) for f in done.filters)]
             if not topics:
                 continue
-            rows = db.execute(
-                f"SELECT src, boot, seq FROM messages WHERE topic IN ({','.join('?' * len(topics))})"
-                " AND seq IS NOT NULL ORDER BY src, boot, seq",
-                topics,
+            on_topics = f"topic IN ({','.join('?' * len(topics))})"
+            streams = db.execute(
+                f"SELECT DISTINCT src, boot FROM messages WHERE {on_topics} AND seq IS NOT NULL", topics
             )
             left = Unprocessed()
-            for src, boot, seq in rows:
-                if done.holds(src, boot, seq):
-                    continue
-                if boot.endswith(LATEST_SUFFIX):
-                    left.latest += 1
-                elif done.exact:
-                    left.durable += 1
-                else:
-                    left.unknown += 1
-                ranges = left.ranges.setdefault(src, {}).setdefault(boot, [])
-                if ranges and ranges[-1][1] + 1 == seq:
-                    ranges[-1][1] = seq
-                else:
-                    ranges.append([seq, seq])
+            for src, boot in sorted((r[0], r[1]) for r in streams):
+                for first, last in done.not_handled(src, boot):  # only the rows outside its ranges are read
+                    for (seq,) in db.execute(
+                        f"SELECT seq FROM messages WHERE src = ? AND boot = ? AND seq BETWEEN ? AND ?"
+                        f" AND {on_topics} ORDER BY seq",
+                        (src, boot, first, last, *topics),
+                    ):
+                        if boot.endswith(LATEST_SUFFIX):
+                            left.latest += 1
+                        elif done.exact:
+                            left.durable += 1
+                        else:
+                            left.unknown += 1
+                        ranges = left.ranges.setdefault(src, {}).setdefault(boot, [])
+                        if ranges and ranges[-1][1] + 1 == seq:
+                            ranges[-1][1] = seq
+                        else:
+                            ranges.append([seq, seq])
             if left.ranges:
                 result[name] = left
         return result

@@ -203,6 +203,7 @@ class InstanceRuntime:
                 self.topics.data(user_filter),
                 functools.partial(self._queue_delivery, user_filter),
             )
+        accounted: list[str] = []
         if self.data.outbox is not None and self.data.processed is not None:
             # a broker-shared subscription's messages go to one of several instances: none can tell
             # what it missed, so they are neither caught up nor accounted (a pool, workers: N, is)
@@ -214,7 +215,6 @@ class InstanceRuntime:
                     self.spec.name,
                     f,
                 )
-            self.data.subscribed(accounted)
         self.sources.follow(self.bus, self.topics)
         self.bus.subscribe(self.topics.instance_control(self.spec.name), self.on_control)
         self.bus.subscribe(
@@ -224,6 +224,7 @@ class InstanceRuntime:
         requester = Requester(self.bus, self.topics, self.stamper, self.current_parents)
         self._services = ServiceClient(requester, LiveRegistry(self.bus, self.topics), self.topics)
         self.data.attach()
+        self.data.subscribed(accounted)  # in the ledger before the catch-up; its report after attach()
         subscribed.set()
         context.set_client(self)
 

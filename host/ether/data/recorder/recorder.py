@@ -591,7 +591,9 @@ class Recorder:
         ):
             self._seen_status[name] = key
             detail = {
-                k: payload.get(k) for k in ("pid", "restarts", "exit_code", "error", "class") if k in payload
+                k: payload.get(k)
+                for k in ("pid", "restarts", "exit_code", "error", "class", "subscribes")
+                if k in payload
             }
             self.store.event(f"instance_{state}", name, None, **detail)
 

@@ -308,12 +308,15 @@ class Recording:
 
 def unsaved_in_outboxes(run_dir: Path) -> dict[str, int]:
     """Messages publishers sent but the recorder never confirmed, per outbox file. Empty outboxes
-    are deleted: only the evidence of unsaved data stays beside the store."""
+    are deleted: only the evidence of unsaved data stays beside the store. An unconfirmed processed
+    report is not counted: its instance's ledger is in the same file, read by the seal."""
     left: dict[str, int] = {}
     for path in sorted((run_dir / "outbox").glob("*.sqlite")):
         try:
             db = sqlite3.connect(path, timeout=10)
-            n = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+            n = db.execute(
+                "SELECT COUNT(*) FROM outbox WHERE boot NOT LIKE ?", (f"%{processed.REPORTS_SUFFIX}",)
+            ).fetchone()[0]
             db.close()
         except sqlite3.Error:
             continue
