@@ -122,7 +122,7 @@ def test_the_seal_waits_for_the_last_message_of_a_joined_supervisor(broker, tmp_
     db = connect(owner.recording.run_dir, readonly=True)
     manifest = read_manifest(db)
     assert db.execute("SELECT COUNT(*) FROM messages WHERE topic = 'last_word'").fetchone()[0] == 1
-    assert manifest["status"] == "complete" and manifest["not_drained"] == [], manifest
+    assert manifest["status"] == "complete" and manifest["not_drained"] == [], "".join(output)[-4000:]
     stopped = events(db, "joined_stopped")
     assert len(stopped) == 1 and stopped[0]["unsaved"] == {} and stopped[0]["instances"] == ["last"]
     assert last_instance_events(db)["last"][0] == "instance_stopped"  # its own, sent before it exited
