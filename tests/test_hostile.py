@@ -254,13 +254,9 @@ def test_receivers_refuse_what_a_broker_without_limit_delivers(mosquitto, tmp_pa
 
 
 @needs_mosquitto
-@pytest.mark.xfail(
-    strict=False,
-    reason="open bug (issue 12): in 1 of 3 loaded runs Mosquitto 2.0.11 disconnected the foreign client that"
-    " sent a message over message_size_limit instead of dropping it, and paho resent it after every"
-    " reconnect (a reconnect loop every ~55 ms); Ether's own clients refuse such a message before sending",
-)
 def test_a_managed_mosquitto_drops_an_oversized_message(tmp_path):
+    """Dropped, and the sender's next message gets through (with max_queued_messages 0, Mosquitto
+    2.0.11 disconnected the sender for each such message and paho's resends made a loop: issue 12)."""
     from ether.runtime.session import new_session
 
     config = recorded(tmp_path, ECHO, limits={"max_payload": "1KiB"})

@@ -434,6 +434,11 @@ def cmd_sessions(args) -> int:
     return 0
 
 
+# deeper ancestors are not indented further (a long chain's text would grow as its square):
+# each line names its depth instead
+INDENT_LEVELS = 16
+
+
 def cmd_lineage(args) -> int:
     candidates = (
         [find_session(args.session, args.data)]
@@ -446,7 +451,8 @@ def cmd_lineage(args) -> int:
             chain = lineage(db, read_manifest(db), args.message)
             print(f"session {path.name}")
             for depth, e in chain:
-                pad = "  " * depth + ("<- " if depth else "")
+                indent = "  " * min(depth, INDENT_LEVELS)
+                pad = indent + ("<- " if depth else "") + (f"[{depth}] " if depth > INDENT_LEVELS else "")
                 if e.get("missing"):
                     print(f"{pad}{e['msg_id']}  (not in this session)")
                     continue
@@ -455,7 +461,7 @@ def cmd_lineage(args) -> int:
                 print(
                     f"{pad}{e['msg_id']}  {e['topic']}  from {e['src'] or 'a foreign client'}{code}  at {when}"
                 )
-                print(f"{'  ' * depth}   {json.dumps(e['payload'])[:100]}")
+                print(f"{indent}   {json.dumps(e['payload'])[:100]}")
             return 0
     print(
         f"ether: message '{args.message}' is in no recorded session under {data_root(args.data)}",

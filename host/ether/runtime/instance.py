@@ -310,9 +310,10 @@ class InstanceRuntime:
         if self.paused:
             self.pause(False)
         deadline = Deadline(self.data.settings.drain_timeout if drain is None else drain)
-        self.data.drain(deadline.remaining, closing=False)
-        self.catch_up()
         unsaved = self.data.drain(deadline.remaining, closing=False)
+        if not deadline.expired and not self.cutting:  # else the session no longer waits for us
+            self.catch_up()
+            unsaved = self.data.drain(deadline.remaining, closing=False)
         handled, self.handled = self.handled, 0
         answer(self.bus, self.stamper, request, ok({"handled": handled, "unsaved": unsaved}))
 

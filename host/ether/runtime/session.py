@@ -390,7 +390,13 @@ class Session:
                 self.clock.stop()
             # the drain barrier: nothing unsaved is left behind
             reachable = self.broker_lost is None
-            via_broker = reachable
+            via_broker = reachable and (self._bus is None or self._bus.connected)
+            if reachable and not via_broker:  # a broker we joined went away (its host ended it)
+                log.warning(
+                    "the broker at %s is not reachable: instances stop on their own (save_all, cleanup,"
+                    " drain), not through it; what is not saved in the drain timeout is counted",
+                    self.address.url,
+                )
             if self.lag is not None:
                 self.lag.stop()
                 if self._behind_since is not None:  # it never caught up: say so in the store
