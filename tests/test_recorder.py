@@ -12,9 +12,13 @@ import time
 from pathlib import Path
 
 import lab_classes
+from ether.contract.messages import InstanceStatus
+from ether.contract.wire import encode
 from ether.data.recorder.ledger import Stream
 from ether.data.recorder.recording import seal_crashed
 from ether.data.recorder.store import CRASHED, RUNNING, Store, connect, open_gaps, summary
+from ether.transport.bus import Bus
+from support import logged_in, recorder_barrier
 
 
 def store_of(session) -> sqlite3.Connection:
@@ -284,3 +288,30 @@ def test_the_recorder_status_counts_live_what_a_paused_instance_has_not_processe
             time.sleep(0.2)  # the monitor's pace of asking; the wait is on the condition above
         session.pause(False, ["echo"])
         observer.wait_for("out", 5)
+
+
+def test_a_last_will_after_a_clean_stop_is_not_recorded_as_a_death(run_session, tmp_path):
+    """amqtt now and then sends the Last Will of a client that disconnected properly: a ``dead``
+    after its own ``stopped`` (same process) is not believed; a later process's death is."""
+    session, _ = run_session({"recorder": {"path": str(tmp_path)}, "instances": {}})
+    ghost = Bus(logged_in(session.address, "instance", "ghost"), client_id="ghost")  # its own login
+    ghost.connect()
+    topic = session.topics.instance_status("ghost")
+    for state, pid in (("ready", 11), ("stopped", 11), ("dead", 11), ("ready", 12), ("dead", 12)):
+        status = InstanceStatus.model_validate(
+            {"instance": "ghost", "class": "m:C", "state": state, "pid": pid}
+        )
+        assert ghost.publish_and_wait(topic, encode(status.payload()))
+    ghost.close()
+    recorder_barrier(session)
+    db = connect(session.recording.run_dir, readonly=True)
+    events = [
+        (k, json.loads(d)["pid"])
+        for k, d in db.execute("SELECT kind, detail FROM events WHERE src = 'ghost'")
+    ]
+    assert events == [
+        ("instance_ready", 11),
+        ("instance_stopped", 11),
+        ("instance_ready", 12),
+        ("instance_dead", 12),
+    ]

@@ -41,6 +41,9 @@ class JoinedSupervisors:
             return
         with self._changed:
             # once joined, every later status counts (its Last Will 'dead' names no recorder run)
+            before = self.statuses.get(status.name)
+            if before is not None and late_will(before.state, status.state, before.pid, status.pid):
+                return
             if status.name in self.statuses or status.recorder_run == self.run_dir:
                 self.statuses[status.name] = status
                 self._changed.notify_all()
@@ -70,3 +73,9 @@ class JoinedSupervisors:
             wait_until(self._changed, lambda: not self.running(), deadline.remaining)
         with self._changed:
             return dict(self.statuses)
+
+
+def late_will(before: str, now: str, pid_before: int | None, pid_now: int | None) -> bool:
+    """A Last Will ``dead`` that follows its process's own ``stopped``: the process ended cleanly
+    (amqtt now and then still sends the will of a client that disconnected properly); not believed."""
+    return before == "stopped" and now == "dead" and pid_before == pid_now

@@ -46,6 +46,7 @@ from ether.contract.topics import Topic, Topics
 from ether.contract.wire import Meta, MetaError, Stamper, WireError, decode, encode
 from ether.data.processed import LATEST_SUFFIX, REPORTS_SUFFIX, account, numbered
 from ether.data.recorder.clocks import DeviceClocks
+from ether.data.recorder.joined import late_will
 from ether.data.recorder.ledger import Ledger, Stream
 from ether.data.recorder.store import Row, Store, payload_text
 from ether.logs import error_event_limit, setup_logging
@@ -605,6 +606,9 @@ class Recorder:
         """An instance's start, restart, death, failure or stop (once per state, pid and restart)."""
         name, state = status.instance, status.state
         key = (state, status.pid, status.restarts)
+        seen = self._seen_status.get(name)
+        if seen is not None and late_will(seen[0], state, seen[1], status.pid) and seen[2] == status.restarts:
+            return
         if (
             state in ("ready", "restarting", "dead", "failed", "stopped")
             and self._seen_status.get(name) != key
