@@ -1113,6 +1113,10 @@ def test_quit_under_load_at_80x24_prints_the_seal_line_last(tmp_path):
         source.start()
         tmux.keys("Tab", "Tab")  # the Topics panel (one panel at a time at 80x24)
         tmux.wait_for("load/")
+        deadline = time.monotonic() + 60
+        while sent[0] <= 1000:  # the load is on before q (the flood thread's pace varies with the machine)
+            assert time.monotonic() < deadline and source.is_alive(), sent
+            stop.wait(0.05)
         tmux.keys("q")  # under load
         code = int(tmux.wait_for_line(r"ether run ended with (\d+)", timeout=90).group(1))
         stop.set()
