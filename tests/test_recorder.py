@@ -291,7 +291,7 @@ def test_the_recorder_status_counts_live_what_a_paused_instance_has_not_processe
 
 
 def test_a_last_will_after_a_clean_stop_is_not_recorded_as_a_death(run_session, tmp_path):
-    """amqtt now and then sends the Last Will of a client that disconnected properly: a ``dead``
+    """Under load a broker now and then sends the Last Will of a client that had stopped: a ``dead``
     after its own ``stopped`` (same process) is not believed; a later process's death is."""
     session, _ = run_session({"recorder": {"path": str(tmp_path)}, "instances": {}})
     ghost = Bus(logged_in(session.address, "instance", "ghost"), client_id="ghost")  # its own login

@@ -77,5 +77,5 @@ class JoinedSupervisors:
 
 def late_will(before: str, now: str, pid_before: int | None, pid_now: int | None) -> bool:
     """A Last Will ``dead`` that follows its process's own ``stopped``: the process ended cleanly
-    (amqtt now and then still sends the will of a client that disconnected properly); not believed."""
+    (under load a broker now and then still sends the will of such a client: amqtt, Mosquitto); not believed."""
     return before == "stopped" and now == "dead" and pid_before == pid_now
