@@ -59,6 +59,7 @@ from ether.transport.signing import Sources
 
 log = logging.getLogger("ether.recorder")
 UNPROCESSED_EVERY = 2.0  # seconds between live counts of what instances have not processed
+UNPROCESSED_SHARE = 9.0  # ... and at least this many times as long as the last count took
 
 BATCH = 5000
 ACK_INTERVAL = 0.02  # acknowledgements are coalesced: at most one per source per 20 ms
@@ -234,16 +235,21 @@ class Recorder:
 
     def count_unprocessed(self) -> None:
         """A thread: while someone polls our status (the monitor does), count every few seconds what
-        each subscriber instance has not processed (yet) of the store, as the seal would."""
-        while not self.finished.wait(UNPROCESSED_EVERY):
+        each subscriber instance has not processed (yet) of the store, as the seal would. A count
+        reads every ledger and report, so it grows with the session: the pause after one is at least
+        ``UNPROCESSED_SHARE`` times as long as it took, which keeps it under a tenth of a core."""
+        pause = UNPROCESSED_EVERY
+        while not self.finished.wait(pause):
             if time.monotonic() - self._asked_at > 3 * UNPROCESSED_EVERY:
                 continue
+            started = time.monotonic()
             try:
                 counts = account(Path(self.spec.run_dir))
             except sqlite3.Error as exc:  # a ledger being created, a busy store: the next round counts
                 log.debug("recorder: no live unprocessed count this time (%s)", exc)
                 continue
             self.unprocessed = {name: left.durable + left.unknown for name, left in counts.items()}
+            pause = max(UNPROCESSED_EVERY, UNPROCESSED_SHARE * (time.monotonic() - started))
 
     def announce(self, state: str) -> None:
         if not self.bus.publish_and_wait(
