@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
-from textual.widgets import Select
+from textual.widgets import Input, Select
 
 from ether import exits
 from ether.contract.wire import Meta, encode
@@ -146,6 +146,13 @@ async def select(app: MonitorApp, pilot, table: type[LiveTable], name: str) -> N
     assert widget.selected == name, (widget.selected, names)
 
 
+async def filter_keys(app: MonitorApp, pilot, *keys: str) -> None:
+    """``/``, then ``keys`` once the filter line has the focus: a key sent sooner goes to what had it."""
+    await pilot.press("slash")
+    await until(pilot, lambda: isinstance(app.focused, Input), "the filter line")
+    await pilot.press(*keys)
+
+
 def run(scenario) -> None:
     asyncio.run(scenario())
 
@@ -232,7 +239,9 @@ def test_keys_launch_restart_and_stop_an_instance(lab):
             await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
             await pilot.press("n")  # no: nothing happens
             await until(pilot, lambda: not isinstance(app.screen, ConfirmScreen), "the question to close")
-            await pilot.press("x", "y")
+            await pilot.press("x")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question again")
+            await pilot.press("y")
             await until(pilot, lambda: column(app, InstancesTable, "later", "state") == "stopped", "stopped")
 
     run(scenario)
@@ -335,7 +344,9 @@ def test_plots_overlay_fields_of_two_topics_on_one_scale(lab):
             assert "bench1.temperature temperature: 21" in shown and "in value: 40" in shown
             assert "40┤" in shown and "21┤" in shown  # one scale, from the lowest value to the highest
             await select(app, pilot, TopicsTable, "in")
-            await pilot.press("f", "enter")  # again: stops plotting it
+            await pilot.press("f")  # again: stops plotting it
+            await until(pilot, lambda: isinstance(app.screen, FieldScreen), "the field picker again")
+            await pilot.press("enter")
             await until(pilot, lambda: len(plots.series) == 1, "one plot left")
 
     run(scenario)
@@ -393,7 +404,7 @@ def test_errors_show_in_the_log_and_the_filter_keeps_matching_lines(lab):
             await until(pilot, lambda: any("unlucky" in line for line in log.shown_lines()), "the error")
             assert column(app, InstancesTable, "echo", "last error") == "ValueError: unlucky number"
             await pilot.click("#log-lines")  # / filters what has focus: here the log
-            await pilot.press("slash", *"UNLUCKY")
+            await filter_keys(app, pilot, *"UNLUCKY")
             await until(pilot, lambda: log.filter == "UNLUCKY", "the filter")
             shown = log.shown_lines()
             assert shown and all("unlucky" in line for line in shown)
@@ -477,11 +488,11 @@ def test_filter_and_sort_a_table_and_open_an_error_in_full(lab):
             await until(pilot, lambda: "bench1.temperature" in cells(app, TopicsTable), "board readings")
             topics = app.query_one(TopicsTable)
             await select(app, pilot, TopicsTable, "in")
-            await pilot.press("slash", *"bench")
+            await filter_keys(app, pilot, *"bench")
             await until(pilot, lambda: list(cells(app, TopicsTable)) == ["bench1.temperature"], "filtered")
             await pilot.press("escape")
             assert app.focused is topics and "filter: bench (1 of" in topics.border_subtitle
-            await pilot.press("slash", *["backspace"] * 5, "enter")
+            await filter_keys(app, pilot, *["backspace"] * 5, "enter")
             await until(pilot, lambda: len(cells(app, TopicsTable)) > 1, "every topic again")
             await pilot.press("O")  # by name, reversed
             names = list(cells(app, TopicsTable))
@@ -949,7 +960,7 @@ def test_snapshot_of_the_main_screen(quiet_lab, snap_compare, size):
         if app.compact:
             return  # one panel: the instances (the log, whose lines come in any order, is not shown)
         await pilot.click("#log-lines")
-        await pilot.press("slash", *"error")  # only the error lines: status lines come in any order
+        await filter_keys(app, pilot, *"error")  # only the error lines: status lines come in any order
         await until(pilot, lambda: len(app.query_one(LogPanel).shown_lines()) == 1, "the filtered log")
         await pilot.press("escape")
 
@@ -967,12 +978,15 @@ def test_snapshot_of_the_call_form(quiet_lab, snap_compare):
         await until(pilot, lambda: app.snapshot.recorder.saved == 4, "the recorder's count")
         await until(pilot, lambda: column(app, InstancesTable, "echo", "unproc") == "0", "the live count")
         await pilot.click("#log-lines")
-        await pilot.press("slash", *"error", "escape")  # the log shows pids and arrives in any order
+        await filter_keys(app, pilot, *"error", "escape")  # the log shows pids and arrives in any order
         await select(app, pilot, InstancesTable, "store")
         await pilot.press("c")
         await until(pilot, lambda: isinstance(app.screen, CallScreen), "the call form")
-        app.screen.query_one("#method").focus()
-        await pilot.press("enter", "down", "enter")  # DataStore.broken -> DataStore.get_value
+        picker = app.screen.query_one("#method", Select)
+        picker.focus()
+        await pilot.press("enter")
+        await until(pilot, lambda: picker.expanded, "the list of methods")
+        await pilot.press("down", "enter")  # DataStore.broken -> DataStore.get_value
         await until(pilot, lambda: app.screen.query("#arg-key"), "the key field")
         await pilot.press(*"k")
 
