@@ -4,7 +4,8 @@ An instance process started from a fresh interpreter spends most of its start-up
 pydantic and paho (docs/benchmarks.md); a fork of a process that has imported them is ready in a
 few milliseconds and shares their memory. Each fork is still a process of its own: its own session,
 stdin (its lifeline), stdout and stderr, the supervisor's environment and working directory, and user
-modules imported only after the fork. The server is the forks' parent: it reaps them and reports
+modules imported only after the fork; the server answers a request once the fork has its session
+(a signal to its process group cannot miss it). The server is the forks' parent: it reaps them and reports
 their exit codes; a fork dies with the server (``PR_SET_PDEATHSIG``), so no instance outlives the
 one process that can report its exit, and the server, once its lifeline is cut, waits for every
 fork to exit before it exits itself. Linux only; elsewhere instances start as fresh interpreters.
@@ -173,17 +174,23 @@ def main() -> None:
                 if request["pid"] in forks:  # not reaped yet: the pid is still that fork's
                     os.kill(request["pid"], request["signal"])
                 continue
+            settled, in_session = os.pipe()  # the fork closes its end once it is a session of its own
             try:
                 pid = os.fork()
             except OSError as exc:  # e.g. out of processes: this one is refused, the server goes on
                 _report(control, {"refused": str(exc)})
             else:
                 if pid == 0:
-                    _run_fork(request, fds)
+                    _run_fork(request, fds, in_session)
+                os.close(in_session)
+                in_session = -1
+                os.read(settled, 1)  # end of file: it called setsid(), or died before it (reaped next)
                 forks.add(pid)
                 _report(control, {"forked": pid})
-            for fd in fds:
-                os.close(fd)
+            finally:
+                for fd in (settled, in_session, *fds):
+                    if fd >= 0:
+                        os.close(fd)
 
 
 def _reap(forks: set[int], control: socket.socket) -> None:
@@ -205,8 +212,9 @@ def _report(control: socket.socket, report: dict[str, Any]) -> None:
         pass  # the supervisor is gone; its forks' lifelines are cut too
 
 
-def _run_fork(request: dict[str, Any], fds: list[int]) -> None:
-    """In the fork: become the requested process, run ``module.main()``, exit with its code."""
+def _run_fork(request: dict[str, Any], fds: list[int], in_session: int) -> None:
+    """In the fork: become the requested process, run ``module.main()``, exit with its code;
+    ``in_session`` is closed once it is a session of its own (the server answers after that)."""
     code = 1
     try:
         parent = os.getppid()
@@ -216,6 +224,7 @@ def _run_fork(request: dict[str, Any], fds: list[int]) -> None:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.setsid()  # as start_new_session: Ctrl-C reaches only the supervisor
+        os.close(in_session)
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
         open_fds = [int(fd) for fd in os.listdir("/proc/self/fd")]
