@@ -370,6 +370,7 @@ def _broker_class():
     from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 
     from ether.contract.topics import SHARE_PREFIX
+    from ether.transport.broker_routing import Routing
     from ether.transport.permissions import may_publish, may_subscribe
 
     def drop_silent_client(handler: BrokerProtocolHandler) -> None:
@@ -391,9 +392,9 @@ def _broker_class():
                 return await super().read(n)
             return await asyncio.wait_for(self._reader.readexactly(n), self.timeout)
 
-    class EtherBroker(PayloadLimit, Broker):
+    class EtherBroker(PayloadLimit, Routing, Broker):
         """amqtt's broker with the retained-message leak, the lost last messages and keep-alive fixed,
-        Ether's permissions, and the payload limit (``limits``)."""
+        Ether's permissions, the payload limit (``limits``) and its routing cached (``broker_routing``)."""
 
         async def _topic_filtering(self, session, topic: str, action) -> bool:
             if action == Action.RECEIVE:  # its subscription was checked
