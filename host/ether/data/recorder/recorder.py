@@ -136,6 +136,7 @@ class Recorder:
         self._acks: dict[str, dict[str, int]] = {}  # committed, not yet announced
         self._acked_at = 0.0
         self._committed_at = float("-inf")  # monotonic
+        self._barrier_queued = threading.Event()  # ends the wait for more of a batch
         self._batch: dict[tuple[str, str, int], Row] = {}  # the numbered rows of the batch being written
         self.since = store.manifest().get("started_at") or time.time()  # the session's start
         self.unprocessed: dict[str, int] | None = None  # the last live count (count_unprocessed)
@@ -200,7 +201,7 @@ class Recorder:
             forced = None
             if control.command == "shutdown" and control.forced_by:  # a forced quit (the monitor's): at once
                 forced = {"by": control.forced_by, "unconfirmed": control.unconfirmed}
-            self.inbox.put(_Barrier(meta, then_stop=control.command == "shutdown", forced=forced))
+            self.barrier(_Barrier(meta, then_stop=control.command == "shutdown", forced=forced))
             if forced:
                 self.forcing = True  # after the put: the writer then finds this request in its queue
 
@@ -286,25 +287,29 @@ class Recorder:
                 if barrier.then_stop:
                     self.finished.set()
 
+    def barrier(self, barrier: _Barrier) -> None:
+        self.inbox.put(barrier)
+        self._barrier_queued.set()
+
     def _gather(self, item) -> list:
         """The next batch: ``item`` and what arrives until ``COMMIT_EVERY`` after the last commit (at
         once after a quiet spell, or for a barrier). Publishers hold each message until acknowledged,
         and the acknowledgements go out every ``ACK_INTERVAL`` anyway: one commit per message (each
-        costs a dozen writes) when the messages come one by one would buy nothing."""
+        costs a dozen writes) when the messages come one by one would buy nothing. The writer waits
+        for the deadline, not for each message (a thread wake-up per message)."""
+        self._barrier_queued.clear()  # a barrier queued before is found by draining the queue
         batch = [item]
         deadline = self._committed_at + COMMIT_EVERY
-        while len(batch) < BATCH and not isinstance(item, _Barrier):
+        while len(batch) < BATCH and not isinstance(batch[-1], _Barrier):
             try:
-                item = self.inbox.get_nowait()
+                batch.append(self.inbox.get_nowait())
+                continue
             except queue.Empty:
                 wait = deadline - time.monotonic()
-                if wait <= 0:
-                    break
-                try:
-                    item = self.inbox.get(timeout=wait)
-                except queue.Empty:
-                    break
-            batch.append(item)
+            if wait <= 0:
+                break
+            self._barrier_queued.wait(wait)
+            deadline = float("-inf")  # take what came meanwhile (up to a barrier), then commit
         return batch
 
     def stop_forced(self, batch: list) -> None:
@@ -683,7 +688,7 @@ def record(spec: RecorderSpec) -> int:
     log.info("recorder ready: saving session data to %s", spec.run_dir)
 
     # the session's end (or death) is our signal to commit everything and stop
-    on_lifeline_cut(lambda: recorder.inbox.put(_Barrier(None, then_stop=True)))
+    on_lifeline_cut(lambda: recorder.barrier(_Barrier(None, then_stop=True)))
     recorder.finished.wait()
     writer.join(10)
     recorder.announce("failed" if recorder.failed else "stopped")
