@@ -370,6 +370,7 @@ def _broker_class():
     from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 
     from ether.contract.topics import SHARE_PREFIX
+    from ether.transport import broker_delivery
     from ether.transport.broker_routing import Routing
     from ether.transport.permissions import may_publish, may_subscribe
 
@@ -379,6 +380,7 @@ def _broker_class():
         asyncio.ensure_future(handler.handle_connection_closed())
 
     BrokerProtocolHandler.handle_read_timeout = drop_silent_client  # this process runs only the broker
+    broker_delivery.install(BrokerProtocolHandler)
 
     class TimedReader(StreamReaderAdapter):
         """amqtt reads a packet's rest, and a new connection's CONNECT, without a timeout: a client that
