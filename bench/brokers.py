@@ -24,6 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from ether.transport.broker import BrokerAddress, EmbeddedBroker
 
 HERE = Path(__file__).resolve().parent
+STARTED: dict[int, int] = {}  # port -> pid of each broker started here, whose CPU the pipeline reports
 
 
 def cpu_seconds(*pids: int) -> float:
@@ -141,6 +142,7 @@ def mosquitto(port: int = 0) -> Iterator[BrokerAddress]:
         f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nset_tcp_nodelay true\n"
     )
     process = subprocess.Popen(["mosquitto", "-c", str(conf)], stderr=subprocess.DEVNULL)
+    STARTED[port] = process.pid
     try:
         deadline = time.monotonic() + 10
         while True:  # wait until it accepts connections
@@ -168,7 +170,9 @@ def brokers(names: list[str] | None = None, port: int = 0) -> Iterator[tuple[str
         if name == "amqtt":
             embedded = EmbeddedBroker(port=port)
             try:
-                yield "amqtt", embedded.start()
+                address = embedded.start()
+                STARTED[address.port] = embedded.pid
+                yield "amqtt", address
             finally:
                 embedded.stop()
         elif name == "mosquitto":

@@ -1,8 +1,8 @@
 """The pipeline measurements, raw paho and Ether with the same process layout (one process per client).
 
   pipeline  source -> relay -> sink (two hops, QoS 1): messages/s through it, the CPU its
-            processes spent per message (the recorder's too, the broker's not), and the one-hop
-            latency of paced messages (source's send to the relay's handler)
+            processes spent per message (the recorder's too) and, apart, the broker's (one started
+            here), and the one-hop latency of paced messages (source's send to the relay's handler)
   fan-out   one source -> k subscribers: messages/s until every subscriber has all of them
 
 Ether runs as ``Source``/``Relay``/``Sink``/``Listener`` instances (``bench_classes.py``), without and
@@ -19,18 +19,30 @@ import time
 import uuid
 from pathlib import Path
 
-from brokers import HERE, RawProcess, cpu_seconds
+from brokers import HERE, STARTED, RawProcess, cpu_seconds
 
 from ether.contract.wire import decode
 from ether.runtime.session import new_session
 from ether.transport.broker import BrokerAddress
 from ether.transport.bus import Bus
 
-Measured = tuple[float, list[float], float]  # messages/s, one-hop latencies in s, CPU s per message
+# messages/s, one-hop latencies in s, CPU s per message of the clients, and of the broker (None: not ours)
+Measured = tuple[float, list[float], float, float | None]
+
+
+class BrokerCpu:
+    """The CPU a broker started by this bench (``brokers.STARTED``) spends from here on; None for another."""
+
+    def __init__(self, port: int) -> None:
+        self.pid = STARTED.get(port)
+        self.start = cpu_seconds(self.pid) if self.pid else 0.0
+
+    def per(self, n: int) -> float | None:
+        return (cpu_seconds(self.pid) - self.start) / n if self.pid else None
 
 
 def raw_pipeline(address: BrokerAddress, n: int, pace: float) -> Measured:
-    """Three paho processes; the CPU is theirs (the broker's is not counted)."""
+    """Three paho processes; the CPU is theirs, the broker's apart."""
     sink = RawProcess(address, "sink", "-n", str(n))
     relay = RawProcess(address, "relay", "-n", str(n))
     source = RawProcess(address, "source", "-n", str(n), "--pace", str(pace))
@@ -39,16 +51,16 @@ def raw_pipeline(address: BrokerAddress, n: int, pace: float) -> Measured:
     try:
         for c in clients:
             c.expect("ready")
-        cpu = cpu_seconds(*pids)
+        cpu, broker = cpu_seconds(*pids), BrokerCpu(address.port)
         start = time.time()
         source.send()
         last = sink.expect("last", 300)
-        cpu = cpu_seconds(*pids) - cpu
+        cpu, broker_cpu = cpu_seconds(*pids) - cpu, broker.per(n)
         latencies = relay.expect("latencies")
     finally:
         for c in clients:
             c.stop()
-    return n / (last - start), latencies, cpu / n
+    return n / (last - start), latencies, cpu / n, broker_cpu
 
 
 def raw_fanout(address: BrokerAddress, n: int, k: int) -> float:
@@ -110,7 +122,7 @@ def ether_go(session, n: int, pace: float, finishers: int, topic: str = "bench/g
 
 
 def ether_pipeline(url: str, n: int, pace: float, recorded: bool, signed: bool = True) -> Measured:
-    """Source -> Relay -> Sink instances; the CPU is theirs and the recorder's (not the broker's)."""
+    """Source -> Relay -> Sink instances; the CPU is theirs and the recorder's, the broker's apart."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         stats = folder / "relay.json"
@@ -124,12 +136,12 @@ def ether_pipeline(url: str, n: int, pace: float, recorded: bool, signed: bool =
         if recorded:
             pids.append(session.recording.process.pid)
         try:
-            cpu = cpu_seconds(*pids)
+            cpu, broker = cpu_seconds(*pids), BrokerCpu(session.address.port)
             elapsed = ether_go(session, n, pace, 1)
-            cpu = cpu_seconds(*pids) - cpu
+            cpu, broker_cpu = cpu_seconds(*pids) - cpu, broker.per(n)
         finally:
             session.close()
-        return n / elapsed, json.loads(stats.read_text())["latencies"], cpu / n
+        return n / elapsed, json.loads(stats.read_text())["latencies"], cpu / n, broker_cpu
 
 
 def ether_fanout(url: str, n: int, k: int, recorded: bool, signed: bool = True) -> float:

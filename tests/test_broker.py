@@ -56,6 +56,22 @@ def test_retained_messages_only_reach_matching_subscribers(broker):
     a.close(), b.close()
 
 
+def test_a_new_subscription_gets_a_topic_already_routed(broker):
+    """The broker keeps the filters each topic matches (``broker_routing``): a subscription that
+    comes later must be among them."""
+    first, second = threading.Event(), threading.Event()
+    a = client(broker)
+    a.subscribe("late/#", lambda t, p: (second if first.is_set() else first).set())
+    a.publish("late/x", b"{}")
+    assert first.wait(10)  # late/x is routed to late/#
+    got = threading.Event()
+    b = client(broker)
+    b.subscribe("late/x", lambda t, p: got.set())
+    a.publish("late/x", b"{}")
+    assert got.wait(10) and second.wait(10)  # the new subscriber and the old one
+    a.close(), b.close()
+
+
 def test_stop_is_fast_even_with_connected_clients():
     b = EmbeddedBroker()
     address = b.start()

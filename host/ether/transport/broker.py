@@ -370,6 +370,8 @@ def _broker_class():
     from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 
     from ether.contract.topics import SHARE_PREFIX
+    from ether.transport import broker_delivery
+    from ether.transport.broker_routing import Routing
     from ether.transport.permissions import may_publish, may_subscribe
 
     def drop_silent_client(handler: BrokerProtocolHandler) -> None:
@@ -378,22 +380,27 @@ def _broker_class():
         asyncio.ensure_future(handler.handle_connection_closed())
 
     BrokerProtocolHandler.handle_read_timeout = drop_silent_client  # this process runs only the broker
+    broker_delivery.install(BrokerProtocolHandler)
 
     class TimedReader(StreamReaderAdapter):
         """amqtt reads a packet's rest, and a new connection's CONNECT, without a timeout: a client that
         stops talking mid-packet (or never says CONNECT) held its connection forever. Each read that
-        must wait for the network gets ``timeout`` seconds (no wait, no timer, when the bytes are here)."""
+        must wait for the network gets ``timeout`` seconds (no wait, no timer, when the bytes are here;
+        a timer, not a task, when they are not)."""
 
         timeout: float | None = CONNECT_TIMEOUT  # then 1.5 x the client's keep-alive; None if it has none
 
         async def read(self, n: int = -1) -> bytes:
             if self.timeout is None or n == -1 or len(self._reader._buffer) >= n:
                 return await super().read(n)
-            return await asyncio.wait_for(self._reader.readexactly(n), self.timeout)
+            if sys.version_info < (3, 11):  # no asyncio.timeout yet
+                return await asyncio.wait_for(self._reader.readexactly(n), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                return await self._reader.readexactly(n)
 
-    class EtherBroker(PayloadLimit, Broker):
+    class EtherBroker(PayloadLimit, Routing, Broker):
         """amqtt's broker with the retained-message leak, the lost last messages and keep-alive fixed,
-        Ether's permissions, and the payload limit (``limits``)."""
+        Ether's permissions, the payload limit (``limits``) and its routing cached (``broker_routing``)."""
 
         async def _topic_filtering(self, session, topic: str, action) -> bool:
             if action == Action.RECEIVE:  # its subscription was checked
@@ -428,6 +435,9 @@ def _broker_class():
             session.keep_alive *= KEEP_ALIVE_GRACE  # the read timeout; 0 (no keep-alive) stays 0
             if isinstance(reader, TimedReader):
                 reader.timeout = session.keep_alive or None
+                # the reader times out itself: amqtt would wrap the read of every packet in a task of
+                # its own with that timeout, and re-arm a timer (whose handler does nothing) per packet sent
+                session.keep_alive, handler.keepalive_timeout = 0, None
             return handler, session
 
         async def _handle_disconnect(self, client_session, handler, disconnect_waiter):

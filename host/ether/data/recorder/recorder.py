@@ -62,6 +62,7 @@ UNPROCESSED_EVERY = 2.0  # seconds between live counts of what instances have no
 UNPROCESSED_SHARE = 9.0  # ... and at least this many times as long as the last count took
 
 BATCH = 5000
+COMMIT_EVERY = 0.005  # under load, a commit at most this often: a message then waits for the next
 ACK_INTERVAL = 0.02  # acknowledgements are coalesced: at most one per source per 20 ms
 RECORDED = (  # the kinds saved
     "data",
@@ -134,6 +135,8 @@ class Recorder:
         self.error_limit = error_event_limit()
         self._acks: dict[str, dict[str, int]] = {}  # committed, not yet announced
         self._acked_at = 0.0
+        self._committed_at = float("-inf")  # monotonic
+        self._barrier_queued = threading.Event()  # ends the wait for more of a batch
         self._batch: dict[tuple[str, str, int], Row] = {}  # the numbered rows of the batch being written
         self.since = store.manifest().get("started_at") or time.time()  # the session's start
         self.unprocessed: dict[str, int] | None = None  # the last live count (count_unprocessed)
@@ -198,7 +201,7 @@ class Recorder:
             forced = None
             if control.command == "shutdown" and control.forced_by:  # a forced quit (the monitor's): at once
                 forced = {"by": control.forced_by, "unconfirmed": control.unconfirmed}
-            self.inbox.put(_Barrier(meta, then_stop=control.command == "shutdown", forced=forced))
+            self.barrier(_Barrier(meta, then_stop=control.command == "shutdown", forced=forced))
             if forced:
                 self.forcing = True  # after the put: the writer then finds this request in its queue
 
@@ -265,12 +268,7 @@ class Recorder:
             except queue.Empty:
                 self.send_acks()
                 continue
-            batch = [item]
-            while len(batch) < BATCH:
-                try:
-                    batch.append(self.inbox.get_nowait())
-                except queue.Empty:
-                    break
+            batch = self._gather(item)
             if self.forcing or any(isinstance(b, _Barrier) and b.forced for b in batch):
                 self.stop_forced(batch)
                 return
@@ -282,11 +280,37 @@ class Recorder:
                 self.failed = True
                 self.finished.set()
                 return
+            self._committed_at = time.monotonic()
             self.send_acks(force=bool(barriers))
             for barrier in barriers:
                 answer(self.bus, self.stamper, barrier.request, ok(self.status("ready")))
                 if barrier.then_stop:
                     self.finished.set()
+
+    def barrier(self, barrier: _Barrier) -> None:
+        self.inbox.put(barrier)
+        self._barrier_queued.set()
+
+    def _gather(self, item) -> list:
+        """The next batch: ``item`` and what arrives until ``COMMIT_EVERY`` after the last commit (at
+        once after a quiet spell, or for a barrier). Publishers hold each message until acknowledged,
+        and the acknowledgements go out every ``ACK_INTERVAL`` anyway: one commit per message (each
+        costs a dozen writes) when the messages come one by one would buy nothing. The writer waits
+        for the deadline, not for each message (a thread wake-up per message)."""
+        self._barrier_queued.clear()  # a barrier queued before is found by draining the queue
+        batch = [item]
+        deadline = self._committed_at + COMMIT_EVERY
+        while len(batch) < BATCH and not isinstance(batch[-1], _Barrier):
+            try:
+                batch.append(self.inbox.get_nowait())
+                continue
+            except queue.Empty:
+                wait = deadline - time.monotonic()
+            if wait <= 0:
+                break
+            self._barrier_queued.wait(wait)
+            deadline = float("-inf")  # take what came meanwhile (up to a barrier), then commit
+        return batch
 
     def stop_forced(self, batch: list) -> None:
         """A forced quit: stop now, without writing what still waits here, and record that, with the count.
@@ -664,7 +688,7 @@ def record(spec: RecorderSpec) -> int:
     log.info("recorder ready: saving session data to %s", spec.run_dir)
 
     # the session's end (or death) is our signal to commit everything and stop
-    on_lifeline_cut(lambda: recorder.inbox.put(_Barrier(None, then_stop=True)))
+    on_lifeline_cut(lambda: recorder.barrier(_Barrier(None, then_stop=True)))
     recorder.finished.wait()
     writer.join(10)
     recorder.announce("failed" if recorder.failed else "stopped")
