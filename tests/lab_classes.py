@@ -147,3 +147,45 @@ class DataStore:
     @ether_get
     def broken(self) -> int:
         raise RuntimeError("disk on fire")
+
+
+class Overlap:
+    """Two handlers whose filters overlap: a message on ov/b is for both, each once."""
+
+    @ether_sub(topic="ov/b")
+    @ether_pub(topic="ov_out")
+    def narrow(self, root: Any) -> dict:
+        return {"by": "narrow", "got": root}
+
+    @ether_sub(topic="ov/#")
+    @ether_pub(topic="ov_out")
+    def wide(self, root: Any) -> dict:
+        return {"by": "wide", "got": root}
+
+
+class OverlapSender:
+    """Publishes on ov/b, then on ov/end, as it is asked (an Ether source: numbered messages)."""
+
+    @ether_sub(topic="ov_send")
+    @ether_pub(topic="ov/b")
+    def send(self, n: int) -> dict:
+        return {"n": n}
+
+    @ether_sub(topic="ov_send_end")
+    @ether_pub(topic="ov/end")
+    def end(self, n: int) -> dict:
+        return {"end": n}
+
+
+class CrossedFilters:
+    """Two filters that both match ov/b and neither covers the other (+/b and ov/+)."""
+
+    @ether_sub(topic="+/b")
+    @ether_pub(topic="ov_out")
+    def narrow(self, root: Any) -> dict:
+        return {"by": "narrow", "got": root}
+
+    @ether_sub(topic="ov/+")
+    @ether_pub(topic="ov_out")
+    def wide(self, root: Any) -> dict:
+        return {"by": "wide", "got": root}

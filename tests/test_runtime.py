@@ -103,3 +103,37 @@ def test_main_script_can_publish(run_session):
     session, observer = run_session(one("echo", "lab_classes.Echo"))
     session.publish("in", {"value": 3, "label": "from main"})
     assert observer.wait_for("out", 1)[0][0]["label"] == "from main"
+
+
+@pytest.mark.parametrize("recorder", [True, False])
+@pytest.mark.parametrize("overlap", ["Overlap", "CrossedFilters"])
+def test_overlapping_filters_handle_each_message_once(run_session, recorder, overlap):
+    """A broker sends a client one copy of a message per subscription it matches: an instance whose
+    filters overlap (ov/# and ov/b; or +/b and ov/+) still calls each handler once per message from an
+    Ether source, with and without the recorder's ledger; and from a foreign client, whose messages
+    have no identity, where one filter covers the other (no second subscription, so no copy)."""
+    session, observer = run_session(
+        {
+            "recorder": recorder,
+            "instances": {
+                "overlap": {"class_path": f"lab_classes.{overlap}"},
+                "sender": {"class_path": "lab_classes.OverlapSender"},
+            },
+        }
+    )
+
+    def outputs_until(end: dict) -> list:
+        observer.wait_until(lambda ms: any(t == "ov_out" and p["got"] == end for t, p, _ in ms), f"{end}")
+        return [p for p, _ in observer.on("ov_out")]
+
+    observer.publish("ov_send", json.dumps({"n": 1}))
+    observer.publish("ov_send_end", json.dumps({"n": 1}))
+    got = outputs_until({"end": 1})
+    assert sorted(p["by"] for p in got if p["got"] == {"n": 1}) == ["narrow", "wide"], got
+
+    if overlap == "CrossedFilters":
+        return  # a foreign message comes twice, and nothing tells the copies from two sends
+    observer.publish("ov/b", json.dumps({"foreign": 2}))  # no _ether block: no identity to dedupe by
+    observer.publish("ov/end", json.dumps({"end": 2}))
+    got = outputs_until({"end": 2})
+    assert sorted(p["by"] for p in got if p["got"] == {"foreign": 2}) == ["narrow", "wide"], got

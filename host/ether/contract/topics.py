@@ -83,6 +83,25 @@ def matches(topic_filter: str, topic: str) -> bool:
     return len(f_levels) == len(t_levels)
 
 
+def covers(wide: str, narrow: str) -> bool:
+    """Whether every topic ``narrow`` matches also matches ``wide`` (a broker sends a client one copy of
+    a message per subscription it matches: a covered filter needs none of its own). Shared
+    subscriptions cover nothing and are covered by nothing."""
+    if wide == narrow:
+        return True
+    if unshared(wide) != wide or unshared(narrow) != narrow:
+        return False
+    w_levels, n_levels = wide.split("/"), narrow.split("/")
+    if narrow.startswith("$") and w_levels[0] in ("+", "#"):
+        return False
+    for i, level in enumerate(w_levels):
+        if level == "#":
+            return True
+        if i >= len(n_levels) or n_levels[i] == "#" or level not in ("+", n_levels[i]):
+            return False
+    return len(w_levels) == len(n_levels)
+
+
 class Topic(NamedTuple):
     """What a topic of the session is (:meth:`Topics.parse`): its ``kind``, the ``name`` of the
     instance, supervisor, device, client or source it is about, and a ``detail``: the service of a

@@ -62,6 +62,7 @@ QUEUE_MESSAGES = 10_000  # published, not yet sent: publish() waits for room bey
 QUEUE_BYTES = 64 * 2**20
 SPOOL_FROM = 64 * 2**10  # a body of this many bytes or more is kept in the outbox's body files
 SEGMENT_BYTES = 64 * 2**20  # ... each file up to about this size; deleted once all it holds is acknowledged
+RECENT_HANDLED = 4096  # with no recorder, numbered messages remembered as handled (copies are dropped)
 
 Message = tuple[Meta, str, bytes]  # (meta, broker topic, signed body)
 
@@ -303,6 +304,7 @@ class DataPublisher:
         self._last_sent: Any = None  # the last durable message's paho info: has the broker got it?
         self._writer: threading.Thread | None = None
         self._left_before = 0  # unacknowledged messages an earlier process of this source left
+        self._recent: dict[tuple[str, str, int], None] = {}  # handled with no ledger, oldest first
         if settings.enabled and settings.run_dir:
             name = stamper.source.replace(":", "-").replace("/", "-")
             self.outbox = Outbox(Path(settings.run_dir) / "outbox" / f"{name}.sqlite")
@@ -503,8 +505,19 @@ class DataPublisher:
         return last is None or self.bus.wait_published(last, deadline.remaining)
 
     def seen(self, meta: Meta | None) -> bool:
-        """Whether this message was handled here before (by this process or an earlier one)."""
-        if self.processed is None or self.outbox is None or not numbered(meta):
+        """Whether this message was handled here before (by this process or an earlier one). With no
+        ledger (no recorder), whether it is one of the last RECENT_HANDLED handled: a broker sends a
+        copy per matching subscription, and the copies come close together."""
+        if not numbered(meta):
+            return False
+        if self.processed is None or self.outbox is None:
+            key = (meta.src, meta.boot, meta.seq)
+            with self._lock:
+                if key in self._recent:
+                    return True
+                self._recent[key] = None
+                if len(self._recent) > RECENT_HANDLED:
+                    del self._recent[next(iter(self._recent))]
             return False
         with self._lock:
             if (meta.src, meta.boot, meta.seq) in self._marking:

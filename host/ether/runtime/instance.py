@@ -25,7 +25,7 @@ from typing import Any
 from ether import exits
 from ether.contract.arrays import is_frame
 from ether.contract.messages import ErrorEvent, ErrorKind, InstanceCommand, InstanceStatus, ok, refused
-from ether.contract.topics import Topics, check_publish_topic, matches, unshared
+from ether.contract.topics import Topics, check_publish_topic, covers, matches, unshared
 from ether.contract.wire import Meta, MetaError, Stamper, WireError, decode, encode
 from ether.data import processed
 from ether.data.outbox import DataPublisher
@@ -198,7 +198,8 @@ class InstanceRuntime:
                 self.handlers.setdefault(m.spec.sub.topic, []).append(m)
         subscribed = threading.Event()
         self.jobs.put(lambda: (subscribed.wait(), self.catch_up()))  # before any live message
-        for user_filter in self.handlers:
+        # a wider filter first: a filter it covers then needs no broker subscription (no second copy)
+        for user_filter in sorted(self.handlers, key=lambda f: -sum(covers(f, o) for o in self.handlers)):
             self.bus.subscribe(
                 self.topics.data(user_filter),
                 functools.partial(self._queue_delivery, user_filter),

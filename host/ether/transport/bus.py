@@ -12,14 +12,14 @@ import os
 import socket
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import cast
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ether.contract.topics import check_publish_topic, check_subscribe_filter, matches
+from ether.contract.topics import check_publish_topic, check_subscribe_filter, covers, matches
 from ether.transport.broker import BrokerAddress, BrokerError
 from ether.transport.waiting import wait_until
 
@@ -54,6 +54,7 @@ class Bus:
         self._qos: dict[str, int] = {}  # filter -> the QoS it was subscribed with
         self._retained: dict[str, bytes] = {}  # what we last left retained per topic, for a new broker
         self._acked_subscriptions: set[int] = set()
+        self._mids: dict[str, int | None] = {}  # filter -> the SUBSCRIBE that brings its messages
         self._routes: dict[str, tuple[str, ...]] = {}  # topic -> the filters it matches (a cache)
         self._state = threading.Condition()
         self._connected = False
@@ -117,7 +118,8 @@ class Bus:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if not reason_code.is_failure and self._callbacks:  # a reconnect: restore what we listened to
-            self._send_subscribe(list(self._callbacks))
+            filters = list(self._callbacks)
+            self._send_subscribe([f for f in filters if self._wider(f, filters) is None])
         if not reason_code.is_failure:  # a restarted broker lost every retained message: ours again
             with self._state:
                 retained = list(self._retained.items())
@@ -153,12 +155,26 @@ class Bus:
             self._callbacks.setdefault(topic_filter, []).append(callback)
             self._qos.setdefault(topic_filter, qos)
             self._routes.clear()
+            wider = None if known else self._wider(topic_filter, self._callbacks)
         if known:
             return
-        mid = self._send_subscribe([topic_filter])
+        if wider is not None:  # its messages already come: a subscription of its own would bring copies
+            mid = self._mids.get(wider)
+        else:
+            mid = self._send_subscribe([topic_filter])
+        self._mids[topic_filter] = mid
         if timeout is not None and mid is not None:
             if not wait_until(self._state, lambda: mid in self._acked_subscriptions, timeout):
                 raise BrokerError(f"the broker did not acknowledge the subscription to {topic_filter!r}")
+
+    def _wider(self, topic_filter: str, filters: Iterable[str]) -> str | None:
+        """Another of ``filters`` that covers ``topic_filter`` at no lower QoS, if any (the broker
+        would send a message once per matching subscription, and each copy goes to every callback)."""
+        qos = self._qos[topic_filter]
+        return next(
+            (f for f in filters if f != topic_filter and self._qos[f] >= qos and covers(f, topic_filter)),
+            None,
+        )
 
     def _send_subscribe(self, filters: list[str]) -> int | None:
         result, mid = self._client.subscribe([(f, self._qos.get(f, 1)) for f in filters])
