@@ -93,6 +93,97 @@ def test_a_binary_frame_is_signed_over_its_header_and_its_data():
     assert not signed_by(frame, source_key(b"k" * 32, "default", "other"))
 
 
+def unsigned_frame(src: str = "cam", data=b"\x07" * 1000) -> bytes:
+    return encode({"frame": data, "n": 1}, Stamper(src).stamp())
+
+
+def sig_of(frame: bytes) -> str:
+    from ether.contract.arrays import sections
+
+    return json.loads(bytes(sections(frame)[0]))["_ether"]["sig"]
+
+
+def test_a_frame_signature_is_the_documented_scheme_2():
+    """``2.<nonce>.<tag>``: the Poly1305 tag of the data section under the one-time key
+    HMAC-SHA256(source key, "ether.frame.2", NUL, nonce, NUL, header), computed as docs/operations.md
+    says."""
+    import hashlib
+    import hmac
+
+    from cryptography.hazmat.primitives.poly1305 import Poly1305
+
+    from ether.contract.arrays import sections
+
+    key = source_key(b"k" * 32, "default", "cam")
+    frame = sign(unsigned_frame(), key)
+    scheme, nonce, tag = sig_of(frame).split(".")
+    assert scheme == "2" and len(nonce) == 24 and len(tag) == 32
+    header, data = (bytes(part) for part in sections(frame))
+    as_signed = header[: header.index(b',"sig":')] + b"}}"  # the header without its sig
+    once = hmac.new(key, b"ether.frame.2\0" + nonce.encode() + b"\0" + as_signed, hashlib.sha256).digest()
+    assert Poly1305.generate_tag(once, data).hex() == tag
+
+
+def test_equal_data_in_two_frames_gets_different_tags():
+    key = source_key(b"k" * 32, "default", "cam")
+    stamper = Stamper("cam")
+    first, second = (sign(encode({"frame": b"\x07" * 1000}, stamper.stamp()), key) for _ in range(2))
+    same_header = unsigned_frame()  # even the very same message, signed twice: a fresh one-time key each
+    tags = {sig_of(f).split(".")[2] for f in (first, second, sign(same_header, key), sign(same_header, key))}
+    assert len(tags) == 4
+    assert all(signed_by(f, key) for f in (first, second))
+
+
+def test_a_frame_signed_by_an_older_ether_still_verifies():
+    """Scheme 1 on a frame (an older Ether's, or an outbox written by one): HMAC-SHA256 over the
+    header and the data section, 32 hex digits."""
+    import hashlib
+    import hmac
+
+    from ether.contract.arrays import assemble, sections
+
+    key = source_key(b"k" * 32, "default", "cam")
+    header, data = sections(unsigned_frame())
+    sig = hmac.new(key, bytes(header) + bytes(data), hashlib.sha256).hexdigest()[:32].encode()
+    old = assemble(bytes(header)[:-2] + b',"sig":"' + sig + b'"}}', [data])
+    assert signed_by(old, key)
+    assert not signed_by(old[:-1] + b"\x08", key)
+    assert not signed_by(old, source_key(b"k" * 32, "default", "other"))
+
+
+def test_a_frame_signature_out_of_place_is_refused():
+    key = source_key(b"k" * 32, "default", "cam")
+    frame = sign(unsigned_frame(), key)
+    sig = sig_of(frame).encode()
+    assert not signed_by(frame.replace(sig, sig[:-2]), key)  # a shortened tag
+    assert not signed_by(frame.replace(sig, b"3" + sig[1:]), key)  # an unknown scheme
+    body = sign(encode({"x": 1}, Stamper("cam").stamp()), key)  # a JSON message takes scheme 1 only
+    json_sig = body[body.index(b',"sig":"') + 8 : -3]
+    assert not signed_by(body.replace(json_sig, sig), key)
+
+
+def test_the_recorder_refuses_a_frame_altered_or_signed_with_another_key(run_session, tmp_path):
+    session, observer = run_session(recorded(tmp_path))
+    mallory = attacker(session, "instance")
+    keys = BrokerKey.find(session.address)
+    own = keys.signing_key("default", "mallory")
+    good = sign(unsigned_frame("mallory"), own)
+    altered = bytearray(sign(unsigned_frame("mallory"), own))
+    altered[-1] ^= 1  # one byte of the data section
+    other = sign(unsigned_frame("echo"), own)  # claims echo, signed with mallory's key
+    for frame in (good, bytes(altered), other):
+        mallory.publish("frames", frame)
+    in_order(mallory, observer)
+    session.close()
+
+    db = connect(session.recording.run_dir, readonly=True)
+    rows = db.execute("SELECT src FROM messages WHERE topic = 'frames' ORDER BY row").fetchall()
+    db.close()
+    assert [r["src"] for r in rows] == ["mallory", None, None]
+    unverified = events(session.recording.run_dir, "unverified_source")
+    assert [e["claimed_src"] for e in unverified] == ["mallory", "echo"]
+
+
 def test_a_copied_source_with_seqs_ahead_is_stored_as_foreign(run_session, tmp_path):
     session, observer = run_session(recorded(tmp_path))
     session.publish("in", {"value": 1})
