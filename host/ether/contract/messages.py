@@ -95,8 +95,9 @@ class EtherMeta(Message):
     sig: str | None = Field(
         None,
         max_length=SIG_LIMIT,
-        description="last, on a host source's data message and closing report: HMAC-SHA256 (first 32 hex"
-        " digits) of the message without it, keyed per source (docs/operations.md#who-can-do-what)",
+        description="last, on a host source's data message and closing report: its signature, keyed per"
+        " source: HMAC-SHA256 (32 hex digits), or on a binary frame '2.<nonce>.<tag>' (Poly1305 of the"
+        " data section) (docs/operations.md#who-can-do-what)",
     )
 
 

@@ -31,7 +31,7 @@ T_LIMIT = 1e11  # 0 <= t < 1e11 seconds (the year 5138), a finite number
 ID_LIMIT = 128  # characters of id, src, boot, corr and of each parent id
 TOPIC_LIMIT = 1024  # characters of reply_to
 PARENTS_LIMIT = 256  # ids in parents
-SIG_LIMIT = 64  # characters of sig (a host source's signature: 32 hex digits, transport/signing)
+SIG_LIMIT = 64  # characters of sig (a host source's signature: 32 or 59, transport/signing)
 DEFAULT_MAX_PAYLOAD = 16 * 2**20  # bytes of one message (docs/topics.md#limits); raise it per session
 _NOT_A_WORD = re.compile(r"[/+#\s\x00-\x1f\x7f]")  # src is a topic level (recorder/ack/<src>)
 
