@@ -55,6 +55,8 @@ class Bus:
         self._retained: dict[str, bytes] = {}  # what we last left retained per topic, for a new broker
         self._acked_subscriptions: set[int] = set()
         self._mids: dict[str, int | None] = {}  # filter -> the SUBSCRIBE that brings its messages
+        self._refused_mids: set[int] = set()  # SUBSCRIBEs the broker refused (each has one filter)
+        self._refused: set[str] = set()  # filters the broker refused: they cover nothing
         self._routes: dict[str, tuple[str, ...]] = {}  # topic -> the filters it matches (a cache)
         self._state = threading.Condition()
         self._connected = False
@@ -158,21 +160,47 @@ class Bus:
             wider = None if known else self._wider(topic_filter, self._callbacks)
         if known:
             return
-        if wider is not None:  # its messages already come: a subscription of its own would bring copies
-            mid = self._mids.get(wider)
-        else:
-            mid = self._send_subscribe([topic_filter])
-        self._mids[topic_filter] = mid
-        if timeout is not None and mid is not None:
-            if not wait_until(self._state, lambda: mid in self._acked_subscriptions, timeout):
-                raise BrokerError(f"the broker did not acknowledge the subscription to {topic_filter!r}")
+        if wider is None:
+            self._subscribe_at_broker(topic_filter, timeout)
+            return
+        mid = self._mids[topic_filter] = self._mids.get(wider)  # its messages come: no copies of ours
+        if timeout is None or mid is None:
+            return
+        self._await(topic_filter, mid, timeout)
+        if mid in self._refused_mids:  # the wider one was refused meanwhile: this one needs its own
+            self._subscribe_at_broker(topic_filter, timeout)
+
+    def _subscribe_at_broker(self, topic_filter: str, timeout: float | None) -> None:
+        """SUBSCRIBE ``topic_filter``; if the broker refuses it (a permission: a board may not read
+        ``#``), the filters it was to cover subscribe on their own."""
+        mid = self._mids[topic_filter] = self._send_subscribe([topic_filter])
+        if timeout is None or mid is None:
+            return
+        self._await(topic_filter, mid, timeout)
+        if mid in self._refused_mids:
+            with self._state:
+                self._refused.add(topic_filter)
+                covered = [f for f, m in self._mids.items() if m == mid and f != topic_filter]
+            for f in covered:
+                self._subscribe_at_broker(f, timeout)
+
+    def _await(self, topic_filter: str, mid: int, timeout: float) -> None:
+        if not wait_until(self._state, lambda: mid in self._acked_subscriptions, timeout):
+            raise BrokerError(f"the broker did not acknowledge the subscription to {topic_filter!r}")
 
     def _wider(self, topic_filter: str, filters: Iterable[str]) -> str | None:
         """Another of ``filters`` that covers ``topic_filter`` at no lower QoS, if any (the broker
         would send a message once per matching subscription, and each copy goes to every callback)."""
         qos = self._qos[topic_filter]
         return next(
-            (f for f in filters if f != topic_filter and self._qos[f] >= qos and covers(f, topic_filter)),
+            (
+                f
+                for f in filters
+                if f != topic_filter
+                and f not in self._refused
+                and self._qos[f] >= qos
+                and covers(f, topic_filter)
+            ),
             None,
         )
 
@@ -188,6 +216,8 @@ class Bus:
             log.error("%s: the broker refused a subscription: %s", self.client_id, failed)
         with self._state:
             self._acked_subscriptions.add(mid)
+            if failed:
+                self._refused_mids.add(mid)
             self._state.notify_all()
 
     def _on_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
