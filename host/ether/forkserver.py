@@ -150,7 +150,6 @@ def main() -> None:
     control = socket.socket(fileno=int(sys.argv[1]))
     importlib.import_module(PRELOAD)
     gc.freeze()  # the imported objects stay on pages the forks share: no copy on collection
-    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc's; None in other C libraries
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
@@ -175,8 +174,6 @@ def main() -> None:
                 if request["pid"] in forks:  # not reaped yet: the pid is still that fork's
                     os.kill(request["pid"], request["signal"])
                 continue
-            if trim is not None:  # the free heap given back: a fork inherits fewer pages (~0.3 MB)
-                trim(0)
             settled, in_session = os.pipe()  # the fork closes its end once it is a session of its own
             try:
                 pid = os.fork()
