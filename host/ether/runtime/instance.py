@@ -32,7 +32,7 @@ from ether.data.outbox import DataPublisher
 from ether.data.processed import numbered
 from ether.data.recorder.settings import RecorderSettings
 from ether.logs import error_event_limit, setup_logging
-from ether.processes import on_lifeline_cut, read_spec
+from ether.processes import give_back_free_heap, on_lifeline_cut, read_spec
 from ether.runtime import context
 from ether.runtime.classes import add_import_paths, import_class
 from ether.runtime.decorators import EtherSpec, apply_registry, bind, spec_of, unbind
@@ -647,6 +647,7 @@ def host(spec: LaunchSpec) -> int:
     worker.start()
     on_lifeline_cut(lambda: _supervisor_gone(runtime))
     runtime.subscribe()
+    give_back_free_heap()  # the start-up's garbage: an idle fork holds ~0.4 MB less of its own
     runtime.announce("ready")
     runtime.finished.wait()
     runtime.report_suppressed()
