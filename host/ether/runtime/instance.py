@@ -647,7 +647,7 @@ def host(spec: LaunchSpec) -> int:
     worker.start()
     on_lifeline_cut(lambda: _supervisor_gone(runtime))
     runtime.subscribe()
-    give_back_free_heap()  # the start-up's garbage: an idle fork holds ~0.4 MB less of its own
+    give_back_free_heap()  # the start-up's garbage: an idle fork holds 0.2-0.4 MB less of its own
     runtime.announce("ready")
     runtime.finished.wait()
     runtime.report_suppressed()
