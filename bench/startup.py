@@ -5,7 +5,7 @@ ready      ``Session.open()`` of k ``Probe`` instances on a running broker, the 
 launch     ``Session.launch()`` of one more instance into the open session: one instance process
            from its start to ready and initialised
 footprint  an idle instance's RSS, PSS and USS (bench_classes.Probe) and the modules it imported
-           beyond paho and pydantic
+           beyond paho and pydantic; the PSS of the 32 instances summed (their memory together)
 import     modules ``import ether`` loads, beyond a bare interpreter
 """
 
@@ -34,8 +34,9 @@ def modules_of(code: str) -> set[str]:
     return set(json.loads(out.stdout))
 
 
-def ready_time(url: str, k: int) -> tuple[float, float, dict]:
-    """Seconds until k instances are ready and initialised, then until one more is; its footprint."""
+def ready_time(url: str, k: int) -> tuple[float, float, dict, float]:
+    """Seconds until k instances are ready and initialised, then until one more is; the first's
+    footprint; the k instances' PSS summed (MB)."""
     instances = {f"probe{j}": PROBE for j in range(k)}
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -45,15 +46,15 @@ def ready_time(url: str, k: int) -> tuple[float, float, dict]:
             t0 = time.perf_counter()
             session.launch({"late": PROBE}, timeout=120)
             launched = time.perf_counter() - t0
-            footprint = session.services.call("Probe.footprint", {}, "probe0", 10)
+            footprints = [session.services.call("Probe.footprint", {}, name, 10) for name in instances]
         finally:
             session.close()
-    return opened, launched, footprint
+    return opened, launched, footprints[0], sum(f["pss_mb"] for f in footprints)
 
 
 def measure(url: str) -> dict:
-    one, launch, footprint = ready_time(url, 1)
-    many, _, _ = ready_time(url, 32)
+    one, launch, footprint, _ = ready_time(url, 1)
+    many, _, _, pss_32 = ready_time(url, 32)
     bare = modules_of("import sys; print(json.dumps(sorted(sys.modules)))")
     paho_pydantic = modules_of(BASELINE)
     imported = modules_of("import sys, ether; print(json.dumps(sorted(sys.modules)))")
@@ -64,6 +65,7 @@ def measure(url: str) -> dict:
         "instance_rss_mb": footprint["rss_mb"],
         "instance_pss_mb": footprint["pss_mb"],
         "instance_uss_mb": footprint["uss_mb"],
+        "instances_32_pss_mb": pss_32,
         "instance_modules_beyond_paho_pydantic": len(set(footprint["modules"]) - paho_pydantic),
         "import_ether_modules": len(imported - bare),
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from typing import Any
 
@@ -189,3 +190,11 @@ class CrossedFilters:
     @ether_pub(topic="ov_out")
     def wide(self, root: Any) -> dict:
         return {"by": "wide", "got": root}
+
+
+class Modules:
+    """Says which modules its process has imported."""
+
+    @ether_get
+    def loaded(self) -> list[str]:
+        return sorted(sys.modules)

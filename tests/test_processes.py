@@ -3,13 +3,16 @@ forks of the fork server are processes of their own."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 
 from ether import exits
-from ether.forkserver import AVAILABLE, ForkServer
+from ether.forkserver import AVAILABLE, PRELOAD, ForkServer
 from ether.processes import MAX_BACKOFF, Child, backoff, parse_ready
 from ether.runtime.session import new_session
 from ether.transport.broker import BrokerAddress, EmbeddedBroker, local_host
@@ -52,6 +55,20 @@ def test_forked_instances_are_processes_of_their_own():
     finally:
         forks.close(30)
     assert forks.child.process.returncode == exits.OK
+
+
+@pytest.mark.skipif(not AVAILABLE, reason="the fork server is Linux only")
+def test_a_fork_imports_only_the_users_modules(run_session):
+    """What every instance needs is imported once, by the fork server: what a fork imports itself is
+    memory of its own (docs/benchmarks.md, an idle fork's memory)."""
+    session, _ = run_session({"instances": {"mods": {"class_path": "lab_classes.Modules"}}})
+    in_fork = set(session.services.call("Modules.loaded", {}, "mods", 30))
+    preloaded = (
+        f"import importlib, json, sys, ether.forkserver; [importlib.import_module(m) for m in {PRELOAD}];"
+        " print(json.dumps(sorted(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", preloaded], capture_output=True, text=True, check=True)
+    assert in_fork - set(json.loads(out.stdout)) == {"lab_classes"}
 
 
 def test_a_broker_child_that_cannot_listen_says_why_and_is_a_clear_error():
