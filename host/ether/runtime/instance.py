@@ -87,8 +87,8 @@ class BoundMethod:
 
 @dataclass(frozen=True)
 class Route:
-    """Where a message on one user topic goes: the first filter matching it (whose subscription
-    delivers it) and the handlers of every matching filter, in the order of ``handlers``."""
+    """Where a message on one user topic goes: the first subscribed filter matching it (whose
+    subscription delivers it) and the handlers of every matching filter, in the order of ``handlers``."""
 
     first: str
     methods: tuple[BoundMethod, ...]
@@ -121,6 +121,7 @@ class InstanceRuntime:
         self._ticking = threading.Event()
         self.state = "starting"
         self.handlers: dict[str, list[BoundMethod]] = {}  # user topic filter -> its handlers
+        self.broker_filters: list[str] = []  # handler filters no other covers: subscribed at the broker
         self._routes: dict[str, Route] = {}  # user topic -> its route, once a message came on it
         self.handled = 0  # messages handled since the last round of the session's end
         self.quiet = False  # the session is ending: periodic publishers stop
@@ -208,8 +209,12 @@ class InstanceRuntime:
                 self.handlers.setdefault(m.spec.sub.topic, []).append(m)
         subscribed = threading.Event()
         self.jobs.put(lambda: (subscribed.wait(), self.catch_up()))  # before any live message
-        # a wider filter first: a filter it covers then needs no broker subscription (no second copy)
-        for user_filter in sorted(self.handlers, key=lambda f: -sum(covers(f, o) for o in self.handlers)):
+        # a broker sends one copy per matching subscription: a filter another of ours covers gets
+        # none, and the route gives each message to the handlers of every filter it matches
+        self.broker_filters = [
+            f for f in self.handlers if not any(o != f and covers(o, f) for o in self.handlers)
+        ]
+        for user_filter in self.broker_filters:
             self.bus.subscribe(
                 self.topics.data(user_filter),
                 functools.partial(self._queue_delivery, user_filter),
@@ -296,8 +301,9 @@ class InstanceRuntime:
         """The filters and handlers ``user_topic`` matches, remembered (worker thread only)."""
         route = self._routes.get(user_topic)
         if route is None:
+            first = next((f for f in self.broker_filters if matches(f, user_topic)), "")
             filters = [f for f in self.handlers if matches(f, user_topic)]
-            route = Route(filters[0] if filters else "", tuple(m for f in filters for m in self.handlers[f]))
+            route = Route(first, tuple(m for f in filters for m in self.handlers[f]))
             if len(self._routes) >= ROUTES_LIMIT:  # topics are the senders' choice: bounded
                 self._routes.clear()
             self._routes[user_topic] = route

@@ -12,14 +12,14 @@ import os
 import socket
 import ssl
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ether.contract.topics import check_publish_topic, check_subscribe_filter, covers, matches
+from ether.contract.topics import check_publish_topic, check_subscribe_filter, matches
 from ether.transport.broker import BrokerAddress, BrokerError
 from ether.transport.waiting import wait_until
 
@@ -54,9 +54,6 @@ class Bus:
         self._qos: dict[str, int] = {}  # filter -> the QoS it was subscribed with
         self._retained: dict[str, bytes] = {}  # what we last left retained per topic, for a new broker
         self._acked_subscriptions: set[int] = set()
-        self._mids: dict[str, int | None] = {}  # filter -> the SUBSCRIBE that brings its messages
-        self._refused_mids: set[int] = set()  # SUBSCRIBEs the broker refused (each has one filter)
-        self._refused: set[str] = set()  # filters the broker refused: they cover nothing
         self._routes: dict[str, tuple[str, ...]] = {}  # topic -> the filters it matches (a cache)
         self._state = threading.Condition()
         self._connected = False
@@ -120,8 +117,7 @@ class Bus:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if not reason_code.is_failure and self._callbacks:  # a reconnect: restore what we listened to
-            filters = list(self._callbacks)
-            self._send_subscribe([f for f in filters if self._wider(f, filters) is None])
+            self._send_subscribe(list(self._callbacks))
         if not reason_code.is_failure:  # a restarted broker lost every retained message: ours again
             with self._state:
                 retained = list(self._retained.items())
@@ -157,52 +153,12 @@ class Bus:
             self._callbacks.setdefault(topic_filter, []).append(callback)
             self._qos.setdefault(topic_filter, qos)
             self._routes.clear()
-            wider = None if known else self._wider(topic_filter, self._callbacks)
         if known:
             return
-        if wider is None:
-            self._subscribe_at_broker(topic_filter, timeout)
-            return
-        mid = self._mids[topic_filter] = self._mids.get(wider)  # its messages come: no copies of ours
-        if timeout is None or mid is None:
-            return
-        self._await(topic_filter, mid, timeout)
-        if mid in self._refused_mids:  # the wider one was refused meanwhile: this one needs its own
-            self._subscribe_at_broker(topic_filter, timeout)
-
-    def _subscribe_at_broker(self, topic_filter: str, timeout: float | None) -> None:
-        """SUBSCRIBE ``topic_filter``; if the broker refuses it (a permission: a board may not read
-        ``#``), the filters it was to cover subscribe on their own."""
-        mid = self._mids[topic_filter] = self._send_subscribe([topic_filter])
-        if timeout is None or mid is None:
-            return
-        self._await(topic_filter, mid, timeout)
-        if mid in self._refused_mids:
-            with self._state:
-                self._refused.add(topic_filter)
-                covered = [f for f, m in self._mids.items() if m == mid and f != topic_filter]
-            for f in covered:
-                self._subscribe_at_broker(f, timeout)
-
-    def _await(self, topic_filter: str, mid: int, timeout: float) -> None:
-        if not wait_until(self._state, lambda: mid in self._acked_subscriptions, timeout):
-            raise BrokerError(f"the broker did not acknowledge the subscription to {topic_filter!r}")
-
-    def _wider(self, topic_filter: str, filters: Iterable[str]) -> str | None:
-        """Another of ``filters`` that covers ``topic_filter`` at no lower QoS, if any (the broker
-        would send a message once per matching subscription, and each copy goes to every callback)."""
-        qos = self._qos[topic_filter]
-        return next(
-            (
-                f
-                for f in filters
-                if f != topic_filter
-                and f not in self._refused
-                and self._qos[f] >= qos
-                and covers(f, topic_filter)
-            ),
-            None,
-        )
+        mid = self._send_subscribe([topic_filter])
+        if timeout is not None and mid is not None:
+            if not wait_until(self._state, lambda: mid in self._acked_subscriptions, timeout):
+                raise BrokerError(f"the broker did not acknowledge the subscription to {topic_filter!r}")
 
     def _send_subscribe(self, filters: list[str]) -> int | None:
         result, mid = self._client.subscribe([(f, self._qos.get(f, 1)) for f in filters])
@@ -216,8 +172,6 @@ class Bus:
             log.error("%s: the broker refused a subscription: %s", self.client_id, failed)
         with self._state:
             self._acked_subscriptions.add(mid)
-            if failed:
-                self._refused_mids.add(mid)
             self._state.notify_all()
 
     def _on_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
