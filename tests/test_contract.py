@@ -20,7 +20,7 @@ from ether.contract.messages import (
     read_reply,
     refused,
 )
-from ether.contract.topics import KINDS, Topic, Topics
+from ether.contract.topics import KINDS, Topic, Topics, covers
 from ether.contract.wire import Meta, Stamper
 from ether.transport.bus import Bus
 
@@ -86,6 +86,26 @@ def test_parse_inverts_every_builder(session):
 )
 def test_parse_refuses_what_is_not_in_the_layout(topic):
     assert Topics("lab1").parse(topic) is None
+
+
+@pytest.mark.parametrize(
+    "wide, narrow, covered",
+    [
+        ("a/#", "a/b", True),
+        ("a/#", "a", True),  # '#' also matches its parent level
+        ("a/+", "a/b", True),
+        ("a/#", "a/+/#", True),
+        ("a/+", "a/#", False),
+        ("a/+/#", "a/#", False),  # a/# matches 'a', a/+/# does not
+        ("a/b", "a/#", False),
+        ("+/b", "a/+", False),  # crossed: both match a/b, neither covers the other
+        ("#", "$SYS/x", False),  # wildcards at the first level do not match $-topics
+        ("$share/g/a/#", "a/b", False),  # a shared subscription covers nothing
+        ("a/b", "a/b/c", False),
+    ],
+)
+def test_covers_says_whether_every_topic_of_one_filter_matches_the_other(wide, narrow, covered):
+    assert covers(wide, narrow) is covered
 
 
 def test_the_wire_metadata_is_the_contract_envelope():
