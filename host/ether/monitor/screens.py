@@ -19,11 +19,11 @@ from textual.screen import ModalScreen, Screen
 from textual.strip import Strip
 from textual.style import Style
 from textual.visual import RenderOptions, Visual, visualize
-from textual.widgets import Button, Footer, Input, Label, OptionList, ProgressBar, Select, Static
+from textual.widgets import Button, Input, Label, OptionList, ProgressBar, Select, Static
 
 from ether.monitor.formats import Format
 from ether.monitor.model import LIVE, Snapshot
-from ether.monitor.widgets import Banner
+from ether.monitor.widgets import Banner, KeysFooter
 
 KEYS = (  # (key, what it acts on, what it does): the help screen and docs/monitor.md say the same
     ("Tab / Shift-Tab", "", "next / previous table (on a small terminal: the next panel)"),
@@ -331,7 +331,7 @@ class ConfirmScreen(Dialog[bool]):
             with Horizontal(classes="dialog-buttons"):
                 yield Button(f"{self.yes} (y)", variant="error", id="yes")
                 yield Button("No (n)", id="no")
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         self.set_focus(self.query_one("#no", Button))  # the safe answer, at each opening
@@ -357,7 +357,7 @@ class HelpScreen(Dialog[None]):
         with VerticalScroll(id="dialog", classes="help"):
             yield Label("Keys act on the row under the cursor of the focused table", classes="dialog-title")
             yield Static(id="help-text")
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         keys = Table(box=None, show_header=True, padding=(0, 1), expand=True)
@@ -396,7 +396,7 @@ class TextScreen(Dialog[None]):
         with VerticalScroll(id="dialog"):
             yield Label(self.title_text, classes="dialog-title")
             yield Static(Text(self.text), id="full-text")
-        yield Footer()
+        yield KeysFooter()
 
 
 class DrainScreen(Screen):
@@ -422,7 +422,7 @@ class DrainScreen(Screen):
             yield ProgressBar(total=1, show_eta=False, id="drain-progress")
             yield Static("", id="drain-status")
             yield Static("", id="drain-log")
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         self.watch(self.app, "snapshot", self._take)
