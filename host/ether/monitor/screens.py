@@ -6,10 +6,14 @@ import json
 from typing import Any, TypeVar
 
 from rich.console import Group
+from rich.segment import Segment
+from rich.style import Style as RichStyle
 from rich.table import Table
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.color import Color
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.css.styles import RulesMap
 from textual.message import Message
@@ -18,7 +22,7 @@ from textual.renderables.background_screen import BackgroundScreen
 from textual.screen import ModalScreen, Screen
 from textual.strip import Strip
 from textual.style import Style
-from textual.visual import RenderOptions, Visual, visualize
+from textual.visual import RenderOptions, Visual
 from textual.widgets import Button, Input, Label, OptionList, ProgressBar, Select, Static
 
 from ether.monitor.formats import Format
@@ -106,15 +110,48 @@ class Dialog(ModalScreen[Result]):
     def on_screen_suspend(self) -> None:
         self._behind = None  # closed: the screen behind it moves on
 
+    def _on_screen_resume(self, event: events.ScreenResume) -> None:
+        """Opened: before Textual's own handler (it runs each class's), which would restyle every widget
+        of the dialog, a third of what an opening costs. Its styles hold: what changes them while it is
+        closed (its contents, focus, classes) restyles what it changed."""
+        event.refresh_styles = False
+
     def render(self) -> Any:
         behind = super().render()
         if not isinstance(behind, BackgroundScreen):
             return behind
         if self._behind is None or self._behind[0] != self.size:
-            width, height = self.size
-            strips = Visual.to_strips(self, visualize(self, behind), width, height, self.visual_style)
+            lines = behind.screen._compositor.render_strips(self.size)
+            strips = _tinted(lines, behind.color, self.visual_style.rich_style)
             self._behind = (self.size, Held(strips))
         return self._behind[1]
+
+
+def _tinted(strips: list[Strip], color: Color, under: RichStyle) -> list[Strip]:
+    """The lines of a screen tinted with ``color`` over the style ``under``, as Textual draws a
+    ``BackgroundScreen``, each style once (a screen has a few dozen: its segments share them), not
+    through Rich's rendering."""
+    styles: dict[RichStyle | None, RichStyle] = {}
+    plain = RichStyle()
+
+    def tint(style: RichStyle | None) -> RichStyle:
+        tinted = styles.get(style)
+        if tinted is None:
+            base = plain if style is None else style.clear_meta_and_links()
+            fg = (Color.from_rich_color(base.color) + color).rich_color if base.color is not None else None
+            bg = (
+                (Color.from_rich_color(base.bgcolor) + color).rich_color if base.bgcolor is not None else None
+            )
+            tinted = styles[style] = under + base + RichStyle.from_color(fg, bg)
+        return tinted
+
+    return [
+        Strip(
+            [seg if seg.control else Segment(seg.text, tint(seg.style)) for seg in strip],
+            strip.cell_length,
+        )
+        for strip in strips
+    ]
 
 
 def parse_argument(text: str, type_name: str) -> Any:
