@@ -116,7 +116,7 @@ class Dialog(ModalScreen[Result]):
 
     def _on_screen_resume(self, event: events.ScreenResume) -> None:
         """Opened: before Textual's own handler (it runs each class's), which would restyle every widget
-        of the dialog, a third of what an opening costs. Its styles hold: what changes them while it is
+        of the dialog, a sixth of what an opening cost. Its styles hold: what changes them while it is
         closed (its contents, focus, classes) restyles what it changed."""
         event.refresh_styles = False
 
