@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 from textual.widgets import Input, Select
+from textual.widgets._footer import FooterKey
 
 from ether import exits
 from ether.contract.wire import Meta, encode
@@ -46,6 +47,7 @@ from ether.monitor.widgets import (
     Banner,
     DevicesTable,
     InstancesTable,
+    KeysFooter,
     LiveTable,
     LogPanel,
     PayloadView,
@@ -752,6 +754,34 @@ def test_a_dialog_opened_again_shows_what_this_opening_is_about(lab):
                 assert title == f"Last error of instance '{name}'"
                 await pilot.press("escape")
                 await until(pilot, lambda: not isinstance(app.screen, TextScreen), "it to close")
+
+    run(scenario)
+
+
+def test_a_dialog_leaves_the_footer_as_it_was_and_other_keys_rebuild_it(lab):
+    """Opening and closing a dialog refreshes the screen's keys twice, to the same keys: the footer (a
+    widget per key) is not built again for them, only when the keys it shows change."""
+    session, _ = lab
+
+    async def scenario():
+        async with monitor(session) as (app, pilot):
+            footer = app.query_one(KeysFooter)
+            shown = lambda: {key.key for key in footer.query(FooterKey)}  # noqa: E731
+            await select(app, pilot, InstancesTable, "echo")
+            await select(app, pilot, TopicsTable, "bench1.temperature")
+            await select(app, pilot, InstancesTable, "echo")  # the cursors stay: focus alone moves now
+            await until(pilot, lambda: "p" in shown(), "the instance's keys in the footer")
+            rebuilt = []
+            build = footer.recompose
+            footer.recompose = lambda: rebuilt.append(shown()) or build()  # type: ignore[method-assign]
+            for _ in range(2):
+                await pilot.press("m")
+                await until(pilot, lambda: isinstance(app.screen, PublishScreen), "the publish form")
+                await pilot.press("escape")
+                await until(pilot, lambda: not isinstance(app.screen, PublishScreen), "the form to close")
+            await select(app, pilot, TopicsTable, "bench1.temperature")  # other keys: built again
+            await until(pilot, lambda: "f" in shown() and "p" not in shown(), "the topic's keys")
+            assert len(rebuilt) == 1  # only for the topic's keys (a rebuild for a dialog came before it)
 
     run(scenario)
 

@@ -43,6 +43,7 @@ from ether.monitor.widgets import (
     Banner,
     DevicesTable,
     InstancesTable,
+    KeysFooter,
     LiveTable,
     LogPanel,
     PayloadView,
@@ -133,7 +134,7 @@ class MonitorApp(App[int]):
                 yield PayloadView(self.fmt, id="payload")
         yield LogPanel(self.fmt, id="log")
         yield Input(placeholder="filter rows (Enter or Esc to leave)", id="table-filter")
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         where = f"session '{self.model.topics.session}' on {self.fmt.url(self.model.url)}"

@@ -17,8 +17,9 @@ from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 from textual.reactive import reactive, var
+from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import DataTable, Input, RichLog, Static, Tree
+from textual.widgets import DataTable, Footer, Input, RichLog, Static, Tree
 from textual.widgets.tree import TreeNode
 
 from ether.contract import arrays
@@ -55,6 +56,28 @@ def state_class(state: str) -> str:
 
 
 LAG_SHOWN = 0.5  # s: a broker lag the recorder line shows (below it, every broker has it)
+
+
+class KeysFooter(Footer):
+    """The footer of the keys that apply, built again only when they change. Textual's rebuilds its
+    keys (a widget each, styled and laid out) whenever its screen's bindings are refreshed: a dialog
+    opening and closing refreshed them twice, each a layout of the screen behind the dialog and a
+    redraw of the dialog over it, though a covered screen's keys are not seen and come back the same."""
+
+    _shown: tuple[tuple[object, ...], ...] | None = None  # the keys built last
+
+    def bindings_changed(self, screen: Screen) -> None:
+        self._bindings_ready = True
+        if not (screen.app.app_focus and self.is_attached and screen is self.screen and screen.is_active):
+            return
+        shown = tuple(
+            (binding.key, binding.action, binding.description, enabled, tooltip)
+            for _, binding, enabled, tooltip in screen.active_bindings.values()
+            if binding.show
+        )
+        if shown != self._shown:
+            self._shown = shown
+            self.call_after_refresh(self.recompose)
 
 
 class Banner(Static):
