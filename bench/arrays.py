@@ -9,8 +9,9 @@
               sample bytes (and that ratio for 1 h), and how long a 1 s slice takes to read
 
   ezmsg       the same arrays through ezmsg 3's shared memory between two processes (bench/ezmsg_peer.py,
-              its best settings) against Ether with the recorder, alternated in one run (needs
-              ``pip install ezmsg``)
+              its best settings), alone and with a third process logging every array to disk (ezmsg's
+              own MessageLogger lines; raw bytes), against Ether with the recorder, alternated in one
+              run (needs ``pip install ezmsg``)
   compression stdlib codecs (zlib, lzma, bz2; byte shuffle) on synthetic ephys, camera and float64
               arrays: stored size / raw size and MB/s, the case for compressing the store (docs/data.md)
 
@@ -73,28 +74,44 @@ def warm_up(session, kind: str) -> None:
     recorder.request(session.topics.recorder_control(), {"command": "barrier"}, 30)
 
 
-def ezmsg_throughput(n: int, kind: str, nbytes: int) -> float:
-    """The same arrays between two processes through ezmsg's shared memory (bench/ezmsg_peer.py)."""
+# ezmsg's pipeline alone, with its MessageLogger's lines, with a logger of raw bytes (bench/ezmsg_peer.py)
+EZMSG_VARIANTS = {"ezmsg SHM": None, "ezmsg + MessageLogger": "json", "ezmsg + raw logger": "raw"}
+
+
+def ezmsg_throughput(n: int, kind: str, nbytes: int, log: str | None = None) -> float:
+    """The same arrays between two processes through ezmsg's shared memory (bench/ezmsg_peer.py);
+    with ``log`` ("json": ezmsg's MessageLogger lines, "raw": the bytes) a third process, a logger,
+    also writes every array to a file, as Ether's recorder does: the time until both have all."""
     from ezmsg.core.graphserver import GraphServer
 
     server = GraphServer()
     server.start(("127.0.0.1", 0))
     host, port = server.address
     address = BrokerAddress(host, port)
-    sink = RawProcess(address, "sink", "-n", str(n), script="ezmsg_peer.py")
     source = None
-    try:
-        sink.expect("ready")
-        source = RawProcess(address, "source", "-n", str(n), "--kind", kind, script="ezmsg_peer.py")
-        sink.expect("warm")
-        start = time.time()
-        source.send()
-        last = sink.expect("last", 300)
-    finally:
-        for c in (sink, source):
-            if c is not None:
-                c.stop()
-        server.stop()
+    with tempfile.TemporaryDirectory() as tmp:
+        sinks = [RawProcess(address, "sink", "-n", str(n), script="ezmsg_peer.py")]
+        if log:
+            file = str(Path(tmp) / "log")
+            sinks.append(
+                RawProcess(
+                    address, "logger", "-n", str(n), "--file", file, "--log", log, script="ezmsg_peer.py"
+                )
+            )
+        try:
+            for sink in sinks:
+                sink.expect("ready")
+            source = RawProcess(address, "source", "-n", str(n), "--kind", kind, script="ezmsg_peer.py")
+            for sink in sinks:
+                sink.expect("warm")
+            start = time.time()
+            source.send()
+            last = max(sink.expect("last", 300) for sink in sinks)
+        finally:
+            for c in (*sinks, source):
+                if c is not None:
+                    c.stop()
+            server.stop()
     return n * nbytes / (last - start) / 1e6
 
 
@@ -267,19 +284,20 @@ def main() -> None:
         if "ezmsg" in args.parts:
             for kind in KINDS:
                 nbytes = array_of(kind).nbytes
-                ez, eth = [], []
+                ez: dict[str, list[float]] = {variant: [] for variant in EZMSG_VARIANTS}
+                eth = []
                 for _ in range(args.runs):
-                    ez.append(ezmsg_throughput(args.n, kind, nbytes))
+                    for variant, log in EZMSG_VARIANTS.items():
+                        ez[variant].append(ezmsg_throughput(args.n, kind, nbytes, log))
                     eth.append(ether_throughput(address, args.n, kind, nbytes)[0])
-                    print(
-                        f"   {kind}: ezmsg SHM {ez[-1]:.0f} MB/s, ether+recorder {eth[-1]:.0f} MB/s",
-                        flush=True,
-                    )
-                z, e = statistics.median(ez), statistics.median(eth)
-                print(
-                    f"{kind} ({nbytes} B): ezmsg SHM {z:.0f} MB/s, ether+recorder {e:.0f} MB/s,"
-                    f" ratio {e / z:.2f}"
+                    rounds = ", ".join(f"{v} {ez[v][-1]:.0f}" for v in EZMSG_VARIANTS)
+                    print(f"   {kind}: {rounds}, ether+recorder {eth[-1]:.0f} MB/s", flush=True)
+                e = statistics.median(eth)
+                ratios = ", ".join(
+                    f"{v} {statistics.median(ez[v]):.0f} MB/s (ratio {e / statistics.median(ez[v]):.2f})"
+                    for v in EZMSG_VARIANTS
                 )
+                print(f"{kind} ({nbytes} B): ether+recorder {e:.0f} MB/s; {ratios}")
         if "sustained" in args.parts:
             result = sustained(address, args.seconds)
             print(f"sustained 32 ch x 30 kHz int16, 10 ms blocks, {args.seconds:g} s with the recorder:")
