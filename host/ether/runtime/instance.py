@@ -301,8 +301,8 @@ class InstanceRuntime:
         """The filters and handlers ``user_topic`` matches, remembered (worker thread only)."""
         route = self._routes.get(user_topic)
         if route is None:
-            first = next((f for f in self.broker_filters if matches(f, user_topic)), "")
             filters = [f for f in self.handlers if matches(f, user_topic)]
+            first = next((f for f in filters if f in self.broker_filters), "")  # in the same order
             route = Route(first, tuple(m for f in filters for m in self.handlers[f]))
             if len(self._routes) >= ROUTES_LIMIT:  # topics are the senders' choice: bounded
                 self._routes.clear()
