@@ -72,6 +72,23 @@ def test_a_new_subscription_gets_a_topic_already_routed(broker):
     a.close(), b.close()
 
 
+def test_subscriptions_made_together_are_all_in_place_on_leaving(broker):
+    """``Bus.subscribing``: the subscriptions go out at once and are acknowledged together; when the
+    block is left (a nested one leaves it to the outer), every one of them receives."""
+    got = {f: threading.Event() for f in ("s/a", "s/b/+", "s/c/#")}
+    a = client(broker)
+    with a.subscribing():
+        with a.subscribing():
+            a.subscribe("s/a", lambda t, p: got["s/a"].set())
+        a.subscribe("s/b/+", lambda t, p: got["s/b/+"].set())
+        a.subscribe("s/c/#", lambda t, p: got["s/c/#"].set())
+    b = client(broker)
+    for topic in ("s/a", "s/b/x", "s/c/y/z"):
+        b.publish(topic, b"{}")
+    assert all(e.wait(10) for e in got.values()), {f: e.is_set() for f, e in got.items()}
+    a.close(), b.close()
+
+
 def test_stop_is_fast_even_with_connected_clients():
     b = EmbeddedBroker()
     address = b.start()

@@ -319,8 +319,9 @@ class DataPublisher:
         """Listen for acknowledgements; resend what a previous process of this source left unacknowledged."""
         if self.outbox is None:
             return
-        self.bus.subscribe(self.topics.recorder_ack(self.stamper.source), self._on_ack)
-        self.bus.subscribe(self.topics.recorder_status(), self._on_recorder_status)
+        with self.bus.subscribing():  # both in place before a resend
+            self.bus.subscribe(self.topics.recorder_ack(self.stamper.source), self._on_ack)
+            self.bus.subscribe(self.topics.recorder_status(), self._on_recorder_status)
         if self._left_before:  # paced by the recorder: in the background, not holding up the start
             log.info(
                 "%s: resending %d unsaved messages from before a restart",

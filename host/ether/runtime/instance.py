@@ -209,16 +209,6 @@ class InstanceRuntime:
                 self.handlers.setdefault(m.spec.sub.topic, []).append(m)
         subscribed = threading.Event()
         self.jobs.put(lambda: (subscribed.wait(), self.catch_up()))  # before any live message
-        # a broker sends one copy per matching subscription: a filter another of ours covers gets
-        # none, and the route gives each message to the handlers of every filter it matches
-        self.broker_filters = [
-            f for f in self.handlers if not any(o != f and covers(o, f) for o in self.handlers)
-        ]
-        for user_filter in self.broker_filters:
-            self.bus.subscribe(
-                self.topics.data(user_filter),
-                functools.partial(self._queue_delivery, user_filter),
-            )
         accounted: list[str] = []
         if self.data.outbox is not None and self.data.processed is not None:
             # a broker-shared subscription's messages go to one of several instances: none can tell
@@ -231,14 +221,25 @@ class InstanceRuntime:
                     self.spec.name,
                     f,
                 )
-        self.sources.follow(self.bus, self.topics)
-        self.bus.subscribe(self.topics.instance_control(self.spec.name), self.on_control)
-        self.bus.subscribe(
-            self.topics.instance_calls(self.spec.name),
-            lambda t, raw: self.jobs.put(lambda: self.serve(t, raw)),
-        )
-        requester = Requester(self.bus, self.topics, self.stamper, self.current_parents)
-        self._services = ServiceClient(requester, LiveRegistry(self.bus, self.topics), self.topics)
+        # a broker sends one copy per matching subscription: a filter another of ours covers gets
+        # none, and the route gives each message to the handlers of every filter it matches
+        self.broker_filters = [
+            f for f in self.handlers if not any(o != f and covers(o, f) for o in self.handlers)
+        ]
+        with self.bus.subscribing():  # sent at once, acknowledged together: one round trip
+            for user_filter in self.broker_filters:
+                self.bus.subscribe(
+                    self.topics.data(user_filter),
+                    functools.partial(self._queue_delivery, user_filter),
+                )
+            self.sources.follow(self.bus, self.topics)
+            self.bus.subscribe(self.topics.instance_control(self.spec.name), self.on_control)
+            self.bus.subscribe(
+                self.topics.instance_calls(self.spec.name),
+                lambda t, raw: self.jobs.put(lambda: self.serve(t, raw)),
+            )
+            requester = Requester(self.bus, self.topics, self.stamper, self.current_parents)
+            self._services = ServiceClient(requester, LiveRegistry(self.bus, self.topics), self.topics)
         self.data.attach()
         self.data.subscribed(accounted)  # in the ledger before the catch-up; its report after attach()
         subscribed.set()

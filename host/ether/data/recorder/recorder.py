@@ -682,8 +682,9 @@ def record(spec: RecorderSpec) -> int:
         filters.append(topics.pattern("instance_processed"))
         filters.append(topics.pattern("log"))
         filters += [topics.recorder_closing(), topics.recorder_control(), topics.recorder_resend()]
-    for topic_filter in filters:
-        bus.subscribe(topic_filter, recorder.on_message)
+    with bus.subscribing():
+        for topic_filter in filters:
+            bus.subscribe(topic_filter, recorder.on_message)
     recorder.announce("ready")
     log.info("recorder ready: saving session data to %s", spec.run_dir)
 

@@ -134,9 +134,10 @@ class Recording:
             Store(self.run_dir).set_manifest(recorded_by=other)
         if self.process is not None:
             self.recorder_run = str(self.run_dir)
-            self.joined = JoinedSupervisors(bus, self.topics, supervisor, self.recorder_run)
-            bus.subscribe(self.topics.recorder_control(), self._on_recorder_control)
-            self.process.attach(address, bus, requester, key)
+            with bus.subscribing(timeout):  # the spec goes out at once; its subscriptions' acks after
+                self.joined = JoinedSupervisors(bus, self.topics, supervisor, self.recorder_run)
+                bus.subscribe(self.topics.recorder_control(), self._on_recorder_control)
+                self.process.attach(address, bus, requester, key)
             self.process.wait_ready(timeout)
             self.recorded = True
             log.info("Recording session '%s' to %s", self.topics.session, self.run_dir)
@@ -166,8 +167,9 @@ class Recording:
                 if asked and status.get("state") != "ready":
                     asked[0].abandon()  # it is gone: no answer will come
 
-        bus.subscribe(probe, lambda topic, raw: echoed.set())
-        bus.subscribe(self.topics.recorder_status(), on_status)
+        with bus.subscribing(timeout):
+            bus.subscribe(probe, lambda topic, raw: echoed.set())
+            bus.subscribe(self.topics.recorder_status(), on_status)
         bus.publish(probe, b"{}")
         echoed.wait(timeout)
         with lock:
