@@ -15,7 +15,12 @@ from ether import ether_get, ether_pub, ether_save_all, ether_start, ether_sub
 class Source:
     @ether_sub(topic="bench/go")
     def go(self, n: int, pace: float = 0.0) -> None:
-        """Publish n messages, back to back (pace 0) or one every `pace` seconds (for latency)."""
+        """Publish n messages, back to back (pace 0) or one every `pace` seconds (for latency), from
+        a thread of its own, as an acquisition loop would: what a handler publishes itself leaves
+        when it returns (docs/data.md), which would make the latency the loop's length."""
+        threading.Thread(target=self._emit_all, args=(n, pace), daemon=True).start()
+
+    def _emit_all(self, n: int, pace: float) -> None:
         ticker = threading.Event()
         for i in range(n):
             self.emit(i)
@@ -113,7 +118,10 @@ class ArraySource:
 
     @ether_sub(topic="bench/go_arrays")
     def go(self, n: int, kind: str) -> None:
-        data = self.arrays[kind]
+        """From a thread of its own, as Source.go."""
+        threading.Thread(target=self._emit_all, args=(n, self.arrays[kind]), daemon=True).start()
+
+    def _emit_all(self, n: int, data) -> None:
         for i in range(n):
             self.emit(i, data)
 

@@ -178,6 +178,27 @@ class OverlapSender:
         return {"end": n}
 
 
+class LongLoop:
+    """A handler that loops, publishing as it goes (an acquisition started by a command), until the
+    file ``flag`` exists or ``limit`` seconds have passed."""
+
+    @ether_sub(topic="loop_go")
+    @ether_pub(topic="loop_done")
+    def run(self, flag: str, limit: float = 60.0) -> dict:
+        pause, n = threading.Event(), 0
+        for _ in range(int(limit / 0.02)):
+            if os.path.exists(flag):
+                break
+            n += 1
+            self.tick(n)
+            pause.wait(0.02)
+        return {"n": n, "flagged": os.path.exists(flag)}
+
+    @ether_pub(topic="loop_tick")
+    def tick(self, n: int) -> dict:
+        return {"n": n}
+
+
 class CrossedFilters:
     """Two filters that both match ov/b and neither covers the other (+/b and ov/+)."""
 

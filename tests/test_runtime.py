@@ -106,6 +106,23 @@ def test_main_script_can_publish(run_session):
 
 
 @pytest.mark.parametrize("recorder", [True, False])
+def test_a_handler_that_loops_sends_its_messages_while_it_runs(run_session, recorder, tmp_path):
+    """What a handler publishes waits for it to return (one transaction with its input), but not
+    longer than HOLD_SECONDS after the first: a loop in a handler streams, in order, none lost."""
+    session, observer = run_session(
+        {"recorder": recorder, "instances": {"loop": {"class_path": "lab_classes.LongLoop"}}}
+    )
+    flag = tmp_path / "stop"
+    observer.publish("loop_go", json.dumps({"flag": str(flag)}))
+    observer.wait_for("loop_tick", 1, timeout=30)  # the handler is still running: it waits for the flag
+    flag.touch()
+    done = observer.wait_for("loop_done", 1, timeout=30)[0][0]
+    assert done["flagged"], done  # it stopped because a tick had arrived, not at its limit
+    ticks = [p["n"] for p, _ in observer.on("loop_tick")]
+    assert ticks == list(range(1, done["n"] + 1)), ticks
+
+
+@pytest.mark.parametrize("recorder", [True, False])
 @pytest.mark.parametrize("overlap", ["Overlap", "CrossedFilters"])
 def test_overlapping_filters_handle_each_message_once(run_session, recorder, overlap):
     """A broker sends a client one copy of a message per subscription it matches: an instance whose

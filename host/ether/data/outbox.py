@@ -28,6 +28,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,7 @@ QUEUE_BYTES = 64 * 2**20
 SPOOL_FROM = 64 * 2**10  # a body of this many bytes or more is kept in the outbox's body files
 SEGMENT_BYTES = 64 * 2**20  # ... each file up to about this size; deleted once all it holds is acknowledged
 RECENT_HANDLED = 4096  # with no recorder, numbered messages remembered as handled (copies are dropped)
+HOLD_SECONDS = 1.0  # a handler's first publication waits this long for it to return, then all is sent on
 
 Message = tuple[Meta, str, bytes]  # (meta, broker topic, signed body)
 
@@ -272,6 +274,29 @@ class _Window:
         return info
 
 
+@dataclass
+class _Hold:
+    """What the running handler has published, waiting for it to return (``DataPublisher.handling``)."""
+
+    messages: list[Message] = field(default_factory=list)
+    bytes: int = 0
+    since: float = 0.0  # monotonic time of the first
+    released: bool = False  # overdue: sent on, and what it publishes from now on too
+
+    def add(self, message: Message) -> None:
+        if not self.messages:
+            self.since = time.monotonic()
+        self.messages.append(message)
+        self.bytes += len(message[2])
+
+    def overdue(self) -> bool:
+        """Held HOLD_SECONDS, or as much as the outbox queue takes."""
+        if not self.messages:
+            return False
+        full = len(self.messages) >= QUEUE_MESSAGES or self.bytes >= QUEUE_BYTES
+        return full or time.monotonic() - self.since > HOLD_SECONDS
+
+
 class DataPublisher:
     """Stamps and publishes the data messages of one source (an instance, or the tapping script)."""
 
@@ -284,7 +309,8 @@ class DataPublisher:
         self.outbox: Outbox | None = None
         self.processed: Processed | None = None  # what this source handled, beside its outbox
         self._lock = threading.Lock()
-        self._held = threading.local()  # the messages a handler published, sent once it has returned
+        self._held = threading.local()  # .hold: what the running handler published (a _Hold)
+        self._warned_long_handler = False
         self._changed = threading.Condition(self._lock)  # acks, the queue, the recorder's state
         self._queue: list[tuple[list[Message], Meta | None]] = []  # (messages, processed mark) to write
         self._unwritten = 0  # messages queued, not yet on disk
@@ -351,13 +377,17 @@ class DataPublisher:
             self.bus.publish(topic, body, qos=0)
             return meta
         with self._lock:  # seq order == outbox order == send order
-            held = getattr(self._held, "messages", None)
-            if held is None and self.outbox is not None:
+            hold: _Hold | None = getattr(self._held, "hold", None)
+            if hold is not None and hold.overdue():
+                self._send_on(hold)
+            if hold is not None and hold.released:
+                hold = None  # sent on as if published outside a handler
+            if hold is None and self.outbox is not None:
                 self._changed.wait_for(self._room)
             meta, body = self._stamped(self.stamper, topic, payload, parents)
             self.last_durable = meta.seq
-            if held is not None:
-                held.append((meta, topic, body))
+            if hold is not None:
+                hold.add((meta, topic, body))
             elif self.outbox is not None:
                 self._enqueue([(meta, topic, body)], None)
             else:
@@ -528,17 +558,41 @@ class DataPublisher:
         with self.outbox.lock:
             return self.processed.seen(meta)
 
+    def _send_on(self, hold: _Hold) -> None:
+        """A handler still running HOLD_SECONDS after its first publication (a loop), or holding as
+        much as the queue takes: what it held and what it publishes from now on is sent without
+        waiting for it (the caller holds the lock)."""
+        if not self._warned_long_handler:
+            self._warned_long_handler = True
+            log.warning(
+                "%s: a handler is still running %g s after it first published (or has published"
+                " %d messages); its messages are sent on without waiting for it to return (if the instance dies before it returns, its"
+                " input is handled again and they are sent again). A long loop belongs in"
+                " @ether_start or a periodic publisher (docs/data.md)",
+                self.stamper.source,
+                HOLD_SECONDS,
+                len(hold.messages),
+            )
+        held, hold.messages, hold.released = hold.messages, [], True
+        if self.outbox is not None:
+            self._changed.wait_for(self._room)
+            self._enqueue(held, None)
+        else:
+            for _, topic, body in held:
+                self._last_sent = self.bus.publish(topic, body)
+
     @contextmanager
     def handling(self, meta: Meta | None) -> Iterator[None]:
         """Handle one message as a transaction: what the handler publishes is held, then written to
         the outbox together with the message's processed mark, then sent. A kill -9 in between keeps
-        all of it (sent again from the outbox) or none of it (the message is handled again)."""
-        held: list[Message] = []
-        self._held.messages = held
+        all of it (sent again from the outbox) or none of it (the message is handled again). A
+        handler that runs on HOLD_SECONDS after its first publication sends on (``_send_on``)."""
+        hold = self._held.hold = _Hold()
         try:
             yield
         finally:
-            self._held.messages = None
+            self._held.hold = None
+            held = hold.messages
             with self._lock:
                 if self.outbox is not None:
                     mark = meta if numbered(meta) and self.processed is not None else None
