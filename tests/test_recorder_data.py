@@ -11,7 +11,7 @@ import pytest
 
 import ether
 from ether.data.recorded import META_COLUMNS, lineage
-from ether.data.recorder.store import Row, Store, connect
+from ether.data.recorder.store import Row, Store, connect, same_content
 from ether.data.replay import sources_of
 from support import REPO
 
@@ -205,3 +205,20 @@ def test_open_session_without_pandas_names_the_extra(recorded_pipeline):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[0] == "[2, 4, 6]" and "pip install 'ether-lab[analysis]'" in out.stdout
+
+
+def test_a_resend_of_an_array_is_the_same_content_whatever_holds_its_bytes(tmp_path):
+    """The recorder tells a resend (dropped) from a conflict (kept) by content: a data section held
+    as a memoryview (received) equals the same bytes read back from the store, and one byte differs."""
+    data = bytes(range(256)) * 4
+    row = Row("x", "{}", "b.1", "s", "b", 1, [], 1.0, 2.0, memoryview(bytearray(data)))
+    store = Store(tmp_path / "run")
+    store.insert([row])
+    store.db.commit()
+    saved = tuple(store.saved_content("s", "b", 1))
+    assert same_content(saved, row.content())
+    changed = bytearray(data)
+    changed[-1] ^= 1
+    assert not same_content(saved, Row("x", "{}", "b.1", "s", "b", 1, [], 1.0, 2.0, changed).content())
+    assert not same_content(saved, Row("x", "{}", "b.1", "s", "b", 1, [], 9.0, 2.0, data).content())
+    store.close()

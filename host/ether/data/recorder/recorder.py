@@ -48,7 +48,7 @@ from ether.data.processed import LATEST_SUFFIX, REPORTS_SUFFIX, account, numbere
 from ether.data.recorder.clocks import DeviceClocks
 from ether.data.recorder.joined import late_will
 from ether.data.recorder.ledger import Ledger, Stream
-from ether.data.recorder.store import Row, Store, payload_text
+from ether.data.recorder.store import Row, Store, payload_text, same_content
 from ether.logs import error_event_limit, setup_logging
 from ether.processes import on_lifeline_cut, read_spec
 from ether.transport.broker import BrokerAddress, BrokerError
@@ -62,6 +62,7 @@ UNPROCESSED_EVERY = 2.0  # seconds between live counts of what instances have no
 UNPROCESSED_SHARE = 9.0  # ... and at least this many times as long as the last count took
 
 BATCH = 5000
+BATCH_BYTES = 16 * 2**20  # ... or this many bytes: arrays in a backlog are acknowledged as they are written
 COMMIT_EVERY = 0.005  # under load, a commit at most this often: a message then waits for the next
 ACK_INTERVAL = 0.02  # acknowledgements are coalesced: at most one per source per 20 ms
 RECORDED = (  # the kinds saved
@@ -114,6 +115,11 @@ class _Oversized:
     topic: str
     size: int
     t: float
+
+
+def _size(item: object) -> int:
+    """The bytes of a received message in the writer's queue (0 for a barrier and the like)."""
+    return len(item[1]) if isinstance(item, tuple) else 0
 
 
 class Recorder:
@@ -299,10 +305,12 @@ class Recorder:
         for the deadline, not for each message (a thread wake-up per message)."""
         self._barrier_queued.clear()  # a barrier queued before is found by draining the queue
         batch = [item]
+        size = _size(item)
         deadline = self._committed_at + COMMIT_EVERY
-        while len(batch) < BATCH and not isinstance(batch[-1], _Barrier):
+        while len(batch) < BATCH and size < BATCH_BYTES and not isinstance(batch[-1], _Barrier):
             try:
                 batch.append(self.inbox.get_nowait())
+                size += _size(batch[-1])
                 continue
             except queue.Empty:
                 wait = deadline - time.monotonic()
@@ -549,7 +557,7 @@ class Recorder:
         """A second message numbered like a saved one: a resend (identical: dropped) or a conflict (kept)."""
         first = self._batch.get(key)
         saved = first.content() if first is not None else self.store.saved_content(*key)
-        if saved is None or tuple(saved) == row.content():
+        if saved is None or same_content(tuple(saved), row.content()):
             return
         if not self.store.conflict(row):
             return  # this conflict is kept already: its resend is not a new one

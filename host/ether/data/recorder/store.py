@@ -154,6 +154,16 @@ class Row:
         return (self.topic, self.payload, self.msg_id, self.src, self.boot, self.seq, *self.content()[3:])
 
 
+def same_content(a: tuple, b: tuple) -> bool:
+    """Whether two :meth:`Row.content` tuples are equal, a data section compared as bytes (a
+    memoryview is compared item by item: 1.3 ms for 800 kB against 0.25 ms for a copy and a compare)."""
+    return a[:-1] == b[:-1] and _as_bytes(a[-1]) == _as_bytes(b[-1])
+
+
+def _as_bytes(data: bytes | memoryview | None) -> bytes | None:
+    return data.tobytes() if isinstance(data, memoryview) else data
+
+
 def payload_text(payload: Any) -> tuple[str, bytes | memoryview | None]:
     """How a payload is stored: its JSON text (references in place of arrays and bytes) and their raw
     bytes, the data section of Ether's binary encoding; (JSON text, None) for a plain JSON payload.
