@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import queue
+import socket
 import subprocess
 import sys
 import threading
@@ -232,3 +233,25 @@ def test_the_log_level_option_reaches_every_process_and_the_seal_line_stays(tmp_
         assert hidden not in proc.stderr
     if shown:
         assert shown in proc.stderr and proc.stderr.count(shown) > 10  # the broker's, a child process
+
+
+def test_a_delivery_its_client_never_acknowledges_is_one_warning_of_the_broker(run_session, tmp_path):
+    """A QoS 1 delivery whose PUBACK does not come (a client stuck or gone): amqtt logged a traceback
+    at ERROR for each; the embedded broker says it in one warning line."""
+    session, observer = run_session(recorded(tmp_path, {}))
+    silent = socket.create_connection((session.address.host, session.address.port), timeout=30)
+    client_id = b"silent-" + os.urandom(3).hex().encode()
+    connect = b"\x00\x04MQTT\x04\x02\x00\x3c" + len(client_id).to_bytes(2, "big") + client_id
+    silent.sendall(bytes([0x10, len(connect)]) + connect)
+    assert silent.recv(4)[:1] == b"\x20", "no CONNACK"
+    subscribe = b"\x00\x01" + len(b"nopuback").to_bytes(2, "big") + b"nopuback" + b"\x01"
+    silent.sendall(bytes([0x82, len(subscribe)]) + subscribe)
+    assert silent.recv(5)[:1] == b"\x90", "no SUBACK"
+    observer.publish("nopuback", "{}")  # delivered to it at QoS 1, never acknowledged
+    observer.wait_until(said("broker", "Timeout waiting for PUBACK"), "the broker's warning", timeout=30)
+    silent.close()
+    recorder_barrier(session)
+    session.close()
+    broker = [line for line in ether.open_session(session.recording.run_dir).logs if line["src"] == "broker"]
+    assert [line["level"] for line in broker if "PUBACK" in line["message"]] == ["WARNING"], broker
+    assert not [line for line in broker if line["level"] == "ERROR" or line.get("traceback")], broker

@@ -3,7 +3,9 @@
 with a timer instead of ``asyncio.wait_for`` (a second future and its callbacks per delivery), and the
 PUBACK's waiter in place before the PUBLISH goes out (amqtt registered it after, so a PUBACK that came
 while the PUBLISH was being written was "unknown" and the delivery failed 5 s later). Imported only by
-the broker process, which :func:`install` s it.
+the broker process, which :func:`install` s it. A delivery that fails (no PUBACK in time, the client
+gone) is said in one log line, not amqtt's traceback; Ether's outboxes and catch-up make good what
+the client missed.
 """
 
 from __future__ import annotations
@@ -27,7 +29,15 @@ def install(handler_class: type[ProtocolHandler]) -> None:
     async def mqtt_publish(self, topic, data, qos, retain, ack_timeout=None):
         if qos != QOS_1 or ack_timeout is not None:
             return await amqtt_publish(self, topic, data, qos, retain, ack_timeout)
-        return await publish_qos1(self, topic, data, retain)
+        try:
+            return await publish_qos1(self, topic, data, retain)
+        except TimeoutError:  # said by _expire; amqtt would log a traceback at ERROR for each
+            return None
+        except (ConnectionError, RuntimeError) as exc:  # the client went away meanwhile
+            if isinstance(exc, RuntimeError) and "closed" not in str(exc):  # uvloop: "... is closed"
+                raise
+            log.info("broker: a delivery on %s to a closed connection was dropped (%s)", topic, exc)
+            return None
 
     handler_class.mqtt_publish = mqtt_publish
 
