@@ -281,7 +281,6 @@ class _Hold:
     messages: list[Message] = field(default_factory=list)
     bytes: int = 0
     since: float = 0.0  # monotonic time of the first
-    released: bool = False  # overdue: sent on, and what it publishes from now on too
 
     def add(self, message: Message) -> None:
         if not self.messages:
@@ -380,8 +379,7 @@ class DataPublisher:
             hold: _Hold | None = getattr(self._held, "hold", None)
             if hold is not None and hold.overdue():
                 self._send_on(hold)
-            if hold is not None and hold.released:
-                hold = None  # sent on as if published outside a handler
+                hold = None  # from now on sent as if published outside a handler
             if hold is None and self.outbox is not None:
                 self._changed.wait_for(self._room)
             meta, body = self._stamped(self.stamper, topic, payload, parents)
@@ -560,23 +558,30 @@ class DataPublisher:
 
     def _send_on(self, hold: _Hold) -> None:
         """A handler still running HOLD_SECONDS after its first publication (a loop), or holding as
-        much as the queue takes: what it held and what it publishes from now on is sent without
-        waiting for it (the caller holds the lock)."""
+        much as the queue takes: what it held is sent, and what it publishes from now on is not held
+        (the caller holds the lock)."""
         if not self._warned_long_handler:
             self._warned_long_handler = True
             log.warning(
-                "%s: a handler is still running %g s after it first published (or has published"
-                " %d messages); its messages are sent on without waiting for it to return (if the instance dies before it returns, its"
-                " input is handled again and they are sent again). A long loop belongs in"
-                " @ether_start or a periodic publisher (docs/data.md)",
+                "%s: a handler is still running %g s after it first published (or has published %d"
+                " messages); its messages are sent on without waiting for it to return (if the"
+                " instance dies before it returns, its input is handled again and they are sent"
+                " again). A long loop belongs in @ether_start or a periodic publisher (docs/data.md)",
                 self.stamper.source,
                 HOLD_SECONDS,
                 len(hold.messages),
             )
-        held, hold.messages, hold.released = hold.messages, [], True
+        self._send_held(hold.messages, None)
+        hold.messages = []
+        self._held.hold = None
+
+    def _send_held(self, held: list[Message], mark: Meta | None) -> None:
+        """What a handler held (and its input's processed mark) to the outbox writer, or, with no
+        outbox, to the broker (the caller holds the lock)."""
         if self.outbox is not None:
-            self._changed.wait_for(self._room)
-            self._enqueue(held, None)
+            if held or mark is not None:
+                self._changed.wait_for(self._room)
+                self._enqueue(held, mark)
         else:
             for _, topic, body in held:
                 self._last_sent = self.bus.publish(topic, body)
@@ -592,16 +597,9 @@ class DataPublisher:
             yield
         finally:
             self._held.hold = None
-            held = hold.messages
-            with self._lock:
-                if self.outbox is not None:
-                    mark = meta if numbered(meta) and self.processed is not None else None
-                    if held or mark is not None:
-                        self._changed.wait_for(self._room)
-                        self._enqueue(held, mark)
-                else:
-                    for _, topic, body in held:
-                        self._last_sent = self.bus.publish(topic, body)
+            with self._lock:  # what it held (nothing if it was sent on), with its input's mark
+                mark = meta if numbered(meta) and self.processed is not None else None
+                self._send_held(hold.messages, mark)
 
     # -- acknowledgements ---------------------------------------------------------------------
     def _on_ack(self, topic: str, raw: bytes) -> None:
