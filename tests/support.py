@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -128,3 +129,22 @@ def recorder_kept_down(run_session, monkeypatch, session_name: str, run_dir) -> 
     os.kill(process.pid, signal.SIGKILL)
     process.child.process.wait(10)
     return session, back
+
+
+def mqtt_field(text: str) -> bytes:
+    """An MQTT string: its length in two bytes, then its UTF-8."""
+    return len(text).to_bytes(2, "big") + text.encode()
+
+
+def raw_connect(address: BrokerAddress, keep_alive: int, will_topic: str | None = None) -> socket.socket:
+    """A socket that says CONNECT (clean session, ``keep_alive`` seconds, a QoS 1 Will on ``will_topic``
+    if given) by hand, and has its CONNACK: a client the test can make stop talking at any byte."""
+    flags = 0x0E if will_topic else 0x02
+    body = mqtt_field("MQTT") + bytes([4, flags]) + keep_alive.to_bytes(2, "big")
+    body += mqtt_field(f"raw-{uuid.uuid4().hex[:6]}")
+    if will_topic:
+        body += mqtt_field(will_topic) + mqtt_field("gone")
+    sock = socket.create_connection((address.host, address.port), timeout=30)
+    sock.sendall(bytes([0x10, len(body)]) + body)
+    assert sock.recv(4)[:1] == b"\x20", "no CONNACK"
+    return sock

@@ -15,6 +15,7 @@ import pytest
 from ether.contract.topics import TopicError
 from ether.transport.broker import BrokerAddress, BrokerError, EmbeddedBroker
 from ether.transport.bus import Bus
+from support import mqtt_field, raw_connect
 
 
 @pytest.fixture
@@ -171,21 +172,6 @@ def test_a_client_that_goes_silent_is_dropped_and_its_will_published(broker):
         watcher.close()
 
 
-def _field(text: str) -> bytes:
-    return len(text).to_bytes(2, "big") + text.encode()
-
-
-def raw_connect(address, keep_alive: int, will_topic: str) -> socket.socket:
-    """A socket that says CONNECT (clean session, a QoS 1 Will, ``keep_alive`` seconds) by hand, and
-    has its CONNACK: a client the test can make stop talking at any byte."""
-    body = _field("MQTT") + bytes([4, 0x0E]) + keep_alive.to_bytes(2, "big")
-    body += _field(f"raw-{uuid.uuid4().hex[:6]}") + _field(will_topic) + _field("gone")
-    sock = socket.create_connection((address.host, address.port), timeout=30)
-    sock.sendall(bytes([0x10, len(body)]) + body)
-    assert sock.recv(4)[:1] == b"\x20", "no CONNACK"
-    return sock
-
-
 def test_a_client_that_stops_in_the_middle_of_a_packet_is_dropped_and_its_will_published(broker):
     """The fixed header of a PUBLISH and half its body, then nothing (a board whose Wi-Fi dropped
     mid-send): amqtt waited for the rest forever; now the keep-alive ends it."""
@@ -194,7 +180,7 @@ def test_a_client_that_stops_in_the_middle_of_a_packet_is_dropped_and_its_will_p
     watcher.subscribe("status/raw", lambda t, p: gone.set())
     sock = raw_connect(broker, 1, "status/raw")
     try:
-        sock.sendall(bytes([0x30, 40]) + _field("data/x")[:5])
+        sock.sendall(bytes([0x30, 40]) + mqtt_field("data/x")[:5])
         assert gone.wait(30), "the broker never dropped a client that stopped mid-packet"
         assert sock.recv(1) == b"", "the broker kept the connection open"
     finally:

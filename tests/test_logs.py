@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import queue
-import socket
 import subprocess
 import sys
 import threading
@@ -21,7 +20,7 @@ import lab_classes
 from ether.data.recorded_logs import parse_since
 from ether.logs import ERROR_LIMIT_VARIABLE, Collapse
 from ether.transport.log_publishing import BURST
-from support import REPO, Observer, logged_in, recorder_barrier
+from support import REPO, Observer, logged_in, mqtt_field, raw_connect, recorder_barrier
 
 LOG = "ether/default/log/"
 CHATTY = {"chatty": {"class_path": "log_classes.Chatty"}}
@@ -239,12 +238,8 @@ def test_a_delivery_its_client_never_acknowledges_is_one_warning_of_the_broker(r
     """A QoS 1 delivery whose PUBACK does not come (a client stuck or gone): amqtt logged a traceback
     at ERROR for each; the embedded broker says it in one warning line."""
     session, observer = run_session(recorded(tmp_path, {}))
-    silent = socket.create_connection((session.address.host, session.address.port), timeout=30)
-    client_id = b"silent-" + os.urandom(3).hex().encode()
-    connect = b"\x00\x04MQTT\x04\x02\x00\x3c" + len(client_id).to_bytes(2, "big") + client_id
-    silent.sendall(bytes([0x10, len(connect)]) + connect)
-    assert silent.recv(4)[:1] == b"\x20", "no CONNACK"
-    subscribe = b"\x00\x01" + len(b"nopuback").to_bytes(2, "big") + b"nopuback" + b"\x01"
+    silent = raw_connect(session.address, 60)
+    subscribe = b"\x00\x01" + mqtt_field("nopuback") + b"\x01"  # packet id 1, QoS 1
     silent.sendall(bytes([0x82, len(subscribe)]) + subscribe)
     assert silent.recv(5)[:1] == b"\x90", "no SUBACK"
     observer.publish("nopuback", "{}")  # delivered to it at QoS 1, never acknowledged
