@@ -148,15 +148,16 @@ def _tinted(strips: list[Strip], color: Color, under: RichStyle) -> list[Strip]:
     styles: dict[RichStyle | None, RichStyle] = {}
     plain = RichStyle()
 
+    def mixed(rich_color: Any) -> Any:
+        return None if rich_color is None else (Color.from_rich_color(rich_color) + color).rich_color
+
     def tint(style: RichStyle | None) -> RichStyle:
         tinted = styles.get(style)
         if tinted is None:
             base = plain if style is None else style.clear_meta_and_links()
-            fg = (Color.from_rich_color(base.color) + color).rich_color if base.color is not None else None
-            bg = (
-                (Color.from_rich_color(base.bgcolor) + color).rich_color if base.bgcolor is not None else None
+            tinted = styles[style] = (
+                under + base + RichStyle.from_color(mixed(base.color), mixed(base.bgcolor))
             )
-            tinted = styles[style] = under + base + RichStyle.from_color(fg, bg)
         return tinted
 
     return [
